@@ -1,0 +1,17 @@
+"""robustopt: robust optimization of deep networks (Madry et al., ICLR 2018).
+
+    import robustopt as ro
+    t = ro.Linf(0.3)
+    atk = ro.attacks.PGD(t, steps=40, step_size=0.01)
+    ev = ro.evaluate(model, (x, y), ro.suites.madry(t), mode="independent")
+"""
+
+from robustopt import attacks, checkpoint, data, losses, models, training
+from robustopt.evaluation import Evaluation, evaluate, suites
+from robustopt.threat import L1, L2, Linf, ThreatModel
+
+__version__ = "0.1.0"
+__all__ = [
+    "attacks", "checkpoint", "data", "losses", "models", "training", "suites",
+    "evaluate", "Evaluation", "Linf", "L2", "L1", "ThreatModel",
+]

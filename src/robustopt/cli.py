@@ -1,0 +1,153 @@
+"""The ``robustopt`` command. Thin: it parses arguments into the library's own objects."""
+
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import click
+
+__all__ = ["main", "parse_eps"]
+
+
+def parse_eps(text: str) -> float:
+    """Parse an epsilon such as ``0.3``, ``8/255`` or ``2e-2`` (pixel space)."""
+    try:
+        value = float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise click.BadParameter(f"{text!r} is not a number; write e.g. 0.3 or 8/255.") from None
+    if not value >= 0:
+        raise click.BadParameter(f"eps must be >= 0, got {text}.")
+    return value
+
+
+class _Eps(click.ParamType):
+    name = "EPS"
+
+    def convert(self, value, param, ctx):  # noqa: D102
+        return value if isinstance(value, float) else parse_eps(str(value))
+
+
+EPS = _Eps()
+
+
+def _fail(err: Exception) -> None:
+    click.echo(f"error: {err}", err=True)
+    sys.exit(2)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="robustopt")
+def main() -> None:
+    """robustopt: attacks, adversarial training and honest robustness evaluation (Madry et al. 2018)."""
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
+              help="Run folder for the four models, the table and its JSON.")
+@click.option("--data", default="mnist-mini", show_default=True, help="Dataset (mnist-mini ships with the package).")
+@click.option("--seed", default=0, show_default=True)
+def demo(out: Path, data: str, seed: int) -> None:
+    """The paper's experiment, small and offline: train A, A', B, A_nat; print the attack table."""
+    from robustopt.experiments import DEMO, run_madry_experiment
+
+    try:
+        run_madry_experiment(DEMO, out=out, data=data, seed=seed, echo=click.echo)
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
+        _fail(err)
+
+
+@main.group()
+def data() -> None:
+    """List or fetch datasets."""
+
+
+@data.command("list")
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root (default: $ROBUSTOPT_DATA or cache).")
+def data_list(root: Path | None) -> None:
+    """Show the known datasets and whether their files are present."""
+    from robustopt import data as ds
+
+    for name in ds.names():
+        click.echo(f"{name:15s} {ds.status(name, root)}")
+
+
+@data.command("fetch")
+@click.argument("name")
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root (default: $ROBUSTOPT_DATA or cache).")
+def data_fetch(name: str, root: Path | None) -> None:
+    """Download NAME from its official source and verify its checksums."""
+    from robustopt import data as ds
+
+    try:
+        click.echo(str(ds.fetch(name, root)))
+    except (ValueError, OSError) as err:
+        _fail(err)
+
+
+@main.command()
+@click.option("--data", "dataset", default="mnist", show_default=True, help="Dataset name.")
+@click.option("--model", "model_name", default="madry-mnist", show_default=True, help="Model name (see the registry).")
+@click.option("--method", default="pgd", show_default=True, help="natural | pgd | fgsm-rs")
+@click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default="linf", show_default=True)
+@click.option("--eps", type=EPS, default="0.3", show_default=True, help="Radius in pixel space, e.g. 0.3 or 8/255.")
+@click.option("--steps", "attack_steps", type=int, default=None, help="Inner PGD steps (default 40).")
+@click.option("--step-size", "attack_step_size", type=EPS, default=None, help="Inner PGD step size (default 0.01).")
+@click.option("--epochs", type=int, default=None)
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--optimizer", default=None, help="adam | sgd")
+@click.option("--eps-warmup-epochs", type=int, default=None, help="Ramp eps linearly over the first K epochs.")
+@click.option("--train-size", type=int, default=None, help="Use only the first N training images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
+def train(dataset, model_name, method, norm, eps, train_size, out, resume, root, **overrides) -> None:
+    """Train a model naturally or adversarially (PGD-AT, Madry et al. 2018)."""
+    from robustopt.experiments import train_run
+
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        train_run(out, data=dataset, model=model_name, method=method, norm=norm, eps=eps,
+                  train_size=train_size, resume=resume, root=root, **overrides)
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
+        _fail(err)
+
+
+@main.command("eval")
+@click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--suite", default="madry", show_default=True, help="madry")
+@click.option("--source", "sources", multiple=True, metavar="NAME=RUN",
+              help="Transfer source, e.g. \"A'=runs/a2\" or B=runs/b; repeatable.")
+@click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default=None, help="Default: the run's training norm.")
+@click.option("--eps", type=EPS, default=None, help="Default: the run's training eps.")
+@click.option("--n", "limit", type=int, default=None, help="Evaluate the first N test images (default: all).")
+@click.option("--max-restarts", type=int, default=None, help="Cap on restarts (the paper uses up to 20).")
+@click.option("--mode", type=click.Choice(["independent", "cascade"]), default=None,
+              help="independent: each row alone (paper tables, default for madry); cascade: worst case, cheaper.")
+@click.option("--batch-size", type=int, default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
+def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size, seed, root) -> None:
+    """Evaluate the model in RUN; print the table, write RUN/eval-SUITE.{json,md}."""
+    from robustopt.experiments import eval_run
+
+    try:
+        parsed = dict(_parse_source(s) for s in sources)
+        eval_run(run, suite=suite, sources=parsed, norm=norm, eps=eps, limit=limit, max_restarts=max_restarts,
+                 mode=mode, batch_size=batch_size, seed=seed, root=root, echo=click.echo)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        _fail(err)
+
+
+def _parse_source(text: str) -> tuple[str, Path]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise ValueError(f"--source must look like NAME=RUN (e.g. \"A'=runs/a2\"), got {text!r}.")
+    return name, Path(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,592 @@
+"""Adversarial training: the outer minimization of Madry et al. (2018), Sec. 4.
+
+``fit`` trains a model on ``min_theta E max_{delta in S} CE(theta, x + delta, y)``:
+each batch is first crafted by a training method (:mod:`robustopt.training.methods`:
+"natural", "pgd", "fgsm-rs"), then the model takes one optimizer step on the
+cross-entropy of the crafted batch. The loop below reads top to bottom; its
+configuration is the :class:`TrainConfig` dataclass.
+
+Output folder (when ``out`` is given)::
+
+    out/config.json     the TrainConfig (TrainConfig.from_dict reads it back)
+    out/log.jsonl       one JSON line per finished epoch
+    out/model.json      the checkpoint (robustopt.checkpoint: .json + .safetensors +
+                        .optim.pt), rewritten after every epoch. It is both the resume
+                        point and, once the last epoch is done, the final model.
+
+Example:
+    >>> model = ro.models.create("madry-mnist")
+    >>> res = ro.training.fit(model, ro.data.load("mnist", split="train"),
+    ...                       method="pgd", eps=0.3, epochs=90, out="runs/a")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from robustopt import checkpoint
+from robustopt._io import atomic_write_json, atomic_write_text
+from robustopt.attacks import PGD
+from robustopt.attacks.base import check_batch, check_labels, eval_mode, predict
+from robustopt.threat import L1, L2, Linf, ThreatModel
+from robustopt.training.methods import get_method
+
+__all__ = ["TrainConfig", "TrainResult", "fit", "CHECKPOINT_NAME"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "model"  # out/model.* is the checkpoint, updated after every epoch
+_NORMS: dict[str, type[ThreatModel]] = {"linf": Linf, "l2": L2, "l1": L1}
+_OPTIMIZERS = ("adam", "sgd")
+_SCHEDULES = ("constant", "cosine", "step")
+_ATTACK_MODES = ("eval",)
+# Fields that may change between an interrupted run and its resumption.
+_RESUMABLE_CHANGES = frozenset({"epochs", "log_every", "device"})
+_EVAL_BATCH = 500  # batch size of the held-out evaluation; does not change the numbers
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Configuration of :func:`fit`; JSON-ready through :meth:`to_dict` / :meth:`from_dict`.
+
+    The defaults are Madry et al.'s MNIST setup (Sec. 4 and Appendix): PGD training
+    against l_inf eps=0.3 with 40 steps of 0.01 from a random start, Adam 1e-4,
+    batch 50 (the paper trains 100k steps, about 90 epochs of 55k images).
+
+    Args:
+        method: training method, a key of ``robustopt.training.METHODS``: "natural",
+            "pgd" (Madry et al. 2018) or "fgsm-rs" (Wong et al. 2020: uniform random
+            start in the ball, one step of 1.25 * eps; ignores the attack_* fields).
+        epochs: number of passes over the training split.
+        batch_size: examples per optimizer step (the last batch of an epoch may be smaller).
+        optimizer: "adam" or "sgd" (with ``momentum``); ``weight_decay`` is an L2 penalty.
+        lr: peak learning rate.
+        momentum: SGD momentum (ignored by Adam).
+        weight_decay: L2 penalty coefficient.
+        lr_schedule: "constant"; "cosine" (from lr to 0 over all steps); or "step"
+            (x0.1 after 50% and again after 75% of the steps).
+        norm: threat model of the training attack and of the validation: "linf", "l2", "l1".
+        eps: radius in pixel space (inputs in [0, 1]), >= 0.
+        attack_steps: PGD steps of the training attack.
+        attack_step_size: PGD step in pixel space (absolute, not relative to eps);
+            None means ``2.5 * eps / attack_steps``.
+        attack_random_start: start PGD from a uniform point of the ball.
+        attack_mode: mode of the model while the training attack runs. Only "eval" is
+            supported: the attack engine runs the model in eval mode (batch norm uses
+            its running statistics, dropout is off) and restores train mode before the
+            weight update. Madry et al.'s MNIST model has neither batch norm nor
+            dropout, so there it makes no difference.
+        eps_warmup_epochs: ramp the training eps linearly over the first k epochs
+            (epoch e, counted from 0, uses ``eps * min(1, (e + 1) / k)``); 0 = off.
+            Validation always uses the full eps.
+        seed: seeds the shuffling (generator ``seed``), the attack's random starts
+            (generator ``seed + 1``), the validation attack (``seed + 2``) and the global
+            torch RNG (``torch.manual_seed(seed)``, for dropout).
+        val_size: examples held out from the END of the training data, never trained
+            on, for the per-epoch clean and robust accuracy. None: ``min(1000, N // 10)``.
+            0 disables validation.
+        val_attack_steps: PGD steps (step ``2.5 * eps / steps``, random start) of the
+            validation robust accuracy; 0 skips it.
+        device: "cpu", "auto" (CUDA when available, else CPU) or a torch device string.
+        log_every: refresh the progress bar's loss/accuracy every this many steps.
+    """
+
+    method: str = "pgd"
+    epochs: int = 100
+    batch_size: int = 50
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    norm: str = "linf"
+    eps: float = 0.3
+    attack_steps: int = 40
+    attack_step_size: float | None = 0.01
+    attack_random_start: bool = True
+    attack_mode: str = "eval"
+    eps_warmup_epochs: int = 0
+    seed: int = 0
+    val_size: int | None = None
+    val_attack_steps: int = 10
+    device: str = "cpu"
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        get_method(self.method)
+        _choice("optimizer", self.optimizer, _OPTIMIZERS)
+        _choice("lr_schedule", self.lr_schedule, _SCHEDULES)
+        _choice("norm", self.norm, tuple(_NORMS))
+        if self.attack_mode not in _ATTACK_MODES:
+            raise ValueError(
+                f"attack_mode must be 'eval', got {self.attack_mode!r}: the attack engine always runs "
+                "the model in eval mode (batch norm with running statistics, no dropout)."
+            )
+        for name, minimum in (("epochs", 0), ("batch_size", 1), ("attack_steps", 1),
+                              ("eps_warmup_epochs", 0), ("val_attack_steps", 0), ("log_every", 0)):
+            _integer(name, getattr(self, name), minimum)
+        _integer("seed", self.seed, 0)
+        if self.val_size is not None:
+            _integer("val_size", self.val_size, 0)
+        for name in ("lr", "momentum", "weight_decay", "eps"):
+            object.__setattr__(self, name, _number(name, getattr(self, name)))
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}.")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}.")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        if self.eps < 0:
+            raise ValueError(f"eps must be >= 0 (a radius in pixel space, e.g. 0.3 or 8/255), got {self.eps}.")
+        if self.attack_step_size is not None:
+            step = _number("attack_step_size", self.attack_step_size)
+            if step <= 0:
+                raise ValueError(f"attack_step_size must be > 0 or None (2.5 * eps / steps), got {step}.")
+            object.__setattr__(self, "attack_step_size", step)
+        if not isinstance(self.attack_random_start, bool):
+            raise TypeError(f"attack_random_start must be True or False, got {self.attack_random_start!r}.")
+        if not isinstance(self.device, str):
+            raise TypeError(f"device must be a str such as 'cpu', 'cuda' or 'auto', got {self.device!r}.")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError as err:
+                raise ValueError(f"device must be 'cpu', 'auto' or a torch device string, got {self.device!r}.") from err
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of JSON types."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; missing fields take their defaults.
+
+        Raises:
+            TypeError: If ``d`` has keys that are not TrainConfig fields.
+        """
+        _check_fields(d)
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns.
+
+    Attributes:
+        model: the trained model (the same object that was passed), in eval mode.
+        history: one dict per finished epoch, as in ``out/log.jsonl`` (epochs of an
+            earlier, resumed run included).
+        out: the output folder, or None.
+        seconds: wall time of this call.
+        config: the configuration that was used.
+    """
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    out: Path | None
+    seconds: float
+    config: TrainConfig
+
+
+def fit(
+    model: nn.Module,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    *,
+    config: TrainConfig | None = None,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **overrides: Any,
+) -> TrainResult:
+    """Train ``model`` with a (robust) training method (Madry et al. 2018, Sec. 4).
+
+    Per epoch: shuffle; per batch: craft the training inputs with the method (for
+    "pgd", the PGD adversarial examples, found with the model in eval mode), switch
+    the model to train mode, take one optimizer step on their cross-entropy. After
+    each epoch: clean and PGD robust accuracy on the held-out split, a line in
+    ``out/log.jsonl`` and the checkpoint ``out/model`` (see the module docstring).
+
+    Runs are reproducible: the same seed, data and initial weights give identical
+    weights on CPU, and a run interrupted after an epoch and resumed with
+    ``resume=True`` ends with the same weights, bit for bit, as an uninterrupted one
+    (on CPU; CUDA kernels may be non-deterministic). Note that ``fit`` sets the global
+    torch seed (``torch.manual_seed(config.seed)``).
+
+    Args:
+        model: maps images in [0, 1] (N, C, H, W) to logits (N, classes). It is moved
+            to ``config.device`` and trained in place.
+        train_data: ``(x, y)``: x float images in [0, 1] (N, ...), y int64 labels (N,).
+            The last ``val_size`` examples are held out for validation.
+        config: the configuration; default ``TrainConfig()``.
+        out: folder for config.json, log.jsonl and the checkpoint; None writes nothing.
+        resume: continue from the checkpoint in ``out`` if there is one (weights,
+            optimizer, RNG states, epoch). Only ``epochs``, ``log_every`` and
+            ``device`` may differ from the checkpoint's configuration.
+        progress: show a tqdm progress bar per epoch.
+        **overrides: TrainConfig fields replacing those of ``config``, e.g. ``eps=0.3``.
+
+    Returns:
+        TrainResult with the model (in eval mode), the history and the output folder.
+
+    Raises:
+        TypeError: unknown override, or data/model of the wrong type.
+        ValueError: invalid configuration or data (shapes, dtypes, pixels outside
+            [0, 1], NaN, labels out of range), or a resume whose configuration or data
+            differs from the checkpoint's.
+        FileExistsError: ``out`` holds a checkpoint and ``resume`` is False.
+
+    Example:
+        >>> res = fit(model, (x, y), method="pgd", eps=0.3, epochs=10, out="runs/a")
+        >>> res.history[-1]["val_robust_acc"]
+    """
+    t_start = time.perf_counter()
+    config = _resolve_config(config, overrides)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no parameters that require grad; there is nothing to train.")
+    x, y = _check_data(train_data)
+    device = _resolve_device(config.device)
+    n_val = _val_size(config, len(x))
+    n_train = len(x) - n_val
+    x_train, y_train, x_val, y_val = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+    craft = get_method(config.method)
+
+    model.to(device)
+    with eval_mode(model), torch.no_grad():  # clear errors for a wrong input shape or labels
+        logits = predict(model, x[:1].to(device))
+    check_labels(logits, y, "labels y")
+    optimizer = _make_optimizer(config, params)
+
+    # Randomness: shuffling on CPU, attack starts on the device, dropout from the global RNG.
+    shuffle_gen = torch.Generator().manual_seed(config.seed)
+    attack_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    torch.manual_seed(config.seed)
+    history: list[dict[str, Any]] = []
+    start_epoch, step = 0, 0
+    data_info = _fingerprint(x, y)
+
+    out = Path(out) if out is not None else None
+    ckpt = out / CHECKPOINT_NAME if out is not None else None
+    if ckpt is not None and checkpoint.exists(ckpt):  # a committed checkpoint (its .json)
+        if not resume:
+            raise FileExistsError(
+                f"{out} already holds a training checkpoint ({ckpt}); pass resume=True to continue "
+                "that run, or choose another output folder. Nothing was overwritten."
+            )
+        state = _check_resume(checkpoint.read_metadata(ckpt), config, data_info, ckpt)  # before touching the model
+        checkpoint.load(ckpt, model, map_location=device, optimizer=optimizer)
+        start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+        _set_rng_states(state["rng"], shuffle_gen, attack_gen, device)
+        logger.info("resuming %s from epoch %d (step %d)", ckpt, start_epoch, step)
+    if out is not None:
+        atomic_write_json(out / "config.json", config.to_dict())
+        _write_log(out, history)  # drops lines of an epoch whose checkpoint never landed
+
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    val_threat = _NORMS[config.norm](config.eps)
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            t_epoch = time.perf_counter()
+            eps = _eps_at(config, epoch)
+            threat = _NORMS[config.norm](eps)
+            perm = torch.randperm(n_train, generator=shuffle_gen).to(x_train.device)
+            loss_sum, correct, seen, grad_evals = 0.0, 0, 0, 0
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+            for i in range(steps_per_epoch):
+                idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+                xb, yb = x_train[idx].to(device), y_train[idx].to(device)
+                lr = _lr_at(config, step, total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+
+                # Inner maximization: the method crafts the batch (attacks run in eval mode).
+                batch = craft(model, xb, yb, threat=threat, config=config, generator=attack_gen)
+                # Outer minimization: one step on the crafted batch, in train mode.
+                model.train()
+                logits = model(batch.x)
+                loss = F.cross_entropy(logits, yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                step += 1
+
+                loss_sum += loss.item() * len(yb)
+                correct += (logits.argmax(dim=1) == yb).sum().item()
+                seen += len(yb)
+                grad_evals += batch.grad_evals + len(yb)  # attack + weight-update backward passes
+                bar.update()
+                if config.log_every and (i + 1) % config.log_every == 0:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", eps=f"{eps:.3g}")
+
+            model.eval()
+            val_clean, val_robust = _validate(model, x_val, y_val, val_threat, config, device)
+            record = {
+                "epoch": epoch + 1,
+                "step": step,
+                "train_loss": loss_sum / seen,
+                "train_acc": correct / seen,
+                "val_clean_acc": val_clean,
+                "val_robust_acc": val_robust,
+                "lr": lr,
+                "eps": eps,
+                "seconds": time.perf_counter() - t_epoch,
+                "grad_evals": grad_evals,
+            }
+            history.append(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{record['train_acc']:.3f}",
+                            val=_fmt(val_clean), val_rob=_fmt(val_robust))
+            bar.close()
+            logger.info("epoch %d: %s", epoch + 1, json.dumps(record))
+
+            if out is not None:
+                _write_log(out, history)
+                extra = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "metrics": record,
+                    "history": history,
+                    "data": data_info,
+                    "rng": _get_rng_states(shuffle_gen, attack_gen, device),
+                }
+                checkpoint.save(ckpt, model, config=config.to_dict(), optimizer=optimizer, extra=extra)
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        model.eval()
+
+    return TrainResult(model, history, out, time.perf_counter() - t_start, config)
+
+
+# --- schedules ------------------------------------------------------------------------------
+
+
+def _lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) out of ``total_steps``."""
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1 + math.cos(math.pi * step / max(total_steps, 1)))
+    if config.lr_schedule == "step":
+        drops = (step >= 0.5 * total_steps) + (step >= 0.75 * total_steps)
+        return config.lr * 0.1**drops
+    return config.lr
+
+
+def _eps_at(config: TrainConfig, epoch: int) -> float:
+    """Training eps of ``epoch`` (0-based): linear warm-up over ``eps_warmup_epochs``."""
+    if config.eps_warmup_epochs == 0:
+        return config.eps
+    return config.eps * min(1.0, (epoch + 1) / config.eps_warmup_epochs)
+
+
+# --- validation on the held-out split --------------------------------------------------------
+
+
+def _validate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, config: TrainConfig, device: torch.device
+) -> tuple[float | None, float | None]:
+    """Clean and PGD robust accuracy on ``(x, y)`` (None when empty / disabled).
+
+    Robust = correctly classified clean AND not broken by the attack, which starts
+    from a fixed seed (``seed + 2``) every epoch so that epochs are comparable.
+    """
+    if len(x) == 0:
+        return None, None
+    attack = None
+    if config.val_attack_steps > 0 and threat.eps > 0:
+        attack = PGD(threat, steps=config.val_attack_steps, rel_step_size=2.5 / config.val_attack_steps)
+    gen = torch.Generator(device=device).manual_seed(config.seed + 2)
+    clean = robust = 0
+    with eval_mode(model):
+        for i in range(0, len(x), _EVAL_BATCH):
+            xb, yb = x[i : i + _EVAL_BATCH].to(device), y[i : i + _EVAL_BATCH].to(device)
+            with torch.no_grad():
+                ok = predict(model, xb).argmax(dim=1) == yb
+            clean += ok.sum().item()
+            if attack is not None:
+                ok &= ~attack.run(model, xb, yb, generator=gen).success
+            robust += ok.sum().item()
+    if config.val_attack_steps == 0 and threat.eps > 0:
+        return clean / len(x), None
+    return clean / len(x), robust / len(x)  # at eps = 0 robust accuracy is the clean one
+
+
+# --- checkpoint / resume -------------------------------------------------------------------------
+
+
+def _write_log(out: Path, history: list[dict[str, Any]]) -> None:
+    # The whole file is rewritten atomically: it always matches a finished epoch.
+    atomic_write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+
+def _check_resume(meta: Mapping[str, Any], config: TrainConfig, data_info: dict[str, Any], ckpt: Path) -> dict[str, Any]:
+    """Raise ValueError unless the checkpoint continues the requested run; return its training state."""
+    saved = meta.get("config") or {}
+    state = meta.get("extra") or {}
+    if not {"epoch", "step", "history", "rng"} <= set(state):
+        raise ValueError(f"{ckpt} is not a checkpoint written by robustopt.training.fit; cannot resume from it.")
+    wanted = config.to_dict()
+    diffs = [
+        f"{k}: checkpoint {saved.get(k)!r} vs requested {wanted[k]!r}"
+        for k in wanted
+        if k not in _RESUMABLE_CHANGES and saved.get(k, wanted[k]) != wanted[k]
+    ]
+    if diffs:
+        raise ValueError(
+            f"cannot resume {ckpt}: the configuration differs in " + "; ".join(diffs)
+            + f". Only {sorted(_RESUMABLE_CHANGES)} may change on resume; use another output folder for a new run."
+        )
+    old = state.get("data") or {}
+    same_data = (
+        old.get("n") == data_info["n"]
+        and old.get("shape") == data_info["shape"]
+        and old.get("y_sum") == data_info["y_sum"]
+        and math.isclose(old.get("x_sum", math.nan), data_info["x_sum"], rel_tol=1e-9, abs_tol=1e-9)
+    )
+    if old and not same_data:
+        raise ValueError(
+            f"cannot resume {ckpt}: the training data differs from the checkpoint's "
+            f"(checkpoint {old}, now {data_info}). Pass the same (x, y) or use another output folder."
+        )
+    if state["epoch"] > config.epochs:
+        raise ValueError(
+            f"cannot resume {ckpt}: it already trained {state['epoch']} epochs, more than the requested "
+            f"epochs={config.epochs}. Ask for at least {state['epoch']} epochs."
+        )
+    return state
+
+
+def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    """Cheap, order-sensitive summary of the training data, to refuse resuming on other data."""
+    pos = torch.arange(1, len(x) + 1, device=x.device, dtype=torch.float64)  # weights make order count
+    return {
+        "n": len(x),
+        "shape": list(x.shape[1:]),
+        "x_sum": (x.flatten(1).double().sum(1) * pos).sum().item(),
+        "y_sum": int((y.double() * pos).sum().item()),
+    }
+
+
+def _get_rng_states(shuffle_gen: torch.Generator, attack_gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """RNG states as hex strings of their bytes (compact in the checkpoint's JSON)."""
+    def as_hex(state: torch.Tensor) -> str:
+        return state.numpy().tobytes().hex()
+
+    states = {
+        "shuffle": as_hex(shuffle_gen.get_state()),
+        "attack": as_hex(attack_gen.get_state()),
+        "attack_device": device.type,
+        "torch": as_hex(torch.get_rng_state()),
+    }
+    if device.type == "cuda":
+        states["cuda"] = as_hex(torch.cuda.get_rng_state(device))
+    return states
+
+
+def _set_rng_states(states: Mapping[str, Any], shuffle_gen: torch.Generator, attack_gen: torch.Generator, device: torch.device) -> None:
+    def as_state(hex_bytes: str) -> torch.Tensor:
+        return torch.tensor(list(bytes.fromhex(hex_bytes)), dtype=torch.uint8)
+
+    shuffle_gen.set_state(as_state(states["shuffle"]))
+    if states.get("attack_device", "cpu") == device.type:
+        attack_gen.set_state(as_state(states["attack"]))
+    else:  # CPU and CUDA generators have different state formats
+        logger.warning("resuming on %s a run saved on %s: the attack's random starts are reseeded, "
+                       "so the result will not match an uninterrupted run bit for bit",
+                       device.type, states.get("attack_device"))
+    torch.set_rng_state(as_state(states["torch"]))
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(as_state(states["cuda"]), device)
+
+
+# --- argument checks ---------------------------------------------------------------------------
+
+
+def _check_fields(names: Mapping[str, Any]) -> None:
+    valid = [f.name for f in dataclasses.fields(TrainConfig)]
+    unknown = sorted(set(names) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown TrainConfig field(s) {unknown}; valid ones are: {', '.join(valid)}.")
+
+
+def _resolve_config(config: TrainConfig | None, overrides: Mapping[str, Any]) -> TrainConfig:
+    if config is None:
+        config = TrainConfig()
+    elif not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig (or None), got {type(config).__name__}; "
+                        "use TrainConfig.from_dict for a dict.")
+    _check_fields(overrides)
+    return dataclasses.replace(config, **overrides)
+
+
+def _check_data(train_data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(train_data, (tuple, list)) or len(train_data) != 2:
+        raise TypeError(f"train_data must be a pair (x, y) of tensors, got {type(train_data).__name__}.")
+    x, y = train_data
+    check_batch(x, y)
+    if len(x) < 1:
+        raise ValueError("train_data is empty.")
+    if y.min() < 0:
+        raise ValueError(f"labels y must be class indices >= 0, got minimum {y.min().item()}.")
+    return x, y.long()
+
+
+def _val_size(config: TrainConfig, n: int) -> int:
+    if config.val_size is None:
+        return min(1000, n // 10)
+    if config.val_size >= n:
+        raise ValueError(f"val_size={config.val_size} leaves no training data out of {n} examples; "
+                         f"choose val_size < {n} (0 disables validation).")
+    return config.val_size
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} was requested but CUDA is not available; use device='cpu' or 'auto'.")
+    return device
+
+
+def _make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}.")
+
+
+def _integer(name: str, value: Any, minimum: int | None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r}).")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+
+
+def _number(name: str, value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} ({value!r}).")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}.")
+    return float(value)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+

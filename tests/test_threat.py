@@ -1,0 +1,441 @@
+"""Geometry of the threat models: projection, steepest step, random start, validation.
+
+The properties are the mathematical definitions (CleverHans ``test_utils.py``,
+Foolbox ``test_distances.py`` style):
+
+* ``project`` is the Euclidean projection onto ball ∩ box: it lands in the set,
+  is idempotent, leaves feasible points alone, puts large perturbations exactly
+  on the sphere, satisfies the variational inequality ``<v - p, z - p> <= 0`` for
+  every feasible ``z`` and agrees with an independent reference (Dykstra's
+  alternating projections; Duchi et al.'s sort-based l1 projection).
+* ``step(g)`` attains the dual norm: ``<step(g), g> = ||g||_*`` with ``||step(g)||_p = 1``.
+* ``random_init`` is uniform in the ball (checked by statistics with known values).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import robustopt as ro
+from robustopt.threat import check_images
+
+NORMS = [ro.Linf, ro.L2, ro.L1]
+BOUNDS = [(0.0, 1.0), (-1.0, 2.0), (-0.5, 0.25)]
+EPSILONS = [0.0, 0.01, 0.1, 0.5, 2.0, 10.0]
+SHAPE = (4, 2, 3, 3)  # N, C, H, W: 18 coordinates per example
+
+HYP = settings(max_examples=25, deadline=None, derandomize=True)
+
+
+def flat_norm(v: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.linalg.vector_norm(v.flatten(1), ord=p, dim=1)
+
+
+def sample_problem(seed, norm, eps, bounds, scale, dtype=torch.float64, shape=SHAPE):
+    """A threat model, clean points ``x`` in the box (some coordinates exactly on it), and targets ``v``."""
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = bounds
+    x = lo + (hi - lo) * torch.rand(shape, generator=g, dtype=dtype)
+    on_box = torch.rand(shape, generator=g) < 0.2
+    corner = torch.where(torch.rand(shape, generator=g) < 0.5, lo, hi).to(dtype)
+    x = torch.where(on_box, corner, x)
+    v = x + scale * torch.randn(shape, generator=g, dtype=dtype)
+    return norm(eps, bounds=bounds), x, v
+
+
+problems = st.tuples(
+    st.integers(0, 2**16),
+    st.sampled_from(NORMS),
+    st.sampled_from(EPSILONS),
+    st.sampled_from(BOUNDS),
+    st.sampled_from([0.01, 0.3, 3.0]),
+)
+
+
+def tol_for(t) -> float:
+    """Absolute tolerance: Linf is exact; L2/L1 use a 40-step bisection (relative ~1e-12 of the bracket)."""
+    return 1e-12 if isinstance(t, ro.Linf) else 1e-7 * max(1.0, t.eps)
+
+
+# --- reference projections -----------------------------------------------------------------
+def ball_projection(delta: torch.Tensor, t) -> torch.Tensor:
+    """Euclidean projection onto the l_p ball alone (no box), independent of robustopt."""
+    flat = delta.flatten(1)
+    if isinstance(t, ro.Linf):
+        out = flat.clamp(-t.eps, t.eps)
+    elif isinstance(t, ro.L2):
+        norms = flat.norm(dim=1, keepdim=True)
+        out = flat * torch.where(norms > t.eps, t.eps / norms.clamp_min(1e-300), torch.ones_like(norms))
+    else:  # Duchi, Shalev-Shwartz, Singer, Chandra (2008), Fig. 1, applied to |delta|
+        out = flat.clone()
+        for i, row in enumerate(flat):
+            a = row.abs()
+            if a.sum() <= t.eps:
+                continue
+            if t.eps == 0:
+                out[i] = 0
+                continue
+            mu = a.sort(descending=True).values
+            css = mu.cumsum(0)
+            j = torch.arange(1, len(mu) + 1, dtype=a.dtype)
+            rho = int((mu - (css - t.eps) / j > 0).nonzero().max())
+            theta = (css[rho] - t.eps) / (rho + 1)
+            out[i] = row.sign() * (a - theta).clamp_min(0)
+    return out.view_as(delta)
+
+
+def dykstra_projection(v: torch.Tensor, x: torch.Tensor, t, iters: int = 3000) -> torch.Tensor:
+    """Projection onto ball ∩ box by Dykstra's alternating projections (converges to the exact one)."""
+    lo, hi = t.bounds
+    z = v - x
+    p = torch.zeros_like(z)
+    q = torch.zeros_like(z)
+    for _ in range(iters):
+        yb = ball_projection(z + p, t)
+        p = z + p - yb
+        z_new = torch.minimum(torch.maximum(yb + q, lo - x), hi - x)
+        q = yb + q - z_new
+        z = z_new
+    return x + z
+
+
+# --- projection -----------------------------------------------------------------------------
+@HYP
+@given(problems)
+def test_projection_lands_in_ball_and_box(problem):
+    t, x, v = sample_problem(*problem)
+    p = t.project(v, x)
+    assert p.shape == x.shape and p.dtype == x.dtype
+    assert t.contains(p, x, atol=1e-9).all()
+    lo, hi = t.bounds
+    assert (p >= lo).all() and (p <= hi).all()  # the box holds exactly, not just up to atol
+    assert (flat_norm(p - x, t.p) <= t.eps * (1 + 1e-9) + 1e-12).all()
+
+
+@HYP
+@given(problems)
+def test_projection_is_idempotent(problem):
+    t, x, v = sample_problem(*problem)
+    p = t.project(v, x)
+    torch.testing.assert_close(t.project(p, x), p, atol=tol_for(t), rtol=0)
+
+
+@HYP
+@given(problems, st.floats(0.0, 0.999))
+def test_feasible_points_are_unchanged(problem, shrink):
+    t, x, v = sample_problem(*problem)
+    inside = x + shrink * (t.project(v, x) - x)  # convex combination of x and a feasible point
+    torch.testing.assert_close(t.project(inside, x), inside, atol=1e-12, rtol=0)
+
+
+@HYP
+@given(problems)
+def test_projection_is_the_euclidean_projection(problem):
+    """||p - v|| <= ||z - v|| for feasible z, and <v - p, z - p> <= 0 (the variational inequality)."""
+    t, x, v = sample_problem(*problem)
+    p = t.project(v, x)
+    seed = problem[0]
+    candidates = [x, t.random_init(x, torch.Generator().manual_seed(seed))]
+    for k in range(6):  # projections of other random points, and mixtures with p
+        g = torch.Generator().manual_seed(seed + 1000 + k)
+        other = t.project(x + 3.0 * torch.randn(x.shape, generator=g, dtype=x.dtype), x)
+        candidates += [other, 0.5 * (other + p)]
+    dist_p = flat_norm(p - v, 2)
+    scale = 1.0 + flat_norm(v - x, 2)
+    tol = 1e-6 * scale
+    for z in candidates:
+        assert t.contains(z, x, atol=1e-9).all()
+        assert (dist_p <= flat_norm(z - v, 2) + tol).all()
+        inner = ((v - p) * (z - p)).flatten(1).sum(dim=1)
+        assert (inner <= tol * scale).all()
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(problems)
+def test_projection_matches_dykstra_reference(problem):
+    t, x, v = sample_problem(*problem, shape=(3, 6))
+    expected = dykstra_projection(v, x, t)
+    torch.testing.assert_close(t.project(v, x), expected, atol=1e-6 * max(1.0, t.eps), rtol=0)
+
+
+@HYP
+@given(problems)
+def test_linf_projection_is_two_clamps_exactly(problem):
+    _, x, v = sample_problem(*problem)
+    eps, bounds = problem[2], problem[3]
+    t = ro.Linf(eps, bounds=bounds)
+    expected = (x + (v - x).clamp(-eps, eps)).clamp(*bounds)
+    assert torch.equal(t.project(v, x), expected)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_large_perturbations_land_exactly_on_the_sphere(norm, dtype):
+    """x = 0.5 and eps small: the box never binds, so the projection is the ball's."""
+    eps = 0.1
+    t = norm(eps)
+    g = torch.Generator().manual_seed(0)
+    x = torch.full((8, 1, 4, 4), 0.5, dtype=dtype)
+    direction = torch.randn(x.shape, generator=g, dtype=dtype)
+    v = x + 5.0 * direction
+    p = t.project(v, x)
+    # float32: the multiplier lives on the scale of |v| (~5), so one ulp of it is ~1e-5 of eps
+    rtol = 1e-4 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(t.distance(x, p), torch.full((8,), eps, dtype=dtype), rtol=rtol, atol=0)
+    if norm is ro.L2:  # scaled back along the ray
+        expected = x + eps * direction / flat_norm(direction, 2).view(-1, 1, 1, 1)
+        torch.testing.assert_close(p, expected, rtol=0, atol=10 * rtol)
+    else:
+        torch.testing.assert_close(p - x, ball_projection(v - x, t), rtol=0, atol=10 * rtol)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_small_perturbations_are_left_alone(norm):
+    eps = 0.1
+    t = norm(eps)
+    x = torch.full((4, 1, 4, 4), 0.5, dtype=torch.float64)
+    delta = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    delta = 0.9 * eps * delta / flat_norm(delta, t.p).view(-1, 1, 1, 1)
+    torch.testing.assert_close(t.project(x + delta, x), x + delta, rtol=0, atol=1e-15)
+
+
+def test_box_binds_before_ball():
+    """x on the upper bound pushed up: only the box acts, the ball does not shrink other coordinates."""
+    t = ro.L2(1.0)
+    x = torch.tensor([[1.0, 0.5]])
+    v = torch.tensor([[3.0, 0.6]])  # clipped: [1.0, 0.6], distance 0.1 <= eps
+    torch.testing.assert_close(t.project(v, x), torch.tensor([[1.0, 0.6]]))
+
+
+def test_contains_rejects_points_outside():
+    x = torch.full((1, 4), 0.5)
+    for t, outside in [
+        (ro.Linf(0.1), x + torch.tensor([[0.11, 0, 0, 0]])),
+        (ro.L2(0.1), x + torch.tensor([[0.08, 0.08, 0, 0]])),
+        (ro.L1(0.1), x + torch.tensor([[0.06, 0.06, 0, 0]])),
+        (ro.Linf(1.0), x + torch.tensor([[0.6, 0, 0, 0]])),  # in the ball, out of the box
+        (ro.Linf(1.0), x + torch.tensor([[float("nan"), 0, 0, 0]])),
+    ]:
+        assert not t.contains(outside, x).any(), t
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_distance_is_the_lp_norm(norm):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 2, 3, 3, generator=g)
+    x_adv = torch.rand(5, 2, 3, 3, generator=g)
+    t = norm(0.3)
+    d = t.distance(x, x_adv)
+    assert d.shape == (5,)
+    expected = [np.linalg.norm((x_adv[i] - x[i]).flatten().numpy(), ord=t.p) for i in range(5)]
+    np.testing.assert_allclose(d.numpy(), expected, rtol=1e-6)
+
+
+# --- steepest-ascent step -------------------------------------------------------------------
+def gradients(seed: int, dtype=torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(6, 3, 10, 10, generator=g, dtype=dtype) * 10 ** torch.empty(6, 1, 1, 1, dtype=dtype).uniform_(
+        -3, 3, generator=g
+    )
+
+
+@HYP
+@given(st.integers(0, 2**16), st.sampled_from([(ro.Linf(0.1), 1.0), (ro.L2(0.1), 2.0), (ro.L1(0.1, step_quantile=1.0), math.inf)]))
+def test_step_attains_the_dual_norm(seed, case):
+    t, dual = case
+    grad = gradients(seed)
+    d = t.step(grad)
+    assert d.shape == grad.shape and d.dtype == grad.dtype
+    torch.testing.assert_close(flat_norm(d, t.p), torch.ones(6, dtype=grad.dtype))
+    torch.testing.assert_close((d * grad).flatten(1).sum(1), flat_norm(grad, dual), rtol=1e-10, atol=0)
+
+
+@HYP
+@given(st.integers(0, 2**16), st.sampled_from([ro.Linf(0.1), ro.L2(0.1), ro.L1(0.1, step_quantile=1.0)]))
+def test_step_beats_every_unit_direction(seed, t):
+    """step(g) is the argmax of <d, g> over the unit ball: no random unit direction does better."""
+    grad = gradients(seed)
+    best = (t.step(grad) * grad).flatten(1).sum(1)
+    g = torch.Generator().manual_seed(seed + 1)
+    for _ in range(20):
+        u = torch.randn(grad.shape, generator=g, dtype=grad.dtype)
+        u = u / flat_norm(u, t.p).view(-1, 1, 1, 1)
+        assert ((u * grad).flatten(1).sum(1) <= best * (1 + 1e-12)).all()
+
+
+@pytest.mark.parametrize("quantile", [0.99, 0.9, 0.5])
+def test_l1_sparse_step_averages_the_top_k(quantile):
+    """Default l1 step (SLIDE): moves the top-k |g| coordinates, k = round((1 - q) d), ||d||_1 = 1."""
+    t = ro.L1(1.0, step_quantile=quantile)
+    grad = gradients(3)
+    d = t.step(grad)
+    k = max(1, round((1 - quantile) * grad[0].numel()))
+    top = grad.flatten(1).abs().topk(k, dim=1).values
+    torch.testing.assert_close(flat_norm(d, 1), torch.ones(6, dtype=grad.dtype))
+    torch.testing.assert_close((d * grad).flatten(1).sum(1), top.mean(dim=1), rtol=1e-10, atol=0)
+    assert ((d != 0).flatten(1).sum(1) == k).all()
+    assert (d.sign() * grad.sign() >= 0).all()  # every moved coordinate goes uphill
+
+
+def test_l1_step_skips_coordinates_blocked_by_the_box():
+    t = ro.L1(1.0, step_quantile=1.0)
+    x_adv = torch.tensor([[0.0, 0.5, 1.0]])
+    grad = torch.tensor([[-5.0, 1.0, 3.0]])  # the two largest |g| push out of [0, 1]
+    d = t.step(grad, x_adv)
+    assert torch.equal(d, torch.tensor([[0.0, 1.0, 0.0]]))
+
+
+@pytest.mark.parametrize("t", [ro.Linf(0.1), ro.L2(0.1), ro.L1(0.1), ro.L1(0.1, step_quantile=1.0)])
+def test_zero_gradient_gives_zero_step(t):
+    grad = gradients(0)
+    grad[2] = 0
+    d = t.step(grad)
+    assert torch.isfinite(d).all()
+    assert (d[2] == 0).all()
+    assert (flat_norm(d[[0, 1, 3, 4, 5]], t.p) > 0.99).all()
+
+
+# --- random start ---------------------------------------------------------------------------
+@HYP
+@given(problems)
+def test_random_init_is_inside_ball_and_box(problem):
+    t, x, _ = sample_problem(*problem)
+    z = t.random_init(x, torch.Generator().manual_seed(problem[0]))
+    assert z.shape == x.shape and z.dtype == x.dtype
+    assert t.contains(z, x, atol=1e-9).all()
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_random_init_is_seeded(norm):
+    t = norm(0.3)
+    x = torch.full((4, 1, 4, 4), 0.5)
+    a = t.random_init(x, torch.Generator().manual_seed(7))
+    b = t.random_init(x, torch.Generator().manual_seed(7))
+    c = t.random_init(x, torch.Generator().manual_seed(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not torch.equal(a, x)
+
+
+def test_linf_random_init_is_uniform_in_the_cube():
+    eps = 0.1
+    t = ro.Linf(eps)
+    x = torch.full((2000, 1, 4, 4), 0.5, dtype=torch.float64)
+    delta = t.random_init(x, torch.Generator().manual_seed(0)) - x  # 32000 coordinates, U[-eps, eps]
+    assert delta.abs().max() <= eps
+    assert delta.abs().max() > 0.999 * eps
+    assert abs(delta.mean().item()) < 0.02 * eps
+    assert delta.abs().mean().item() == pytest.approx(eps / 2, rel=0.02)
+    assert (delta.abs() < eps / 2).double().mean().item() == pytest.approx(0.5, abs=0.015)
+
+
+@pytest.mark.parametrize("norm", [ro.L2, ro.L1])
+def test_lp_random_init_is_uniform_in_the_ball(norm):
+    """Uniform in a d-ball: ||delta|| / eps ~ Beta(d, 1): mean d/(d+1), P(r <= s) = s^d; symmetric."""
+    eps, d = 0.3, 16
+    t = norm(eps)
+    x = torch.full((4000, 1, 4, 4), 0.5, dtype=torch.float64)
+    delta = t.random_init(x, torch.Generator().manual_seed(0)) - x
+    r = flat_norm(delta, t.p) / eps
+    assert (r <= 1 + 1e-12).all()
+    assert r.mean().item() == pytest.approx(d / (d + 1), abs=0.006)
+    assert (r <= 0.9).double().mean().item() == pytest.approx(0.9**d, abs=0.025)
+    assert delta.mean(dim=0).abs().max().item() < 0.05 * eps / math.sqrt(d)
+    if norm is ro.L1:  # marginal of a coordinate of the uniform l1 ball: E|delta_i| = eps / (d + 1)
+        assert delta.abs().mean().item() == pytest.approx(eps / (d + 1), rel=0.03)
+    else:  # isotropy: directions have no preferred coordinate
+        unit = delta.flatten(1) / flat_norm(delta, 2)[:, None]
+        assert (unit**2).mean(dim=0).sub(1 / d).abs().max().item() < 0.01
+
+
+# --- dtype, validation ----------------------------------------------------------------------
+@pytest.mark.parametrize("norm", NORMS)
+def test_float64_in_float64_out(norm):
+    t = norm(0.2, bounds=(-1.0, 2.0))
+    x = torch.rand(3, 2, 2, 2, dtype=torch.float64)
+    v = x + torch.randn(3, 2, 2, 2, dtype=torch.float64)
+    assert t.project(v, x).dtype == torch.float64
+    assert t.random_init(x).dtype == torch.float64
+    assert t.step(v).dtype == torch.float64
+    assert t.distance(x, v).dtype == torch.float64
+    # float64 precision is really used (a float32 round trip would be off by ~1e-8)
+    inside = x + 1e-3 * torch.tanh(v - x)
+    torch.testing.assert_close(t.project(inside, x), inside, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("eps", [-0.1, -1e-12, float("nan"), float("inf"), -float("inf")])
+def test_bad_eps_raises_value_error(norm, eps):
+    with pytest.raises(ValueError, match="eps"):
+        norm(eps)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("eps", ["0.3", "8/255", None, True, [0.3]])
+def test_non_numeric_eps_raises_type_error(norm, eps):
+    with pytest.raises(TypeError, match="eps must be a number"):
+        norm(eps)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("bounds", [(1.0, 0.0), (0.5, 0.5), (0.0, float("nan"))])
+def test_bad_bounds_raise_value_error(norm, bounds):
+    with pytest.raises(ValueError, match="bounds"):
+        norm(0.1, bounds=bounds)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_bounds_that_are_not_a_pair_raise_type_error(norm):
+    with pytest.raises(TypeError, match="bounds"):
+        norm(0.1, bounds=("a", "b"))
+
+
+@pytest.mark.parametrize("quantile", [-0.1, 1.5])
+def test_l1_bad_step_quantile(quantile):
+    with pytest.raises(ValueError, match="step_quantile"):
+        ro.L1(1.0, step_quantile=quantile)
+
+
+def test_valid_eps_forms_are_normalized():
+    assert ro.Linf(0).eps == 0.0 and isinstance(ro.Linf(0).eps, float)
+    assert ro.L2(torch.tensor(0.5)).eps == 0.5
+    assert ro.Linf(np.float64(0.3)).eps == 0.3
+    assert ro.Linf(0.3, bounds=(0, 1)).bounds == (0.0, 1.0)
+    assert ro.Linf(0.3) == ro.Linf(0.3) and ro.Linf(0.3) != ro.L2(0.3)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="threat.py ThreatModel.__post_init__ checks isinstance(eps, (int, float)); numpy float32/int64 "
+    "scalars (not subclasses of float/int) raise 'eps must be a number'. Use numbers.Real.",
+)
+@pytest.mark.parametrize("eps", [np.float32(0.25), np.int64(1)])
+def test_numpy_scalar_eps_is_accepted(eps):
+    assert ro.Linf(eps).eps == float(eps)
+
+
+def test_threat_models_are_frozen():
+    t = ro.Linf(0.3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        t.eps = 0.5  # type: ignore[misc]
+
+
+def test_check_images_messages():
+    with pytest.raises(TypeError, match="uint8"):
+        check_images(torch.zeros(2, 1, 2, 2, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        check_images(np.zeros((2, 1, 2, 2)))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="NaN"):
+        check_images(torch.tensor([[0.5, float("nan")]]))
+    with pytest.raises(ValueError, match="outside the bounds"):
+        check_images(torch.tensor([[0.5, 1.5]]))
+    with pytest.raises(ValueError, match="batch"):
+        check_images(torch.tensor([0.5, 0.5]))
+    check_images(torch.tensor([[-1.0, 2.0]]), bounds=(-1.0, 2.0))
