@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 
 import pytest
 import torch
@@ -67,7 +68,11 @@ def test_output_is_inside_ball_and_bounds(config, norm, dtype):
         pred = model(x_adv).argmax(1)
     if atk.targeted is None:
         assert torch.equal(res.success, pred != y)
-    else:
+    elif atk.targeted == "least-likely":
+        with torch.no_grad():
+            least_likely = model(x).argmin(1)
+        assert torch.equal(res.success, pred == least_likely)
+    else:  # random targets are never the true class
         assert (pred[res.success] != y[res.success]).all()
 
 
@@ -292,6 +297,32 @@ def test_restarts_are_never_worse_per_example(trained_cnn, norm):
     assert five.grad_evals < steps * n * 5  # some examples were broken by the first run
 
 
+class DeadAtClean(nn.Module):
+    """Logits W relu(x - 0.3): at x = 0.25 every gradient is exactly zero, a few pixels away it is not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = make_linear(classes=3, scale=5.0)[1]
+
+    def forward(self, x):
+        return self.linear(torch.relu(x.flatten(1) - 0.3))
+
+
+def test_restarts_after_the_first_start_at_random_points():
+    """From the clean input PGD cannot move (zero gradient); later restarts start at random and can."""
+    model = DeadAtClean()
+    x = torch.full((64, 1, 4, 4), 0.25)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    t = ro.Linf(0.2)
+    one = PGD(t, steps=10, random_start=False, restarts=1).run(model, x, y)
+    assert torch.equal(one.x_adv, x) and not one.success.any()
+    four = PGD(t, steps=10, random_start=False, restarts=4).run(model, x, y)
+    assert four.success.sum() > 10
+    assert t.contains(four.x_adv, x).all()
+    assert 10 * 64 < four.grad_evals < 4 * 10 * 64
+
+
 def test_pgd_returns_the_best_iterate_not_the_last():
     """With a huge step, PGD-CE oscillates on a linear model; the kept point is the best one seen."""
     model = make_linear(dtype=torch.float64)
@@ -455,7 +486,9 @@ def test_transfer_success_is_measured_on_the_target(image_data):
     x, y = image_data
     source = make_convnet(seed=0)
     target = make_convnet(seed=1)
-    res = Transfer(source, PGD(ro.Linf(0.3), steps=5)).run(target, x, y)
+    inner = PGD(ro.Linf(0.3), steps=5)
+    res = Transfer(source, inner).run(target, x, y)
+    assert torch.equal(res.x_adv, inner(source, x, y))  # crafted on the source, not on the target
     with torch.no_grad():
         assert torch.equal(res.success, target(res.x_adv).argmax(1) != y)
         assert not torch.equal(res.success, source(res.x_adv).argmax(1) != y)
@@ -524,6 +557,51 @@ def test_bad_input_raises_a_helpful_error(mutate, error, phrase, linear_model, d
         ATTACK(linear_model, x, y)
     with pytest.raises(error, match=phrase):
         FGSM(ro.Linf(0.1))(linear_model, x, y)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attacks/gradient.py _resolve_targets: explicit targets are cast with .to(torch.long) without a dtype "
+    "check, so float targets (1.7 -> 1) and bool targets are silently accepted, unlike y (TypeError). "
+    "Apply the same integer-dtype check as check_batch does for y.",
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_non_integer_targets_raise_type_error(dtype, linear_model, data):
+    x, y = data
+    with pytest.raises(TypeError, match="integer"):
+        ATTACK(linear_model, x, y, targets=torch.ones(len(y), dtype=dtype))
+
+
+# Kept alive for the whole session: the library remembers warned models by id(), and a freed model's
+# id could be reused by the softmax model of test_model_returning_probabilities_warns.
+_EMPTY_BATCH_MODEL = make_linear()
+
+
+@pytest.mark.filterwarnings("ignore:the model's outputs")
+def test_empty_batch_returns_an_empty_batch(data):
+    x, y = data
+    res = ATTACK.run(_EMPTY_BATCH_MODEL, x[:0], y[:0])
+    assert res.x_adv.shape == (0, *x.shape[1:]) and res.success.shape == (0,) and res.grad_evals == 0
+
+
+_EMPTY_THEN_SOFTMAX_MODEL = nn.Sequential(make_linear(), nn.Softmax(dim=1))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="attacks/base.py _warn_if_probabilities: on an empty batch (logits >= 0).all() and allclose() are "
+    "vacuously True, so it warns 'look like probabilities' and records id(model) in _warned_probabilities, "
+    "which then silences the warning when the model really returns probabilities. Guard with logits.numel() > 0.",
+)
+def test_empty_batch_neither_warns_nor_silences_the_probability_warning(data):
+    x, y = data
+    model = _EMPTY_THEN_SOFTMAX_MODEL
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ATTACK(model, x[:0], y[:0])
+    assert not [w for w in caught if issubclass(w.category, UserWarning)]
+    with pytest.warns(UserWarning, match="probabilities"):
+        ATTACK(model, x, y)
 
 
 def test_integer_labels_of_other_widths_are_accepted(linear_model, data):

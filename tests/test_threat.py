@@ -6,8 +6,9 @@ Foolbox ``test_distances.py`` style):
 * ``project`` is the Euclidean projection onto ball ∩ box: it lands in the set,
   is idempotent, leaves feasible points alone, puts large perturbations exactly
   on the sphere, satisfies the variational inequality ``<v - p, z - p> <= 0`` for
-  every feasible ``z`` and agrees with an independent reference (Dykstra's
-  alternating projections; Duchi et al.'s sort-based l1 projection).
+  every feasible ``z`` (built without robustopt), beats every feasible point of
+  a brute-force 2-D grid, and matches Duchi et al.'s l1-ball projection when
+  the box does not bind.
 * ``step(g)`` attains the dual norm: ``<step(g), g> = ||g||_*`` with ``||step(g)||_p = 1``.
 * ``random_init`` is uniform in the ball (checked by statistics with known values).
 """
@@ -50,9 +51,9 @@ def sample_problem(seed, norm, eps, bounds, scale, dtype=torch.float64, shape=SH
     return norm(eps, bounds=bounds), x, v
 
 
-problems = st.tuples(
+# (seed, eps, bounds, scale of v - x); the norm is a pytest parameter so that every norm gets its share
+params = st.tuples(
     st.integers(0, 2**16),
-    st.sampled_from(NORMS),
     st.sampled_from(EPSILONS),
     st.sampled_from(BOUNDS),
     st.sampled_from([0.01, 0.3, 3.0]),
@@ -73,44 +74,36 @@ def ball_projection(delta: torch.Tensor, t) -> torch.Tensor:
     elif isinstance(t, ro.L2):
         norms = flat.norm(dim=1, keepdim=True)
         out = flat * torch.where(norms > t.eps, t.eps / norms.clamp_min(1e-300), torch.ones_like(norms))
-    else:  # Duchi, Shalev-Shwartz, Singer, Chandra (2008), Fig. 1, applied to |delta|
-        out = flat.clone()
-        for i, row in enumerate(flat):
-            a = row.abs()
-            if a.sum() <= t.eps:
-                continue
-            if t.eps == 0:
-                out[i] = 0
-                continue
-            mu = a.sort(descending=True).values
-            css = mu.cumsum(0)
-            j = torch.arange(1, len(mu) + 1, dtype=a.dtype)
-            rho = int((mu - (css - t.eps) / j > 0).nonzero().max())
-            theta = (css[rho] - t.eps) / (rho + 1)
-            out[i] = row.sign() * (a - theta).clamp_min(0)
+    else:  # Duchi, Shalev-Shwartz, Singer, Chandra (2008), Fig. 1, applied to |delta|, row-wise
+        a = flat.abs()
+        mu = a.sort(dim=1, descending=True).values
+        css = mu.cumsum(dim=1)
+        j = torch.arange(1, a.shape[1] + 1, dtype=a.dtype)
+        rho = (mu - (css - t.eps) / j > 0).sum(dim=1, keepdim=True).clamp_min(1)  # support size
+        theta = (css.gather(1, rho - 1) - t.eps) / rho
+        shrunk = flat.sign() * (a - theta).clamp_min(0)
+        out = torch.where(a.sum(dim=1, keepdim=True) <= t.eps, flat, shrunk)
     return out.view_as(delta)
 
 
-def dykstra_projection(v: torch.Tensor, x: torch.Tensor, t, iters: int = 3000) -> torch.Tensor:
-    """Projection onto ball ∩ box by Dykstra's alternating projections (converges to the exact one)."""
+def clip_then_scale(w: torch.Tensor, x: torch.Tensor, t) -> torch.Tensor:
+    """A feasible point built without robustopt: clip into the box, then shrink towards x into the ball.
+
+    Shrinking towards x keeps box feasibility because x is in the (convex) box.
+    """
     lo, hi = t.bounds
-    z = v - x
-    p = torch.zeros_like(z)
-    q = torch.zeros_like(z)
-    for _ in range(iters):
-        yb = ball_projection(z + p, t)
-        p = z + p - yb
-        z_new = torch.minimum(torch.maximum(yb + q, lo - x), hi - x)
-        q = yb + q - z_new
-        z = z_new
-    return x + z
+    delta = torch.minimum(torch.maximum(w - x, lo - x), hi - x)
+    norms = flat_norm(delta, t.p)
+    factor = torch.where(norms > t.eps, t.eps / norms.clamp_min(1e-300), torch.ones_like(norms))
+    return x + delta * factor.view(-1, *([1] * (x.dim() - 1)))
 
 
 # --- projection -----------------------------------------------------------------------------
+@pytest.mark.parametrize("norm", NORMS)
 @HYP
-@given(problems)
-def test_projection_lands_in_ball_and_box(problem):
-    t, x, v = sample_problem(*problem)
+@given(params)
+def test_projection_lands_in_ball_and_box(norm, problem):
+    t, x, v = sample_problem(problem[0], norm, *problem[1:])
     p = t.project(v, x)
     assert p.shape == x.shape and p.dtype == x.dtype
     assert t.contains(p, x, atol=1e-9).all()
@@ -119,57 +112,79 @@ def test_projection_lands_in_ball_and_box(problem):
     assert (flat_norm(p - x, t.p) <= t.eps * (1 + 1e-9) + 1e-12).all()
 
 
+@pytest.mark.parametrize("norm", NORMS)
 @HYP
-@given(problems)
-def test_projection_is_idempotent(problem):
-    t, x, v = sample_problem(*problem)
+@given(params)
+def test_projection_is_idempotent(norm, problem):
+    t, x, v = sample_problem(problem[0], norm, *problem[1:])
     p = t.project(v, x)
     torch.testing.assert_close(t.project(p, x), p, atol=tol_for(t), rtol=0)
 
 
+@pytest.mark.parametrize("norm", NORMS)
 @HYP
-@given(problems, st.floats(0.0, 0.999))
-def test_feasible_points_are_unchanged(problem, shrink):
-    t, x, v = sample_problem(*problem)
+@given(params, st.floats(0.0, 0.999))
+def test_feasible_points_are_unchanged(norm, problem, shrink):
+    t, x, v = sample_problem(problem[0], norm, *problem[1:])
     inside = x + shrink * (t.project(v, x) - x)  # convex combination of x and a feasible point
     torch.testing.assert_close(t.project(inside, x), inside, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("norm", NORMS)
 @HYP
-@given(problems)
-def test_projection_is_the_euclidean_projection(problem):
-    """||p - v|| <= ||z - v|| for feasible z, and <v - p, z - p> <= 0 (the variational inequality)."""
-    t, x, v = sample_problem(*problem)
+@given(params)
+def test_projection_is_the_euclidean_projection(norm, problem):
+    """p = proj(v) iff <v - p, z - p> <= 0 for every feasible z (hence ||p - v|| <= ||z - v||).
+
+    The feasible z are built without robustopt (clip into the box, shrink into the ball): points
+    near p moved towards v or randomly (they expose any suboptimal p), and far ones.
+    """
+    t, x, v = sample_problem(problem[0], norm, *problem[1:])
     p = t.project(v, x)
-    seed = problem[0]
-    candidates = [x, t.random_init(x, torch.Generator().manual_seed(seed))]
-    for k in range(6):  # projections of other random points, and mixtures with p
-        g = torch.Generator().manual_seed(seed + 1000 + k)
-        other = t.project(x + 3.0 * torch.randn(x.shape, generator=g, dtype=x.dtype), x)
-        candidates += [other, 0.5 * (other + p)]
+    g = torch.Generator().manual_seed(problem[0] + 1)
+    candidates = [x, clip_then_scale(v, x, t)]
+    for h in (1e-4, 1e-3, 1e-2, 1e-1, 0.5, 1.0):
+        candidates.append(clip_then_scale(p + h * (v - p), x, t))
+        candidates.append(clip_then_scale(p + h * torch.randn(x.shape, generator=g, dtype=x.dtype), x, t))
+    for _ in range(4):
+        candidates.append(clip_then_scale(x + 3 * torch.randn(x.shape, generator=g, dtype=x.dtype), x, t))
     dist_p = flat_norm(p - v, 2)
     scale = 1.0 + flat_norm(v - x, 2)
-    tol = 1e-6 * scale
     for z in candidates:
         assert t.contains(z, x, atol=1e-9).all()
-        assert (dist_p <= flat_norm(z - v, 2) + tol).all()
         inner = ((v - p) * (z - p)).flatten(1).sum(dim=1)
-        assert (inner <= tol * scale).all()
+        assert (inner <= 1e-9 * scale**2).all(), inner.max()
+        assert (dist_p <= flat_norm(z - v, 2) + 1e-9 * scale).all()
 
 
-@settings(max_examples=12, deadline=None, derandomize=True)
-@given(problems)
-def test_projection_matches_dykstra_reference(problem):
-    t, x, v = sample_problem(*problem, shape=(3, 6))
-    expected = dykstra_projection(v, x, t)
-    torch.testing.assert_close(t.project(v, x), expected, atol=1e-6 * max(1.0, t.eps), rtol=0)
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("eps", [0.05, 0.3, 1.0])
+@pytest.mark.parametrize("bounds", BOUNDS)
+def test_projection_beats_a_brute_force_grid_in_2d(norm, eps, bounds):
+    """In 2-D, no feasible point of a fine grid is closer to v than proj(v)."""
+    t = norm(eps, bounds=bounds)
+    lo, hi = bounds
+    g = torch.Generator().manual_seed(int(100 * eps))
+    x = lo + (hi - lo) * torch.rand(6, 2, generator=g, dtype=torch.float64)
+    x[0, 0], x[1, 1] = lo, hi  # on the box
+    v = x + torch.randn(6, 2, generator=g, dtype=torch.float64)
+    p = t.project(v, x)
+    axis = torch.linspace(lo, hi, 401, dtype=torch.float64)
+    grid = torch.cartesian_prod(axis, axis)  # (401^2, 2)
+    for i in range(6):
+        feasible = grid[torch.linalg.vector_norm(grid - x[i], ord=t.p, dim=1) <= eps]
+        feasible = torch.cat([feasible, x[i : i + 1]])
+        best = (feasible - v[i]).norm(dim=1).min()
+        assert (p[i] - v[i]).norm() <= best + 1e-9
+        step = (hi - lo) / 400
+        assert (p[i] - v[i]).norm() >= best - 2 * step  # and the grid finds (nearly) the same point
 
 
 @HYP
-@given(problems)
+@given(params)
 def test_linf_projection_is_two_clamps_exactly(problem):
-    _, x, v = sample_problem(*problem)
-    eps, bounds = problem[2], problem[3]
+    _, x, v = sample_problem(problem[0], ro.Linf, *problem[1:])
+    eps, bounds = problem[1], problem[2]
     t = ro.Linf(eps, bounds=bounds)
     expected = (x + (v - x).clamp(-eps, eps)).clamp(*bounds)
     assert torch.equal(t.project(v, x), expected)
@@ -212,6 +227,11 @@ def test_box_binds_before_ball():
     x = torch.tensor([[1.0, 0.5]])
     v = torch.tensor([[3.0, 0.6]])  # clipped: [1.0, 0.6], distance 0.1 <= eps
     torch.testing.assert_close(t.project(v, x), torch.tensor([[1.0, 0.6]]))
+
+
+def test_clip_box():
+    t = ro.L2(0.1, bounds=(-1.0, 2.0))
+    assert torch.equal(t.clip_box(torch.tensor([[-3.0, 0.5, 2.5]])), torch.tensor([[-1.0, 0.5, 2.0]]))
 
 
 def test_contains_rejects_points_outside():
@@ -284,6 +304,17 @@ def test_l1_sparse_step_averages_the_top_k(quantile):
     assert (d.sign() * grad.sign() >= 0).all()  # every moved coordinate goes uphill
 
 
+def test_l1_step_has_unit_norm_when_fewer_than_k_coordinates_are_nonzero():
+    t = ro.L1(1.0, step_quantile=0.5)  # k = 150 of 300 coordinates
+    grad = torch.zeros(2, 3, 10, 10, dtype=torch.float64)
+    grad[0, 0, 0, :2] = torch.tensor([2.0, -1.0])
+    grad[1, 2, 5, 5] = -0.5
+    d = t.step(grad)
+    torch.testing.assert_close(flat_norm(d, 1), torch.ones(2, dtype=grad.dtype))
+    torch.testing.assert_close((d * grad).flatten(1).sum(1), torch.tensor([1.5, 0.5], dtype=grad.dtype))
+    assert d[0, 0, 0, 0] == 0.5 and d[0, 0, 0, 1] == -0.5 and d[1, 2, 5, 5] == -1.0
+
+
 def test_l1_step_skips_coordinates_blocked_by_the_box():
     t = ro.L1(1.0, step_quantile=1.0)
     x_adv = torch.tensor([[0.0, 0.5, 1.0]])
@@ -303,10 +334,11 @@ def test_zero_gradient_gives_zero_step(t):
 
 
 # --- random start ---------------------------------------------------------------------------
+@pytest.mark.parametrize("norm", NORMS)
 @HYP
-@given(problems)
-def test_random_init_is_inside_ball_and_box(problem):
-    t, x, _ = sample_problem(*problem)
+@given(params)
+def test_random_init_is_inside_ball_and_box(norm, problem):
+    t, x, _ = sample_problem(problem[0], norm, *problem[1:])
     z = t.random_init(x, torch.Generator().manual_seed(problem[0]))
     assert z.shape == x.shape and z.dtype == x.dtype
     assert t.contains(z, x, atol=1e-9).all()
@@ -346,8 +378,8 @@ def test_lp_random_init_is_uniform_in_the_ball(norm):
     r = flat_norm(delta, t.p) / eps
     assert (r <= 1 + 1e-12).all()
     assert r.mean().item() == pytest.approx(d / (d + 1), abs=0.006)
-    assert (r <= 0.9).double().mean().item() == pytest.approx(0.9**d, abs=0.025)
-    assert delta.mean(dim=0).abs().max().item() < 0.05 * eps / math.sqrt(d)
+    assert (r <= 0.9).double().mean().item() == pytest.approx(0.9**d, abs=0.03)
+    assert delta.mean(dim=0).abs().max().item() < 0.1 * eps / math.sqrt(d)
     if norm is ro.L1:  # marginal of a coordinate of the uniform l1 ball: E|delta_i| = eps / (d + 1)
         assert delta.abs().mean().item() == pytest.approx(eps / (d + 1), rel=0.03)
     else:  # isotropy: directions have no preferred coordinate

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -159,12 +159,13 @@ class ExperimentPreset:
     eps_warmup_epochs: int = 0
 
 
-# Sized to finish in a few minutes on a 2-core CPU: the fast small CNN as A, 10-step PGD
-# training, 500 test images, at most 2 restarts. The full recipe is in docs/results.md.
+# Sized to finish in a few minutes on a 2-core CPU: the fast small CNN as A, 5-step PGD
+# training with eps ramped over 3 epochs, 500 test images, at most 2 restarts.
+# The full-MNIST recipe is bench/full_mnist.sh (docs/results.md).
 DEMO = ExperimentPreset(
-    model_a="small-cnn", model_b="tramer-b", eps=0.3, epochs_robust=8, epochs_natural=3,
-    attack_steps=10, attack_step_size=0.05, batch_size=50, lr=1e-3, train_size=None,
-    eval_size=500, max_restarts=2, eps_warmup_epochs=2,
+    model_a="small-cnn", model_b="tramer-b", eps=0.3, epochs_robust=6, epochs_natural=3,
+    attack_steps=5, attack_step_size=0.1, batch_size=50, lr=1e-3, train_size=None,
+    eval_size=500, max_restarts=2, eps_warmup_epochs=3,
 )
 
 

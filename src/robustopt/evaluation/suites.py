@@ -1,6 +1,7 @@
 """Declarative lists of attacks: the rows of a robustness table.
 
-``madry`` gives the rows of Madry et al. (2018), Table 1 (MNIST) and Table 2 (CIFAR-10).
+``madry`` gives the rows of Madry et al. (2018), Table 1 (MNIST) and Table 2 (CIFAR-10);
+``standard`` the AutoAttack-grade ensemble of Croce & Hein (2020).
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from typing import Literal, Mapping
 
 from torch import nn
 
-from robustopt.attacks import FGSM, PGD, Attack, Transfer
-from robustopt.threat import ThreatModel
+from robustopt.attacks import APGD, FGSM, PGD, Attack, Square, Transfer
+from robustopt.threat import L2, Linf, ThreatModel
 
-__all__ = ["madry", "MADRY_REFERENCE"]
+__all__ = ["madry", "standard", "MADRY_REFERENCE"]
 
 Preset = Literal["mnist", "cifar10"]
 
@@ -114,3 +115,45 @@ def madry(
         specs = _TRANSFER[preset].get(name, _TRANSFER[preset][None])
         rows += [Transfer(model, _build(threat, spec, preset, max_restarts), source_name=name) for spec in specs]
     return rows
+
+
+def standard(threat: ThreatModel, *, version: Literal["standard", "fast"] = "standard", seed: int = 0) -> list[Attack]:
+    """An AutoAttack-grade ensemble (Croce & Hein 2020), to run as a cascade.
+
+    ``version="standard"``: APGD-CE (100 steps), APGD-T (targeted DLR, 100 steps, the 9 most
+    likely wrong classes, fewer when the model has fewer classes) and Square (5000 queries).
+    ``version="fast"``: APGD-CE (100 steps) and APGD-T with 3 target classes.
+
+    Not yet included: AutoAttack's FAB-T (the targeted minimum-norm attack of Croce & Hein
+    2020). This suite is AutoAttack without FAB-T, so its robust accuracy can be (slightly)
+    higher than AutoAttack's on the same model; report it as such.
+
+    Args:
+        threat: ``Linf(eps)`` or ``L2(eps)``; L1 is not supported (AutoAttack's L1 version
+            uses the L1-APGD of a later paper).
+        version: "standard" or "fast".
+        seed: seed of every attack (``evaluate`` passes its own seeded generators).
+
+    Returns:
+        The list of attacks, strongest-per-cost first.
+
+    Example:
+        >>> ev = ro.evaluate(model, (x, y), standard(Linf(8 / 255)), mode="cascade")
+    """
+    if not isinstance(threat, (Linf, L2)):
+        raise ValueError(
+            f"the standard suite is defined for Linf and L2 threat models, got {threat}; "
+            "for L1 build a list yourself, e.g. [APGD(t, loss='ce'), APGD(t, loss='dlr', targeted=True)]."
+        )
+    if version == "standard":
+        return [
+            APGD(threat, loss="ce", steps=100, seed=seed),
+            APGD(threat, loss="dlr", targeted=True, n_target_classes=9, steps=100, seed=seed),
+            Square(threat, queries=5000, seed=seed),
+        ]
+    if version == "fast":
+        return [
+            APGD(threat, loss="ce", steps=100, seed=seed),
+            APGD(threat, loss="dlr", targeted=True, n_target_classes=3, steps=100, seed=seed),
+        ]
+    raise ValueError(f"unknown version {version!r}; choose 'standard' or 'fast'.")

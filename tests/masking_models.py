@@ -1,0 +1,123 @@
+"""Purpose-built gradient-masking models for the audit tests.
+
+Each wraps one small base classifier (a CNN trained for about a second on
+synthetic 1x8x8 "digits": a fixed prototype per class plus noise) and breaks
+gradient-based attacks in one of the classic ways (Athalye et al. 2018,
+"Obfuscated Gradients Give a False Sense of Security"):
+
+* ``Quantized``: non-differentiable input quantization, ``round(x * k) / k``;
+  ``torch.round`` has gradient 0, so the input gradient is exactly zero.
+* ``SoftmaxOutput``: returns ``softmax(T * logits)`` with a large T: the outputs are
+  probabilities and their gradients vanish (saturated softmax).
+* ``NoisyInput``: adds fresh Gaussian noise to the input at every forward (randomized defense).
+* ``Shattered``: preprocessing ``x + (a / w) sin(w x)``: the function barely changes
+  (at most ``a / w`` per pixel) but its derivative ``1 + a cos(w x)`` is huge and
+  oscillates, so the input gradient points in an essentially random direction.
+
+None of them is actually robust: an attack that does not follow their gradients
+(transfer from the base model, or a score-based attack) breaks them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+SHAPE = (1, 8, 8)
+CLASSES = 4
+
+
+def prototype_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` synthetic 1x8x8 images in [0, 1] (class prototype + Gaussian noise) and labels in [0, 4)."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(CLASSES, *SHAPE, generator=torch.Generator().manual_seed(123)) * 0.6 + 0.2
+    y = torch.randint(0, CLASSES, (n,), generator=g)
+    x = (protos[y] + 0.25 * torch.randn(n, *SHAPE, generator=g)).clamp(0, 1)
+    return x, y
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_state() -> dict[str, torch.Tensor]:
+    x, y = prototype_data(4000, seed=1)
+    g = torch.Generator().manual_seed(2)
+    torch.manual_seed(0)
+    model = _architecture()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        idx = torch.randint(0, len(x), (128,), generator=g)
+        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _architecture() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, CLASSES),
+    )
+
+
+def base_model() -> nn.Sequential:
+    """A fresh copy of the naturally trained base CNN (about 99% clean accuracy), in eval mode."""
+    model = _architecture()
+    model.load_state_dict(_trained_state())
+    return model.eval()
+
+
+class Quantized(nn.Module):
+    """(a) ``base(round(x * levels) / levels)``: zero input gradient everywhere."""
+
+    def __init__(self, base: nn.Module, levels: int = 255) -> None:
+        super().__init__()
+        self.base, self.levels = base, levels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(torch.round(x * self.levels) / self.levels)
+
+
+class SoftmaxOutput(nn.Module):
+    """(b) ``softmax(temperature * base(x))``: probabilities out, saturated, vanishing gradients."""
+
+    def __init__(self, base: nn.Module, temperature: float = 1000.0) -> None:
+        super().__init__()
+        self.base, self.temperature = base, temperature
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.temperature * self.base(x), dim=1)
+
+
+class NoisyInput(nn.Module):
+    """(c) ``base(x + sigma * noise)`` with fresh noise at every call, in eval mode too."""
+
+    def __init__(self, base: nn.Module, sigma: float = 0.1, seed: int = 0) -> None:
+        super().__init__()
+        self.base, self.sigma = base, sigma
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=self.generator, dtype=x.dtype).to(x.device)
+        return self.base(x + self.sigma * noise)
+
+
+class Shattered(nn.Module):
+    """(d) ``base(x + (amplitude / frequency) * sin(frequency * x))``: high-frequency preprocessing.
+
+    The input moves by at most ``amplitude / frequency`` (0.05 by default) per pixel, but
+    the derivative ``1 + amplitude * cos(frequency * x)`` swings between about -49 and 51.
+    """
+
+    def __init__(self, base: nn.Module, amplitude: float = 50.0, frequency: float = 1000.0) -> None:
+        super().__init__()
+        self.base, self.amplitude, self.frequency = base, amplitude, frequency
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.base(x + (self.amplitude / self.frequency) * torch.sin(self.frequency * x))

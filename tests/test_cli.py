@@ -1,0 +1,100 @@
+"""Command line and run folders: smoke tests on the shipped mnist-mini data, tiny budgets."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from robustopt.cli import main, parse_eps
+from robustopt.experiments import ExperimentPreset, run_madry_experiment
+
+TINY = ["--data", "mnist-mini", "--model", "small-cnn", "--train-size", "300", "--epochs", "1",
+        "--steps", "2", "--step-size", "0.1", "--batch-size", "100", "--lr", "1e-3"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny trained runs: a (PGD) and nat (natural)."""
+    root = tmp_path_factory.mktemp("runs")
+    runner = CliRunner()
+    for name, method in (("a", "pgd"), ("nat", "natural")):
+        res = runner.invoke(main, ["train", *TINY, "--method", method, "--out", str(root / name)])
+        assert res.exit_code == 0, res.output
+    return root
+
+
+def test_parse_eps():
+    assert parse_eps("0.3") == 0.3
+    assert parse_eps("8/255") == pytest.approx(8 / 255)
+    with pytest.raises(click.BadParameter):
+        parse_eps("abc")
+    with pytest.raises(click.BadParameter):
+        parse_eps("-0.1")
+
+
+def test_train_writes_a_run(runs):
+    a = runs / "a"
+    assert (a / "run.json").is_file() and (a / "model.safetensors").is_file() and (a / "model.json").is_file()
+    info = json.loads((a / "run.json").read_text())
+    assert info["data"] == "mnist-mini" and info["model"] == "small-cnn" and info["method"] == "pgd"
+    log = [json.loads(line) for line in (a / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and 0 <= log[0]["val_robust_acc"] <= log[0]["val_clean_acc"] <= 1
+
+
+def test_train_refuses_to_overwrite(runs):
+    res = CliRunner().invoke(main, ["train", *TINY, "--method", "pgd", "--out", str(runs / "a")])
+    assert res.exit_code == 2 and "resume" in res.output
+
+
+def test_eval_prints_table_and_writes_files(runs):
+    res = CliRunner().invoke(main, ["eval", str(runs / "a"), "--source", f"A_nat={runs / 'nat'}", "--n", "40",
+                                    "--max-restarts", "1", "--batch-size", "40"])
+    assert res.exit_code == 0, res.output
+    assert "Method" in res.output and "A_nat" in res.output and "Worst case" in res.output
+    ev = json.loads((runs / "a" / "eval-madry.json").read_text())
+    assert ev["n"] == 40 and len(ev["rows"]) == 1 + 8 + 3
+    assert (runs / "a" / "eval-madry.md").read_text().startswith("| Method")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["eval", "{a}", "--source", "nonsense"], "NAME=RUN"),
+        (["eval", "{a}", "--suite", "imagenet"], "unknown suite"),
+        (["eval", "{a}", "--eps", "x/255"], "not a number"),
+        (["eval", "{root}"], "not a finished robustopt run"),
+        (["train", "--data", "nope", "--out", "{root}/z"], "unknown dataset"),
+        (["train", "--data", "mnist-mini", "--model", "resnet9000", "--out", "{root}/z"], "unknown model"),
+        (["train", "--data", "mnist-mini", "--eps", "-1", "--out", "{root}/z"], "eps"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(runs, args, message):
+    args = [s.format(a=runs / "a", root=runs) for s in args]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0
+    assert message.lower() in res.output.lower()
+    assert "Traceback" not in res.output
+
+
+def test_data_list():
+    res = CliRunner().invoke(main, ["data", "list"])
+    assert res.exit_code == 0 and "mnist-mini" in res.output and "shipped" in res.output
+
+
+@pytest.mark.slow
+def test_madry_experiment_has_rows_for_all_sources(tmp_path):
+    preset = ExperimentPreset(model_a="small-cnn", model_b="tramer-b", eps=0.3, epochs_robust=1, epochs_natural=1,
+                              attack_steps=2, attack_step_size=0.15, batch_size=100, lr=1e-3, train_size=300,
+                              eval_size=30, max_restarts=1)
+    lines: list[str] = []
+    ev = run_madry_experiment(preset, out=tmp_path, echo=lines.append, progress=False)
+    assert {r.source for r in ev.rows} == {"", "A", "A'", "B", "A_nat"}
+    assert (tmp_path / "table.md").is_file() and (tmp_path / "table.json").is_file()
+    assert any("Paper" in line for line in lines)
+    # a second call reuses the trained models
+    lines.clear()
+    run_madry_experiment(preset, out=tmp_path, echo=lines.append, progress=False)
+    assert sum("reusing" in line for line in lines) == 4

@@ -1,0 +1,201 @@
+"""The evaluation cascade, the madry suite, and result files."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+import robustopt as ro
+from robustopt.attacks import FGSM, PGD, Attack, AttackResult, Transfer
+from robustopt.evaluation import Evaluation, evaluate, row_key, suites
+
+
+def _linear(seed: int, d: int = 20, classes: int = 4) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(d, classes)).double()
+
+
+@pytest.fixture
+def problem():
+    model = _linear(0)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(120, 1, 20, generator=g, dtype=torch.float64)
+    y = model(x).argmax(1)
+    y[:10] = (y[:10] + 1) % 4  # a few clean errors
+    return model, x, y
+
+
+def _deterministic_attacks(t):
+    # No random start: each attack's result depends on the example only, so the naive loop is exact.
+    return [
+        FGSM(t),
+        PGD(t, steps=5, random_start=False, loss="cw"),
+        PGD(t, steps=10, random_start=False, targeted="least-likely"),
+        Transfer(_linear(1), PGD(t, steps=5, random_start=False), source_name="B"),
+    ]
+
+
+def _naive_broken(model, attacks, x, y):
+    broken = []
+    for atk in attacks:
+        x_adv = atk(model, x, y)
+        broken.append(model(x_adv).argmax(1) != y)
+    return torch.stack(broken)
+
+
+@pytest.mark.parametrize("batch_size", [7, 500])
+def test_cascade_equals_naive_worst_case(problem, batch_size):
+    model, x, y = problem
+    attacks = _deterministic_attacks(ro.Linf(0.08))
+    ev = evaluate(model, (x, y), attacks, batch_size=batch_size, mode="cascade", progress=False)
+    correct = model(x).argmax(1) == y
+    broken = _naive_broken(model, attacks, x, y)
+    expected = correct & ~broken.any(0)
+    assert torch.equal(ev.correct, correct)
+    assert torch.equal(ev.robust, expected)
+    assert ev.robust_accuracy == pytest.approx(expected.double().mean().item())
+    # each cascade row is the worst case over the rows so far
+    for k, row in enumerate(ev.rows[1:], start=1):
+        assert row.worst_case == pytest.approx((correct & ~broken[:k].any(0)).double().mean().item())
+    assert 0 < ev.robust_accuracy < ev.clean_accuracy  # the problem is not trivial
+
+
+def test_independent_rows_are_each_attack_alone(problem):
+    model, x, y = problem
+    attacks = _deterministic_attacks(ro.Linf(0.08))
+    ev = evaluate(model, (x, y), attacks, batch_size=50, mode="independent", progress=False)
+    correct = model(x).argmax(1) == y
+    broken = _naive_broken(model, attacks, x, y)
+    for row, b in zip(ev.rows[1:], broken):
+        assert row.accuracy == pytest.approx((correct & ~b).double().mean().item())
+        assert row.attacked == int(correct.sum())
+    assert torch.equal(ev.robust, correct & ~broken.any(0))
+
+
+def test_cascade_attacks_only_what_is_still_robust(problem):
+    model, x, y = problem
+    attacks = _deterministic_attacks(ro.Linf(0.08))
+    ev = evaluate(model, (x, y), attacks, mode="cascade", progress=False)
+    assert ev.rows[1].attacked == int(ev.correct.sum())
+    for prev, row in zip(ev.rows[1:], ev.rows[2:]):
+        assert row.attacked == round(prev.worst_case * ev.n)
+    assert ev.rows[1].grad_evals == int(ev.correct.sum())  # FGSM: one gradient per example
+
+
+def test_rows_describe_the_attacks(problem):
+    model, x, y = problem
+    ev = evaluate(model, (x, y), _deterministic_attacks(ro.Linf(0.05)), progress=False)
+    names = [(r.name, r.steps, r.restarts, r.source) for r in ev.rows]
+    assert names[0] == ("Natural", None, None, "")
+    assert names[1] == ("FGSM", 1, 1, "A")
+    assert names[2] == ("CW", 5, 1, "A")
+    assert names[3] == ("Targeted PGD", 10, 1, "A")
+    assert names[4] == ("PGD", 5, 1, "B")
+    assert all(r.seconds >= 0 for r in ev.rows)
+    assert ev.rows[2].attack["loss"] == "cw"
+
+
+def test_seeded_evaluation_is_reproducible(problem):
+    model, x, y = problem
+    attacks = [PGD(ro.Linf(0.06), steps=5, restarts=2)]
+    a = evaluate(model, (x, y), attacks, seed=3, batch_size=32, progress=False)
+    b = evaluate(model, (x, y), attacks, seed=3, batch_size=32, progress=False)
+    assert torch.equal(a.robust, b.robust)
+
+
+def test_json_round_trip_and_tables(problem, tmp_path):
+    model, x, y = problem
+    ev = evaluate(model, (x, y), _deterministic_attacks(ro.Linf(0.05)), progress=False)
+    path = ev.to_json(tmp_path / "ev.json")
+    back = Evaluation.from_json(path)
+    assert back.rows == ev.rows and torch.equal(back.robust, ev.robust) and back.mode == ev.mode
+    data = json.loads(path.read_text())
+    assert isinstance(data["robust_accuracy"], float)
+    text = ev.table()
+    assert "Method" in text and "Worst case" in text and "FGSM" in text
+    md = ev.table("markdown", reference={("FGSM", 1, 1, "A"): 95.6})
+    assert md.startswith("| Method | Steps | Restarts | Source | Accuracy | Paper |")
+    assert "95.6%" in md
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a robustopt evaluation"):
+        Evaluation.from_json(tmp_path / "bad.json")
+
+
+def test_data_as_iterable_of_batches(problem):
+    model, x, y = problem
+    attacks = [FGSM(ro.Linf(0.05))]
+    whole = evaluate(model, (x, y), attacks, progress=False)
+    batched = evaluate(model, [(x[i : i + 25], y[i : i + 25]) for i in range(0, len(x), 25)], attacks, progress=False)
+    assert torch.equal(whole.robust, batched.robust)
+
+
+def test_model_mode_restored_and_no_param_grads(problem):
+    model, x, y = problem
+    model.train()
+    evaluate(model, (x, y), [PGD(ro.Linf(0.05), steps=3)], progress=False)
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+@dataclass(frozen=True)
+class _Cheater(Attack):
+    threat: ro.ThreatModel
+    label: str | None = "cheater"
+
+    def run(self, model, x, y, **kwargs):
+        return AttackResult(x_adv=(x + 2 * self.threat.eps).clamp(0, 1), success=torch.ones_like(y, dtype=torch.bool))
+
+
+def test_points_outside_the_threat_model_are_refused(problem):
+    model, x, y = problem
+    with pytest.raises(ValueError, match="outside its threat model"):
+        evaluate(model, (x, y), [_Cheater(ro.Linf(0.1))], progress=False)
+
+
+def test_bad_arguments(problem):
+    model, x, y = problem
+    atk = [FGSM(ro.Linf(0.1))]
+    with pytest.raises(ValueError, match="mode"):
+        evaluate(model, (x, y), atk, mode="fast")
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate(model, (x, y), atk, batch_size=0)
+    with pytest.raises(TypeError, match="robustopt Attack"):
+        evaluate(model, (x, y), ["pgd"])
+    with pytest.raises(ValueError, match="do not match"):
+        evaluate(model, (x, y[:-1]), atk)
+    with pytest.raises(ValueError, match="empty"):
+        evaluate(model, [], atk)
+    with pytest.raises(ValueError, match="outside the bounds"):
+        evaluate(model, (x + 2, y), atk)
+
+
+def test_madry_suite_rows():
+    t = ro.Linf(0.3)
+    src = {"A'": _linear(1), "B": _linear(2), "A_nat": _linear(3)}
+    rows = suites.madry(t, src)
+    keys = [(a.name, a.steps, a.restarts, a.source) for a in rows]
+    white = keys[:8]
+    assert white == [("FGSM", 1, 1, "A"), ("PGD", 40, 1, "A"), ("PGD", 100, 1, "A"), ("PGD", 40, 20, "A"),
+                     ("PGD", 100, 20, "A"), ("Targeted PGD", 40, 1, "A"), ("CW", 40, 1, "A"), ("CW+", 40, 1, "A")]
+    assert [k for k in keys if k[3] == "A'"] == [("FGSM", 1, 1, "A'"), ("PGD", 40, 1, "A'"), ("PGD", 100, 20, "A'"),
+                                                ("CW", 40, 1, "A'"), ("CW+", 40, 1, "A'")]
+    assert [k for k in keys if k[3] == "B"] == [("FGSM", 1, 1, "B"), ("PGD", 40, 1, "B"), ("CW+", 40, 1, "B")]
+    assert all(getattr(a, "attack", a).alpha == pytest.approx(0.01) for a in rows if a.name != "FGSM")  # paper step
+    cw_plus = [a for a in rows if a.name == "CW+"][0]
+    assert cw_plus.kappa == 50.0
+    # every white-box row except the natural one has a paper number
+    ref = suites.MADRY_REFERENCE["mnist"]
+    assert all(k in ref for k in white)
+    capped = suites.madry(t, max_restarts=2)
+    assert max(a.restarts for a in capped) == 2
+    cifar = suites.madry(ro.Linf(8 / 255), {"A_nat": _linear(1)}, preset="cifar10")
+    assert [(a.name, a.steps) for a in cifar][:4] == [("FGSM", 1), ("PGD", 7), ("PGD", 20), ("CW", 30)]
+    assert cifar[1].alpha == pytest.approx(2 / 255)
+    with pytest.raises(ValueError, match="preset"):
+        suites.madry(t, preset="imagenet")
+    with pytest.raises(ValueError, match="max_restarts"):
+        suites.madry(t, max_restarts=0)
