@@ -435,12 +435,6 @@ def test_works_inside_no_grad_and_returns_detached(convnet, image_data):
     assert torch.is_grad_enabled()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attacks/gradient.py run(): torch.enable_grad() does not lift torch.inference_mode(); "
-    "autograd.grad fails with a bare 'element 0 of tensors does not require grad'. Wrap the engine in "
-    "torch.inference_mode(False) (cloning inference tensors) or raise a ValueError naming inference_mode.",
-)
 def test_inside_inference_mode_works_or_says_why(convnet, image_data):
     x, y = image_data
     atk = PGD(ro.Linf(0.1), steps=2)
@@ -559,12 +553,6 @@ def test_bad_input_raises_a_helpful_error(mutate, error, phrase, linear_model, d
         FGSM(ro.Linf(0.1))(linear_model, x, y)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attacks/gradient.py _resolve_targets: explicit targets are cast with .to(torch.long) without a dtype "
-    "check, so float targets (1.7 -> 1) and bool targets are silently accepted, unlike y (TypeError). "
-    "Apply the same integer-dtype check as check_batch does for y.",
-)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
 def test_non_integer_targets_raise_type_error(dtype, linear_model, data):
     x, y = data
@@ -587,12 +575,6 @@ def test_empty_batch_returns_an_empty_batch(data):
 _EMPTY_THEN_SOFTMAX_MODEL = nn.Sequential(make_linear(), nn.Softmax(dim=1))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="attacks/base.py _warn_if_probabilities: on an empty batch (logits >= 0).all() and allclose() are "
-    "vacuously True, so it warns 'look like probabilities' and records id(model) in _warned_probabilities, "
-    "which then silences the warning when the model really returns probabilities. Guard with logits.numel() > 0.",
-)
 def test_empty_batch_neither_warns_nor_silences_the_probability_warning(data):
     x, y = data
     model = _EMPTY_THEN_SOFTMAX_MODEL

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -74,7 +75,7 @@ class ThreatModel:
     def __post_init__(self) -> None:
         if isinstance(self.eps, torch.Tensor):
             object.__setattr__(self, "eps", float(self.eps))
-        if not isinstance(self.eps, (int, float)) or isinstance(self.eps, bool):
+        if not isinstance(self.eps, numbers.Real) or isinstance(self.eps, bool):
             raise TypeError(f"eps must be a number, got {type(self.eps).__name__} ({self.eps!r}).")
         if not math.isfinite(self.eps) or self.eps < 0:
             raise ValueError(f"eps must be a finite number >= 0, got {self.eps}.")
@@ -108,9 +109,11 @@ class ThreatModel:
         Returns:
             The closest point (Euclidean) of the feasible set, same shape/dtype/device.
         """
-        delta = self._project_delta(x_adv - x, self.bounds[0] - x, self.bounds[1] - x)
-        # The box clamp only removes rounding error: delta is already box-feasible.
-        return (x + delta).clamp(*self.bounds)
+        lo, hi = self.bounds
+        lo_rel, hi_rel = lo - x, hi - x
+        delta = self._project_delta(x_adv - x, lo_rel, hi_rel)
+        out = torch.where(delta >= hi_rel, hi, torch.where(delta <= lo_rel, lo, x + delta))
+        return out.clamp(lo, hi)
 
     def contains(self, x_adv: torch.Tensor, x: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:
         """Per-example bool: inside the ball (up to ``atol``, relative to eps) and the box."""

@@ -65,7 +65,7 @@ def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _warn_if_probabilities(model: nn.Module, logits: torch.Tensor) -> None:
     with torch.no_grad():
-        looks_like = bool(
+        looks_like = logits.numel() > 0 and bool(
             (logits >= 0).all() and (logits <= 1).all() and torch.allclose(logits.sum(1), torch.ones_like(logits[:, 0]), atol=1e-3)
         )
     if looks_like and id(model) not in _warned_probabilities:

@@ -144,7 +144,7 @@ class GradientAttack(Attack):
         kwargs = {"kappa": self.kappa} if self.loss == "cw" else {}
         alpha, threat = self.alpha, self.threat
 
-        with eval_mode(model), torch.enable_grad():
+        with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
             with torch.no_grad():
                 clean_logits = predict(model, x)
             check_labels(clean_logits, y)
@@ -196,6 +196,8 @@ class GradientAttack(Attack):
         if targets is not None:
             if not isinstance(targets, torch.Tensor) or targets.shape != y.shape:
                 raise ValueError(f"targets must be a tensor of shape {tuple(y.shape)} (one class per example).")
+            if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+                raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}.")
             targets = targets.to(device=y.device, dtype=torch.long)
             check_labels(clean_logits, targets, "targets")
             return targets
