@@ -63,7 +63,7 @@ def test_eval_prints_table_and_writes_files(runs):
     "args, message",
     [
         (["eval", "{a}", "--source", "nonsense"], "NAME=RUN"),
-        (["eval", "{a}", "--suite", "imagenet"], "unknown suite"),
+        (["eval", "{a}", "--suite", "imagenet"], "invalid value"),
         (["eval", "{a}", "--eps", "x/255"], "not a number"),
         (["eval", "{root}"], "not a finished robustopt run"),
         (["train", "--data", "nope", "--out", "{root}/z"], "unknown dataset"),

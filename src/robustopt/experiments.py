@@ -112,28 +112,32 @@ def eval_run(
 
     Args:
         run: run folder made by ``train_run``.
-        suite: "madry" (the paper's rows).
+        suite: "madry" (the paper's rows), "standard" (AutoAttack-grade: APGD-CE, APGD-T, Square) or "fast".
         sources: transfer sources, table name -> run folder.
         norm / eps: threat model (default: the run's training threat).
         limit: evaluate the first N test images.
         max_restarts: cap on restarts.
-        mode: "independent" or "cascade" (default: independent for madry).
+        mode: "independent" or "cascade" (default: independent for madry, cascade otherwise).
         batch_size / seed / root / echo / progress: as in ``evaluate`` and ``ro.data.load``.
     """
     run = Path(run)
     model, info = load_run(run)
     threat = threat_of(norm or info["norm"], info["eps"] if eps is None else eps)
     source_models = {name: load_run(path)[0] for name, path in (sources or {}).items()}
-    if suite != "madry":
-        raise ValueError(f"unknown suite {suite!r}; available: madry.")
     preset = "cifar10" if info["data"] == "cifar10" else "mnist"
-    attacks = suites.madry(threat, source_models, preset=preset, max_restarts=max_restarts)
+    if suite == "madry":
+        attacks = suites.madry(threat, source_models, preset=preset, max_restarts=max_restarts)
+    elif suite in ("standard", "fast"):
+        attacks = suites.standard(threat, version=suite, seed=seed)
+        mode = mode or "cascade"
+    else:
+        raise ValueError(f"unknown suite {suite!r}; available: madry, standard, fast.")
     x, y = datasets.load(info["data"], split="test", root=root)
     if limit is not None:
         x, y = x[:limit], y[:limit]
     ev = evaluate(model, (x, y), attacks, batch_size=batch_size, seed=seed, mode=mode or "independent",
                   progress=progress, meta={"run": str(run), "data": info["data"], "sources": {k: str(v) for k, v in (sources or {}).items()}})
-    reference = suites.MADRY_REFERENCE[preset] if threat.norm == "Linf" and abs(threat.eps - (0.3 if preset == "mnist" else 8 / 255)) < 1e-9 else None
+    reference = suites.MADRY_REFERENCE[preset] if suite == "madry" and threat.norm == "Linf" and abs(threat.eps - (0.3 if preset == "mnist" else 8 / 255)) < 1e-9 else None
     echo(ev.table(reference=reference))
     ev.to_json(run / f"eval-{suite}.json")
     ev.to_markdown(run / f"eval-{suite}.md", reference=reference)
