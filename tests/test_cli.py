@@ -98,3 +98,28 @@ def test_madry_experiment_has_rows_for_all_sources(tmp_path):
     lines.clear()
     run_madry_experiment(preset, out=tmp_path, echo=lines.append, progress=False)
     assert sum("reusing" in line for line in lines) == 4
+
+
+def test_eval_standard_suite_runs_as_cascade(runs):
+    res = CliRunner().invoke(main, ["eval", str(runs / "a"), "--suite", "fast", "--n", "20", "--batch-size", "20"])
+    assert res.exit_code == 0, res.output
+    assert "APGD-CE" in res.output and "APGD-T" in res.output and "mode=cascade" in res.output
+    assert (runs / "a" / "eval-fast.json").is_file()
+
+
+def test_sweep_writes_curve(runs):
+    res = CliRunner().invoke(main, ["sweep", str(runs / "a"), "--eps", "0:0.3:0.1", "--steps", "3", "--n", "30"])
+    assert res.exit_code == 0, res.output
+    curve = json.loads((runs / "a" / "sweep-linf.json").read_text())
+    assert curve["eps"] == [0.0, 0.1, 0.2, 0.3]
+    acc = curve["accuracy"]
+    assert all(a >= b for a, b in zip(acc, acc[1:]))
+
+
+def test_parse_eps_grid():
+    from robustopt.cli import parse_eps_grid
+
+    assert parse_eps_grid("0:0.5:0.25") == [0.0, 0.25, 0.5]
+    assert parse_eps_grid("0,8/255") == [0.0, pytest.approx(8 / 255)]
+    with pytest.raises(click.BadParameter):
+        parse_eps_grid("0:1")

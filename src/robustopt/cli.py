@@ -143,6 +143,42 @@ def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size,
         _fail(err)
 
 
+def parse_eps_grid(text: str) -> list[float]:
+    """Parse ``START:STOP:STEP`` (inclusive) or a comma list; values like ``8/255`` are allowed."""
+    if ":" in text:
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise click.BadParameter(f"write the grid as START:STOP:STEP (e.g. 0:0.5:0.05), got {text!r}.")
+        start, stop, step = (parse_eps(p) for p in parts)
+        if step <= 0 or stop < start:
+            raise click.BadParameter(f"the grid {text!r} needs STEP > 0 and STOP >= START.")
+        count = int(round((stop - start) / step))
+        return [round(start + i * step, 10) for i in range(count + 1)]
+    return [parse_eps(p) for p in text.split(",") if p.strip()]
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default="linf", show_default=True)
+@click.option("--eps", "grid", default="0:0.5:0.05", show_default=True,
+              help="Grid START:STOP:STEP (inclusive) or a comma list, e.g. 0:30/255:2/255.")
+@click.option("--steps", type=int, default=40, show_default=True, help="PGD steps at each eps (step 2.5*eps/steps).")
+@click.option("--n", "limit", type=int, default=1000, show_default=True, help="First N test images.")
+@click.option("--batch-size", type=int, default=500, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
+def sweep(run, norm, grid, steps, limit, batch_size, seed, root) -> None:
+    """Robust accuracy against eps (the paper's Figure 2); writes RUN/sweep-NORM.{json,md,png}."""
+    from robustopt.experiments import sweep_run
+
+    try:
+        eps_values = parse_eps_grid(grid)
+        sweep_run(run, norm=norm, eps_values=eps_values, steps=steps, limit=limit, batch_size=batch_size,
+                  seed=seed, root=root, echo=click.echo)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        _fail(err)
+
+
 def _parse_source(text: str) -> tuple[str, Path]:
     name, sep, path = text.partition("=")
     if not sep or not name or not path:

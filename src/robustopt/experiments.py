@@ -20,11 +20,13 @@ from torch import nn
 
 from robustopt import checkpoint, data as datasets, models
 from robustopt._io import atomic_write_json, atomic_write_text
-from robustopt.evaluation import Evaluation, evaluate, suites
+from robustopt.attacks import PGD
+from robustopt.evaluation import Evaluation, SweepCurve, evaluate, suites, sweep
 from robustopt.threat import L1, L2, Linf, ThreatModel
 from robustopt.training import TrainConfig, fit
 
-__all__ = ["ExperimentPreset", "DEMO", "train_run", "eval_run", "load_run", "run_madry_experiment", "threat_of"]
+__all__ = ["ExperimentPreset", "DEMO", "train_run", "eval_run", "sweep_run", "load_run", "run_madry_experiment",
+           "threat_of"]
 
 THREATS: dict[str, type[ThreatModel]] = {"linf": Linf, "l2": L2, "l1": L1}
 RUN_FILE = "run.json"
@@ -142,6 +144,43 @@ def eval_run(
     ev.to_json(run / f"eval-{suite}.json")
     ev.to_markdown(run / f"eval-{suite}.md", reference=reference)
     return ev
+
+
+def sweep_run(
+    run: str | Path,
+    *,
+    norm: str = "linf",
+    eps_values: list[float],
+    steps: int = 40,
+    limit: int | None = 1000,
+    batch_size: int = 500,
+    seed: int = 0,
+    root: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+) -> SweepCurve:
+    """Robust accuracy of a run's model over ``eps_values`` (monotone cascade, PGD with ``steps``).
+
+    Writes ``sweep-NORM.json``, ``sweep-NORM.md`` and, when matplotlib is installed, ``sweep-NORM.png``
+    (with the training eps marked when the norm matches the training norm).
+    """
+    run = Path(run)
+    model, info = load_run(run)
+    x, y = datasets.load(info["data"], split="test", root=root)
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    threat_cls = THREATS[norm]
+    attack = lambda t: PGD(t, steps=steps, seed=seed)  # noqa: E731  (step 2.5 * eps / steps at every eps)
+    curve = sweep(model, (x, y), threat_cls, eps_values, attack=attack, batch_size=batch_size, seed=seed,
+                  progress=progress, meta={"run": str(run), "data": info["data"]})
+    echo(curve.table())
+    curve.to_json(run / f"sweep-{norm}.json")
+    atomic_write_text(run / f"sweep-{norm}.md", curve.table("markdown"))
+    try:
+        curve.plot(run / f"sweep-{norm}.png", train_eps=info["eps"] if info["norm"] == norm else None)
+    except ImportError as err:
+        echo(f"no plot: {err}")
+    return curve
 
 
 @dataclass(frozen=True)

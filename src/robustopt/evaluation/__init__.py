@@ -1,6 +1,9 @@
-"""Evaluation: the cascade, the suites of attacks, and (later) audit, sweep and report."""
+"""Evaluation: the cascade, suites of attacks, the gradient-masking audit and epsilon sweeps."""
 
 from robustopt.evaluation import suites
+from robustopt.evaluation.audit import Finding, audit, findings_table
 from robustopt.evaluation.evaluate import Evaluation, Row, evaluate, row_key
+from robustopt.evaluation.sweep import SweepCurve, sweep
 
-__all__ = ["evaluate", "Evaluation", "Row", "row_key", "suites"]
+__all__ = ["evaluate", "Evaluation", "Row", "row_key", "suites", "audit", "Finding", "findings_table",
+           "sweep", "SweepCurve"]

@@ -361,7 +361,7 @@ def sweep(
     for b in batches(torch.arange(n, device=x.device)):
         correct[b] = ~misclassified(x[b], y[b])
     clean_seconds = time.perf_counter() - start
-    breaking = torch.where(correct, math.inf, 0.0).to(torch.float64).cpu()
+    breaking = torch.where(correct.cpu(), math.inf, 0.0).double()  # on the CPU: float64 everywhere
     robust = correct.clone()  # cascade state: not broken at any eps so far
 
     accuracy: list[float] = []
@@ -392,7 +392,7 @@ def sweep(
         breaking[newly] = torch.clamp(breaking[newly], max=eps)
         if not independent:
             robust &= survived
-        accuracy.append(float(survived.float().mean()) if n else 0.0)
+        accuracy.append(float(survived.double().mean()) if n else 0.0)
         grad_evals.append(cost)
         seconds.append(time.perf_counter() - t0 + (clean_seconds if k == 0 else 0.0))
         attacked.append(int(pool.sum()) if eps > 0 else 0)
@@ -401,7 +401,7 @@ def sweep(
 
     counts = torch.bincount(y.cpu()) if n else torch.zeros(1)
     info: dict[str, Any] = {
-        "clean_accuracy": float(correct.float().mean()) if n else 0.0,
+        "clean_accuracy": float(correct.double().mean()) if n else 0.0,
         "dim": int(x[0].numel()) if n else 0,
         "bounds": list(threats[0].bounds),
         "majority_fraction": float(counts.max() / max(n, 1)),
