@@ -131,14 +131,20 @@ def train(dataset, model_name, method, norm, eps, train_size, out, resume, root,
 @click.option("--batch-size", type=int, default=500, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
-def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size, seed, root) -> None:
-    """Evaluate the model in RUN; print the table, write RUN/eval-SUITE.{json,md}."""
+@click.option("--restart", is_flag=True, default=False,
+              help="Discard the saved progress of an interrupted evaluation (RUN/eval-SUITE.progress.json) and start over.")
+def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size, seed, root, restart) -> None:
+    """Evaluate the model in RUN; print the table, write RUN/eval-SUITE.{json,md}.
+
+    Progress is saved after every batch: run the same command again after an
+    interruption and it continues where it stopped.
+    """
     from robustopt.experiments import eval_run
 
     try:
         parsed = dict(_parse_source(s) for s in sources)
         eval_run(run, suite=suite, sources=parsed, norm=norm, eps=eps, limit=limit, max_restarts=max_restarts,
-                 mode=mode, batch_size=batch_size, seed=seed, root=root, echo=click.echo)
+                 mode=mode, batch_size=batch_size, seed=seed, root=root, echo=click.echo, restart=restart)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
 
@@ -177,6 +183,23 @@ def sweep(run, norm, grid, steps, limit, batch_size, seed, root) -> None:
                   seed=seed, root=root, echo=click.echo)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Folder for report.md, report.html and the PNG figures (default: the first RUN).")
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root (for the audit and the examples).")
+def report(runs, out, root) -> None:
+    """Markdown + self-contained HTML report of RUN folders: tables, curves, sweeps, audit, adversarial examples."""
+    from robustopt.evaluation.report import write_report
+
+    try:
+        md_path, html_path = write_report(runs, out=out, root=root)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+        _fail(err)
+    click.echo(f"written: {md_path}")
+    click.echo(f"         {html_path}")
 
 
 def _parse_source(text: str) -> tuple[str, Path]:

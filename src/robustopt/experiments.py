@@ -109,8 +109,14 @@ def eval_run(
     root: str | Path | None = None,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    restart: bool = False,
 ) -> Evaluation:
     """Evaluate a run's model on its dataset's test split; write ``eval-SUITE.{json,md}`` into the run.
+
+    The evaluation is resumable: its progress is saved after every batch in
+    ``eval-SUITE.progress.json`` inside the run, an interrupted evaluation started
+    again with the same arguments continues from there, and the file is deleted
+    when the evaluation completes.
 
     Args:
         run: run folder made by ``train_run``.
@@ -121,6 +127,7 @@ def eval_run(
         max_restarts: cap on restarts.
         mode: "independent" or "cascade" (default: independent for madry, cascade otherwise).
         batch_size / seed / root / echo / progress: as in ``evaluate`` and ``ro.data.load``.
+        restart: discard the saved progress of an interrupted evaluation and start over.
     """
     run = Path(run)
     model, info = load_run(run)
@@ -137,8 +144,20 @@ def eval_run(
     x, y = datasets.load(info["data"], split="test", root=root)
     if limit is not None:
         x, y = x[:limit], y[:limit]
-    ev = evaluate(model, (x, y), attacks, batch_size=batch_size, seed=seed, mode=mode or "independent",
-                  progress=progress, meta={"run": str(run), "data": info["data"], "sources": {k: str(v) for k, v in (sources or {}).items()}})
+    progress_file = run / f"eval-{suite}.progress.json"
+    if restart:
+        progress_file.unlink(missing_ok=True)
+    elif progress_file.exists():
+        echo(f"Resuming the interrupted evaluation saved in {progress_file} "
+             "(`robustopt eval --restart` / restart=True starts over).")
+    try:
+        ev = evaluate(model, (x, y), attacks, batch_size=batch_size, seed=seed, mode=mode or "independent",
+                      progress=progress, meta={"run": str(run), "data": info["data"], "sources": {k: str(v) for k, v in (sources or {}).items()}},
+                      progress_file=progress_file)
+    except ValueError as err:
+        if str(err).startswith(str(progress_file)):  # unusable or foreign progress file
+            raise ValueError(f"{err} `robustopt eval --restart` (restart=True) discards it.") from err
+        raise
     reference = suites.MADRY_REFERENCE[preset] if suite == "madry" and threat.norm == "Linf" and abs(threat.eps - (0.3 if preset == "mnist" else 8 / 255)) < 1e-9 else None
     echo(ev.table(reference=reference))
     ev.to_json(run / f"eval-{suite}.json")

@@ -8,10 +8,19 @@ examples, so each row is that attack's own accuracy, as in the tables of
 Madry et al. (2018); the worst case is still reported. An example counts as
 broken when the model misclassifies the adversarial input, which is checked
 here, on the evaluated model, for every attack (targeted and transfer included).
+
+A long evaluation can be made resumable with ``progress_file``: after every
+finished batch the state is written there atomically, a later call with the same
+file continues where the interrupted one stopped, and the result is the one an
+uninterrupted run gives (every random start comes from a generator seeded by
+(seed, attack index, batch index), so redone and skipped work cannot shift it).
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import hashlib
 import json
 import platform
 import time
@@ -24,7 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustopt._io import atomic_write_json, atomic_write_text
+from robustopt._io import atomic_write_json, atomic_write_text, json_default
 from robustopt.attacks.base import Attack, check_batch, eval_mode, predict
 
 __all__ = ["Row", "Evaluation", "evaluate"]
@@ -195,6 +204,7 @@ def evaluate(
     mode: Mode = "cascade",
     progress: bool = True,
     meta: dict[str, Any] | None = None,
+    progress_file: str | Path | None = None,
 ) -> Evaluation:
     """Evaluate ``model`` against ``attacks``; the reported robust accuracy is the per-example worst case.
 
@@ -207,9 +217,24 @@ def evaluate(
         mode: "cascade" (attack only what is still robust) or "independent" (rows are each attack alone).
         progress: show a progress bar.
         meta: extra JSON-ready information stored with the result.
+        progress_file: makes the evaluation resumable (e.g. ``run / "eval-madry.progress.json"``).
+            After every finished batch the state (per-example flags, the attack and batch reached,
+            the finished rows, counters) is written there atomically. If the file exists, the
+            evaluation continues from it instead of starting over, and gives the same rows and
+            per-example flags as an uninterrupted run; ``grad_evals`` count each batch once,
+            ``seconds`` add up the sessions (the work of an interrupted batch is redone and its
+            time is not counted). The file is deleted when the evaluation completes. It records a
+            fingerprint of the job: the attacks' configurations and the weights of every model
+            involved (sums and strided samples of the state_dict tensors, so no full hash), the
+            data (shapes and a strided sample of x, all of y), mode, seed, batch_size; a file
+            written for another job is refused (ValueError), never silently mixed in.
 
     Returns:
         Evaluation with rows, per-example ``correct`` and ``robust`` flags and ``table()``.
+
+    Raises:
+        ValueError: bad arguments, an attack leaving its threat model, or a ``progress_file``
+            that is unreadable or belongs to another evaluation (delete it to start over).
 
     Example:
         >>> ev = evaluate(model, (x, y), [FGSM(Linf(0.3)), PGD(Linf(0.3), steps=40)])
@@ -232,23 +257,44 @@ def evaluate(
         with eval_mode(model), torch.no_grad():
             return predict(model, x_adv).argmax(1) != yb
 
-    start = time.perf_counter()
-    correct = torch.zeros(n, dtype=torch.bool, device=x.device)
-    for b in batches(torch.arange(n, device=x.device)):
-        correct[b] = ~misclassified(x[b], y[b])
-    robust = correct.clone()
-    rows = [Row("Natural", None, None, "", float(correct.float().mean()), float(correct.float().mean()),
-                attacked=n, seconds=time.perf_counter() - start)]
+    per_attack = lambda: len(batches(correct.nonzero().squeeze(1)))  # noqa: E731
+    progress_path = Path(progress_file) if progress_file is not None else None
+    job = _job_fingerprint(model, x, y, attacks, mode=mode, seed=seed, batch_size=batch_size) if progress_path else None
+    state = _load_progress(progress_path, job, n=n, n_attacks=len(attacks)) if progress_path else None
 
-    total = sum(len(batches(correct.nonzero().squeeze(1))) for _ in attacks)
-    bar = tqdm(total=total, desc="evaluate", unit="batch", disable=not progress, leave=False)
+    start = time.perf_counter()
+    if state is None:
+        correct = torch.zeros(n, dtype=torch.bool, device=x.device)
+        for b in batches(torch.arange(n, device=x.device)):
+            correct[b] = ~misclassified(x[b], y[b])
+        robust = correct.clone()
+        rows = [Row("Natural", None, None, "", float(correct.float().mean()), float(correct.float().mean()),
+                    attacked=n, seconds=time.perf_counter() - start)]
+        first_attack, earlier_seconds, sessions = 0, 0.0, 1
+    else:
+        correct, robust = state["correct"].to(x.device), state["robust"].to(x.device)
+        rows = state["rows"]
+        first_attack, earlier_seconds, sessions = state["attack"], state["seconds"], state["sessions"] + 1
+
+    bar = tqdm(total=per_attack() * len(attacks), desc="evaluate", unit="batch", disable=not progress, leave=False)
+    bar.update(per_attack() * first_attack + (state["batch"] if state is not None else 0))
     for i, attack in enumerate(attacks):
+        if i < first_attack:
+            continue
         t0 = time.perf_counter()
-        todo = (robust if mode == "cascade" else correct).nonzero().squeeze(1)
-        survived = correct.clone()
-        grad_evals = 0
+        if state is not None and i == first_attack:
+            # Continue the attack in progress: same examples, same flags, same counters.
+            todo = state["todo"].to(x.device).nonzero().squeeze(1)
+            survived = state["survived"].to(x.device)
+            grad_evals, attack_seconds, first_batch = state["grad_evals"], state["attack_seconds"], state["batch"]
+        else:
+            todo = (robust if mode == "cascade" else correct).nonzero().squeeze(1)
+            survived = correct.clone()
+            grad_evals, attack_seconds, first_batch = 0, 0.0, 0
         bar.set_description(f"{attack.name} ({attack.source})")
-        for j, idx in enumerate(batches(todo)):
+        todo_batches = batches(todo)
+        for j in range(first_batch, len(todo_batches)):
+            idx = todo_batches[j]
             result = attack.run(model, x[idx], y[idx], generator=_batch_generator(x.device, seed, i, j))
             inside = attack.threat.contains(result.x_adv, x[idx])
             if not inside.all():
@@ -258,26 +304,195 @@ def evaluate(
                 )
             survived[idx] = ~misclassified(result.x_adv, y[idx])
             grad_evals += result.grad_evals
+            if progress_path is not None:
+                now = time.perf_counter()
+                _save_progress(progress_path, {
+                    "format": _PROGRESS_FORMAT, "version": _PROGRESS_VERSION, "job": job, "n": n,
+                    "sessions": sessions, "seconds": earlier_seconds + now - start,
+                    "correct": _pack_flags(correct), "robust": _pack_flags(robust), "rows": [asdict(r) for r in rows],
+                    "attack": i, "batch": j + 1, "todo": _pack_flags(_mask(todo, n)),
+                    "survived": _pack_flags(survived), "grad_evals": grad_evals,
+                    "attack_seconds": attack_seconds + now - t0,
+                })
             bar.update(1)
         if mode == "cascade":
             survived &= robust
         robust &= survived
-        bar.update(len(batches(correct.nonzero().squeeze(1))) - len(batches(todo)))
+        bar.update(per_attack() - len(todo_batches))
         rows.append(Row(
             attack.name, attack.steps, attack.restarts, attack.source,
             accuracy=float(survived.float().mean()), worst_case=float(robust.float().mean()),
-            attacked=len(todo), grad_evals=grad_evals, seconds=time.perf_counter() - t0,
+            attacked=len(todo), grad_evals=grad_evals, seconds=attack_seconds + time.perf_counter() - t0,
             attack=attack.describe(),
         ))
     bar.close()
 
     info = {
         "threat": str(attacks[0].threat) if attacks else None,
-        "seconds": time.perf_counter() - start,
+        "seconds": earlier_seconds + time.perf_counter() - start,
         "batch_size": batch_size,
         "torch": torch.__version__,
         "device": str(x.device),
         "machine": platform.platform(),
     }
+    if progress_path is not None:
+        info["sessions"] = sessions
     info.update(meta or {})
-    return Evaluation(rows=rows, correct=correct.cpu(), robust=robust.cpu(), mode=mode, seed=seed, meta=info)
+    ev = Evaluation(rows=rows, correct=correct.cpu(), robust=robust.cpu(), mode=mode, seed=seed, meta=info)
+    if progress_path is not None:
+        progress_path.unlink(missing_ok=True)
+    return ev
+
+
+# --- resumable evaluation: the progress file -----------------------------------------
+
+_PROGRESS_FORMAT = "robustopt-evaluation-progress"
+_PROGRESS_VERSION = 1
+
+
+def _tensor_digest(h: Any, t: torch.Tensor, samples: int, with_sum: bool) -> None:
+    """Feed shape, dtype, a strided sample (exact bytes) and optionally the sum of ``t`` into ``h``."""
+    t = t.detach()
+    h.update(f"{tuple(t.shape)}|{t.dtype}|".encode())
+    flat = t.reshape(-1)
+    if flat.numel() == 0:
+        return
+    step = -(-flat.numel() // samples)
+    sample = flat[::step].cpu().contiguous()
+    h.update(sample.view(torch.uint8).numpy().tobytes())
+    if with_sum:
+        # The sum sees every element; printed to 9 digits so that resuming on another
+        # device, whose reduction order may differ in the last bits, still matches.
+        h.update(f"|{float(flat.double().sum()):.9g}".encode())
+
+
+def _module_digest(module: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        if isinstance(t, torch.Tensor):
+            _tensor_digest(h, t, samples=256, with_sum=True)
+    return h.hexdigest()[:16]
+
+
+def _attack_identity(attack: Attack) -> dict[str, Any]:
+    """An attack's describe() plus a digest of every model it holds (e.g. a transfer source)."""
+    out: dict[str, Any] = {"describe": attack.describe()}
+    if dataclasses.is_dataclass(attack):
+        for f in dataclasses.fields(attack):
+            value = getattr(attack, f.name)
+            if isinstance(value, nn.Module):
+                out[f.name] = _module_digest(value)
+            elif isinstance(value, Attack):
+                out[f.name] = _attack_identity(value)
+    return out
+
+
+def _json_key(obj: Any) -> str:
+    def fallback(o: Any) -> Any:
+        try:
+            return json_default(o)
+        except TypeError:
+            return repr(o)
+
+    return json.dumps(obj, sort_keys=True, default=fallback)
+
+
+def _job_fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[Attack], *,
+                     mode: str, seed: int, batch_size: int) -> dict[str, Any]:
+    """What identifies an evaluation job, part by part, so that a mismatch can be named."""
+    data = hashlib.sha256()
+    _tensor_digest(data, x, samples=1 << 16, with_sum=False)
+    _tensor_digest(data, y, samples=1 << 62, with_sum=False)  # all labels
+    attack_ids = hashlib.sha256(_json_key([_attack_identity(a) for a in attacks]).encode())
+    return {
+        "attacks": attack_ids.hexdigest()[:16],
+        "model": _module_digest(model),
+        "data": data.hexdigest()[:16],
+        "mode": mode,
+        "seed": seed,
+        "batch_size": batch_size,
+        "n": len(x),
+    }
+
+
+def _pack_flags(flags: torch.Tensor) -> str:
+    return base64.b64encode(np.packbits(flags.cpu().numpy().astype(np.uint8)).tobytes()).decode("ascii")
+
+
+def _unpack_flags(text: Any, n: int) -> torch.Tensor:
+    if not isinstance(text, str):
+        raise TypeError(f"flags must be a base64 string, got {type(text).__name__}")
+    raw = np.frombuffer(base64.b64decode(text, validate=True), dtype=np.uint8)
+    if raw.size != (n + 7) // 8:
+        raise ValueError(f"flags for {raw.size * 8} examples, expected {n}")
+    return torch.from_numpy(np.unpackbits(raw)[:n].astype(bool))
+
+
+def _mask(idx: torch.Tensor, n: int) -> torch.Tensor:
+    m = torch.zeros(n, dtype=torch.bool, device=idx.device)
+    m[idx] = True
+    return m
+
+
+def _save_progress(path: Path, state: dict[str, Any]) -> None:
+    atomic_write_json(path, state, indent=None)
+
+
+def _load_progress(path: Path, job: dict[str, Any], *, n: int, n_attacks: int) -> dict[str, Any] | None:
+    """The saved state of ``job`` in ``path``, or None if there is none; ValueError if unusable."""
+    if not path.exists():
+        return None
+
+    def unreadable(why: Any) -> ValueError:
+        return ValueError(
+            f"{path} is not a usable robustopt evaluation progress file ({why}). "
+            "Delete it to start the evaluation over, or pass another progress_file."
+        )
+
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise unreadable(err) from err
+    if not isinstance(raw, dict) or raw.get("format") != _PROGRESS_FORMAT:
+        raise unreadable("no progress-file header")
+    if raw.get("version") != _PROGRESS_VERSION:
+        raise unreadable(f"format version {raw.get('version')!r}, this robustopt writes {_PROGRESS_VERSION}")
+    saved_job = raw.get("job")
+    if not isinstance(saved_job, dict):
+        raise unreadable("no job fingerprint")
+    if saved_job != job:
+        differ = [k for k in job if saved_job.get(k) != job[k]] or ["fingerprint"]
+        raise ValueError(
+            f"{path} holds the progress of another evaluation (different {', '.join(differ)}). "
+            "Delete it to start this evaluation over, or pass another progress_file."
+        )
+    try:
+        state = {
+            "sessions": int(raw["sessions"]),
+            "seconds": float(raw["seconds"]),
+            "correct": _unpack_flags(raw["correct"], n),
+            "robust": _unpack_flags(raw["robust"], n),
+            "rows": [Row(**r) for r in raw["rows"]],
+            "attack": int(raw["attack"]),
+            "batch": int(raw["batch"]),
+            "todo": _unpack_flags(raw["todo"], n),
+            "survived": _unpack_flags(raw["survived"], n),
+            "grad_evals": int(raw["grad_evals"]),
+            "attack_seconds": float(raw["attack_seconds"]),
+        }
+    except (KeyError, TypeError, ValueError) as err:
+        raise unreadable(err) from err
+    todo_batches = -(-int(state["todo"].sum()) // job["batch_size"])
+    checks = [
+        (0 <= state["attack"] < n_attacks, "attack index out of range"),
+        (len(state["rows"]) == state["attack"] + 1, "row count does not match the attack index"),
+        (0 <= state["batch"] <= todo_batches, "batch index out of range"),
+        (not bool((state["robust"] & ~state["correct"]).any()), "robust flags outside the correct ones"),
+        (not bool((state["todo"] & ~state["correct"]).any()), "attacked examples outside the correct ones"),
+        (not bool((state["survived"] & ~state["correct"]).any()), "survived flags outside the correct ones"),
+    ]
+    for ok, why in checks:
+        if not ok:
+            raise unreadable(why)
+    return state

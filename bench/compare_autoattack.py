@@ -1,0 +1,623 @@
+#!/usr/bin/env python
+"""Compare robustopt's ``suites.standard`` with the original AutoAttack code on the same model and points.
+
+Both run once, in this process, on the same first ``--n`` test images, on the same machine:
+robustopt as ``evaluate(model, (x, y), suites.standard(threat, version=...), mode="cascade")``,
+AutoAttack (PyPI package ``pyautoattack``, import name ``pyautoattack``; the GitHub
+checkout's ``autoattack`` is accepted too) as ``AutoAttack(...).run_standard_evaluation``.
+AutoAttack's robust accuracy is recomputed here from the points it returns, on the same
+model, after checking that they lie inside the threat model (max distance reported).
+
+Reported: clean and robust accuracy and wall time of each, AutoAttack's per-attack cascade
+(from its log), and per-example agreement: how many points each breaks that the other does
+not. ``--diagnose`` also runs every attack of both suites alone on the points where the two
+disagree, to say which attack makes the difference. Results go to ``OUT.json`` and
+``OUT.md`` (with the exact command and the machine) and are printed.
+
+The suites (``--version``):
+
+* ``standard``: robustopt APGD-CE, APGD-T (9 targets), Square 5000; AutoAttack's
+  version='standard': APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square 5000.
+  robustopt has no FAB-T, so it can be (slightly) weaker by construction.
+* ``fast``: robustopt APGD-CE, APGD-T (3 targets); AutoAttack has no such version, so it
+  runs version='custom' with ['apgd-ce', 'apgd-t'], 1 restart, 3 target classes.
+
+``--aa-attacks apgd-ce,apgd-t,square`` runs AutoAttack as a custom list instead (with the
+standard version's settings), e.g. without FAB-T for a like-for-like comparison.
+
+Examples:
+    # the real comparison (full-MNIST model A of bench/full_mnist.sh)
+    ROBUSTOPT_DATA=../shared/data .venv/bin/python bench/compare_autoattack.py \\
+        --run runs/full-mnist/A --n 1000 --norm linf --eps 0.3 --version standard \\
+        --batch-size 500 --seed 0 --threads 2 --diagnose --out bench/results/full-mnist-A-standard
+    # a smoke test on a tiny model trained in seconds on the shipped mnist-mini
+    .venv/bin/python bench/compare_autoattack.py --model-from small-cnn-mini --n 100 \\
+        --version fast --out bench/results/smoke-small-cnn-mini-fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import importlib
+import inspect
+import io
+import json
+import logging
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import robustopt
+from robustopt import data as ro_data
+from robustopt.attacks.base import predict
+from robustopt.evaluation import evaluate, suites
+from robustopt.experiments import load_run, threat_of, train_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tiny models for smoke tests, trained on the fly (a few seconds on 2 CPU cores).
+MODEL_RECIPES: dict[str, dict[str, Any]] = {
+    "small-cnn-mini": dict(data="mnist-mini", model="small-cnn", method="pgd", epochs=1, attack_steps=3,
+                           attack_step_size=0.1, batch_size=100, lr=1e-3, eps=0.3, norm="linf", seed=0),
+}
+
+AA_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square",
+            "apgd-dlr": "APGD-DLR", "fab": "FAB"}
+
+
+# --------------------------------------------------------------------------------------------
+# AutoAttack: import and a thin layer over the two API variants
+# (pyautoattack 0.2: keyword-only ``attacks=`` and ``batch_size=``, returns (x_adv, y_adv);
+#  fra31/auto-attack on GitHub: ``attacks_to_run=``, ``bs=``, returns x_adv).
+# --------------------------------------------------------------------------------------------
+def import_autoattack():
+    errors = []
+    for name in ("pyautoattack", "autoattack"):
+        try:
+            module = importlib.import_module(name)
+            return module, module.AutoAttack
+        except Exception as err:  # noqa: BLE001 - report every reason below
+            errors.append(f"import {name}: {type(err).__name__}: {err}")
+    raise SystemExit(
+        "AutoAttack is not importable (" + "; ".join(errors) + "). Install it without letting pip touch torch:\n"
+        "  .venv/bin/pip install --no-deps pyautoattack   (it imports only torch and numpy)"
+    )
+
+
+def aa_version_of(module) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(module.__name__)
+    except Exception:  # noqa: BLE001
+        return getattr(module, "__version__", "unknown")
+
+
+def make_autoattack(AutoAttack, model, *, norm: str, eps: float, seed: int, version: str,
+                    attacks: list[str] | None) -> Any:
+    """AutoAttack for ``version`` ("standard" | "fast"), or the custom list ``attacks`` with standard settings."""
+    params = inspect.signature(AutoAttack.__init__).parameters
+    kw: dict[str, Any] = dict(norm=norm, eps=eps, seed=seed, device="cpu")
+    if "verbose" in params:
+        kw["verbose"] = True  # the per-attack lines are parsed from the log
+    custom = attacks if attacks is not None else (["apgd-ce", "apgd-t"] if version == "fast" else None)
+    if custom is None:
+        aa = AutoAttack(model, version="standard", **kw)
+    else:
+        key = "attacks" if "attacks" in params else "attacks_to_run"
+        aa = AutoAttack(model, version="custom", **{key: list(custom)}, **kw)
+        # version='custom' keeps the constructor's defaults (APGD-CE with 5 restarts, ...):
+        # set what version='standard' sets, then the fast suite's 3 target classes.
+        aa.apgd.n_restarts = 1
+        aa.apgd_targeted.n_restarts = 1
+        aa.apgd_targeted.n_target_classes = 3 if attacks is None and version == "fast" else 9
+        aa.fab.n_restarts = 1
+        aa.fab.n_target_classes = 9
+        aa.square.n_queries = 5000
+    return aa
+
+
+def aa_config(aa) -> dict[str, Any]:
+    return {
+        "attacks_to_run": list(aa.attacks_to_run),
+        "apgd": {"n_iter": aa.apgd.n_iter, "n_restarts": aa.apgd.n_restarts, "rho": aa.apgd.thr_decr},
+        "apgd_t": {"n_iter": aa.apgd_targeted.n_iter, "n_restarts": aa.apgd_targeted.n_restarts,
+                   "n_target_classes": aa.apgd_targeted.n_target_classes},
+        "fab_t": {"n_iter": aa.fab.n_iter, "n_restarts": aa.fab.n_restarts, "n_target_classes": aa.fab.n_target_classes},
+        "square": {"n_queries": aa.square.n_queries, "p_init": aa.square.p_init,
+                   "rescale_schedule": getattr(aa.square, "rescale_schedule", None)},
+    }
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def run_autoattack(aa, x: torch.Tensor, y: torch.Tensor, batch_size: int, echo_log: bool) -> tuple[torch.Tensor, list[str], float]:
+    """Run ``run_standard_evaluation``; returns (x_adv, log lines, seconds of the call alone)."""
+    params = inspect.signature(aa.run_standard_evaluation).parameters
+    kw = {"batch_size": batch_size} if "batch_size" in params else {"bs": batch_size}
+    logger = logging.getLogger("auto-attack")
+    handler, old_level = _ListHandler(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    stdout = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout):
+            t0 = time.perf_counter()
+            out = aa.run_standard_evaluation(x, y, **kw)
+            seconds = time.perf_counter() - t0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    lines = handler.lines + [ln for ln in stdout.getvalue().splitlines() if ln.strip()]
+    if echo_log:
+        for ln in lines:
+            print(f"  [autoattack] {ln}", file=sys.stderr)
+    x_adv = out[0] if isinstance(out, (tuple, list)) else out
+    return x_adv.detach(), lines, seconds
+
+
+def parse_aa_cascade(lines: list[str], n: int) -> list[dict[str, Any]]:
+    """AutoAttack's 'robust accuracy after X: P% (total time T s)' lines, as rows."""
+    rows = []
+    for ln in lines:
+        m = re.search(r"robust accuracy after ([\w-]+):\s*([\d.]+)%\s*\(total time ([\d.]+) s\)", ln)
+        if m:
+            rows.append({"attack": AA_NAMES.get(m.group(1).lower(), m.group(1)), "robust_accuracy": float(m.group(2)) / 100,
+                         "robust": round(float(m.group(2)) / 100 * n), "cumulative_seconds": float(m.group(3))})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def predictions(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    return torch.cat([predict(model, x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def state_digest(model) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def git_info() -> dict[str, Any]:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except Exception:  # noqa: BLE001
+        return {"commit": None, "dirty": None}
+
+
+def machine_info() -> dict[str, Any]:
+    cpu_model = platform.processor()
+    with contextlib.suppress(OSError):
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu_model = ln.split(":", 1)[1].strip()
+                break
+    return {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model,
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": __import__("numpy").__version__,
+        "robustopt": robustopt.__version__,
+        "nice": os.nice(0) if hasattr(os, "nice") else None,
+        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def command_line() -> str:
+    exe = sys.executable
+    with contextlib.suppress(ValueError):
+        exe = os.path.relpath(exe)
+    env = f"ROBUSTOPT_DATA={shlex.quote(os.environ['ROBUSTOPT_DATA'])} " if os.environ.get("ROBUSTOPT_DATA") else ""
+    prefix = f"nice -n {os.nice(0)} " if hasattr(os, "nice") and os.nice(0) > 0 else ""
+    return prefix + env + " ".join(shlex.quote(a) for a in [exe, *sys.argv])
+
+
+def perturbation_stats(threat, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, Any]:
+    delta = (x_adv - x).flatten(1)
+    dist = threat.distance(x, x_adv)
+    return {
+        "norm": threat.norm,
+        "eps": threat.eps,
+        "max_distance": float(dist.max()) if len(dist) else 0.0,
+        "max_linf": float(delta.abs().max()) if delta.numel() else 0.0,
+        "n_beyond_eps_strict": int((dist > threat.eps).sum()),
+        "n_outside_threat_model": int((~threat.contains(x_adv, x)).sum()),  # robustopt's check, atol 1e-5
+        "min_value": float(x_adv.min()),
+        "max_value": float(x_adv.max()),
+        "n_nonfinite": int((~torch.isfinite(x_adv)).flatten(1).any(1).sum()),
+    }
+
+
+def get_model(args) -> tuple[torch.nn.Module, dict[str, Any], str, contextlib.AbstractContextManager]:
+    """(model, run info, description, cleanup) from --run or --model-from."""
+    if args.run:
+        model, info = load_run(args.run)
+        return model, info, f"run {args.run}", contextlib.nullcontext()
+    recipe = dict(MODEL_RECIPES[args.model_from])
+    if args.model_dir:
+        folder, cleanup = Path(args.model_dir), contextlib.nullcontext()
+    else:
+        tmp = tempfile.mkdtemp(prefix="compare-aa-model-")
+        folder, cleanup = Path(tmp) / args.model_from, _rmtree_after(tmp)
+    if not (folder / "run.json").is_file():
+        t0 = time.perf_counter()
+        print(f"training tiny model {args.model_from} -> {folder}: {recipe}", file=sys.stderr)
+        train_run(folder, progress=False, **recipe)
+        print(f"  trained in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    model, info = load_run(folder)
+    info = {**info, "recipe": recipe}
+    return model, info, f"tiny model {args.model_from} (trained on the fly: {recipe})", cleanup
+
+
+@contextlib.contextmanager
+def _rmtree_after(path: str):
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def diagnose(model, threat, ro_attacks, AutoAttack, aa_kwargs, x, y, idx, batch_size, seed) -> list[dict[str, Any]]:
+    """Run every attack of both suites alone on the points ``idx``; which one breaks which point."""
+    xs, ys = x[idx], y[idx]
+    per_point = [{"index": int(i), "label": int(ys[k])} for k, i in enumerate(idx.tolist())]
+    for attack in ro_attacks:
+        t0 = time.perf_counter()
+        res = attack.run(model, xs, ys, generator=torch.Generator().manual_seed(seed))
+        broken = predictions(model, res.x_adv, batch_size) != ys
+        print(f"  [diagnose] robustopt {attack.name} alone: breaks {int(broken.sum())}/{len(idx)} "
+              f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+        for k, p in enumerate(per_point):
+            p.setdefault("robustopt_alone", {})[attack.name] = bool(broken[k])
+    for name in aa_kwargs["attacks_to_run"]:
+        aa = make_autoattack(AutoAttack, model, norm=aa_kwargs["norm"], eps=aa_kwargs["eps"], seed=seed,
+                             version=aa_kwargs["version"], attacks=[name])
+        # keep the suite's settings (e.g. 3 targets in the fast version)
+        aa.apgd_targeted.n_target_classes = aa_kwargs["apgd_t_targets"]
+        x_adv, _, seconds = run_autoattack(aa, xs, ys, batch_size, echo_log=False)
+        broken = predictions(model, x_adv, batch_size) != ys
+        label = AA_NAMES.get(name, name)
+        print(f"  [diagnose] AutoAttack {label} alone: breaks {int(broken.sum())}/{len(idx)} ({seconds:.1f} s)",
+              file=sys.stderr)
+        for k, p in enumerate(per_point):
+            p.setdefault("autoattack_alone", {})[label] = bool(broken[k])
+    return per_point
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="See bench/README.md.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", help="robustopt run folder (loaded with robustopt.experiments.load_run)")
+    src.add_argument("--model-from", choices=sorted(MODEL_RECIPES),
+                     help="train a tiny model on the fly instead (smoke test); see MODEL_RECIPES")
+    p.add_argument("--model-dir", help="with --model-from: keep/reuse the tiny model's run folder here "
+                                       "(default: a temporary folder, removed at the end)")
+    p.add_argument("--data", help="dataset name for robustopt.data.load (default: the run's dataset)")
+    p.add_argument("--root", help="data root (default: $ROBUSTOPT_DATA, else the user cache)")
+    p.add_argument("--n", type=int, default=1000, help="first N test images (default 1000)")
+    p.add_argument("--norm", choices=["linf", "l2"], help="threat norm (default: the run's; AutoAttack: Linf / L2)")
+    p.add_argument("--eps", type=float, help="radius in pixel space (default: the run's eps)")
+    p.add_argument("--version", choices=["standard", "fast"], default="standard")
+    p.add_argument("--aa-attacks", help="run AutoAttack as this custom list instead of --version's, "
+                                        "e.g. apgd-ce,apgd-t,square (standard settings)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    p.add_argument("--order", choices=["robustopt-first", "autoattack-first"], default="robustopt-first",
+                   help="which one runs first (both are timed on a warmed-up model)")
+    p.add_argument("--diagnose", action="store_true",
+                   help="run each attack of both suites alone on the points where they disagree")
+    p.add_argument("--label", help="free text shown at the top of the Markdown (e.g. 'smoke test')")
+    p.add_argument("--out", help="output path without suffix; writes OUT.json and OUT.md "
+                                 "(default bench/results/compare-autoattack-DATA-VERSION-nN)")
+    p.add_argument("--verbose", action="store_true", help="echo AutoAttack's log and robustopt's progress bar")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.n < 1:
+        raise SystemExit("--n must be >= 1")
+    if args.model_dir and not args.model_from:
+        raise SystemExit("--model-dir only goes with --model-from")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    machine = machine_info()
+    command = command_line()
+    aa_module, AutoAttack = import_autoattack()
+
+    model, info, model_desc, cleanup = get_model(args)
+    with cleanup:
+        return _compare(args, model, info, model_desc, machine, command, started, aa_module, AutoAttack)
+
+
+def _compare(args, model, info, model_desc, machine, command, started, aa_module, AutoAttack) -> dict[str, Any]:
+    data_name = args.data or info["data"]
+    norm = args.norm or info.get("norm", "linf")
+    eps = args.eps if args.eps is not None else float(info.get("eps", 0.3))
+    if norm not in ("linf", "l2"):
+        raise SystemExit(f"norm {norm!r}: this comparison supports linf and l2 (robustopt's standard suite).")
+    threat = threat_of(norm, eps)
+    aa_norm = {"linf": "Linf", "l2": "L2"}[norm]
+
+    x, y = ro_data.load(data_name, "test", root=args.root)
+    if args.n > len(x):
+        raise SystemExit(f"--n {args.n} is more than the {len(x)} test images of {data_name}.")
+    x, y = x[: args.n].contiguous(), y[: args.n].long()
+    model.eval()
+    digest = state_digest(model)
+
+    ro_attacks = suites.standard(threat, version=args.version, seed=args.seed)
+    aa_list = [a.strip() for a in args.aa_attacks.split(",")] if args.aa_attacks else None
+    aa = make_autoattack(AutoAttack, model, norm=aa_norm, eps=eps, seed=args.seed, version=args.version, attacks=aa_list)
+    aa_cfg = aa_config(aa)
+
+    # warm-up (oneDNN kernels, allocator) so that neither side pays it inside its timing
+    with torch.no_grad():
+        predict(model, x[: args.batch_size])
+
+    out_prefix = Path(args.out) if args.out else REPO / "bench" / "results" / f"compare-autoattack-{data_name}-{args.version}-n{args.n}"
+    print(f"model: {model_desc}; data: first {args.n} test images of {data_name}; threat {threat}; "
+          f"version {args.version}; batch {args.batch_size}; seed {args.seed}; torch threads {torch.get_num_threads()}",
+          file=sys.stderr)
+
+    results: dict[str, Any] = {}
+
+    def run_ro():
+        print(f"robustopt suites.standard(version={args.version!r}): {[a.name for a in ro_attacks]} ...", file=sys.stderr)
+        t0 = time.perf_counter()
+        ev = evaluate(model, (x, y), ro_attacks, batch_size=args.batch_size, seed=args.seed, mode="cascade",
+                      progress=args.verbose)
+        results["ro"] = (ev, time.perf_counter() - t0)
+        print(f"  done in {results['ro'][1]:.1f} s: robust accuracy {100 * ev.robust_accuracy:.2f}%", file=sys.stderr)
+
+    def run_aa():
+        print(f"AutoAttack {aa_cfg['attacks_to_run']} ...", file=sys.stderr)
+        x_adv, lines, seconds = run_autoattack(aa, x.clone(), y.clone(), args.batch_size, echo_log=args.verbose)
+        results["aa"] = (x_adv, lines, seconds)
+        print(f"  done in {seconds:.1f} s", file=sys.stderr)
+
+    for step in ([run_ro, run_aa] if args.order == "robustopt-first" else [run_aa, run_ro]):
+        step()
+    ev, ro_seconds = results["ro"]
+    x_adv, aa_lines, aa_seconds = results["aa"]
+
+    # --- AutoAttack's accuracy, recomputed here on the same model -----------------------------
+    clean_pred = predictions(model, x, args.batch_size)
+    correct = clean_pred == y
+    if not torch.equal(correct, ev.correct):
+        print("WARNING: clean predictions differ between this check and robustopt's evaluate()", file=sys.stderr)
+    stats = perturbation_stats(threat, x, x_adv)
+    inside = threat.contains(x_adv, x)
+    adv_pred = predictions(model, x_adv, args.batch_size)
+    aa_robust_raw = correct & (adv_pred == y)
+    # a point outside the threat model cannot count as broken
+    aa_robust = aa_robust_raw | (correct & ~inside)
+    ro_robust = ev.robust.bool()
+
+    ro_broken, aa_broken = correct & ~ro_robust, correct & ~aa_robust
+    only_ro = (ro_broken & ~aa_broken).nonzero().squeeze(1)
+    only_aa = (aa_broken & ~ro_broken).nonzero().squeeze(1)
+    n = len(x)
+
+    # for the points only AutoAttack breaks: its adversarial class and that class's rank among
+    # the clean logits of the other classes (1 = the most likely wrong class), perturbation size
+    only_aa_details = []
+    if len(only_aa):
+        with torch.no_grad():
+            logits = predict(model, x[only_aa])
+        for k, i in enumerate(only_aa.tolist()):
+            others = logits[k].clone()
+            others[y[i]] = float("-inf")
+            order = others.argsort(descending=True).tolist()
+            cls = int(adv_pred[i])
+            d = (x_adv[i] - x[i]).flatten()
+            only_aa_details.append({
+                "index": i, "label": int(y[i]), "adv_class": cls, "adv_class_rank": order.index(cls) + 1,
+                "linf": float(d.abs().max()), "l2": float(d.norm()),
+                "frac_pixels_at_eps": float((d.abs() >= eps - 1e-6).float().mean()) if norm == "linf" else None,
+            })
+
+    diag = None
+    if args.diagnose and (len(only_ro) + len(only_aa)):
+        idx = torch.cat([only_ro, only_aa]).sort().values
+        print(f"diagnose: {len(idx)} disagreement points, every attack alone ...", file=sys.stderr)
+        diag = diagnose(model, threat, ro_attacks, AutoAttack,
+                        {"attacks_to_run": aa_cfg["attacks_to_run"], "norm": aa_norm, "eps": eps, "version": args.version,
+                         "apgd_t_targets": aa_cfg["apgd_t"]["n_target_classes"]},
+                        x, y, idx, args.batch_size, args.seed)
+
+    machine["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    report: dict[str, Any] = {
+        "kind": "smoke test on a tiny model (NOT the real comparison)" if args.model_from else "comparison",
+        "label": args.label,
+        "started_utc": started,
+        "command": command,
+        "cwd": os.getcwd(),
+        "machine": machine,
+        "git": git_info(),
+        "autoattack": {"module": aa_module.__name__, "package_version": aa_version_of(aa_module),
+                       "file": getattr(aa_module, "__file__", None)},
+        "model": {"source": model_desc, "run_info": info, "state_sha256_16": digest,
+                  "parameters": sum(p.numel() for p in model.parameters())},
+        "data": {"name": data_name, "split": "test", "n": n, "first_index": 0},
+        "threat": {"norm": norm, "eps": eps, "repr": str(threat)},
+        "version": args.version,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "order": args.order,
+        "clean_accuracy": float(correct.float().mean()),
+        "robustopt": {
+            "suite": f"suites.standard(version={args.version!r})",
+            "attacks": [a.describe() for a in ro_attacks],
+            "robust_accuracy": ev.robust_accuracy,
+            "robust": int(ro_robust.sum()),
+            "seconds": ro_seconds,
+            "rows": [{"attack": r.name, "robust_accuracy_after": r.worst_case, "attacked": r.attacked,
+                      "seconds": r.seconds, "grad_evals": r.grad_evals} for r in ev.rows],
+        },
+        "autoattack_run": {
+            "config": aa_cfg,
+            "robust_accuracy": float(aa_robust.float().mean()),
+            "robust": int(aa_robust.sum()),
+            "seconds": aa_seconds,
+            "perturbation": stats,
+            "n_outside_counted_robust": int((correct & ~inside).sum()),
+            "cascade_from_log": parse_aa_cascade(aa_lines, n),
+            "log": aa_lines,
+        },
+        "agreement": {
+            "clean_correct": int(correct.sum()),
+            "both_broken": int((ro_broken & aa_broken).sum()),
+            "only_robustopt_breaks": int(len(only_ro)),
+            "only_autoattack_breaks": int(len(only_aa)),
+            "neither_breaks": int((ro_robust & aa_robust).sum()),
+            "only_robustopt_indices": only_ro.tolist(),
+            "only_autoattack_indices": only_aa.tolist(),
+            "only_autoattack_details": only_aa_details,
+        },
+        "diagnose": diag,
+    }
+    out_json = out_prefix.with_name(out_prefix.name + ".json")
+    out_md = out_prefix.with_name(out_prefix.name + ".md")
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(report, indent=2) + "\n")
+    md = markdown(report)
+    out_md.write_text(md)
+    print(md)
+    print(f"written: {out_json}, {out_md}", file=sys.stderr)
+    return report
+
+
+def _budget(a: dict[str, Any]) -> str:
+    if a["type"] == "Square":
+        return f"{a['queries']} queries"
+    extra = f", {a['n_target_classes']} targets" if a.get("targeted") else ""
+    return f"{a['steps']} steps{extra}"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    ro, aa, ag, m = r["robustopt"], r["autoattack_run"], r["agreement"], r["machine"]
+    n = r["data"]["n"]
+    pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
+    title = "robustopt `suites.standard` vs AutoAttack"
+    lines = [f"# {title}" + (" — SMOKE TEST (tiny model, not the real comparison)" if r["kind"].startswith("smoke") else ""), ""]
+    if r["label"]:
+        lines += [f"**{r['label']}**", ""]
+    lines += [
+        f"- model: {r['model']['source']} (state sha256[:16] `{r['model']['state_sha256_16']}`, "
+        f"{r['model']['parameters']:,} parameters)",
+        f"- data: first {n} `{r['data']['name']}` test images; threat {r['threat']['repr']}; version `{r['version']}`; "
+        f"batch {r['batch_size']}; seed {r['seed']}; order {r['order']}",
+        f"- AutoAttack: `{r['autoattack']['module']}` {r['autoattack']['package_version']}, attacks "
+        f"{aa['config']['attacks_to_run']} (APGD-T targets {aa['config']['apgd_t']['n_target_classes']}, "
+        f"Square rescale_schedule={aa['config']['square']['rescale_schedule']})",
+        f"- robustopt {m['robustopt']} (git {str(r['git']['commit'])[:10]}{' dirty' if r['git']['dirty'] else ''}): "
+        + ", ".join(f"{a['name']} ({_budget(a)})" for a in ro["attacks"]),
+        "",
+        "| | robust accuracy | robust / n | wall time |",
+        "|---|---|---|---|",
+        f"| clean | {pct(r['clean_accuracy'])} | {ag['clean_correct']} / {n} | |",
+        f"| robustopt `suites.standard` | {pct(ro['robust_accuracy'])} | {ro['robust']} / {n} | {ro['seconds']:.1f} s |",
+        f"| AutoAttack | {pct(aa['robust_accuracy'])} | {aa['robust']} / {n} | {aa['seconds']:.1f} s |",
+        "",
+        "Per-example agreement (on the clean-correct points): "
+        f"both break {ag['both_broken']}, **only robustopt breaks {ag['only_robustopt_breaks']}**, "
+        f"**only AutoAttack breaks {ag['only_autoattack_breaks']}**, neither {ag['neither_breaks']}.",
+        "",
+        f"AutoAttack's points: max {aa['perturbation']['norm']} distance {aa['perturbation']['max_distance']:.6g} "
+        f"(eps {aa['perturbation']['eps']:g}; {aa['perturbation']['n_beyond_eps_strict']} beyond eps strictly, "
+        f"{aa['perturbation']['n_outside_threat_model']} outside robustopt's `contains` check), values in "
+        f"[{aa['perturbation']['min_value']:.4g}, {aa['perturbation']['max_value']:.4g}]. Its robust accuracy above is "
+        "recomputed here on the model from the returned points.",
+        "",
+        "Cascades (robust accuracy after each attack, cumulative):",
+        "",
+        "| robustopt | after | s | | AutoAttack | after | cum. s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ro_rows = [row for row in ro["rows"] if row["attack"] != "Natural"]
+    aa_rows = aa["cascade_from_log"]
+    for i in range(max(len(ro_rows), len(aa_rows))):
+        a = ro_rows[i] if i < len(ro_rows) else None
+        b = aa_rows[i] if i < len(aa_rows) else None
+        lines.append(
+            ("| " + f"{a['attack']} | {pct(a['robust_accuracy_after'])} | {a['seconds']:.1f}" if a else "| | |")
+            + " | | "
+            + (f"{b['attack']} | {pct(b['robust_accuracy'])} | {b['cumulative_seconds']:.1f} |" if b else " | | |")
+        )
+    if ag["only_autoattack_details"]:
+        lines += ["", "Points only AutoAttack breaks (adv class rank = rank of the class it reached among the "
+                      "other classes' clean logits; robustopt's APGD-T aims at the top-k):", "",
+                  "| index | label | adv class | rank | Linf | L2 |", "|---|---|---|---|---|---|"]
+        for d in ag["only_autoattack_details"]:
+            lines.append(f"| {d['index']} | {d['label']} | {d['adv_class']} | {d['adv_class_rank']} | {d['linf']:.4f} | {d['l2']:.3f} |")
+    if ag["only_robustopt_indices"]:
+        lines += ["", f"Points only robustopt breaks: {ag['only_robustopt_indices']}"]
+    if r["diagnose"]:
+        ro_names = list(r["diagnose"][0].get("robustopt_alone", {}))
+        aa_names = list(r["diagnose"][0].get("autoattack_alone", {}))
+        lines += ["", "Diagnosis: each attack alone on the disagreement points (x = breaks it; fresh seeds, so a "
+                      "random attack may differ from its run inside the cascade):", "",
+                  "| index | " + " | ".join(f"ro {a}" for a in ro_names) + " | " + " | ".join(f"AA {a}" for a in aa_names) + " |",
+                  "|---|" + "---|" * (len(ro_names) + len(aa_names))]
+        for p in r["diagnose"]:
+            cells = ["x" if p["robustopt_alone"][a] else "" for a in ro_names] + ["x" if p["autoattack_alone"][a] else "" for a in aa_names]
+            lines.append(f"| {p['index']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Machine: {m['platform']}; {m['cpu_model']}; {m['cpu_count']} CPUs ({m['cpus_usable']} usable), "
+        f"torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}, numpy {m['numpy']}; "
+        f"nice {m['nice']}; load average {m['loadavg_at_start']} at start, {m['loadavg_at_end']} at end "
+        "(timings are only comparable within one run of this script).",
+        "",
+        f"Started {r['started_utc']}. Command (from `{r['cwd']}`):",
+        "",
+        "```",
+        r["command"],
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
