@@ -55,7 +55,7 @@ def test_eval_prints_table_and_writes_files(runs):
     assert res.exit_code == 0, res.output
     assert "Method" in res.output and "A_nat" in res.output and "Worst case" in res.output
     ev = json.loads((runs / "a" / "eval-madry.json").read_text())
-    assert ev["n"] == 40 and len(ev["rows"]) == 1 + 8 + 3
+    assert ev["n"] == 40 and len(ev["rows"]) == 1 + 6 + 3  # 40x1 and 100x1 rows are not repeated
     assert (runs / "a" / "eval-madry.md").read_text().startswith("| Method")
 
 

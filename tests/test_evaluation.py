@@ -199,3 +199,10 @@ def test_madry_suite_rows():
         suites.madry(t, preset="imagenet")
     with pytest.raises(ValueError, match="max_restarts"):
         suites.madry(t, max_restarts=0)
+
+
+def test_capped_restarts_do_not_duplicate_rows():
+    rows = suites.madry(ro.Linf(0.3), {"A'": _linear(1)}, max_restarts=1)
+    keys = [(a.name, a.steps, a.restarts, a.source) for a in rows]
+    assert len(keys) == len(set(keys))
+    assert ("PGD", 40, 1, "A") in keys and ("PGD", 100, 1, "A") in keys and ("PGD", 100, 1, "A'") in keys

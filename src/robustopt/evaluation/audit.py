@@ -467,7 +467,7 @@ def _fgsm_beats_pgd(ctx: AuditContext) -> list[Finding]:
         if not losers:
             continue
         findings.append(Finding("warning", "fgsm-beats-pgd", (
-            f"One FGSM step does better than PGD: {losers[0][1]}. A PGD run that works is at least as strong "
+            f"One FGSM step does better than PGD: {losers[0][1][1]}. A PGD run that works is at least as strong "
             "as FGSM (it takes many steps and keeps each example's best point). Either PGD's step size is "
             "too small to leave a flat or noisy region around x (try 2.5 * eps / steps), or the loss "
             "surface is masked near x and FGSM's single big step jumps over it. Check the gradient findings; "

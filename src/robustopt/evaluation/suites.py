@@ -114,7 +114,9 @@ def madry(
     for name, model in (sources or {}).items():
         specs = _TRANSFER[preset].get(name, _TRANSFER[preset][None])
         rows += [Transfer(model, _build(threat, spec, preset, max_restarts), source_name=name) for spec in specs]
-    return rows
+    # Capping restarts can turn a row into a copy of another (PGD 40x20 -> 40x1): keep the first.
+    unique = {(a.name, a.steps, a.restarts, a.source): a for a in reversed(rows)}
+    return [a for a in rows if unique[(a.name, a.steps, a.restarts, a.source)] is a]
 
 
 def standard(threat: ThreatModel, *, version: Literal["standard", "fast"] = "standard", seed: int = 0) -> list[Attack]:
