@@ -68,13 +68,14 @@ from robustopt.experiments import load_run, threat_of, train_run
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Tiny models for smoke tests, trained on the fly (about 30-80 s on 2 busy CPU cores).
-# small-cnn-mini: PGD-3 (step 0.1) at eps 0.3, 2 epochs of batch 50 on mnist-mini's 5000 images
-# (minus 500 held out): about 90% clean and 30% PGD-20 accuracy on the test images. (One epoch of
-# batch 100 leaves the model at chance, which makes a useless comparison.)
+# Tiny models for smoke tests, trained on the fly (1-4 minutes on 2 busy CPU cores).
+# small-cnn-mini: PGD-3 (step 0.1), eps ramped 0.15 -> 0.3 over 2 epochs of batch 50 on mnist-mini's
+# 5000 training images (500 held out). Without the ramp, PGD training at eps 0.3 from scratch
+# sometimes stays at chance (and one epoch of batch 100 always did here): a useless comparison.
 MODEL_RECIPES: dict[str, dict[str, Any]] = {
-    "small-cnn-mini": dict(data="mnist-mini", model="small-cnn", method="pgd", epochs=2, attack_steps=3,
-                           attack_step_size=0.1, batch_size=50, lr=1e-3, eps=0.3, norm="linf", seed=0),
+    "small-cnn-mini": dict(data="mnist-mini", model="small-cnn", method="pgd", epochs=2, eps_warmup_epochs=2,
+                           attack_steps=3, attack_step_size=0.1, batch_size=50, lr=1e-3, eps=0.3, norm="linf",
+                           seed=0),
 }
 
 AA_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square",
@@ -110,10 +111,10 @@ def aa_version_of(module) -> str:
 
 
 def make_autoattack(AutoAttack, model, *, norm: str, eps: float, seed: int, version: str,
-                    attacks: list[str] | None) -> Any:
+                    attacks: list[str] | None, device: str = "cpu") -> Any:
     """AutoAttack for ``version`` ("standard" | "fast"), or the custom list ``attacks`` with standard settings."""
     params = inspect.signature(AutoAttack.__init__).parameters
-    kw: dict[str, Any] = dict(norm=norm, eps=eps, seed=seed, device="cpu")
+    kw: dict[str, Any] = dict(norm=norm, eps=eps, seed=seed, device=device)
     if "verbose" in params:
         kw["verbose"] = True  # the per-attack lines are parsed from the log
     custom = attacks if attacks is not None else (["apgd-ce", "apgd-t"] if version == "fast" else None)
@@ -167,6 +168,8 @@ def run_autoattack(aa, x: torch.Tensor, y: torch.Tensor, batch_size: int, echo_l
         with contextlib.redirect_stdout(stdout):
             t0 = time.perf_counter()
             out = aa.run_standard_evaluation(x, y, **kw)
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
             seconds = time.perf_counter() - t0
     finally:
         logger.removeHandler(handler)
@@ -256,7 +259,8 @@ def perturbation_stats(threat, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str
         "eps": threat.eps,
         "max_distance": float(dist.max()) if len(dist) else 0.0,
         "max_linf": float(delta.abs().max()) if delta.numel() else 0.0,
-        "n_beyond_eps_strict": int((dist > threat.eps).sum()),
+        "n_beyond_eps_strict": int((dist > threat.eps).sum()),  # float rounding of x + eps - x
+        "max_excess_over_eps": float((dist - threat.eps).clamp_min(0).max()) if len(dist) else 0.0,
         "n_outside_threat_model": int((~threat.contains(x_adv, x)).sum()),  # robustopt's check, atol 1e-5
         "min_value": float(x_adv.min()),
         "max_value": float(x_adv.max()),
@@ -306,7 +310,7 @@ def diagnose(model, threat, ro_attacks, AutoAttack, aa_kwargs, x, y, idx, batch_
     per_point = [{"index": int(i), "label": int(ys[k])} for k, i in enumerate(idx.tolist())]
     for attack in ro_attacks:
         t0 = time.perf_counter()
-        res = attack.run(model, xs, ys, generator=torch.Generator().manual_seed(seed))
+        res = attack.run(model, xs, ys, generator=torch.Generator(device=xs.device).manual_seed(seed))
         broken = predictions(model, res.x_adv, batch_size) != ys
         print(f"  [diagnose] robustopt {attack.name} alone: breaks {int(broken.sum())}/{len(idx)} "
               f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
@@ -314,7 +318,7 @@ def diagnose(model, threat, ro_attacks, AutoAttack, aa_kwargs, x, y, idx, batch_
             p.setdefault("robustopt_alone", {})[attack.name] = bool(broken[k])
     for name in aa_kwargs["attacks_to_run"]:
         aa = make_autoattack(AutoAttack, model, norm=aa_kwargs["norm"], eps=aa_kwargs["eps"], seed=seed,
-                             version=aa_kwargs["version"], attacks=[name])
+                             version=aa_kwargs["version"], attacks=[name], device=str(x.device))
         # keep the suite's settings (e.g. 3 targets in the fast version)
         aa.apgd_targeted.n_target_classes = aa_kwargs["apgd_t_targets"]
         x_adv, _, seconds = run_autoattack(aa, xs, ys, batch_size, echo_log=False)
@@ -350,6 +354,7 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    p.add_argument("--device", default="cpu", help="device of model and data for both (default cpu; e.g. cuda)")
     p.add_argument("--order", choices=["robustopt-first", "autoattack-first"], default="robustopt-first",
                    help="which one runs first (both are timed on a warmed-up model)")
     p.add_argument("--diagnose", action="store_true",
@@ -391,13 +396,14 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
     x, y = ro_data.load(data_name, "test", root=args.root)
     if args.n > len(x):
         raise SystemExit(f"--n {args.n} is more than the {len(x)} test images of {data_name}.")
-    x, y = x[: args.n].contiguous(), y[: args.n].long()
-    model.eval()
+    x, y = x[: args.n].contiguous().to(args.device), y[: args.n].long().to(args.device)
+    model.to(args.device).eval()
     digest = state_digest(model)
 
     ro_attacks = suites.standard(threat, version=args.version, seed=args.seed)
     aa_list = [a.strip() for a in args.aa_attacks.split(",")] if args.aa_attacks else None
-    aa = make_autoattack(AutoAttack, model, norm=aa_norm, eps=eps, seed=args.seed, version=args.version, attacks=aa_list)
+    aa = make_autoattack(AutoAttack, model, norm=aa_norm, eps=eps, seed=args.seed, version=args.version, attacks=aa_list,
+                         device=args.device)
     aa_cfg = aa_config(aa)
 
     # warm-up (oneDNN kernels, allocator) so that neither side pays it inside its timing
@@ -413,32 +419,33 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
 
     def run_ro():
         print(f"robustopt suites.standard(version={args.version!r}): {[a.name for a in ro_attacks]} ...", file=sys.stderr)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate(model, (x, y), ro_attacks, batch_size=args.batch_size, seed=args.seed, mode="cascade",
                       progress=args.verbose)
-        results["ro"] = (ev, time.perf_counter() - t0)
+        results["ro"] = (ev, time.perf_counter() - t0, time.process_time() - c0)
         print(f"  done in {results['ro'][1]:.1f} s: robust accuracy {100 * ev.robust_accuracy:.2f}%", file=sys.stderr)
 
     def run_aa():
         print(f"AutoAttack {aa_cfg['attacks_to_run']} ...", file=sys.stderr)
+        c0 = time.process_time()
         x_adv, lines, seconds = run_autoattack(aa, x.clone(), y.clone(), args.batch_size, echo_log=args.verbose)
-        results["aa"] = (x_adv, lines, seconds)
+        results["aa"] = (x_adv, lines, seconds, time.process_time() - c0)
         print(f"  done in {seconds:.1f} s", file=sys.stderr)
 
     for step in ([run_ro, run_aa] if args.order == "robustopt-first" else [run_aa, run_ro]):
         step()
-    ev, ro_seconds = results["ro"]
-    x_adv, aa_lines, aa_seconds = results["aa"]
+    ev, ro_seconds, ro_cpu = results["ro"]
+    x_adv, aa_lines, aa_seconds, aa_cpu = results["aa"]
 
     # --- AutoAttack's accuracy, recomputed here on the same model -----------------------------
     clean_pred = predictions(model, x, args.batch_size)
-    correct = clean_pred == y
+    correct = (clean_pred == y).cpu()
     if not torch.equal(correct, ev.correct):
         print("WARNING: clean predictions differ between this check and robustopt's evaluate()", file=sys.stderr)
     stats = perturbation_stats(threat, x, x_adv)
-    inside = threat.contains(x_adv, x)
+    inside = threat.contains(x_adv, x).cpu()
     adv_pred = predictions(model, x_adv, args.batch_size)
-    aa_robust_raw = correct & (adv_pred == y)
+    aa_robust_raw = correct & (adv_pred == y).cpu()
     # a point outside the threat model cannot count as broken
     aa_robust = aa_robust_raw | (correct & ~inside)
     ro_robust = ev.robust.bool()
@@ -456,7 +463,7 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
             logits = predict(model, x[only_aa])
         for k, i in enumerate(only_aa.tolist()):
             others = logits[k].clone()
-            others[y[i]] = float("-inf")
+            others[int(y[i])] = float("-inf")
             order = others.argsort(descending=True).tolist()
             cls = int(adv_pred[i])
             d = (x_adv[i] - x[i]).flatten()
@@ -491,6 +498,8 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
         "data": {"name": data_name, "split": "test", "n": n, "first_index": 0},
         "threat": {"norm": norm, "eps": eps, "repr": str(threat)},
         "version": args.version,
+        "device": args.device,
+        "device_name": torch.cuda.get_device_name(torch.device(args.device)) if str(args.device).startswith("cuda") else machine["cpu_model"],
         "batch_size": args.batch_size,
         "seed": args.seed,
         "order": args.order,
@@ -501,6 +510,7 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
             "robust_accuracy": ev.robust_accuracy,
             "robust": int(ro_robust.sum()),
             "seconds": ro_seconds,
+            "cpu_seconds": ro_cpu,
             "rows": [{"attack": r.name, "robust_accuracy_after": r.worst_case, "attacked": r.attacked,
                       "seconds": r.seconds, "grad_evals": r.grad_evals} for r in ev.rows],
         },
@@ -509,6 +519,7 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
             "robust_accuracy": float(aa_robust.float().mean()),
             "robust": int(aa_robust.sum()),
             "seconds": aa_seconds,
+            "cpu_seconds": aa_cpu,
             "perturbation": stats,
             "n_outside_counted_robust": int((correct & ~inside).sum()),
             "cascade_from_log": parse_aa_cascade(aa_lines, n),
@@ -556,25 +567,28 @@ def markdown(r: dict[str, Any]) -> str:
         f"- model: {r['model']['source']} (state sha256[:16] `{r['model']['state_sha256_16']}`, "
         f"{r['model']['parameters']:,} parameters)",
         f"- data: first {n} `{r['data']['name']}` test images; threat {r['threat']['repr']}; version `{r['version']}`; "
-        f"batch {r['batch_size']}; seed {r['seed']}; order {r['order']}",
+        f"batch {r['batch_size']}; seed {r['seed']}; order {r['order']}; device {r['device']} ({r['device_name']})",
         f"- AutoAttack: `{r['autoattack']['module']}` {r['autoattack']['package_version']}, attacks "
         f"{aa['config']['attacks_to_run']} (APGD-T targets {aa['config']['apgd_t']['n_target_classes']}, "
         f"Square rescale_schedule={aa['config']['square']['rescale_schedule']})",
         f"- robustopt {m['robustopt']} (git {str(r['git']['commit'])[:10]}{' dirty' if r['git']['dirty'] else ''}): "
         + ", ".join(f"{a['name']} ({_budget(a)})" for a in ro["attacks"]),
         "",
-        "| | robust accuracy | robust / n | wall time |",
-        "|---|---|---|---|",
-        f"| clean | {pct(r['clean_accuracy'])} | {ag['clean_correct']} / {n} | |",
-        f"| robustopt `suites.standard` | {pct(ro['robust_accuracy'])} | {ro['robust']} / {n} | {ro['seconds']:.1f} s |",
-        f"| AutoAttack | {pct(aa['robust_accuracy'])} | {aa['robust']} / {n} | {aa['seconds']:.1f} s |",
+        "| | robust accuracy | robust / n | wall time | CPU time (process) |",
+        "|---|---|---|---|---|",
+        f"| clean | {pct(r['clean_accuracy'])} | {ag['clean_correct']} / {n} | | |",
+        f"| robustopt `suites.standard` | {pct(ro['robust_accuracy'])} | {ro['robust']} / {n} | {ro['seconds']:.1f} s "
+        f"| {ro['cpu_seconds']:.1f} s |",
+        f"| AutoAttack | {pct(aa['robust_accuracy'])} | {aa['robust']} / {n} | {aa['seconds']:.1f} s "
+        f"| {aa['cpu_seconds']:.1f} s |",
         "",
         "Per-example agreement (on the clean-correct points): "
         f"both break {ag['both_broken']}, **only robustopt breaks {ag['only_robustopt_breaks']}**, "
         f"**only AutoAttack breaks {ag['only_autoattack_breaks']}**, neither {ag['neither_breaks']}.",
         "",
         f"AutoAttack's points: max {aa['perturbation']['norm']} distance {aa['perturbation']['max_distance']:.6g} "
-        f"(eps {aa['perturbation']['eps']:g}; {aa['perturbation']['n_beyond_eps_strict']} beyond eps strictly, "
+        f"(eps {aa['perturbation']['eps']:g}; {aa['perturbation']['n_beyond_eps_strict']} points beyond eps by at most "
+        f"{aa['perturbation']['max_excess_over_eps']:.2g}, float rounding; "
         f"{aa['perturbation']['n_outside_threat_model']} outside robustopt's `contains` check), values in "
         f"[{aa['perturbation']['min_value']:.4g}, {aa['perturbation']['max_value']:.4g}]. Its robust accuracy above is "
         "recomputed here on the model from the returned points.",
@@ -617,7 +631,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"Machine: {m['platform']}; {m['cpu_model']}; {m['cpu_count']} CPUs ({m['cpus_usable']} usable), "
         f"torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}, numpy {m['numpy']}; "
         f"nice {m['nice']}; load average {m['loadavg_at_start']} at start, {m['loadavg_at_end']} at end "
-        "(timings are only comparable within one run of this script).",
+        "(timings are only comparable within one run of this script, and only on an otherwise idle machine: "
+        "under contention, OpenMP threads spin while starved, so even the CPU times inflate).",
         "",
         f"Started {r['started_utc']}. Command (from `{r['cwd']}`):",
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+import torch
 import pytest
 from click.testing import CliRunner
 
@@ -123,3 +124,18 @@ def test_parse_eps_grid():
     assert parse_eps_grid("0,8/255") == [0.0, pytest.approx(8 / 255)]
     with pytest.raises(click.BadParameter):
         parse_eps_grid("0:1")
+
+
+def test_same_seed_same_weights(tmp_path):
+    from robustopt import checkpoint
+    from robustopt.experiments import train_run
+
+    kw = dict(data="mnist-mini", model="small-cnn", method="natural", epochs=1, train_size=100, batch_size=50,
+              progress=False)
+    weights = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train_run(tmp_path / name, seed=seed, **kw)
+        model, _ = checkpoint.load(tmp_path / name / "model")
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+    assert not torch.equal(weights[0], weights[2])

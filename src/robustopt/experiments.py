@@ -73,8 +73,10 @@ def train_run(
             raise ValueError(f"train_size must be >= 1, got {train_size}.")
         x, y = x[:train_size], y[:train_size]
     info = datasets.info(data)
-    net = models.create(model, num_classes=info.num_classes, mean=info.mean, std=info.std)
     cfg = TrainConfig(**config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # the seed covers the initial weights too
+        net = models.create(model, num_classes=info.num_classes, mean=info.mean, std=info.std)
     run_info = {"data": data, "model": model, "train_size": train_size, "norm": cfg.norm, "eps": cfg.eps,
                 "method": cfg.method, "seed": cfg.seed}
     out.mkdir(parents=True, exist_ok=True)
