@@ -39,18 +39,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import importlib
 import inspect
 import io
 import json
 import logging
 import os
-import platform
 import re
-import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,23 +56,21 @@ from typing import Any
 
 import torch
 
-import robustopt
+from _common import (  # bench/_common.py: helpers shared by the bench scripts
+    MODEL_RECIPES,
+    REPO,
+    command_line,
+    git_info,
+    machine_info,
+    perturbation_stats,
+    predictions,
+    state_digest,
+    trained_recipe,
+)
 from robustopt import data as ro_data
 from robustopt.attacks.base import predict
 from robustopt.evaluation import evaluate, suites
-from robustopt.experiments import load_run, threat_of, train_run
-
-REPO = Path(__file__).resolve().parents[1]
-
-# Tiny models for smoke tests, trained on the fly (1-4 minutes on 2 busy CPU cores).
-# small-cnn-mini: PGD-3 (step 0.1), eps ramped 0.15 -> 0.3 over 2 epochs of batch 50 on mnist-mini's
-# 5000 training images (500 held out). Without the ramp, PGD training at eps 0.3 from scratch
-# sometimes stays at chance (and one epoch of batch 100 always did here): a useless comparison.
-MODEL_RECIPES: dict[str, dict[str, Any]] = {
-    "small-cnn-mini": dict(data="mnist-mini", model="small-cnn", method="pgd", epochs=2, eps_warmup_epochs=2,
-                           attack_steps=3, attack_step_size=0.1, batch_size=50, lr=1e-3, eps=0.3, norm="linf",
-                           seed=0),
-}
+from robustopt.experiments import load_run, threat_of
 
 AA_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square",
             "apgd-dlr": "APGD-DLR", "fab": "FAB"}
@@ -196,104 +190,18 @@ def parse_aa_cascade(lines: list[str], n: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def predictions(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([predict(model, x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
-
-
-def state_digest(model) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def git_info() -> dict[str, Any]:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except Exception:  # noqa: BLE001
-        return {"commit": None, "dirty": None}
-
-
-def machine_info() -> dict[str, Any]:
-    cpu_model = platform.processor()
-    with contextlib.suppress(OSError):
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                cpu_model = ln.split(":", 1)[1].strip()
-                break
-    return {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "cpu_model": cpu_model,
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": __import__("numpy").__version__,
-        "robustopt": robustopt.__version__,
-        "nice": os.nice(0) if hasattr(os, "nice") else None,
-        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def command_line() -> str:
-    exe = sys.executable
-    with contextlib.suppress(ValueError):
-        exe = os.path.relpath(exe)
-    env = f"ROBUSTOPT_DATA={shlex.quote(os.environ['ROBUSTOPT_DATA'])} " if os.environ.get("ROBUSTOPT_DATA") else ""
-    prefix = f"nice -n {os.nice(0)} " if hasattr(os, "nice") and os.nice(0) > 0 else ""
-    return prefix + env + " ".join(shlex.quote(a) for a in [exe, *sys.argv])
-
-
-def perturbation_stats(threat, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str, Any]:
-    delta = (x_adv - x).flatten(1)
-    dist = threat.distance(x, x_adv)
-    return {
-        "norm": threat.norm,
-        "eps": threat.eps,
-        "max_distance": float(dist.max()) if len(dist) else 0.0,
-        "max_linf": float(delta.abs().max()) if delta.numel() else 0.0,
-        "n_beyond_eps_strict": int((dist > threat.eps).sum()),  # float rounding of x + eps - x
-        "max_excess_over_eps": float((dist - threat.eps).clamp_min(0).max()) if len(dist) else 0.0,
-        "n_outside_threat_model": int((~threat.contains(x_adv, x)).sum()),  # robustopt's check, atol 1e-5
-        "min_value": float(x_adv.min()),
-        "max_value": float(x_adv.max()),
-        "n_nonfinite": int((~torch.isfinite(x_adv)).flatten(1).any(1).sum()),
-    }
-
-
 def get_model(args) -> tuple[torch.nn.Module, dict[str, Any], str, contextlib.AbstractContextManager]:
     """(model, run info, description, cleanup) from --run or --model-from."""
     if args.run:
         model, info = load_run(args.run)
         return model, info, f"run {args.run}", contextlib.nullcontext()
-    recipe = dict(MODEL_RECIPES[args.model_from])
     if args.model_dir:
         folder, cleanup = Path(args.model_dir), contextlib.nullcontext()
     else:
         tmp = tempfile.mkdtemp(prefix="compare-aa-model-")
         folder, cleanup = Path(tmp) / args.model_from, _rmtree_after(tmp)
-    train_seconds = None
-    if not (folder / "run.json").is_file():
-        t0 = time.perf_counter()
-        print(f"training tiny model {args.model_from} -> {folder}: {recipe}", file=sys.stderr)
-        train_run(folder, progress=False, **recipe)
-        train_seconds = time.perf_counter() - t0
-        print(f"  trained in {train_seconds:.1f} s", file=sys.stderr)
-    model, info = load_run(folder)
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    stale = {k: v for k, v in recipe.items() if k in info and info[k] != v or k in config and config[k] != v}
-    if stale:
-        raise SystemExit(f"{folder} holds a model trained with other settings ({stale} differ from {recipe}); "
-                         "delete it or pick another --model-dir.")
-    info = {**info, "recipe": recipe, "train_seconds": train_seconds, "folder": str(folder)}
-    return model, info, f"tiny model {args.model_from} (trained on the fly: {recipe})", cleanup
+    model, info = trained_recipe(args.model_from, folder, log=lambda msg: print(msg, file=sys.stderr))
+    return model, info, f"tiny model {args.model_from} (trained on the fly: {info['recipe']})", cleanup
 
 
 @contextlib.contextmanager
@@ -340,7 +248,7 @@ def parse_args(argv=None):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="robustopt run folder (loaded with robustopt.experiments.load_run)")
     src.add_argument("--model-from", choices=sorted(MODEL_RECIPES),
-                     help="train a tiny model on the fly instead (smoke test); see MODEL_RECIPES")
+                     help="train a tiny model on the fly instead (smoke test); see MODEL_RECIPES in bench/_common.py")
     p.add_argument("--model-dir", help="with --model-from: keep/reuse the tiny model's run folder here "
                                        "(default: a temporary folder, removed at the end)")
     p.add_argument("--data", help="dataset name for robustopt.data.load (default: the run's dataset)")

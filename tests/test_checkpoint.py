@@ -376,3 +376,20 @@ def test_checkpoint_paths() -> None:
         assert paths.base == Path("a/m") and paths.weights == Path("a/m.safetensors")
         assert paths.metadata == Path("a/m.json") and paths.optimizer == Path("a/m.optim.pt")
     assert checkpoint.checkpoint_paths("a/m.v2").weights == Path("a/m.v2.safetensors")
+
+
+def test_extra_tensors_round_trip_verified_and_removed_when_absent(tmp_path: Path) -> None:
+    model = CustomNet()
+    delta = torch.rand(3, 1, 28, 28)
+    save(tmp_path / "m", model, tensors={"0/delta": delta})
+    assert checkpoint.checkpoint_paths(tmp_path / "m.tensors.safetensors").base == tmp_path / "m"
+    assert torch.equal(checkpoint.load_tensors(tmp_path / "m")["0/delta"], delta)
+    load(tmp_path / "m", CustomNet())  # the weights are unaffected
+    with pytest.raises(TypeError, match="dict mapping str names to tensors"):
+        save(tmp_path / "m", model, tensors={"delta": [1.0]})
+    (tmp_path / "m.tensors.safetensors").write_bytes(b"corrupt")
+    with pytest.raises(ValueError, match="sha256"):
+        checkpoint.load_tensors(tmp_path / "m")
+    save(tmp_path / "m", model)  # without tensors: the stale file goes
+    assert checkpoint.load_tensors(tmp_path / "m") == {}
+    assert _dir_listing(tmp_path) == ["m.json", "m.safetensors"]

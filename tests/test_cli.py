@@ -9,8 +9,10 @@ import torch
 import pytest
 from click.testing import CliRunner
 
+import robustopt as ro
 from robustopt.cli import main, parse_eps
-from robustopt.experiments import ExperimentPreset, run_madry_experiment
+from robustopt.experiments import REPRODUCE, ExperimentPreset, run_madry_experiment
+from robustopt.training import TrainConfig
 
 TINY = ["--data", "mnist-mini", "--model", "small-cnn", "--train-size", "300", "--epochs", "1",
         "--steps", "2", "--step-size", "0.1", "--batch-size", "100", "--lr", "1e-3"]
@@ -99,6 +101,45 @@ def test_madry_experiment_has_rows_for_all_sources(tmp_path):
     lines.clear()
     run_madry_experiment(preset, out=tmp_path, echo=lines.append, progress=False)
     assert sum("reusing" in line for line in lines) == 4
+
+
+@pytest.mark.slow
+def test_reproduce_pipeline_writes_table_standard_sweeps_and_report(tmp_path):
+    pytest.importorskip("matplotlib")
+    preset = ExperimentPreset(model_a="small-cnn", model_b=None, eps=0.3, epochs_robust=1, epochs_natural=1,
+                              attack_steps=2, attack_step_size=0.15, batch_size=100, lr=1e-3, train_size=200,
+                              eval_size=20, max_restarts=1, standard="fast", standard_size=20,
+                              sweeps=(("linf", (0.0, 0.1, 0.3)),), sweep_size=20, sweep_steps=3, report=True)
+    lines: list[str] = []
+    ev = run_madry_experiment(preset, out=tmp_path, echo=lines.append, progress=False)
+    assert {r.source for r in ev.rows} == {"", "A", "A'", "A_nat"}  # no model B
+    assert not (tmp_path / "B").exists()
+    for path in ("A/eval-madry.json", "A/eval-fast.json", "A/sweep-linf.json", "report.md", "report.html",
+                 "experiment.json"):
+        assert (tmp_path / path).is_file(), path
+    seconds = json.loads((tmp_path / "experiment.json").read_text())["seconds"]
+    assert {"train A", "eval madry", "eval fast", "sweep linf", "report", "total"} <= set(seconds)
+    assert "sweep-linf" in (tmp_path / "report.md").read_text()
+
+
+def test_reproduce_rejects_unknown_experiment_and_budget(tmp_path):
+    res = CliRunner().invoke(main, ["reproduce", "madry-imagenet"])
+    assert res.exit_code != 0 and "madry-mnist" in res.output
+    res = CliRunner().invoke(main, ["reproduce", "madry-cifar10", "--budget", "demo", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "no budget 'demo'" in res.output and "paper" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_reproduce_presets_are_consistent():
+    for name, budgets in REPRODUCE.items():
+        for budget, preset in budgets.items():
+            TrainConfig(method="pgd", epochs=preset.epochs_robust, batch_size=preset.batch_size, lr=preset.lr,
+                        optimizer=preset.optimizer, lr_schedule=preset.lr_schedule, eps=preset.eps,
+                        attack_steps=preset.attack_steps, attack_step_size=preset.attack_step_size)
+            assert preset.data in ro.data.names(), (name, budget)
+            for model in (preset.model_a, preset.model_b):
+                assert model is None or model in ro.models.names(), (name, budget, model)
+    assert REPRODUCE["madry-mnist"]["demo"].data == "mnist-mini"  # offline
 
 
 def test_eval_standard_suite_runs_as_cascade(runs):

@@ -5,6 +5,9 @@ A checkpoint at ``runs/a/model`` is up to three files::
     runs/a/model.safetensors   weights (model.state_dict(), CPU, contiguous)
     runs/a/model.optim.pt      optimizer state (optional; torch.save, loaded
                                with weights_only=True)
+    runs/a/model.tensors.safetensors
+                               extra named tensors (optional; e.g. a training
+                               method's state), read with :func:`load_tensors`
     runs/a/model.json          metadata, written last: format marker, model
                                registry name + ModelConfig, training config,
                                extra (epoch, metrics...), torch version and the
@@ -53,6 +56,7 @@ __all__ = [
     "exists",
     "save",
     "load",
+    "load_tensors",
     "read_metadata",
 ]
 
@@ -62,6 +66,7 @@ VERSION = 1
 WEIGHTS_SUFFIX = ".safetensors"
 META_SUFFIX = ".json"
 OPTIM_SUFFIX = ".optim.pt"
+TENSORS_SUFFIX = ".tensors.safetensors"
 
 PathLike = str | os.PathLike[str]
 
@@ -73,6 +78,7 @@ class CheckpointPaths(NamedTuple):
     weights: Path
     metadata: Path
     optimizer: Path
+    tensors: Path
 
 
 def checkpoint_paths(path: PathLike) -> CheckpointPaths:
@@ -86,7 +92,7 @@ def checkpoint_paths(path: PathLike) -> CheckpointPaths:
         The base path and the weights, metadata and optimizer file paths.
     """
     s = os.fspath(path)
-    for suffix in (OPTIM_SUFFIX, WEIGHTS_SUFFIX, META_SUFFIX):
+    for suffix in (TENSORS_SUFFIX, OPTIM_SUFFIX, WEIGHTS_SUFFIX, META_SUFFIX):
         if s.endswith(suffix) and len(s) > len(suffix):
             s = s[: -len(suffix)]
             break
@@ -96,6 +102,7 @@ def checkpoint_paths(path: PathLike) -> CheckpointPaths:
         Path(s + WEIGHTS_SUFFIX),
         Path(s + META_SUFFIX),
         Path(s + OPTIM_SUFFIX),
+        Path(s + TENSORS_SUFFIX),
     )
 
 
@@ -227,6 +234,7 @@ def save(
     config: dict[str, Any] | None = None,
     optimizer: torch.optim.Optimizer | None = None,
     extra: dict[str, Any] | None = None,
+    tensors: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save ``model`` (and optionally the optimizer) as a checkpoint.
 
@@ -246,6 +254,8 @@ def save(
         optimizer: Optimizer whose ``state_dict()`` is saved.
         extra: Anything else to record (epoch, step, metrics...), JSON
             serializable.
+        tensors: Extra named tensors (e.g. a training method's state), saved
+            to ``<path>.tensors.safetensors``; read them with :func:`load_tensors`.
 
     Returns:
         Path of the metadata file ``<path>.json``; pass it (or ``path``) to
@@ -267,14 +277,20 @@ def save(
     # Everything that can fail on bad input runs before the first byte is written.
     user_config = _plain_json(config, "config")
     user_extra = _plain_json(extra, "extra")
-    tensors = _state_tensors(model)
+    weights = _state_tensors(model)
     optim_state = optimizer.state_dict() if optimizer is not None else None
+    if tensors is not None:
+        if not isinstance(tensors, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()
+        ):
+            raise TypeError("checkpoint tensors must be a dict mapping str names to tensors")
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     model_config = getattr(model, "config", None)
     if not isinstance(model_config, ModelConfig):
         model_config = None  # a user attribute that happens to be called "config"
 
     paths.base.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"weights": paths.weights, "optimizer": paths.optimizer}
+    payload = {"weights": paths.weights, "optimizer": paths.optimizer, "tensors": paths.tensors}
     existed = {k: f.exists() for k, f in payload.items()}
     backups: dict[str, Path] = {}
     for key, sha in _committed_files(paths).items():
@@ -286,7 +302,7 @@ def save(
         from safetensors.torch import save_file
 
         with atomic_path(paths.weights) as tmp:
-            save_file(tensors, os.fspath(tmp), metadata={"format": "pt", "producer": FORMAT})
+            save_file(weights, os.fspath(tmp), metadata={"format": "pt", "producer": FORMAT})
             files["weights"] = {
                 "name": paths.weights.name,
                 "sha256": sha256_file(tmp),
@@ -297,6 +313,14 @@ def save(
                 torch.save(optim_state, tmp)
                 files["optimizer"] = {
                     "name": paths.optimizer.name,
+                    "sha256": sha256_file(tmp),
+                    "bytes": tmp.stat().st_size,
+                }
+        if tensors is not None:
+            with atomic_path(paths.tensors) as tmp:
+                save_file(tensors, os.fspath(tmp), metadata={"format": "pt", "producer": FORMAT})
+                files["tensors"] = {
+                    "name": paths.tensors.name,
                     "sha256": sha256_file(tmp),
                     "bytes": tmp.stat().st_size,
                 }
@@ -330,6 +354,9 @@ def save(
     if optim_state is None:
         with contextlib.suppress(FileNotFoundError):
             paths.optimizer.unlink()  # stale state from an earlier save
+    if tensors is None:
+        with contextlib.suppress(FileNotFoundError):
+            paths.tensors.unlink()
     for file in payload.values():
         for leftover in _leftovers(file):
             with contextlib.suppress(OSError):
@@ -543,3 +570,31 @@ def load(
 
     model.eval()
     return model, meta
+
+
+def load_tensors(path: PathLike, *, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The extra tensors saved with ``save(..., tensors=...)``, verified against the metadata.
+
+    Args:
+        path: Checkpoint path, with or without suffix.
+        map_location: Device the tensors are loaded to.
+
+    Returns:
+        The dict of named tensors; empty if the checkpoint has none.
+
+    Raises:
+        FileNotFoundError: If the metadata or the tensors file is missing.
+        ValueError: If the tensors file does not match its sha256 or cannot be read.
+    """
+    from safetensors.torch import load_file
+
+    paths = checkpoint_paths(path)
+    meta = read_metadata(paths.metadata)
+    entry = (meta.get("files") or {}).get("tensors")
+    if not entry:
+        return {}
+    file = _verified(paths.tensors, entry)
+    try:
+        return load_file(os.fspath(file), device=str(map_location))
+    except Exception as e:  # safetensors raises its own error types
+        raise ValueError(f"cannot read tensors {file}: {e}") from None

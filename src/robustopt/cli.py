@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -32,6 +33,21 @@ class _Eps(click.ParamType):
 EPS = _Eps()
 
 
+class _Numbers(click.ParamType):
+    name = "LIST"
+
+    def convert(self, value, param, ctx):  # noqa: D102
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of numbers, e.g. 0,15,30.", param, ctx)
+
+
+_NUMBERS = _Numbers()
+
+
 def _fail(err: Exception) -> None:
     click.echo(f"error: {err}", err=True)
     sys.exit(2)
@@ -41,6 +57,10 @@ def _fail(err: Exception) -> None:
 @click.version_option(package_name="robustopt")
 def main() -> None:
     """robustopt: attacks, adversarial training and honest robustness evaluation (Madry et al. 2018)."""
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:  # started by torchrun: join the process group first
+        from robustopt import distributed
+
+        distributed.setup()
 
 
 @main.command()
@@ -55,6 +75,30 @@ def demo(out: Path, data: str, seed: int) -> None:
     try:
         run_madry_experiment(DEMO, out=out, data=data, seed=seed, echo=click.echo)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
+        _fail(err)
+
+
+@main.command()
+@click.argument("experiment", type=click.Choice(["madry-mnist", "madry-cifar10"]))
+@click.option("--budget", type=click.Choice(["demo", "cpu", "paper"]), default="demo", show_default=True,
+              help="demo: minutes, offline (mnist-mini); cpu: full MNIST, about 1 h 15 min on 2 cores; "
+                   "paper: the paper's recipe, for a GPU.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default: runs/EXPERIMENT-BUDGET).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
+def reproduce(experiment: str, budget: str, out: Path | None, seed: int, root: Path | None) -> None:
+    """The paper's experiment end to end: train A, A', B, A_nat; the attack table beside the paper's;
+    the standard suite; eps sweeps; the report (OUT/report.md, OUT/report.html).
+
+    An interrupted run continues where it stopped when started again with the same --out.
+    """
+    from robustopt.experiments import reproduce as run
+
+    try:
+        run(experiment, budget, out=out or Path("runs") / f"{experiment}-{budget}", seed=seed, root=root,
+            echo=click.echo)
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError, ImportError) as err:
         _fail(err)
 
 
@@ -89,7 +133,8 @@ def data_fetch(name: str, root: Path | None) -> None:
 @main.command()
 @click.option("--data", "dataset", default="mnist", show_default=True, help="Dataset name.")
 @click.option("--model", "model_name", default="madry-mnist", show_default=True, help="Model name (see the registry).")
-@click.option("--method", default="pgd", show_default=True, help="natural | pgd | fgsm-rs")
+@click.option("--method", default="pgd", show_default=True,
+              help="natural | pgd | fgsm-rs | trades | free (any name in robustopt.training.METHODS).")
 @click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default="linf", show_default=True)
 @click.option("--eps", type=EPS, default="0.3", show_default=True, help="Radius in pixel space, e.g. 0.3 or 8/255.")
 @click.option("--steps", "attack_steps", type=int, default=None, help="Inner PGD steps (default 40).")
@@ -98,6 +143,28 @@ def data_fetch(name: str, root: Path | None) -> None:
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
 @click.option("--optimizer", default=None, help="adam | sgd")
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step", "piecewise", "cyclic"]), default=None,
+              help="Per optimizer step (default constant). cyclic: 0 -> lr at the midpoint -> 0 (Wong et al. 2020); "
+                   "piecewise: through --lr-milestones/--lr-values, else 0 -> lr at 40% of the epochs -> 0.")
+@click.option("--lr-milestones", type=_NUMBERS, default=None,
+              help="piecewise: epochs of the schedule's points, e.g. 0,100,100,150 (a repeated epoch is a jump).")
+@click.option("--lr-values", type=_NUMBERS, default=None,
+              help="piecewise: multipliers of --lr at those epochs, e.g. 1,1,0.1,0.1.")
+@click.option("--beta", type=float, default=None, help="trades: weight of the KL term (default 6).")
+@click.option("--replay", type=int, default=None,
+              help="free: minibatch replays m (default 4); an epoch then costs m natural epochs.")
+@click.option("--early-stopping-patience", type=int, default=None,
+              help="Stop after K epochs without a better validation robust accuracy and keep the best "
+                   "epoch (OUT/best.*); 0 = off (default).")
+@click.option("--guard/--no-guard", default=None,
+              help="Catastrophic-overfitting guard: restore the last good epoch when the validation robust "
+                   "accuracy collapses (default: on for fgsm-rs only).")
+@click.option("--guard-drop", type=float, default=None,
+              help="Drop below the best validation robust accuracy that counts as a collapse (default 0.2).")
+@click.option("--guard-action", type=click.Choice(["stop", "continue"]), default=None,
+              help="After a collapse: stop with the restored weights (default) or continue from them.")
+@click.option("--amp", is_flag=True, default=None, help="Mixed precision (float16 autocast + GradScaler); CUDA only.")
+@click.option("--device", default=None, help="cpu (default) | cuda | cuda:N | auto.")
 @click.option("--eps-warmup-epochs", type=int, default=None, help="Ramp eps linearly over the first K epochs.")
 @click.option("--train-size", type=int, default=None, help="Use only the first N training images.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -105,7 +172,7 @@ def data_fetch(name: str, root: Path | None) -> None:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
 def train(dataset, model_name, method, norm, eps, train_size, out, resume, root, **overrides) -> None:
-    """Train a model naturally or adversarially (PGD-AT, Madry et al. 2018)."""
+    """Train a model naturally or adversarially (PGD-AT, Madry et al. 2018; FGSM-RS, TRADES, Free)."""
     from robustopt.experiments import train_run
 
     overrides = {k: v for k, v in overrides.items() if v is not None}
@@ -133,7 +200,9 @@ def train(dataset, model_name, method, norm, eps, train_size, out, resume, root,
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
 @click.option("--restart", is_flag=True, default=False,
               help="Discard the saved progress of an interrupted evaluation (RUN/eval-SUITE.progress.json) and start over.")
-def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size, seed, root, restart) -> None:
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu | cuda | cuda:N | auto; under torchrun, cuda means each process's own GPU.")
+def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size, seed, root, restart, device) -> None:
     """Evaluate the model in RUN; print the table, write RUN/eval-SUITE.{json,md}.
 
     Progress is saved after every batch: run the same command again after an
@@ -144,7 +213,8 @@ def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size,
     try:
         parsed = dict(_parse_source(s) for s in sources)
         eval_run(run, suite=suite, sources=parsed, norm=norm, eps=eps, limit=limit, max_restarts=max_restarts,
-                 mode=mode, batch_size=batch_size, seed=seed, root=root, echo=click.echo, restart=restart)
+                 mode=mode, batch_size=batch_size, seed=seed, root=root, echo=click.echo, restart=restart,
+                 device=device)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
 
@@ -173,14 +243,16 @@ def parse_eps_grid(text: str) -> list[float]:
 @click.option("--batch-size", type=int, default=500, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
-def sweep(run, norm, grid, steps, limit, batch_size, seed, root) -> None:
+@click.option("--device", default="cpu", show_default=True,
+              help="cpu | cuda | cuda:N | auto; under torchrun, cuda means each process's own GPU.")
+def sweep(run, norm, grid, steps, limit, batch_size, seed, root, device) -> None:
     """Robust accuracy against eps (the paper's Figure 2); writes RUN/sweep-NORM.{json,md,png}."""
     from robustopt.experiments import sweep_run
 
     try:
         eps_values = parse_eps_grid(grid)
         sweep_run(run, norm=norm, eps_values=eps_values, steps=steps, limit=limit, batch_size=batch_size,
-                  seed=seed, root=root, echo=click.echo)
+                  seed=seed, root=root, echo=click.echo, device=device)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
 

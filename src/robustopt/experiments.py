@@ -8,6 +8,7 @@ checkpoint written by ``ro.training.fit``, and evaluation results
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -18,14 +19,15 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from robustopt import checkpoint, data as datasets, models
+from robustopt import checkpoint, data as datasets, distributed, models
+from robustopt._device import resolve_device
 from robustopt._io import atomic_write_json, atomic_write_text
 from robustopt.attacks import PGD
 from robustopt.evaluation import Evaluation, SweepCurve, evaluate, suites, sweep
 from robustopt.threat import L1, L2, Linf, ThreatModel
 from robustopt.training import TrainConfig, fit
 
-__all__ = ["ExperimentPreset", "DEMO", "train_run", "eval_run", "sweep_run", "load_run", "run_madry_experiment",
+__all__ = ["ExperimentPreset", "DEMO", "REPRODUCE", "reproduce", "train_run", "eval_run", "sweep_run", "load_run", "run_madry_experiment",
            "threat_of"]
 
 THREATS: dict[str, type[ThreatModel]] = {"linf": Linf, "l2": L2, "l1": L1}
@@ -81,7 +83,8 @@ def train_run(
                 "method": cfg.method, "seed": cfg.seed}
     out.mkdir(parents=True, exist_ok=True)
     fit(net, (x, y), config=cfg, out=out, resume=resume, progress=progress)
-    atomic_write_json(out / RUN_FILE, run_info)
+    if distributed.setup().is_main:  # under torchrun, rank 0 writes
+        atomic_write_json(out / RUN_FILE, run_info)
     return out
 
 
@@ -112,6 +115,7 @@ def eval_run(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     restart: bool = False,
+    device: str = "cpu",
 ) -> Evaluation:
     """Evaluate a run's model on its dataset's test split; write ``eval-SUITE.{json,md}`` into the run.
 
@@ -130,11 +134,16 @@ def eval_run(
         mode: "independent" or "cascade" (default: independent for madry, cascade otherwise).
         batch_size / seed / root / echo / progress: as in ``evaluate`` and ``ro.data.load``.
         restart: discard the saved progress of an interrupted evaluation and start over.
+        device: "cpu", "auto" (CUDA when available) or a torch device string.
     """
     run = Path(run)
+    ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
+    echo = echo if ctx.is_main else _quiet
+    dev = ctx.device(resolve_device(device))
     model, info = load_run(run)
+    model.to(dev)
     threat = threat_of(norm or info["norm"], info["eps"] if eps is None else eps)
-    source_models = {name: load_run(path)[0] for name, path in (sources or {}).items()}
+    source_models = {name: load_run(path)[0].to(dev) for name, path in (sources or {}).items()}
     preset = "cifar10" if info["data"] == "cifar10" else "mnist"
     if suite == "madry":
         attacks = suites.madry(threat, source_models, preset=preset, max_restarts=max_restarts)
@@ -146,10 +155,11 @@ def eval_run(
     x, y = datasets.load(info["data"], split="test", root=root)
     if limit is not None:
         x, y = x[:limit], y[:limit]
+    x, y = x.to(dev), y.to(dev)
     progress_file = run / f"eval-{suite}.progress.json"
-    if restart:
+    if restart and ctx.is_main:
         progress_file.unlink(missing_ok=True)
-    elif progress_file.exists():
+    elif progress_file.exists() and not restart:
         echo(f"Resuming the interrupted evaluation saved in {progress_file} "
              "(`robustopt eval --restart` / restart=True starts over).")
     try:
@@ -162,8 +172,10 @@ def eval_run(
         raise
     reference = suites.MADRY_REFERENCE[preset] if suite == "madry" and threat.norm == "Linf" and abs(threat.eps - (0.3 if preset == "mnist" else 8 / 255)) < 1e-9 else None
     echo(ev.table(reference=reference))
-    ev.to_json(run / f"eval-{suite}.json")
-    ev.to_markdown(run / f"eval-{suite}.md", reference=reference)
+    if ctx.is_main:
+        ev.to_json(run / f"eval-{suite}.json")
+        ev.to_markdown(run / f"eval-{suite}.md", reference=reference)
+    ctx.barrier()
     return ev
 
 
@@ -179,6 +191,7 @@ def sweep_run(
     root: str | Path | None = None,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    device: str = "cpu",
 ) -> SweepCurve:
     """Robust accuracy of a run's model over ``eps_values`` (monotone cascade, PGD with ``steps``).
 
@@ -186,30 +199,47 @@ def sweep_run(
     (with the training eps marked when the norm matches the training norm).
     """
     run = Path(run)
+    ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
+    echo = echo if ctx.is_main else _quiet
+    dev = ctx.device(resolve_device(device))
     model, info = load_run(run)
+    model.to(dev)
     x, y = datasets.load(info["data"], split="test", root=root)
     if limit is not None:
         x, y = x[:limit], y[:limit]
+    x, y = x.to(dev), y.to(dev)
     threat_cls = THREATS[norm]
     attack = lambda t: PGD(t, steps=steps, seed=seed)  # noqa: E731  (step 2.5 * eps / steps at every eps)
     curve = sweep(model, (x, y), threat_cls, eps_values, attack=attack, batch_size=batch_size, seed=seed,
                   progress=progress, meta={"run": str(run), "data": info["data"]})
     echo(curve.table())
-    curve.to_json(run / f"sweep-{norm}.json")
-    atomic_write_text(run / f"sweep-{norm}.md", curve.table("markdown"))
-    try:
-        curve.plot(run / f"sweep-{norm}.png", train_eps=info["eps"] if info["norm"] == norm else None)
-    except ImportError as err:
-        echo(f"no plot: {err}")
+    if ctx.is_main:
+        curve.to_json(run / f"sweep-{norm}.json")
+        atomic_write_text(run / f"sweep-{norm}.md", curve.table("markdown"))
+        try:
+            curve.plot(run / f"sweep-{norm}.png", train_eps=info["eps"] if info["norm"] == norm else None)
+        except ImportError as err:
+            echo(f"no plot: {err}")
+    ctx.barrier()
     return curve
+
+
+def _quiet(_: str) -> None:
+    """The echo of ranks other than 0 under torchrun."""
 
 
 @dataclass(frozen=True)
 class ExperimentPreset:
-    """Budget of the whole experiment (four models and the attack table)."""
+    """Budget of the whole experiment: four models, the attack table, and optionally more.
+
+    The attack table is the madry suite on model A (white-box, and transferred from A', B and
+    A_nat). ``standard``, ``sweeps`` and ``report`` add the AutoAttack-grade suite on A, robust
+    accuracy against eps, and the Markdown/HTML report, as ``robustopt reproduce`` does.
+    Training is L-inf at ``eps``; ``model_b=None`` skips model B (the paper's CIFAR-10 table has none).
+    """
 
     model_a: str
-    model_b: str
+    model_b: str | None
     eps: float
     epochs_robust: int
     epochs_natural: int
@@ -221,7 +251,26 @@ class ExperimentPreset:
     eval_size: int | None
     max_restarts: int | None
     eps_warmup_epochs: int = 0
+    data: str = "mnist-mini"
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    device: str = "cpu"
+    standard: str | None = None  # "standard" or "fast": suites.standard on A, as a cascade
+    standard_size: int | None = None
+    sweeps: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (norm, eps grid) on A
+    sweep_size: int | None = 1000
+    sweep_steps: int = 40
+    report: bool = False
 
+
+def _grid(stop: float, step: float) -> tuple[float, ...]:
+    return tuple(round(i * step, 10) for i in range(int(round(stop / step)) + 1))
+
+
+_MNIST_SWEEPS = (("linf", _grid(0.5, 0.05)), ("l2", _grid(8.0, 0.5)))  # the paper's Figure 2 ranges
+_CIFAR_SWEEPS = (("linf", _grid(30 / 255, 2 / 255)), ("l2", _grid(100 / 255, 10 / 255)))
 
 # Sized to finish in a few minutes on a 2-core CPU: the fast small CNN as A, 5-step PGD
 # training with eps ramped over 3 epochs, 500 test images, at most 2 restarts.
@@ -232,12 +281,49 @@ DEMO = ExperimentPreset(
     eval_size=500, max_restarts=2, eps_warmup_epochs=3,
 )
 
+# `robustopt reproduce NAME --budget B`. demo: DEMO plus the standard suite, sweeps and the report
+# (minutes, offline). cpu: full MNIST with the paper's model A at the budget of bench/full_mnist.sh
+# (5 epochs of 5-step PGD; about 1 h 15 min on 2 cores, most of it training A and A'). paper: the
+# paper's recipes (MNIST: 40 x 0.01, batch 50, Adam 1e-4, ~100k steps; CIFAR-10: 7 x 2/255, batch
+# 128, SGD 0.1 with x0.1 at 50% and 75%, ~80k steps), all test images, 20 restarts: for a GPU.
+REPRODUCE: dict[str, dict[str, ExperimentPreset]] = {
+    "madry-mnist": {
+        "demo": dataclasses.replace(DEMO, standard="standard", standard_size=500, sweeps=_MNIST_SWEEPS, sweep_size=500,
+                                   report=True),
+        "cpu": ExperimentPreset(
+            model_a="madry-mnist", model_b="tramer-b", eps=0.3, epochs_robust=5, epochs_natural=2, attack_steps=5,
+            attack_step_size=0.1, batch_size=100, lr=1e-3, train_size=None, eval_size=1000, max_restarts=2,
+            eps_warmup_epochs=3, data="mnist", standard="fast", standard_size=1000, sweeps=_MNIST_SWEEPS,
+            sweep_size=500, report=True),
+        "paper": ExperimentPreset(
+            model_a="madry-mnist", model_b="tramer-b", eps=0.3, epochs_robust=85, epochs_natural=10, attack_steps=40,
+            attack_step_size=0.01, batch_size=50, lr=1e-4, train_size=None, eval_size=None, max_restarts=None,
+            data="mnist", device="auto", standard="standard", sweeps=_MNIST_SWEEPS, sweep_size=None, report=True),
+    },
+    "madry-cifar10": {
+        "paper": ExperimentPreset(
+            model_a="wrn-34-10", model_b=None, eps=8 / 255, epochs_robust=205, epochs_natural=205, attack_steps=7,
+            attack_step_size=2 / 255, batch_size=128, lr=0.1, train_size=None, eval_size=None, max_restarts=None,
+            data="cifar10", optimizer="sgd", momentum=0.9, weight_decay=2e-4, lr_schedule="step", device="auto",
+            standard="standard", sweeps=_CIFAR_SWEEPS, sweep_size=1000, report=True),
+    },
+}
+
+
+def reproduce(name: str, budget: str = "demo", **kwargs: Any) -> Evaluation:
+    """Run preset ``REPRODUCE[name][budget]`` with :func:`run_madry_experiment` (same keyword arguments)."""
+    if name not in REPRODUCE:
+        raise ValueError(f"unknown experiment {name!r}; choose one of {sorted(REPRODUCE)}.")
+    if budget not in REPRODUCE[name]:
+        raise ValueError(f"{name} has no budget {budget!r}; choose one of {sorted(REPRODUCE[name])}.")
+    return run_madry_experiment(REPRODUCE[name][budget], **kwargs)
+
 
 def run_madry_experiment(
     preset: ExperimentPreset,
     *,
     out: str | Path,
-    data: str = "mnist-mini",
+    data: str | None = None,
     seed: int = 0,
     root: str | Path | None = None,
     echo: Callable[[str], None] = print,
@@ -245,14 +331,30 @@ def run_madry_experiment(
 ) -> Evaluation:
     """Madry et al.'s experiment: train A and A' (PGD-AT), B and A_nat (natural); attack A; print the table.
 
+    Then, as the preset asks, the standard suite on A (``A/eval-standard.*``), sweeps of A
+    (``A/sweep-NORM.*``) and the report (``out/report.md`` and ``out/report.html``).
     Finished models in ``out`` are reused, so an interrupted experiment continues where it stopped.
+
+    Args:
+        preset: the budget (``DEMO`` or a ``REPRODUCE`` entry).
+        out: run folder of the experiment (one sub-folder per model).
+        data: dataset (default: the preset's).
+        seed: seed of A, B, A_nat and the evaluation; A' uses ``seed + 1``.
+        root / echo / progress: data root, line printer, progress bars.
+
+    Returns:
+        The madry-suite evaluation of A.
     """
     out = Path(out)
+    data = data or preset.data
     start = time.perf_counter()
-    echo(f"robustopt: Madry et al. (2018) experiment on {data}, eps={preset.eps} (L-inf), run folder {out}")
+    seconds: dict[str, float] = {}
+    echo(f"robustopt: Madry et al. (2018) experiment on {data}, eps={preset.eps:.4g} (L-inf), run folder {out}")
     echo(f"budget: {preset}")
     common = dict(data=data, train_size=preset.train_size, root=root, progress=progress, batch_size=preset.batch_size,
-                  lr=preset.lr, optimizer="adam", norm="linf", eps=preset.eps, attack_steps=preset.attack_steps,
+                  lr=preset.lr, optimizer=preset.optimizer, momentum=preset.momentum,
+                  weight_decay=preset.weight_decay, lr_schedule=preset.lr_schedule, device=preset.device,
+                  norm="linf", eps=preset.eps, attack_steps=preset.attack_steps,
                   attack_step_size=preset.attack_step_size)
     plan = {
         "A": dict(model=preset.model_a, method="pgd", epochs=preset.epochs_robust, seed=seed,
@@ -262,6 +364,8 @@ def run_madry_experiment(
         "B": dict(model=preset.model_b, method="natural", epochs=preset.epochs_natural, seed=seed),
         "A_nat": dict(model=preset.model_a, method="natural", epochs=preset.epochs_natural, seed=seed),
     }
+    if preset.model_b is None:
+        del plan["B"]
     folders = {name: out / name.replace("'", "_prime") for name in plan}
     for name, recipe in plan.items():
         folder = folders[name]
@@ -271,22 +375,52 @@ def run_madry_experiment(
         echo(f"[{name}] training {recipe['model']} ({recipe['method']}) -> {folder}")
         t0 = time.perf_counter()
         train_run(folder, resume=folder.exists(), **common, **recipe)
-        echo(f"[{name}] done in {time.perf_counter() - t0:.0f} s")
+        seconds[f"train {name}"] = time.perf_counter() - t0
+        echo(f"[{name}] done in {seconds[f'train {name}']:.0f} s")
 
     echo(f"[eval] madry suite on {preset.eval_size or 'all'} test images"
          + (f", restarts capped at {preset.max_restarts} (the paper uses 20)" if preset.max_restarts else ""))
-    ev = eval_run(folders["A"], sources={k: folders[k] for k in ("A'", "B", "A_nat")}, limit=preset.eval_size,
-                  max_restarts=preset.max_restarts, root=root, echo=lambda s: None, progress=progress, seed=seed)
-    reference = suites.MADRY_REFERENCE["mnist"]
+    t0 = time.perf_counter()
+    ev = eval_run(folders["A"], sources={k: v for k, v in folders.items() if k != "A"}, limit=preset.eval_size,
+                  max_restarts=preset.max_restarts, root=root, echo=lambda s: None, progress=progress, seed=seed,
+                  device=preset.device)
+    seconds["eval madry"] = time.perf_counter() - t0
+    paper = "cifar10" if data == "cifar10" else "mnist"
+    reference = suites.MADRY_REFERENCE[paper]
     table = ev.table(reference=reference)
     echo("")
     echo(table)
-    echo("The 'Paper' column is Madry et al.'s Table 1 (full MNIST, 100k training steps, 20 restarts);"
-         " ours is measured now, with the budget above.")
-    summary = {"preset": preset.__dict__, "data": data, "seed": seed, "seconds": time.perf_counter() - start,
-               "machine": platform.platform(), "torch": torch.__version__, "runs": {k: str(v) for k, v in folders.items()}}
-    atomic_write_json(out / "experiment.json", summary)
+    echo(f"The 'Paper' column is Madry et al.'s Table {1 if paper == 'mnist' else 2} (full {paper.upper()}, "
+         "the paper's training budget, 20 restarts); ours is measured now, with the budget above.")
     atomic_write_text(out / "table.md", ev.table("markdown", reference=reference))
     ev.to_json(out / "table.json")
-    echo(f"written: {out / 'table.md'}, {out / 'table.json'} ({time.perf_counter() - start:.0f} s in all)")
+
+    if preset.standard:
+        echo(f"[eval] {preset.standard} suite (APGD-CE, APGD-T{', Square' if preset.standard == 'standard' else ''};"
+             f" cascade) on {preset.standard_size or 'all'} test images")
+        t0 = time.perf_counter()
+        worst = eval_run(folders["A"], suite=preset.standard, limit=preset.standard_size, root=root, echo=echo,
+                         progress=progress, seed=seed, device=preset.device)
+        seconds[f"eval {preset.standard}"] = time.perf_counter() - t0
+        echo(f"robust accuracy of A under the {preset.standard} suite: {100 * worst.robust_accuracy:.1f}%")
+    for norm, grid in preset.sweeps:
+        echo(f"[sweep] {norm}, eps {grid[0]:.4g} to {grid[-1]:.4g} ({len(grid)} values), "
+             f"PGD-{preset.sweep_steps} on {preset.sweep_size or 'all'} test images")
+        t0 = time.perf_counter()
+        sweep_run(folders["A"], norm=norm, eps_values=list(grid), steps=preset.sweep_steps, limit=preset.sweep_size,
+                  root=root, echo=echo, progress=progress, seed=seed, device=preset.device)
+        seconds[f"sweep {norm}"] = time.perf_counter() - t0
+    written = [out / "table.md", out / "table.json"]
+    if preset.report:
+        from robustopt.evaluation.report import write_report
+
+        t0 = time.perf_counter()
+        written += list(write_report([folders["A"]], out=out, root=root))
+        seconds["report"] = time.perf_counter() - t0
+
+    seconds["total"] = time.perf_counter() - start
+    summary = {"preset": dataclasses.asdict(preset), "data": data, "seed": seed, "seconds": seconds,
+               "machine": platform.platform(), "torch": torch.__version__, "runs": {k: str(v) for k, v in folders.items()}}
+    atomic_write_json(out / "experiment.json", summary)
+    echo(f"written: {', '.join(str(p) for p in written)} ({seconds['total']:.0f} s in all)")
     return ev

@@ -11,6 +11,7 @@ not yet broken.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass
 from typing import Literal
 
@@ -52,6 +53,8 @@ class GradientAttack(Attack):
             "random" (a uniformly drawn wrong class). Explicit targets: pass ``targets=`` to ``run``.
         seed: seed of the random start and random targets when no generator is given.
         label: display name in tables (default: derived from the configuration).
+        keep: "best" (per example, the best iterate over all steps and restarts, see the
+            module docstring) or "last" (the final iterate, as TRADES' inner maximization).
 
     Example:
         >>> atk = PGD(Linf(0.3), steps=40, step_size=0.01)
@@ -70,6 +73,7 @@ class GradientAttack(Attack):
     targeted: Targeting = None
     seed: int = 0
     label: str | None = None
+    keep: Literal["best", "last"] = "best"
 
     def __post_init__(self) -> None:
         if not isinstance(self.threat, ThreatModel):
@@ -92,6 +96,8 @@ class GradientAttack(Attack):
                 f"targeted must be None, 'least-likely' or 'random', got {self.targeted!r}; "
                 "for explicit targets pass targets= when calling the attack."
             )
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be 'best' or 'last', got {self.keep!r}.")
 
     # --- description ------------------------------------------------------------------
     @property
@@ -123,6 +129,8 @@ class GradientAttack(Attack):
         *,
         targets: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        start: torch.Tensor | None = None,
+        objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> AttackResult:
         """Attack ``model`` on the batch ``(x, y)``.
 
@@ -132,6 +140,11 @@ class GradientAttack(Attack):
             y: true labels (N,), integer.
             targets: explicit target classes (N,); makes the attack targeted.
             generator: source of randomness; default: a fresh one seeded with ``self.seed``.
+            start: starting points (N, ...) of the first restart, projected onto the
+                threat set; replaces the clean / random start (later restarts stay random).
+            objective: ``(logits, idx) -> Tensor[len(idx)]`` to maximize instead of the
+                configured ``loss``; ``idx`` are the batch positions of the rows of
+                ``logits`` (e.g. TRADES' KL divergence to the clean prediction).
 
         Returns:
             AttackResult with x_adv inside the ball and the bounds.
@@ -140,6 +153,8 @@ class GradientAttack(Attack):
         y = y.long()
         if generator is None:
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        if start is not None and start.shape != x.shape:
+            raise ValueError(f"start must have the shape of x, {tuple(x.shape)}, got {tuple(start.shape)}.")
         loss_fn = losses.get(self.loss)
         kwargs = {"kappa": self.kappa} if self.loss == "cw" else {}
         alpha, threat = self.alpha, self.threat
@@ -162,19 +177,25 @@ class GradientAttack(Attack):
                     break
                 xs, ys = x[idx].detach(), y[idx]
                 ts = targets[idx] if targets is not None else None
-                start_random = self.random_start or restart > 0
-                x_adv = threat.random_init(xs, generator) if start_random else xs.clone()
+                if restart == 0 and start is not None:
+                    x_adv = threat.project(start.detach()[idx], xs)
+                elif self.random_start or restart > 0:
+                    x_adv = threat.random_init(xs, generator)
+                else:
+                    x_adv = xs.clone()
 
                 for step in range(self.steps + 1):
                     x_adv.requires_grad_(True)
                     logits = predict(model, x_adv)
-                    objective = loss_fn(logits, ys, ts, **kwargs)
-                    if step > 0:  # x_adv is an iterate of the attack: a candidate
-                        self._keep_best(best_x, best_loss, best_success, idx, x_adv, objective, logits, ys, ts)
+                    value = loss_fn(logits, ys, ts, **kwargs) if objective is None else objective(logits, idx)
+                    # Every iterate is a candidate for "best"; only the final one for "last".
+                    if step > 0 and (self.keep == "best" or step == self.steps):
+                        self._keep_best(best_x, best_loss, best_success, idx, x_adv, value, logits, ys, ts,
+                                        always=self.keep == "last")
                     if step == self.steps:
                         forwards += len(idx)
                         break
-                    (grad,) = torch.autograd.grad(objective.sum(), x_adv)
+                    (grad,) = torch.autograd.grad(value.sum(), x_adv)
                     grad_evals += len(idx)
                     with torch.no_grad():
                         x_adv = threat.project(x_adv + alpha * threat.step(grad, x_adv), xs)
@@ -182,11 +203,13 @@ class GradientAttack(Attack):
         return AttackResult(best_x, best_success, grad_evals=grad_evals, forwards=forwards)
 
     @staticmethod
-    def _keep_best(best_x, best_loss, best_success, idx, x_adv, objective, logits, ys, ts) -> None:
+    def _keep_best(best_x, best_loss, best_success, idx, x_adv, objective, logits, ys, ts, always=False) -> None:
         with torch.no_grad():
             success = success_of(logits, ys, ts)
             objective = objective.detach().float()
             better = (success & ~best_success[idx]) | ((success == best_success[idx]) & (objective > best_loss[idx]))
+            if always:  # keep="last": the iterate replaces the stored one unconditionally
+                better = torch.ones_like(success)
             sel = idx[better]
             best_x[sel] = x_adv.detach()[better]
             best_loss[sel] = objective[better]

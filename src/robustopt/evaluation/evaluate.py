@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustopt import distributed
 from robustopt._io import atomic_write_json, atomic_write_text, json_default
 from robustopt.attacks.base import Attack, check_batch, eval_mode, predict
 
@@ -229,6 +230,12 @@ def evaluate(
             data (shapes and a strided sample of x, all of y), mode, seed, batch_size; a file
             written for another job is refused (ValueError), never silently mixed in.
 
+    Under ``torchrun`` (several processes, see :mod:`robustopt.distributed`) every process
+    must pass the same model, data and arguments; batch ``j`` of each attack runs on rank
+    ``j % world_size`` with batch ``j``'s generator, the flags are merged after every round
+    of batches, and the result on every rank is, example by example, the single-process one.
+    Only rank 0 writes ``progress_file``.
+
     Returns:
         Evaluation with rows, per-example ``correct`` and ``robust`` flags and ``table()``.
 
@@ -258,15 +265,22 @@ def evaluate(
             return predict(model, x_adv).argmax(1) != yb
 
     per_attack = lambda: len(batches(correct.nonzero().squeeze(1)))  # noqa: E731
+    # Under torchrun, batch j runs on rank j % world_size with batch j's generator and the
+    # flags are merged after every round: the result is the single-process one, example by example.
+    ctx = distributed.setup()
+    if ctx.enabled:
+        ctx.check_same(distributed.data_key(x, y), "the evaluation data")
     progress_path = Path(progress_file) if progress_file is not None else None
     job = _job_fingerprint(model, x, y, attacks, mode=mode, seed=seed, batch_size=batch_size) if progress_path else None
-    state = _load_progress(progress_path, job, n=n, n_attacks=len(attacks)) if progress_path else None
+    state = ctx.run_on_main(lambda: _load_progress(progress_path, job, n=n, n_attacks=len(attacks))) if progress_path else None
 
     start = time.perf_counter()
     if state is None:
         correct = torch.zeros(n, dtype=torch.bool, device=x.device)
-        for b in batches(torch.arange(n, device=x.device)):
-            correct[b] = ~misclassified(x[b], y[b])
+        for k, b in enumerate(batches(torch.arange(n, device=x.device))):
+            if ctx.owns(k):
+                correct[b] = ~misclassified(x[b], y[b])
+        correct = ctx.any(correct)
         robust = correct.clone()
         rows = [Row("Natural", None, None, "", float(correct.float().mean()), float(correct.float().mean()),
                     attacked=n, seconds=time.perf_counter() - start)]
@@ -276,7 +290,8 @@ def evaluate(
         rows = state["rows"]
         first_attack, earlier_seconds, sessions = state["attack"], state["seconds"], state["sessions"] + 1
 
-    bar = tqdm(total=per_attack() * len(attacks), desc="evaluate", unit="batch", disable=not progress, leave=False)
+    bar = tqdm(total=per_attack() * len(attacks), desc="evaluate", unit="batch", disable=not progress or not ctx.is_main,
+               leave=False)
     bar.update(per_attack() * first_attack + (state["batch"] if state is not None else 0))
     for i, attack in enumerate(attacks):
         if i < first_attack:
@@ -293,28 +308,33 @@ def evaluate(
             grad_evals, attack_seconds, first_batch = 0, 0.0, 0
         bar.set_description(f"{attack.name} ({attack.source})")
         todo_batches = batches(todo)
-        for j in range(first_batch, len(todo_batches)):
-            idx = todo_batches[j]
-            result = attack.run(model, x[idx], y[idx], generator=_batch_generator(x.device, seed, i, j))
-            inside = attack.threat.contains(result.x_adv, x[idx])
-            if not inside.all():
-                raise ValueError(
-                    f"attack {attack.name} returned {int((~inside).sum())} points outside its threat model "
-                    f"{attack.threat}; its result cannot count. This is a bug in that attack."
-                )
-            survived[idx] = ~misclassified(result.x_adv, y[idx])
-            grad_evals += result.grad_evals
-            if progress_path is not None:
+        for j0 in range(first_batch, len(todo_batches), ctx.world_size):  # a round: one batch per rank
+            j, cost = j0 + ctx.rank, 0
+            if j < len(todo_batches):
+                idx = todo_batches[j]
+                result = attack.run(model, x[idx], y[idx], generator=_batch_generator(x.device, seed, i, j))
+                inside = attack.threat.contains(result.x_adv, x[idx])
+                if not inside.all():
+                    raise ValueError(
+                        f"attack {attack.name} returned {int((~inside).sum())} points outside its threat model "
+                        f"{attack.threat}; its result cannot count. This is a bug in that attack."
+                    )
+                survived[idx] = ~misclassified(result.x_adv, y[idx])
+                cost = result.grad_evals
+            survived = ctx.all(survived)  # each rank only cleared the flags of its own batch
+            grad_evals += ctx.sum(cost)[0]
+            done = min(j0 + ctx.world_size, len(todo_batches))  # batches finished by all ranks
+            if progress_path is not None and ctx.is_main:
                 now = time.perf_counter()
                 _save_progress(progress_path, {
                     "format": _PROGRESS_FORMAT, "version": _PROGRESS_VERSION, "job": job, "n": n,
                     "sessions": sessions, "seconds": earlier_seconds + now - start,
                     "correct": _pack_flags(correct), "robust": _pack_flags(robust), "rows": [asdict(r) for r in rows],
-                    "attack": i, "batch": j + 1, "todo": _pack_flags(_mask(todo, n)),
+                    "attack": i, "batch": done, "todo": _pack_flags(_mask(todo, n)),
                     "survived": _pack_flags(survived), "grad_evals": grad_evals,
                     "attack_seconds": attack_seconds + now - t0,
                 })
-            bar.update(1)
+            bar.update(done - j0)
         if mode == "cascade":
             survived &= robust
         robust &= survived
@@ -337,9 +357,11 @@ def evaluate(
     }
     if progress_path is not None:
         info["sessions"] = sessions
+    if ctx.enabled:
+        info["world_size"] = ctx.world_size
     info.update(meta or {})
     ev = Evaluation(rows=rows, correct=correct.cpu(), robust=robust.cpu(), mode=mode, seed=seed, meta=info)
-    if progress_path is not None:
+    if progress_path is not None and ctx.is_main:
         progress_path.unlink(missing_ok=True)
     return ev
 

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from robustopt import distributed
 from robustopt._io import atomic_path, atomic_write_json, atomic_write_text
 from robustopt.attacks.base import Attack, check_batch, eval_mode, predict
 from robustopt.attacks.gradient import PGD
@@ -331,6 +332,10 @@ def sweep(
             then each eps alone, and the curve may be non-monotone if the attack is weak.
         meta: extra JSON-ready information stored with the curve.
 
+    Under ``torchrun`` the batches are shared out as in :func:`robustopt.evaluate` (batch ``j``
+    on rank ``j % world_size``, same generators), so the curve and every breaking eps are
+    those of a single-process run.
+
     Returns:
         SweepCurve with the accuracy, cost and time per eps and each example's breaking eps.
 
@@ -356,10 +361,18 @@ def sweep(
         with eval_mode(model), torch.no_grad():
             return predict(model, x_in).argmax(1) != yb
 
+    # Under torchrun, batch j runs on rank j % world_size with batch j's generator and the flags
+    # are merged after every attack: the result is the single-process one, example by example.
+    ctx = distributed.setup()
+    if ctx.enabled:
+        ctx.check_same(distributed.data_key(x, y), "the sweep data")
+
     start = time.perf_counter()
     correct = torch.zeros(n, dtype=torch.bool, device=x.device)
-    for b in batches(torch.arange(n, device=x.device)):
-        correct[b] = ~misclassified(x[b], y[b])
+    for j, b in enumerate(batches(torch.arange(n, device=x.device))):
+        if ctx.owns(j):
+            correct[b] = ~misclassified(x[b], y[b])
+    correct = ctx.any(correct)
     clean_seconds = time.perf_counter() - start
     breaking = torch.where(correct.cpu(), math.inf, 0.0).double()  # on the CPU: float64 everywhere
     robust = correct.clone()  # cascade state: not broken at any eps so far
@@ -368,7 +381,7 @@ def sweep(
     grad_evals: list[int] = []
     seconds: list[float] = []
     attacked: list[int] = []
-    bar = tqdm(total=len(eps_grid), desc="sweep", unit="eps", disable=not progress, leave=False)
+    bar = tqdm(total=len(eps_grid), desc="sweep", unit="eps", disable=not progress or not ctx.is_main, leave=False)
     for k, (eps, threat, attacks) in enumerate(zip(eps_grid, threats, attacks_per_eps)):
         t0 = time.perf_counter()
         bar.set_description(f"sweep {threat}")
@@ -379,6 +392,8 @@ def sweep(
             for i, atk in enumerate(attacks):
                 todo = survived.nonzero().squeeze(1)  # several attacks at one eps cascade too
                 for j, idx in enumerate(batches(todo)):
+                    if not ctx.owns(j):
+                        continue
                     result = atk.run(model, x[idx], y[idx], generator=_generator(x.device, seed, k, i, j))
                     inside = threat.contains(result.x_adv, x[idx])
                     if not inside.all():
@@ -388,6 +403,8 @@ def sweep(
                         )
                     survived[idx] = ~misclassified(result.x_adv, y[idx])
                     cost += int(result.grad_evals)
+                survived = ctx.all(survived)  # each rank only cleared the flags of its own batches
+            cost = ctx.sum(cost)[0]
         newly = (pool & ~survived).cpu()
         breaking[newly] = torch.clamp(breaking[newly], max=eps)
         if not independent:
@@ -410,6 +427,8 @@ def sweep(
         "torch": torch.__version__,
         "device": str(x.device),
     }
+    if ctx.enabled:
+        info["world_size"] = ctx.world_size
     info.update(meta or {})
     return SweepCurve(
         norm=threats[0].norm,

@@ -1,18 +1,25 @@
 """Adversarial training: the outer minimization of Madry et al. (2018), Sec. 4.
 
 ``fit`` trains a model on ``min_theta E max_{delta in S} CE(theta, x + delta, y)``:
-each batch is first crafted by a training method (:mod:`robustopt.training.methods`:
-"natural", "pgd", "fgsm-rs"), then the model takes one optimizer step on the
-cross-entropy of the crafted batch. The loop below reads top to bottom; its
-configuration is the :class:`TrainConfig` dataclass.
+per minibatch a training method (:mod:`robustopt.training.methods`) runs the inner
+maximization and defines the weight update(s): "natural", "pgd" and "fgsm-rs" craft
+the batch and the loop steps on its cross-entropy; "trades" returns its own loss
+(CE + beta * KL); "free" replays the batch ``replay`` times, one step each. The loop
+below reads top to bottom: method, optimizer steps (under autocast with ``amp``),
+then per epoch validation, the catastrophic-overfitting guard, early stopping and
+the checkpoint. Its configuration is the :class:`TrainConfig` dataclass.
 
 Output folder (when ``out`` is given)::
 
     out/config.json     the TrainConfig (TrainConfig.from_dict reads it back)
-    out/log.jsonl       one JSON line per finished epoch
+    out/log.jsonl       one JSON line per finished epoch; an epoch where the guard or
+                        early stopping acted has an "events" list
     out/model.json      the checkpoint (robustopt.checkpoint: .json + .safetensors +
-                        .optim.pt), rewritten after every epoch. It is both the resume
-                        point and, once the last epoch is done, the final model.
+                        .optim.pt, + .tensors.safetensors for a method's state such as
+                        Free's perturbation), rewritten after every epoch. It is both the
+                        resume point and, once the run ends, the final model (after a
+                        stop: the restored weights; resuming a stopped run does nothing).
+    out/best.json       with early stopping: the best epoch's model (.json + .safetensors)
 
 Example:
     >>> model = ro.models.create("madry-mnist")
@@ -22,6 +29,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -36,24 +45,26 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from robustopt import checkpoint
+from robustopt import checkpoint, distributed
 from robustopt._io import atomic_write_json, atomic_write_text
 from robustopt.attacks import PGD
 from robustopt.attacks.base import check_batch, check_labels, eval_mode, predict
 from robustopt.threat import L1, L2, Linf, ThreatModel
-from robustopt.training.methods import get_method
+from robustopt.training.methods import as_updates, get_method, method_extras, updates_per_batch
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "CHECKPOINT_NAME"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "CHECKPOINT_NAME", "BEST_NAME"]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "model"  # out/model.* is the checkpoint, updated after every epoch
+BEST_NAME = "best"  # out/best.*: the best epoch's checkpoint, kept while early stopping is on
 _NORMS: dict[str, type[ThreatModel]] = {"linf": Linf, "l2": L2, "l1": L1}
 _OPTIMIZERS = ("adam", "sgd")
-_SCHEDULES = ("constant", "cosine", "step")
+_SCHEDULES = ("constant", "cosine", "step", "piecewise", "cyclic")
 _ATTACK_MODES = ("eval",)
+_GUARD_ACTIONS = ("stop", "continue")
 # Fields that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = frozenset({"epochs", "log_every", "device"})
+_RESUMABLE_CHANGES = frozenset({"epochs", "log_every", "device", "amp"})
 _EVAL_BATCH = 500  # batch size of the held-out evaluation; does not change the numbers
 
 
@@ -67,39 +78,81 @@ class TrainConfig:
 
     Args:
         method: training method, a key of ``robustopt.training.METHODS``: "natural",
-            "pgd" (Madry et al. 2018) or "fgsm-rs" (Wong et al. 2020: uniform random
-            start in the ball, one step of 1.25 * eps; ignores the attack_* fields).
-        epochs: number of passes over the training split.
+            "pgd" (Madry et al. 2018), "fgsm-rs" (Wong et al. 2020: uniform random start
+            in the ball, one step of 1.25 * eps; ignores the attack_* fields), "trades"
+            (Zhang et al. 2019: CE + beta * KL, its KL attack uses the attack_* fields)
+            or "free" (Shafahi et al. 2019: each minibatch replayed ``replay`` times).
+        epochs: number of passes over the training split. With "free" every pass
+            replays each minibatch ``replay`` times, so an epoch costs ``replay``
+            natural epochs (the paper's "epochs / m" is ``epochs`` here).
         batch_size: examples per optimizer step (the last batch of an epoch may be smaller).
+            Under torchrun it is the global batch, split across the processes, so it and
+            ``lr`` mean the same as in one process (see :mod:`robustopt.distributed`).
         optimizer: "adam" or "sgd" (with ``momentum``); ``weight_decay`` is an L2 penalty.
         lr: peak learning rate.
         momentum: SGD momentum (ignored by Adam).
         weight_decay: L2 penalty coefficient.
-        lr_schedule: "constant"; "cosine" (from lr to 0 over all steps); or "step"
-            (x0.1 after 50% and again after 75% of the steps).
+        lr_schedule: per optimizer step, evaluated at the step's start: "constant";
+            "cosine" (from lr to 0 over all steps); "step" (x0.1 after 50% and again
+            after 75% of the steps); "cyclic" (one triangular cycle, Wong et al. 2020:
+            0 at the first step, lr at the midpoint, back towards 0 at the end); or
+            "piecewise": linear interpolation through the points ``(lr_milestones[i],
+            lr * lr_values[i])``, milestones in epochs (fractions allowed), constant
+            beyond the first and last; a repeated milestone makes a jump (e.g.
+            milestones ``(0, 100, 100, 150, 150)`` and values ``(1, 1, 0.1, 0.1, 0.01)``
+            is Rice et al.'s step decay). Without milestones it is the common
+            piecewise-linear one-cycle: 0 at epoch 0, lr at 40% of the epochs, 0 at the end.
+        lr_milestones: epochs of the "piecewise" points, non-decreasing, >= 0.
+        lr_values: multipliers of ``lr`` at those points, >= 0 (same length).
         norm: threat model of the training attack and of the validation: "linf", "l2", "l1".
         eps: radius in pixel space (inputs in [0, 1]), >= 0.
-        attack_steps: PGD steps of the training attack.
+        attack_steps: PGD steps of the training attack ("pgd", "trades").
         attack_step_size: PGD step in pixel space (absolute, not relative to eps);
             None means ``2.5 * eps / attack_steps``.
-        attack_random_start: start PGD from a uniform point of the ball.
+        attack_random_start: start PGD from a uniform point of the ball ("pgd").
         attack_mode: mode of the model while the training attack runs. Only "eval" is
             supported: the attack engine runs the model in eval mode (batch norm uses
             its running statistics, dropout is off) and restores train mode before the
             weight update. Madry et al.'s MNIST model has neither batch norm nor
-            dropout, so there it makes no difference.
+            dropout, so there it makes no difference. ("free" has no separate attack:
+            its perturbation gradient comes from the training pass, in train mode.)
+        beta: TRADES' weight of the KL (robustness) term, >= 0 (the paper uses 6).
+        replay: Free's minibatch replays m, >= 1 (the paper: 8 on CIFAR-10, 4 on ImageNet).
         eps_warmup_epochs: ramp the training eps linearly over the first k epochs
             (epoch e, counted from 0, uses ``eps * min(1, (e + 1) / k)``); 0 = off.
             Validation always uses the full eps.
         seed: seeds the shuffling (generator ``seed``), the attack's random starts
             (generator ``seed + 1``), the validation attack (``seed + 2``) and the global
-            torch RNG (``torch.manual_seed(seed)``, for dropout).
+            torch RNG (``torch.manual_seed(seed)``, for dropout). Under torchrun, rank 0
+            uses these seeds and every other rank its own attack and dropout streams
+            (``robustopt.distributed.rank_seed``); the shuffling is shared.
         val_size: examples held out from the END of the training data, never trained
             on, for the per-epoch clean and robust accuracy. None: ``min(1000, N // 10)``.
             0 disables validation.
         val_attack_steps: PGD steps (step ``2.5 * eps / steps``, random start) of the
             validation robust accuracy; 0 skips it.
+        guard: catastrophic-overfitting guard (Wong, Rice & Kolter 2020). After every
+            epoch it compares the validation robust accuracy (PGD on the fixed held-out
+            split, fixed seed) with the best of the earlier epochs; if it fell by more
+            than ``guard_drop``, the weights and optimizer state of the last good epoch
+            are restored, the epoch's log line gets an event, and training stops or
+            continues (``guard_action``). None: on for "fgsm-rs" when there is a
+            validation robust accuracy, off otherwise. True needs ``val_size > 0`` and
+            ``val_attack_steps > 0``.
+        guard_drop: drop of the validation robust accuracy (absolute, in (0, 1]) below the
+            best one seen that counts as a collapse.
+        guard_action: "stop" (end the run with the restored weights) or "continue"
+            (go on training from them).
+        early_stopping_patience: stop after this many epochs without a new best
+            validation robust accuracy (the split is carved from the training data,
+            never the test set) and restore the best epoch's weights; 0 = off. While
+            on, ``out/best.*`` holds the best epoch's checkpoint.
         device: "cpu", "auto" (CUDA when available, else CPU) or a torch device string.
+        amp: mixed precision on CUDA: the methods' forward passes (their training
+            attacks included) under float16 ``torch.autocast``, the weight updates with
+            a ``GradScaler``. Validation stays in float32. On a device without CUDA
+            ``fit`` raises ValueError (float16 autocast is a CUDA feature; there is no
+            silent bfloat16 fallback on CPU).
         log_every: refresh the progress bar's loss/accuracy every this many steps.
     """
 
@@ -111,17 +164,26 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
+    lr_milestones: tuple[float, ...] | None = None
+    lr_values: tuple[float, ...] | None = None
     norm: str = "linf"
     eps: float = 0.3
     attack_steps: int = 40
     attack_step_size: float | None = 0.01
     attack_random_start: bool = True
     attack_mode: str = "eval"
+    beta: float = 6.0
+    replay: int = 4
     eps_warmup_epochs: int = 0
     seed: int = 0
     val_size: int | None = None
     val_attack_steps: int = 10
+    guard: bool | None = None
+    guard_drop: float = 0.2
+    guard_action: str = "stop"
+    early_stopping_patience: int = 0
     device: str = "cpu"
+    amp: bool = False
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -134,14 +196,25 @@ class TrainConfig:
                 f"attack_mode must be 'eval', got {self.attack_mode!r}: the attack engine always runs "
                 "the model in eval mode (batch norm with running statistics, no dropout)."
             )
-        for name, minimum in (("epochs", 0), ("batch_size", 1), ("attack_steps", 1),
-                              ("eps_warmup_epochs", 0), ("val_attack_steps", 0), ("log_every", 0)):
+        for name, minimum in (("epochs", 0), ("batch_size", 1), ("attack_steps", 1), ("replay", 1),
+                              ("eps_warmup_epochs", 0), ("val_attack_steps", 0), ("early_stopping_patience", 0),
+                              ("log_every", 0)):
             _integer(name, getattr(self, name), minimum)
         _integer("seed", self.seed, 0)
         if self.val_size is not None:
             _integer("val_size", self.val_size, 0)
-        for name in ("lr", "momentum", "weight_decay", "eps"):
+        for name in ("lr", "momentum", "weight_decay", "eps", "beta", "guard_drop"):
             object.__setattr__(self, name, _number(name, getattr(self, name)))
+        if self.beta < 0:
+            raise ValueError(f"beta must be >= 0 (TRADES' weight of the KL term; the paper uses 6), got {self.beta}.")
+        if not 0 < self.guard_drop <= 1:
+            raise ValueError(f"guard_drop must be in (0, 1] (an absolute drop in accuracy), got {self.guard_drop}.")
+        _choice("guard_action", self.guard_action, _GUARD_ACTIONS)
+        if not (self.guard is None or isinstance(self.guard, bool)):
+            raise TypeError(f"guard must be True or False or None (on for fgsm-rs only), got {self.guard!r}.")
+        if not isinstance(self.amp, bool):
+            raise TypeError(f"amp must be True or False, got {self.amp!r}.")
+        _check_milestones(self)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}.")
         if not 0 <= self.momentum < 1:
@@ -167,7 +240,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of JSON types."""
-        return dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
@@ -185,12 +258,15 @@ class TrainResult:
     """What :func:`fit` returns.
 
     Attributes:
-        model: the trained model (the same object that was passed), in eval mode.
+        model: the trained model (the same object that was passed), in eval mode; after
+            a stop, with the restored weights (the last good epoch, or the best one).
         history: one dict per finished epoch, as in ``out/log.jsonl`` (epochs of an
             earlier, resumed run included).
         out: the output folder, or None.
         seconds: wall time of this call.
         config: the configuration that was used.
+        stopped: why training ended before ``config.epochs``: "catastrophic_overfitting"
+            (the guard) or "early_stopping"; None if it ran all epochs.
     """
 
     model: nn.Module
@@ -198,6 +274,7 @@ class TrainResult:
     out: Path | None
     seconds: float
     config: TrainConfig
+    stopped: str | None = None
 
 
 def fit(
@@ -212,17 +289,26 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` with a (robust) training method (Madry et al. 2018, Sec. 4).
 
-    Per epoch: shuffle; per batch: craft the training inputs with the method (for
-    "pgd", the PGD adversarial examples, found with the model in eval mode), switch
-    the model to train mode, take one optimizer step on their cross-entropy. After
-    each epoch: clean and PGD robust accuracy on the held-out split, a line in
-    ``out/log.jsonl`` and the checkpoint ``out/model`` (see the module docstring).
+    Per epoch: shuffle; per batch: the method crafts the training inputs (for "pgd",
+    the PGD adversarial examples, found with the model in eval mode) or its own loss,
+    and the model, in train mode, takes one optimizer step per update (``replay`` for
+    "free", else one). After each epoch: clean and PGD robust accuracy on the held-out
+    split; the catastrophic-overfitting guard and early stopping (which may restore
+    earlier weights and end the run, see TrainConfig); a line in ``out/log.jsonl`` and
+    the checkpoint ``out/model`` (see the module docstring).
 
     Runs are reproducible: the same seed, data and initial weights give identical
     weights on CPU, and a run interrupted after an epoch and resumed with
     ``resume=True`` ends with the same weights, bit for bit, as an uninterrupted one
     (on CPU; CUDA kernels may be non-deterministic). Note that ``fit`` sets the global
     torch seed (``torch.manual_seed(config.seed)``).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the loop is data-parallel: each process
+    trains on its share of every global batch through DistributedDataParallel (attacks
+    use the unwrapped model), rank 0 validates and writes ``out`` while the others wait,
+    and the epoch metrics are summed over the processes. A checkpoint holds every rank's
+    RNG states, so a resumed distributed run with the same number of processes is exact
+    too. See :mod:`robustopt.distributed`.
 
     Args:
         model: maps images in [0, 1] (N, C, H, W) to logits (N, classes). It is moved
@@ -232,8 +318,8 @@ def fit(
         config: the configuration; default ``TrainConfig()``.
         out: folder for config.json, log.jsonl and the checkpoint; None writes nothing.
         resume: continue from the checkpoint in ``out`` if there is one (weights,
-            optimizer, RNG states, epoch). Only ``epochs``, ``log_every`` and
-            ``device`` may differ from the checkpoint's configuration.
+            optimizer, RNG states, epoch, method state). Only ``epochs``, ``log_every``,
+            ``device`` and ``amp`` may differ from the checkpoint's configuration.
         progress: show a tqdm progress bar per epoch.
         **overrides: TrainConfig fields replacing those of ``config``, e.g. ``eps=0.3``.
 
@@ -243,8 +329,9 @@ def fit(
     Raises:
         TypeError: unknown override, or data/model of the wrong type.
         ValueError: invalid configuration or data (shapes, dtypes, pixels outside
-            [0, 1], NaN, labels out of range), or a resume whose configuration or data
-            differs from the checkpoint's.
+            [0, 1], NaN, labels out of range), ``amp`` without CUDA, the guard or early
+            stopping without a validation robust accuracy, or a resume whose
+            configuration or data differs from the checkpoint's.
         FileExistsError: ``out`` holds a checkpoint and ``resume`` is False.
 
     Example:
@@ -259,11 +346,24 @@ def fit(
     if not params:
         raise ValueError("the model has no parameters that require grad; there is nothing to train.")
     x, y = _check_data(train_data)
-    device = _resolve_device(config.device)
+    ctx = distributed.setup()  # torchrun: one process per device, data-parallel (robustopt.distributed)
+    device = ctx.device(_resolve_device(config.device))
     n_val = _val_size(config, len(x))
     n_train = len(x) - n_val
     x_train, y_train, x_val, y_val = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
-    craft = get_method(config.method)
+    method = get_method(config.method)
+    per_batch = updates_per_batch(config.method, config)  # weight updates per minibatch (Free: replay)
+    # The guard and early stopping read the validation robust accuracy: is there one?
+    has_robust_val = n_val > 0 and (config.val_attack_steps > 0 or config.eps == 0)
+    guard = _guard_enabled(config, has_robust_val)
+    if config.early_stopping_patience and not has_robust_val:
+        raise ValueError("early_stopping_patience > 0 needs a validation robust accuracy: set val_size > 0 "
+                         "(or None) and val_attack_steps > 0.")
+    if config.amp and device.type != "cuda":
+        raise ValueError(f"amp=True needs a CUDA device (float16 autocast with a GradScaler), got {device}; "
+                         "set amp=False on CPU.")
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.float16)) if config.amp else contextlib.nullcontext
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
 
     model.to(device)
     with eval_mode(model), torch.no_grad():  # clear errors for a wrong input shape or labels
@@ -273,10 +373,13 @@ def fit(
 
     # Randomness: shuffling on CPU, attack starts on the device, dropout from the global RNG.
     shuffle_gen = torch.Generator().manual_seed(config.seed)
-    attack_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-    torch.manual_seed(config.seed)
+    # Under torchrun each rank attacks (and drops out) its own examples: its own streams.
+    attack_gen = torch.Generator(device=device).manual_seed(distributed.rank_seed(config.seed + 1, ctx.rank))
+    torch.manual_seed(distributed.rank_seed(config.seed, ctx.rank))
     history: list[dict[str, Any]] = []
     start_epoch, step = 0, 0
+    stopped: str | None = None  # why the run ended early, if it did
+    method_state: dict[str, torch.Tensor] = {}  # kept by a stateful method (Free's delta), checkpointed
     data_info = _fingerprint(x, y)
 
     out = Path(out) if out is not None else None
@@ -290,51 +393,79 @@ def fit(
         state = _check_resume(checkpoint.read_metadata(ckpt), config, data_info, ckpt)  # before touching the model
         checkpoint.load(ckpt, model, map_location=device, optimizer=optimizer)
         start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
-        _set_rng_states(state["rng"], shuffle_gen, attack_gen, device)
-        logger.info("resuming %s from epoch %d (step %d)", ckpt, start_epoch, step)
-    if out is not None:
+        stopped = state.get("stopped")
+        method_state = _rank_state(checkpoint.load_tensors(ckpt, map_location=device), ctx.rank)
+        if config.amp and state.get("amp_scaler"):
+            scaler.load_state_dict(state["amp_scaler"])
+        fresh = _get_rng_states(shuffle_gen, attack_gen, device)
+        _set_rng_states(distributed.resume_rng_states(state, ctx, fresh), shuffle_gen, attack_gen, device)
+        logger.info("resuming %s from epoch %d (step %d)%s", ckpt, start_epoch, step,
+                    f"; it was stopped ({stopped}), nothing to do" if stopped else "")
+    ctx.check_same(start_epoch, f"the epoch to resume {ckpt} from")
+    net = ctx.wrap(model, device)  # DDP under torchrun (weight updates only), else the model itself
+    extra_args = {k: v for k, v in (("forward", net), ("state", method_state)) if k in method_extras(method)}
+    # Restore points: the last epoch the guard accepted (the checkpoint always holds it), the best epoch.
+    good = _Snapshot.take(start_epoch, model, optimizer, scaler) if guard else None
+    best_weights = _best_weights(out, model, history, start_epoch, device) if config.early_stopping_patience else None
+    if out is not None and ctx.is_main:
         atomic_write_json(out / "config.json", config.to_dict())
         _write_log(out, history)  # drops lines of an epoch whose checkpoint never landed
 
     steps_per_epoch = math.ceil(n_train / config.batch_size)
-    total_steps = config.epochs * steps_per_epoch
+    total_steps = config.epochs * steps_per_epoch * per_batch  # optimizer steps, for the lr schedule
     val_threat = _NORMS[config.norm](config.eps)
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(start_epoch, start_epoch if stopped else config.epochs):
             t_epoch = time.perf_counter()
             eps = _eps_at(config, epoch)
             threat = _NORMS[config.norm](eps)
             perm = torch.randperm(n_train, generator=shuffle_gen).to(x_train.device)
             loss_sum, correct, seen, grad_evals = 0.0, 0, 0, 0
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress)
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                       disable=not progress or not ctx.is_main)
             for i in range(steps_per_epoch):
-                idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+                global_idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+                idx = ctx.shard(global_idx)  # this rank's slice of the global batch
                 xb, yb = x_train[idx].to(device), y_train[idx].to(device)
-                lr = _lr_at(config, step, total_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
 
-                # Inner maximization: the method crafts the batch (attacks run in eval mode).
-                batch = craft(model, xb, yb, threat=threat, config=config, generator=attack_gen)
-                # Outer minimization: one step on the crafted batch, in train mode.
-                model.train()
-                logits = model(batch.x)
-                loss = F.cross_entropy(logits, yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
+                # Inner maximization: the method crafts the batch or its loss (attacks run in eval mode).
+                with autocast():
+                    result = method(model, xb, yb, threat=threat, config=config, generator=attack_gen, **extra_args)
+                updates = as_updates(result, net, yb)  # a crafted batch: its cross-entropy, in train mode
+                # Outer minimization: one optimizer step per update (several for minibatch replay).
+                for _ in range(per_batch):
+                    with autocast():  # the update's forward passes; the backward runs outside
+                        update = next(updates, None)
+                    if update is None:
+                        raise RuntimeError(f"training method {config.method!r} gave fewer than {per_batch} "
+                                           "updates for a batch (see register_method's updates_per_batch).")
+                    lr = _lr_at(config, step, total_steps)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    optimizer.zero_grad(set_to_none=True)
+                    # (an empty shard, possible in a last batch smaller than the world size, adds zero gradient)
+                    scale = ctx.loss_scale(len(yb), len(global_idx))  # 1.0 in a single process
+                    scaler.scale(update.loss * scale if scale != 1.0 else update.loss).backward()
+                    scaler.step(optimizer)  # without amp: optimizer.step()
+                    scaler.update()
+                    step += 1
 
-                loss_sum += loss.item() * len(yb)
-                correct += (logits.argmax(dim=1) == yb).sum().item()
-                seen += len(yb)
-                grad_evals += batch.grad_evals + len(yb)  # attack + weight-update backward passes
+                    loss_sum += update.loss.item() * len(yb)
+                    correct += (update.logits.argmax(dim=1) == yb).sum().item()
+                    seen += len(yb)
+                    grad_evals += update.grad_evals  # attack + weight-update backward passes
+                if next(updates, None) is not None:  # lets the method finish its batch (Free: the last delta step)
+                    raise RuntimeError(f"training method {config.method!r} gave more than {per_batch} updates "
+                                       "for a batch.")
                 bar.update()
                 if config.log_every and (i + 1) % config.log_every == 0:
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", eps=f"{eps:.3g}")
 
             model.eval()
-            val_clean, val_robust = _validate(model, x_val, y_val, val_threat, config, device)
+            loss_sum, correct, seen, grad_evals = ctx.sum(loss_sum, correct, seen, grad_evals)
+            # Validation runs on rank 0 (its numbers are those of a single process); others wait.
+            val_clean, val_robust = ctx.run_on_main(
+                lambda: _validate(model, x_val, y_val, val_threat, config, device))
             record = {
                 "epoch": epoch + 1,
                 "step": step,
@@ -347,13 +478,44 @@ def fit(
                 "seconds": time.perf_counter() - t_epoch,
                 "grad_evals": grad_evals,
             }
+            events: list[dict[str, Any]] = []
+            if guard:  # catastrophic overfitting: robust accuracy collapsed below the best seen
+                best_acc = max((r["val_robust_acc"] for r in history if r["val_robust_acc"] is not None), default=None)
+                if best_acc is not None and val_robust < best_acc - config.guard_drop:
+                    good.restore(model, optimizer, scaler)
+                    events.append({"type": "catastrophic_overfitting", "val_robust_acc": val_robust,
+                                   "best_val_robust_acc": best_acc, "guard_drop": config.guard_drop,
+                                   "restored_epoch": good.epoch, "action": config.guard_action})
+                    stopped = "catastrophic_overfitting" if config.guard_action == "stop" else None
+                else:
+                    good = _Snapshot.take(epoch + 1, model, optimizer, scaler)
+            improved = False
+            if config.early_stopping_patience and not stopped:
+                best_epoch = _best_epoch(history + [record])
+                improved = best_epoch == epoch + 1
+                if improved:
+                    best_weights = _clone_weights(model)
+                elif epoch + 1 - best_epoch >= config.early_stopping_patience:
+                    model.load_state_dict(best_weights)
+                    events.append({"type": "early_stopping", "best_epoch": best_epoch,
+                                   "best_val_robust_acc": history[best_epoch - 1]["val_robust_acc"],
+                                   "patience": config.early_stopping_patience, "restored_epoch": best_epoch})
+                    stopped = "early_stopping"
+            if events:
+                record["events"] = events
+                for event in events:
+                    logger.warning("epoch %d: %s", epoch + 1, json.dumps(event))
             history.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.4f}", acc=f"{record['train_acc']:.3f}",
                             val=_fmt(val_clean), val_rob=_fmt(val_robust))
             bar.close()
             logger.info("epoch %d: %s", epoch + 1, json.dumps(record))
 
-            if out is not None:
+            # Every rank's RNG states go into the checkpoint, so that a distributed run resumes exactly.
+            rng_ranks = ctx.gather(_get_rng_states(shuffle_gen, attack_gen, device)) if ctx.enabled and out else None
+            stateful = "state" in extra_args
+            state_ranks = ctx.gather(_cpu(method_state)) if ctx.enabled and out and stateful else [method_state]
+            if out is not None and ctx.is_main:
                 _write_log(out, history)
                 extra = {
                     "epoch": epoch + 1,
@@ -363,25 +525,59 @@ def fit(
                     "data": data_info,
                     "rng": _get_rng_states(shuffle_gen, attack_gen, device),
                 }
-                checkpoint.save(ckpt, model, config=config.to_dict(), optimizer=optimizer, extra=extra)
+                if rng_ranks is not None:
+                    extra.update(world_size=ctx.world_size, rng_ranks=rng_ranks)
+                if stopped:
+                    extra["stopped"] = stopped  # resuming a stopped run does nothing
+                if config.amp:
+                    extra["amp_scaler"] = scaler.state_dict()
+                tensors = {f"{rank}/{k}": v for rank, st in enumerate(state_ranks) for k, v in st.items()}
+                checkpoint.save(ckpt, model, config=config.to_dict(), optimizer=optimizer, extra=extra,
+                                tensors=tensors or None)
+                if improved:  # after model.*: a crash in between leaves best = the checkpoint's epoch
+                    checkpoint.save(out / BEST_NAME, model, config=config.to_dict(),
+                                    extra={"epoch": epoch + 1, "metrics": record})
+            ctx.barrier()  # the other ranks wait until rank 0 has written the checkpoint
+            if stopped:
+                break
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()
 
-    return TrainResult(model, history, out, time.perf_counter() - t_start, config)
+    return TrainResult(model, history, out, time.perf_counter() - t_start, config, stopped)
 
 
 # --- schedules ------------------------------------------------------------------------------
 
 
 def _lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
-    """Learning rate of optimizer step ``step`` (0-based) out of ``total_steps``."""
+    """Learning rate of optimizer step ``step`` (0-based) out of ``total_steps`` (see TrainConfig)."""
     if config.lr_schedule == "cosine":
         return config.lr * 0.5 * (1 + math.cos(math.pi * step / max(total_steps, 1)))
     if config.lr_schedule == "step":
         drops = (step >= 0.5 * total_steps) + (step >= 0.75 * total_steps)
         return config.lr * 0.1**drops
+    if config.lr_schedule == "cyclic":
+        return config.lr * max(0.0, 1 - abs(2 * step / max(total_steps, 1) - 1))
+    if config.lr_schedule == "piecewise":
+        epoch = step / max(total_steps, 1) * config.epochs  # position in epochs
+        if config.lr_milestones is None:
+            points = [(0.0, 0.0), (0.4 * config.epochs, 1.0), (float(config.epochs), 0.0)]
+        else:
+            points = list(zip(config.lr_milestones, config.lr_values))
+        return config.lr * _interpolate(points, epoch)
     return config.lr
+
+
+def _interpolate(points: list[tuple[float, float]], t: float) -> float:
+    """Piecewise-linear ``(t_i, v_i)`` curve at ``t``, constant outside; right-continuous at jumps."""
+    if t < points[0][0]:
+        return points[0][1]
+    i = max(k for k, (tk, _) in enumerate(points) if tk <= t)  # the last point at or before t
+    if i == len(points) - 1:
+        return points[-1][1]
+    (t0, v0), (t1, v1) = points[i], points[i + 1]
+    return v0 + (v1 - v0) * (t - t0) / (t1 - t0)  # t1 > t0: a repeated milestone is skipped by the max
 
 
 def _eps_at(config: TrainConfig, epoch: int) -> float:
@@ -389,6 +585,82 @@ def _eps_at(config: TrainConfig, epoch: int) -> float:
     if config.eps_warmup_epochs == 0:
         return config.eps
     return config.eps * min(1.0, (epoch + 1) / config.eps_warmup_epochs)
+
+
+# --- restore points: the catastrophic-overfitting guard and early stopping ---------------------
+
+
+@dataclass
+class _Snapshot:
+    """Weights, optimizer and AMP-scaler state after ``epoch``, to restore them exactly."""
+
+    epoch: int
+    weights: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]
+
+    @classmethod
+    def take(cls, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler) -> _Snapshot:
+        return cls(epoch, _clone_weights(model), copy.deepcopy(optimizer.state_dict()), scaler.state_dict())
+
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+        model.load_state_dict(self.weights)
+        # load_state_dict keeps the given tensors, which the next steps update in place: hand it a copy.
+        optimizer.load_state_dict(copy.deepcopy(self.optimizer))
+        if self.scaler:
+            scaler.load_state_dict(self.scaler)
+
+
+def _clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _guard_enabled(config: TrainConfig, has_robust_val: bool) -> bool:
+    """Whether the catastrophic-overfitting guard runs (``config.guard`` None: on for fgsm-rs)."""
+    if config.guard is None:
+        if config.method == "fgsm-rs" and not has_robust_val:
+            logger.warning("the catastrophic-overfitting guard (on by default for fgsm-rs) is off: it needs a "
+                           "validation robust accuracy (val_size > 0, val_attack_steps > 0)")
+        return config.method == "fgsm-rs" and has_robust_val
+    if config.guard and not has_robust_val:
+        raise ValueError("guard=True needs a validation robust accuracy: set val_size > 0 (or None) and "
+                         "val_attack_steps > 0, or guard=False.")
+    return config.guard
+
+
+def _best_epoch(history: list[dict[str, Any]]) -> int | None:
+    """The epoch with the highest validation robust accuracy (the earliest among ties)."""
+    scored = [(r["val_robust_acc"], -r["epoch"]) for r in history if r.get("val_robust_acc") is not None]
+    return -max(scored)[1] if scored else None
+
+
+def _best_weights(out: Path | None, model: nn.Module, history: list[dict[str, Any]], epoch: int,
+                  device: torch.device) -> dict[str, torch.Tensor] | None:
+    """Weights of the best epoch of a run resumed after ``epoch`` (from out/best.* or the checkpoint)."""
+    best = _best_epoch(history)
+    if best is None:
+        return None
+    if best == epoch:  # the checkpoint just loaded is the best epoch
+        return _clone_weights(model)
+    path = out / BEST_NAME
+    saved = (checkpoint.read_metadata(path).get("extra") or {}).get("epoch") if checkpoint.exists(path) else None
+    if saved != best:
+        raise ValueError(f"cannot resume with early stopping: {path} should hold epoch {best}, the best one in "
+                         f"the log, but holds {saved}. Use another output folder for a new run.")
+    holder = copy.deepcopy(model)
+    checkpoint.load(path, holder, map_location=device)
+    return _clone_weights(holder)
+
+
+def _rank_state(tensors: dict[str, torch.Tensor], rank: int) -> dict[str, torch.Tensor]:
+    """This rank's method state from a checkpoint's tensors (saved as "RANK/name")."""
+    prefix = f"{rank}/"
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in tensors.items()}
 
 
 # --- validation on the held-out split --------------------------------------------------------
@@ -565,6 +837,31 @@ def _make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.op
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _check_milestones(config: TrainConfig) -> None:
+    """Validate lr_milestones / lr_values (stored as tuples of floats)."""
+    given = [name for name in ("lr_milestones", "lr_values") if getattr(config, name) is not None]
+    if given and config.lr_schedule != "piecewise":
+        raise ValueError(f"{' and '.join(given)} only apply to lr_schedule='piecewise', got {config.lr_schedule!r}.")
+    if not given:
+        return
+    if len(given) == 1:
+        raise ValueError("lr_milestones and lr_values go together: give both (same length) or neither "
+                         "(the default piecewise-linear one-cycle schedule).")
+    for name in given:
+        value = getattr(config, name)
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise TypeError(f"{name} must be a sequence of numbers, got {value!r}.")
+        numbers = tuple(_number(name, v) for v in value)
+        if not numbers or min(numbers) < 0:
+            raise ValueError(f"{name} must be a non-empty sequence of numbers >= 0, got {list(numbers)}.")
+        object.__setattr__(config, name, numbers)
+    milestones, values = config.lr_milestones, config.lr_values
+    if len(milestones) != len(values):
+        raise ValueError(f"lr_milestones ({len(milestones)}) and lr_values ({len(values)}) must have the same length.")
+    if any(b < a for a, b in zip(milestones, milestones[1:])):
+        raise ValueError(f"lr_milestones must be non-decreasing (epochs), got {list(milestones)}.")
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -1,39 +1,65 @@
-"""Training methods: how each one crafts the batch the outer minimization trains on.
+"""Training methods: what each weight update of the ``fit`` loop minimizes.
 
 Adversarial training solves ``min_theta E_(x,y) max_{delta in S} L(theta, x + delta, y)``
 (Madry et al. 2018, Sec. 2 and 4). The training loop (:mod:`robustopt.training.fit`)
-owns the outer minimization; a *method* is a function that, given the model and a
-clean batch, returns the inputs to take the gradient step on (the approximate inner
-maximizer). Methods live in the registry :data:`METHODS`, so new ones ("free",
-"trades") are added with :func:`register_method` without touching the loop.
+owns the optimizer; a *method* is a function ``method(model, x, y, *, threat, config,
+generator)`` called once per minibatch that returns one of:
 
-Every method here crafts its examples with the library's attack engine, which runs
-the model in **eval mode** and restores its mode afterwards (``attack_mode="eval"``).
-For networks without batch norm or dropout, such as Madry et al.'s MNIST model A,
-eval and train mode compute the same function, so this makes no difference there.
+* :class:`Crafted`: the inputs to train on (the approximate inner maximizer); the loop
+  takes one step on their cross-entropy, in train mode ("natural", "pgd", "fgsm-rs").
+* :class:`Update`: a loss of the method's own (a scalar tensor for the loop to
+  backpropagate), the logits that measure training accuracy and the gradient cost
+  ("trades").
+* an iterator of :class:`Update`: one optimizer step each. The loop resumes the
+  iterator after each step, so the method can read input gradients left by that
+  step's backward pass ("free": minibatch replay). It must yield
+  ``updates_per_batch(name, config)`` updates (declared by :func:`register_method`).
+
+A method may also declare the keyword-only parameters ``forward`` (the module for the
+forward passes whose loss the loop backpropagates: the model itself, or its
+DistributedDataParallel wrapper under torchrun; default: ``model``) and ``state`` (a
+dict of tensors kept for the whole run and saved in the checkpoint, e.g. Free's
+perturbation); the loop passes them only to methods that declare them. Methods live
+in the registry :data:`METHODS`; add one with :func:`register_method` without
+touching the loop.
+
+Attacks inside methods use the library's attack engine, which runs the model in
+**eval mode** and restores its mode afterwards (``attack_mode="eval"``); "free" is the
+exception: its perturbation gradient comes from the training pass (train mode). For
+networks without batch norm or dropout, such as Madry et al.'s MNIST model A, eval
+and train mode compute the same function, so this makes no difference there.
 
 Example:
     >>> craft = get_method("pgd")
     >>> batch = craft(model, x, y, threat=ro.Linf(0.3), config=cfg, generator=g)
     >>> loss = F.cross_entropy(model(batch.x), y)
+    >>> update = get_method("trades")(model, x, y, threat=ro.Linf(0.3), config=cfg, generator=g)
+    >>> update.loss.backward()
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from robustopt.attacks import PGD, GradientAttack
+from robustopt.attacks.base import eval_mode, predict
 from robustopt.threat import ThreatModel
 
 if TYPE_CHECKING:  # only for annotations: fit.py imports this module
     from robustopt.training.fit import TrainConfig
 
-__all__ = ["Crafted", "Method", "METHODS", "register_method", "get_method", "natural", "pgd", "fgsm_rs"]
+__all__ = [
+    "Crafted", "Update", "Method", "METHODS", "register_method", "get_method", "updates_per_batch",
+    "method_extras", "as_updates", "cross_entropy_update", "kl_per_example",
+    "natural", "pgd", "fgsm_rs", "trades", "free",
+]
 
 
 @dataclass
@@ -50,6 +76,30 @@ class Crafted:
     grad_evals: int = 0
 
 
+@dataclass
+class Update:
+    """One weight update proposed by a method: the loop backpropagates ``loss`` and steps.
+
+    Attributes:
+        loss: scalar tensor to minimize, differentiable w.r.t. the model's parameters
+            (computed in train mode).
+        logits: (N, C) logits whose argmax gives the training accuracy (for TRADES and
+            Free those of the adversarial inputs).
+        grad_evals: backward passes per example spent on this update, summed over the
+            batch: the method's attack plus the backward of ``loss`` (N per forward pass
+            of the batch that ``loss`` depends on).
+        x: the inputs of ``logits`` (for inspection), or None.
+    """
+
+    loss: torch.Tensor
+    logits: torch.Tensor
+    grad_evals: int
+    x: torch.Tensor | None = None
+
+
+MethodResult = Union[Crafted, Update, Iterator[Update]]
+
+
 class Method(Protocol):
     """Signature of a training method (see the module docstring)."""
 
@@ -62,14 +112,24 @@ class Method(Protocol):
         threat: ThreatModel,
         config: TrainConfig,
         generator: torch.Generator,
-    ) -> Crafted: ...
+    ) -> MethodResult: ...
 
 
 METHODS: dict[str, Method] = {}
+_UPDATES_PER_BATCH: dict[str, Callable[[Any], int]] = {}
+_EXTRAS = ("forward", "state")  # optional keyword-only parameters the loop fills in
 
 
-def register_method(name: str) -> Callable[[Method], Method]:
+def register_method(
+    name: str, *, updates_per_batch: Callable[[TrainConfig], int] | None = None
+) -> Callable[[Method], Method]:
     """Decorator adding a method to :data:`METHODS` under ``name``.
+
+    Args:
+        name: the name ``TrainConfig.method`` selects it by.
+        updates_per_batch: for a method that yields several updates per minibatch, their
+            number as a function of the configuration (e.g. Free's ``config.replay``);
+            the learning-rate schedule counts on it. Default: one update.
 
     Raises:
         ValueError: If ``name`` is already registered.
@@ -79,6 +139,10 @@ def register_method(name: str) -> Callable[[Method], Method]:
         if name in METHODS:
             raise ValueError(f"training method {name!r} is already registered")
         METHODS[name] = fn
+        if updates_per_batch is not None:
+            _UPDATES_PER_BATCH[name] = updates_per_batch
+        else:
+            _UPDATES_PER_BATCH.pop(name, None)
         return fn
 
     return decorator
@@ -94,6 +158,66 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown training method {name!r}; choose one of {sorted(METHODS)}.") from None
+
+
+def updates_per_batch(name: str, config: TrainConfig) -> int:
+    """Weight updates the method ``name`` takes per minibatch (1 unless it registered a count)."""
+    count = _UPDATES_PER_BATCH.get(name)
+    return 1 if count is None else int(count(config))
+
+
+def method_extras(method: Method) -> frozenset[str]:
+    """The optional keyword-only parameters ("forward", "state") that ``method`` declares."""
+    try:
+        params = inspect.signature(method).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: no extras
+        return frozenset()
+    return frozenset(p for p in _EXTRAS if p in params and params[p].kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+def cross_entropy_update(forward: nn.Module, batch: Crafted, y: torch.Tensor) -> Update:
+    """The update of a crafted batch: cross-entropy of ``forward(batch.x)`` in train mode.
+
+    Costs one backward pass per example on top of ``batch.grad_evals``. An empty batch
+    (possible for one rank of a distributed run) gives a zero loss that still reaches
+    every parameter.
+    """
+    forward.train()
+    logits = forward(batch.x)
+    loss = F.cross_entropy(logits, y) if len(y) else logits.sum()
+    return Update(loss, logits, batch.grad_evals + len(y), x=batch.x)
+
+
+def as_updates(result: MethodResult, forward: nn.Module, y: torch.Tensor) -> Iterator[Update]:
+    """The weight updates of a method's result, lazily (see the module docstring).
+
+    Raises:
+        TypeError: If ``result`` is not a Crafted, an Update or an iterator of Updates.
+    """
+    if isinstance(result, Crafted):
+        yield cross_entropy_update(forward, result, y)
+    elif isinstance(result, Update):
+        yield result
+    elif isinstance(result, Iterator):
+        for update in result:
+            if not isinstance(update, Update):
+                raise TypeError(f"a training method yielded {type(update).__name__}; it must yield Update objects.")
+            yield update
+    else:
+        raise TypeError(
+            f"a training method returned {type(result).__name__}; return a Crafted batch, an Update "
+            "or an iterator of Updates (see robustopt.training.methods)."
+        )
+
+
+def kl_per_example(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(p_logits) || softmax(q_logits))`` per example, shape (N,), computed in float32.
+
+    Differentiable w.r.t. both arguments (TRADES backpropagates through both).
+    """
+    log_p = F.log_softmax(p_logits.float(), dim=1)
+    log_q = F.log_softmax(q_logits.float(), dim=1)
+    return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1)
 
 
 @register_method("natural")
@@ -162,3 +286,97 @@ def fgsm_rs(
     attack = GradientAttack(threat, steps=1, step_size=1.25 * threat.eps, random_start=True, label="FGSM-RS")
     result = attack.run(model, x, y, generator=generator)
     return Crafted(result.x_adv.detach(), result.grad_evals)
+
+
+@register_method("trades")
+def trades(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    threat: ThreatModel,
+    config: TrainConfig,
+    generator: torch.Generator,
+    forward: nn.Module | None = None,
+) -> Update:
+    """TRADES (Zhang et al. 2019, "Theoretically principled trade-off between robustness and accuracy").
+
+    Loss: ``CE(f(x), y) + beta * KL(softmax f(x) || softmax f(x_adv))``, the KL averaged
+    over the batch ("batchmean"), both forward passes in train mode and differentiated
+    (``beta = config.beta``). x_adv approximately maximizes the KL term: the attack engine
+    takes ``config.attack_steps`` steps of ``config.attack_step_size`` (None: 2.5 * eps /
+    steps) on the per-example KL to the clean prediction, from ``x + 0.001 * N(0, 1)``
+    (projected onto the threat set) and keeps the last iterate, as the official code does;
+    it runs the model in eval mode. ``attack_random_start`` is not used.
+
+    Training accuracy is measured on x_adv. Cost per example: ``attack_steps`` input
+    gradients plus 2 for the update (its backward runs through both forward passes).
+    """
+    forward = model if forward is None else forward
+    x_adv, attack_evals = x, 0
+    if threat.eps > 0 and len(y):
+        with eval_mode(model), torch.no_grad():
+            clean_logits = predict(model, x)
+        attack = GradientAttack(threat, steps=config.attack_steps, step_size=config.attack_step_size,
+                                keep="last", label="TRADES-KL")
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        result = attack.run(model, x, y, generator=generator, start=x + 0.001 * noise,
+                            objective=lambda logits, idx: kl_per_example(clean_logits[idx], logits))
+        x_adv, attack_evals = result.x_adv.detach(), result.grad_evals
+    forward.train()
+    logits, logits_adv = forward(x), forward(x_adv)
+    if not len(y):  # an empty shard of a distributed batch: zero loss, every parameter reached
+        return Update(logits.sum() + logits_adv.sum(), logits_adv, 0, x=x_adv)
+    loss = F.cross_entropy(logits, y) + config.beta * kl_per_example(logits, logits_adv).mean()
+    return Update(loss, logits_adv, attack_evals + 2 * len(y), x=x_adv)
+
+
+@register_method("free", updates_per_batch=lambda config: config.replay)
+def free(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    threat: ThreatModel,
+    config: TrainConfig,
+    generator: torch.Generator,
+    forward: nn.Module | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+) -> Iterator[Update]:
+    """Free adversarial training (Shafahi et al. 2019, "Adversarial training for free!", Alg. 1).
+
+    The minibatch is replayed ``m = config.replay`` times. Each replay is one weight
+    update on ``CE(f(x + delta), y)`` in train mode; the backward pass of that update
+    also gives the input gradient ``g`` (at the weights before the step), with which the
+    perturbation takes one step of size eps: ``delta <- Proj_S(x)(x + delta + eps *
+    step(g)) - x`` (for l_inf: ``eps * sign(g)``, then clipping to the ball and the box).
+    delta starts at 0 and persists across replays and minibatches, in ``state["delta"]``
+    (kept for the whole run and saved with the checkpoint; a smaller batch uses its first
+    rows, a larger one is padded with zeros). The attack_* fields are not used.
+
+    Cost: one forward/backward per example and replay (``m`` gradient evaluations per
+    example and minibatch), so one epoch of Free costs ``m`` natural epochs: the paper's
+    budget of E natural epochs is ``epochs = E / m``. An update whose input gradient is
+    not finite (a float16 overflow step that the AMP scaler skips) leaves delta as it is.
+    """
+    forward = model if forward is None else forward
+    state = {} if state is None else state
+    stored = state.get("delta")
+    if stored is None or stored.shape[1:] != x.shape[1:]:
+        stored = x.new_zeros((0, *x.shape[1:]))
+    stored = stored.to(x)
+    if len(stored) < len(x):
+        stored = torch.cat([stored, x.new_zeros((len(x) - len(stored), *x.shape[1:]))])
+    delta = stored[: len(x)].clone()
+    for _ in range(config.replay):
+        x_in = threat.project(x + delta, x).detach().requires_grad_(True)
+        forward.train()
+        logits = forward(x_in)
+        loss = F.cross_entropy(logits, y) if len(y) else logits.sum()
+        yield Update(loss, logits, len(y), x=x_in)
+        grad = x_in.grad  # filled by the loop's backward of this update
+        if grad is not None and bool(torch.isfinite(grad).all()):
+            with torch.no_grad():
+                delta = threat.project(x_in + threat.eps * threat.step(grad, x_in), x) - x
+    stored[: len(x)] = delta
+    state["delta"] = stored

@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Run every performance question of the bench in one command.
+
+Each question is its own script, run here one after the other as a subprocess (so that each
+one's peak RSS is its own), with the same ``--quick`` and ``--threads``:
+
+* ``throughput.py``: PGD image-gradient evaluations per second of robustopt vs the bare
+  forward+backward limit and vs torchattacks, ART and Foolbox, with a strength check;
+* ``eval_cost.py``: the madry suite as a cascade vs independent rows, and one eps sweep vs
+  10 separate evaluations.
+
+Each script writes ``bench/results/NAME[-quick].{json,md}``; this one writes
+``bench/results/run[-quick].{json,md}``: which scripts ran, their exact commands, exit codes,
+wall times and peak RSS, with the command, git commit, machine and date of the whole run, and
+the scripts' tables after it.
+
+Examples:
+    .venv/bin/python bench/run.py --threads 2                         # the full benchmark (idle machine)
+    nice -n 19 .venv/bin/python bench/run.py --quick --threads 1      # a check of the scripts, < 2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from typing import Any
+
+from _common import REPO, RESULTS, finish, header, peak_rss_mib, provenance_md, write_report
+
+SCRIPTS = ["throughput", "eval_cost"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="See bench/README.md.")
+    p.add_argument("--quick", action="store_true", help="every script in its quick mode (a check, not the benchmark)")
+    p.add_argument("--threads", type=int, help="torch threads for every script (default: torch's default)")
+    p.add_argument("--only", help=f"comma-separated subset of {', '.join(SCRIPTS)}")
+    p.add_argument("--run", help="trained robustopt run folder for the strength rows and the evaluation cost "
+                                 "(default: small-cnn PGD-AT on mnist-mini, trained once, cached in bench/.cache)")
+    p.add_argument("--keep-going", action="store_true", help="run the next script when one fails")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # recorded in the machine line; the scripts get --threads
+    t_start = time.perf_counter()
+    report = header("run", quick=args.quick)
+    names = [s.strip() for s in args.only.split(",")] if args.only else SCRIPTS
+    unknown = set(names) - set(SCRIPTS)
+    if unknown:
+        raise SystemExit(f"--only: unknown {sorted(unknown)}; choose from {', '.join(SCRIPTS)}")
+    suffix = "-quick" if args.quick else ""
+    report["scripts"] = []
+    rc_all = 0
+    for name in names:
+        cmd = [os.path.relpath(sys.executable, REPO), f"bench/{name}.py"]  # run from the repository root
+        cmd += ["--quick"] if args.quick else []
+        cmd += ["--threads", str(args.threads)] if args.threads else []
+        cmd += ["--run", args.run] if args.run else []
+        print(f"=== {name}: {' '.join(shlex.quote(c) for c in cmd)}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        rc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL).returncode
+        entry: dict[str, Any] = {"name": name, "command": cmd, "returncode": rc, "wall_seconds": time.perf_counter() - t0,
+                                 "json": f"bench/results/{name}{suffix}.json", "md": f"bench/results/{name}{suffix}.md"}
+        result = REPO / entry["json"]
+        if rc == 0 and result.is_file():
+            entry["peak_rss_mib"] = json.loads(result.read_text()).get("peak_rss_mib")
+        report["scripts"].append(entry)
+        print(f"=== {name}: exit {rc} after {entry['wall_seconds']:.0f} s", file=sys.stderr, flush=True)
+        if rc != 0:
+            rc_all = rc
+            if not args.keep_going:
+                break
+    finish(report, t_start)
+    report["peak_rss_mib_children"] = peak_rss_mib(children=True)
+
+    lines = [f"# Bench run{' (QUICK MODE: a check of the scripts, not the benchmark)' if args.quick else ''}", "",
+             "| script | exit | wall time | peak RSS | results |", "|---|---|---|---|---|"]
+    for e in report["scripts"]:
+        rss = f"{e['peak_rss_mib']:.0f} MiB" if e.get("peak_rss_mib") else ""
+        lines.append(f"| `{e['name']}.py` | {e['returncode']} | {e['wall_seconds']:.0f} s | {rss} | "
+                     f"`{e['md']}`, `{e['json']}` |")
+    lines += ["", *provenance_md(report)]
+    for e in report["scripts"]:
+        md = REPO / e["md"]
+        if e["returncode"] == 0 and md.is_file():
+            text = "\n".join("#" + ln if ln.startswith("#") else ln for ln in md.read_text().splitlines())
+            lines += ["---", "", text, ""]  # the scripts' headings, one level down
+    md_text = "\n".join(lines)
+    paths = write_report(RESULTS / f"run{suffix}", report, md_text)
+    print(md_text)
+    print(f"written: {paths[0]}, {paths[1]}", file=sys.stderr)
+    return rc_all
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,518 @@
+#!/usr/bin/env python
+"""PGD throughput, side by side: robustopt vs the speed limit and vs torchattacks, ART, Foolbox.
+
+For every (model, norm, steps, batch size) the script times, on the same model object, the same
+batch and the same torch threads, with the same eps, absolute step size, number of steps and a
+random start:
+
+* ``limit``: the model's bare forward + backward to the input in a loop, ``steps`` times (eval
+  mode, parameters frozen, ``requires_grad`` on the input only) - no attack can be faster;
+* ``robustopt``: ``ro.attacks.PGD(threat, steps=S, step_size=alpha, random_start=True)``;
+* ``torchattacks``: ``PGD`` / ``PGDL2``;
+* ``art``: ``ProjectedGradientDescent`` on a ``PyTorchClassifier`` (ART's PyTorch implementation);
+* ``foolbox``: ``LinfPGD`` / ``L2PGD`` on ``fb.PyTorchModel``.
+
+Repetitions are interleaved (limit, robustopt, torchattacks, art, foolbox, limit, ...) after one
+untimed warm-up call of each; the tables report medians. Throughput is image-gradient evaluations
+per second: ``batch * steps / median seconds`` (the attacks' nominal work; robustopt also runs a
+clean forward pass and a forward pass on the last iterate, Foolbox one forward pass at the end,
+ART two at the end for its success-rate log: that is part of what each call costs).
+
+Strength check on the same points: the robust accuracy of each tool's output, recomputed here on
+the same model after checking that every point lies in the ball and the box (a point outside
+counts as not broken). Only a model that is somewhat robust makes these numbers meaningful: the
+random-init madry-mnist and preact-resnet18 rows (kept for throughput) are labelled as not
+meaningful; the strength model is a small-cnn trained here with a few hundred steps of PGD-AT on
+the shipped mnist-mini (cached in ``bench/.cache/``), or the trained run given with ``--run``.
+
+Peers that are not installed are skipped with a note. Results: ``OUT.json`` and ``OUT.md``
+(default ``bench/results/throughput[-quick]``) with the command, git commit, machine, date and
+peak RSS.
+
+Examples:
+    # the full grid, on an otherwise idle machine (see bench/README.md for the time it takes)
+    .venv/bin/python bench/throughput.py --threads 2
+    # a check of the script in about a minute, next to another job
+    nice -n 19 .venv/bin/python bench/throughput.py --quick --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import robustopt as ro
+from _common import (
+    CACHE,
+    RESULTS,
+    finish,
+    header,
+    package_version,
+    peak_rss_mib,
+    perturbation_stats,
+    predictions,
+    provenance_md,
+    rel,
+    state_digest,
+    trained_recipe,
+    write_report,
+)
+from robustopt.experiments import load_run
+
+TOOLS = ["limit", "robustopt", "torchattacks", "art", "foolbox"]
+PEERS = {"torchattacks": "torchattacks", "art": "adversarial-robustness-toolbox", "foolbox": "foolbox"}
+STRENGTH_RECIPE = "small-cnn-mini-at"
+
+# eps per data family (pixel space); the step size is Madry et al.'s 2.5 * eps / steps (absolute).
+EPS = {"mnist": {"linf": 0.3, "l2": 2.0}, "cifar10": {"linf": 8 / 255, "l2": 0.5}}
+
+# The grid: per model, steps and batch sizes; --steps / --batch-sizes override it for every model.
+FULL_GRID = {
+    "madry-mnist": dict(steps=[10, 40, 100], batch_sizes=[100, 500]),
+    # ~7 ms per image gradient on 2 idle cores: 100 steps would add ~3 h (use --cifar-steps 10,40,100)
+    "preact-resnet18": dict(steps=[10, 40], batch_sizes=[100, 500]),
+    "strength": dict(steps=[10, 40, 100], batch_sizes=[100, 500]),
+}
+QUICK_GRID = {
+    "madry-mnist": dict(steps=[10], batch_sizes=[32]),
+    "preact-resnet18": dict(steps=[3], batch_sizes=[4]),
+    "strength": dict(steps=[10], batch_sizes=[100]),
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# models and data
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Subject:
+    key: str  # "madry-mnist" | "preact-resnet18" | "strength"
+    label: str
+    model: torch.nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    family: str  # "mnist" | "cifar10"
+    weights: str  # description
+    data: str  # description
+    meaningful_strength: bool
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _freeze(model: torch.nn.Module) -> torch.nn.Module:
+    return model.eval().requires_grad_(False)
+
+
+def _cifar_data(n: int, root: str | None, seed: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    root = root or os.environ.get("ROBUSTOPT_DATA")
+    if root:
+        try:
+            x, y = ro.data.load("cifar10", "test", root=root, download=False)
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"CIFAR-10 not found under {root} ({err}); unset ROBUSTOPT_DATA to use synthetic "
+                             "images, or put cifar-10-batches-bin there.") from err
+        return x[:n].contiguous(), y[:n], f"CIFAR-10 test images (first {n}, from {root})"
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x, y, f"synthetic uniform images (torch.rand, seed {seed}; ROBUSTOPT_DATA not set), random labels"
+
+
+def _train_steps(folder: str) -> int | str:
+    """Optimizer steps of a training run, from the last line of its log."""
+    try:
+        last = Path(folder, "log.jsonl").read_text().strip().splitlines()[-1]
+        return int(json.loads(last)["step"])
+    except (OSError, IndexError, KeyError, ValueError):
+        return "?"
+
+
+def build_subject(key: str, n: int, args) -> Subject:
+    if key == "madry-mnist":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            model = ro.models.create("madry-mnist")
+        x, y = ro.data.load("mnist-mini", "test")
+        return Subject(key, "madry-mnist (random init)", _freeze(model), x[:n].contiguous(), y[:n], "mnist",
+                       f"random init (torch seed {args.seed})", f"mnist-mini test images (first {n}; real MNIST)", False)
+    if key == "preact-resnet18":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            model = ro.models.create("preact-resnet18")
+        x, y, desc = _cifar_data(n, args.root, args.seed)
+        return Subject(key, "preact-resnet18 (random init)", _freeze(model), x, y, "cifar10",
+                       f"random init (torch seed {args.seed})", desc, False)
+    if key == "strength":
+        if args.run:
+            model, info = load_run(args.run)
+            data_name = info["data"]
+            weights = f"trained run {args.run} ({info.get('method')} on {data_name}, {info.get('norm')} eps {info.get('eps')})"
+        else:
+            model, info = trained_recipe(STRENGTH_RECIPE, Path(args.cache) / STRENGTH_RECIPE, log=log)
+            data_name = info["data"]
+            weights = (f"small-cnn, {_train_steps(info['folder'])} steps of PGD-AT (recipe {STRENGTH_RECIPE} in "
+                       f"bench/_common.py: {info['recipe']}) on mnist-mini, cached in {rel(info['folder'])}")
+        x, y = ro.data.load(data_name, "test", root=args.root)
+        family = "cifar10" if x.shape[1] == 3 else "mnist"
+        name = model.config.name if hasattr(model, "config") else type(model).__name__
+        return Subject(key, f"{name} (trained)", _freeze(model), x[:n].contiguous(), y[:n], family, weights,
+                       f"{data_name} test images (first {n})", True, {"run_info": info})
+    raise ValueError(key)
+
+
+# --------------------------------------------------------------------------------------------
+# the tools: each returns a callable (x, y) -> x_adv (None for the limit)
+# --------------------------------------------------------------------------------------------
+def available_tools(wanted: list[str]) -> tuple[list[str], dict[str, str]]:
+    tools, skipped = [], {}
+    for t in wanted:
+        if t in PEERS:
+            try:
+                __import__({"art": "art.attacks.evasion", "foolbox": "foolbox", "torchattacks": "torchattacks"}[t])
+            except Exception as err:  # noqa: BLE001 - any import failure means: skip it
+                skipped[t] = (f"not importable ({type(err).__name__}: {err}); to install it without touching "
+                              "torch, see 'Installing the bench extra' in bench/README.md")
+                continue
+        tools.append(t)
+    return tools, skipped
+
+
+def make_runner(tool: str, model, threat, *, norm: str, eps: float, alpha: float, steps: int, x: torch.Tensor,
+                seed: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+    if tool == "limit":
+        def run(xb, yb):
+            xg = xb.detach().clone().requires_grad_(True)
+            for _ in range(steps):
+                loss = F.cross_entropy(model(xg), yb, reduction="sum")
+                torch.autograd.grad(loss, xg)
+            return None
+        return run
+
+    if tool == "robustopt":
+        atk = ro.attacks.PGD(threat, steps=steps, step_size=alpha, random_start=True, seed=seed)
+
+        def run(xb, yb):
+            res = atk.run(model, xb, yb)
+            if res.grad_evals != len(xb) * steps:
+                raise RuntimeError(f"robustopt counted {res.grad_evals} gradient evaluations, expected {len(xb) * steps}")
+            return res.x_adv
+        return run
+
+    if tool == "torchattacks":
+        import torchattacks
+
+        cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
+        atk = cls(model, eps=eps, alpha=alpha, steps=steps, random_start=True)
+        return lambda xb, yb: atk(xb, yb)
+
+    if tool == "art":
+        from art.attacks.evasion import ProjectedGradientDescent
+        from art.estimators.classification import PyTorchClassifier
+
+        clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
+                                nb_classes=10, clip_values=(0.0, 1.0), preprocessing=None, device_type="cpu")
+        atk = ProjectedGradientDescent(clf, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=alpha,
+                                       max_iter=steps, targeted=False, num_random_init=1, batch_size=len(x),
+                                       verbose=False)
+        impl = type(getattr(atk, "_attack", atk)).__name__
+        if impl != "ProjectedGradientDescentPyTorch":
+            warnings.warn(f"ART runs {impl}, not its PyTorch implementation", stacklevel=1)
+
+        def run(xb, yb):
+            return torch.from_numpy(atk.generate(xb.numpy(), yb.numpy()))
+        run.impl = impl  # type: ignore[attr-defined]
+        return run
+
+    if tool == "foolbox":
+        import foolbox as fb
+
+        fmodel = fb.PyTorchModel(model, bounds=(0.0, 1.0), device=x.device)
+        cls = fb.attacks.LinfPGD if norm == "linf" else fb.attacks.L2PGD
+        atk = cls(abs_stepsize=alpha, steps=steps, random_start=True)
+
+        def run(xb, yb):
+            _, clipped, _ = atk(fmodel, xb, yb, epsilons=eps)
+            return clipped
+        return run
+    raise ValueError(tool)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+# --------------------------------------------------------------------------------------------
+# the measurement
+# --------------------------------------------------------------------------------------------
+def measure(subject: Subject, norm: str, steps: int, batch: int, tools: list[str], reps: int, seed: int) -> dict[str, Any]:
+    model = subject.model
+    x, y = subject.x[:batch], subject.y[:batch]
+    eps = EPS[subject.family][norm]
+    threat = ro.Linf(eps) if norm == "linf" else ro.L2(eps)
+    alpha = 2.5 * eps / steps
+    correct = (predictions(model, x, batch) == y)
+    runners, errors, impl = {}, {}, {}
+    for t in tools:
+        try:
+            runners[t] = make_runner(t, model, threat, norm=norm, eps=eps, alpha=alpha, steps=steps, x=x, seed=seed)
+            impl[t] = getattr(runners[t], "impl", None)
+            # untimed warm-up call, one step (oneDNN primitives, allocator, lazy imports)
+            warm = make_runner(t, model, threat, norm=norm, eps=eps, alpha=alpha, steps=1, x=x, seed=seed)
+            _seed_all(seed)
+            warm(x, y)
+        except Exception as err:  # noqa: BLE001 - report, do not crash the whole grid
+            errors[t] = f"{type(err).__name__}: {err}"
+            runners.pop(t, None)
+            log(f"    {t}: FAILED {errors[t]}")
+    times: dict[str, list[float]] = {t: [] for t in runners}
+    cpu: dict[str, list[float]] = {t: [] for t in runners}
+    outputs: dict[str, torch.Tensor | None] = {}
+    for rep in range(reps):
+        for t, run in list(runners.items()):
+            _seed_all(seed + rep)
+            c0, t0 = time.process_time(), time.perf_counter()
+            try:
+                out = run(x, y)
+            except Exception as err:  # noqa: BLE001
+                errors[t] = f"{type(err).__name__}: {err}"
+                log(f"    {t}: FAILED {errors[t]}")
+                runners.pop(t)
+                continue
+            times[t].append(time.perf_counter() - t0)
+            cpu[t].append(time.process_time() - c0)
+            outputs[t] = out
+        log(f"    rep {rep + 1}/{reps}: " + ", ".join(f"{t} {times[t][-1]:.2f}s" for t in runners if len(times[t]) > rep))
+
+    res: dict[str, Any] = {
+        "model": subject.key, "norm": norm, "eps": eps, "step_size": alpha, "steps": steps, "batch": batch,
+        "reps": reps, "clean_accuracy": float(correct.float().mean()), "errors": errors, "implementation": impl,
+        "tools": {},
+    }
+    work = batch * steps
+    for t in times:
+        if not times[t]:
+            continue
+        med = statistics.median(times[t])
+        entry: dict[str, Any] = {"seconds": times[t], "cpu_seconds": cpu[t], "median_seconds": med,
+                                 "grad_evals_per_second": work / med}
+        out = outputs.get(t)
+        if out is not None:
+            out = out.detach().to(x.dtype)
+            stats = perturbation_stats(threat, x, out)
+            inside = threat.contains(out, x)
+            adv_correct = predictions(model, out, batch) == y
+            robust = correct & (adv_correct | ~inside)  # a point outside the threat model does not count as broken
+            entry.update({"robust_accuracy": float(robust.float().mean()), "robust": int(robust.sum()),
+                          "n_outside_counted_robust": int((correct & ~inside & ~adv_correct).sum()),
+                          "perturbation": stats})
+        res["tools"][t] = entry
+    thr = {t: e["grad_evals_per_second"] for t, e in res["tools"].items()}
+    if "robustopt" in thr:
+        res["ratios"] = {f"robustopt/{t}": thr["robustopt"] / v for t, v in thr.items() if t != "robustopt"}
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+def _fmt_rate(v: float | None) -> str:
+    return "" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
+
+
+def markdown(r: dict[str, Any]) -> str:
+    quick = r.get("quick")
+    lines = [f"# PGD throughput: robustopt vs the limit and the peers{' (QUICK MODE)' if quick else ''}", ""]
+    if quick:
+        lines += ["Quick mode checks the script: few steps, small batches, 2 repetitions. Its numbers are not the "
+                  "benchmark" + (", and this machine was busy (see the load average below)." if r["busy"] else "."), ""]
+    elif r["busy"]:
+        lines += [f"**The machine was busy** (load average {r['machine']['loadavg_at_start']} at start): timings are "
+                  "not meaningful.", ""]
+    tools = r["tools_run"]
+    lines += [
+        "Image-gradient evaluations per second (batch x steps / median wall time of "
+        f"{r['settings']['reps']} interleaved repetitions; higher is better). `limit` = the model's bare forward + "
+        "backward to the input, the speed no attack can beat. Ratios > 1: robustopt is faster; robustopt/limit "
+        "close to 1: no overhead left.",
+        "",
+    ]
+    for s in r["subjects"]:
+        rows = [m for m in r["measurements"] if m["model"] == s["key"]]
+        if not rows:
+            continue
+        lines += [f"## {s['label']}", "", f"- weights: {s['weights']}", f"- data: {s['data']}",
+                  f"- threads: {r['machine']['torch_threads']}; peak RSS after this model: {s.get('peak_rss_mib_after', 0):.0f} MiB", ""]
+        head = ["norm", "eps", "steps", "batch"] + tools + [f"ro/{t}" for t in tools if t != "robustopt"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m in rows:
+            cells = [m["norm"], f"{m['eps']:.4g}", str(m["steps"]), str(m["batch"])]
+            cells += [_fmt_rate(m["tools"].get(t, {}).get("grad_evals_per_second")) or "error" for t in tools]
+            cells += [f"{m.get('ratios', {}).get(f'robustopt/{t}', float('nan')):.2f}" for t in tools if t != "robustopt"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    # strength
+    attackers = [t for t in tools if t != "limit"]
+    lines += ["## Strength check (same points, same model)", "",
+              "Robust accuracy of each tool's output, recomputed here on the same model after checking each point "
+              "against the ball and the box (a point outside would count as not broken; outside points are listed "
+              "under the table). Lower = stronger attack. robustopt returns the best iterate per example, the peers "
+              "the last one. **Only rows marked meaningful come from a model that is somewhat robust**; on the "
+              "random-init models nearly every point is broken or misclassified anyway.", "",
+              "| model | meaningful | norm | eps | steps | batch | clean | " + " | ".join(attackers) + " |",
+              "|" + "---|" * (7 + len(attackers))]
+    labels = {s["key"]: s for s in r["subjects"]}
+    outside = []
+    for m in r["measurements"]:
+        s = labels[m["model"]]
+        cells = [s["label"], "**yes**" if s["meaningful_strength"] else "no (random init)", m["norm"], f"{m['eps']:.4g}",
+                 str(m["steps"]), str(m["batch"]), f"{100 * m['clean_accuracy']:.1f}%"]
+        for t in attackers:
+            e = m["tools"].get(t)
+            cells.append("" if e is None or "robust_accuracy" not in e else f"{100 * e['robust_accuracy']:.1f}%")
+            if e and e.get("perturbation", {}).get("n_outside_threat_model"):
+                outside.append(f"{t} on {s['label']} {m['norm']} {m['steps']} steps batch {m['batch']}: "
+                               f"{e['perturbation']['n_outside_threat_model']} points outside (max distance "
+                               f"{e['perturbation']['max_distance']:.6g}, eps {m['eps']:.6g})")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Points outside the threat model: " + ("; ".join(outside) if outside else "none (every tool's "
+              "output lies in the ball and the box, up to robustopt's `contains` tolerance 1e-5).")]
+    errs = [f"{t} on {m['model']} {m['norm']} {m['steps']}x{m['batch']}: {e}" for m in r["measurements"]
+            for t, e in m["errors"].items()]
+    lines += ["", "## Notes", ""]
+    set_ = r["settings"]
+    lines += [
+        f"- Settings: eps MNIST Linf {EPS['mnist']['linf']:g} / L2 {EPS['mnist']['l2']:g}, CIFAR-10 Linf 8/255 / "
+        "L2 0.5; absolute step size 2.5 * eps / steps for every tool; one random start; CE loss; "
+        f"{set_['reps']} repetitions, interleaved round-robin ({', '.join(tools)}) after one untimed 1-step "
+        "warm-up call of each; seed " + str(set_["seed"]) + ".",
+        "- Same model object for every tool, in eval mode with parameters frozen (`requires_grad_(False)`): "
+        "with trainable parameters, tools that call `loss.backward()` (ART, Foolbox) would also compute "
+        "weight gradients.",
+        "- Extra forward passes per call (part of each tool's cost): robustopt 2 (clean logits; the last "
+        "iterate, for its best-iterate bookkeeping), Foolbox 1 (success check), ART 2 (its success-rate log), "
+        "torchattacks 0.",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".",
+    ]
+    if r["art_implementation"]:
+        lines.append(f"- ART implementation used: {r['art_implementation']}.")
+    for t, why in r["skipped"].items():
+        lines.append(f"- **{t} skipped**: {why}")
+    for e in errs:
+        lines.append(f"- error: {e}")
+    lines += ["", *provenance_md(r)]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+def _ints(s: str) -> list[int]:
+    return [int(v) for v in s.split(",") if v.strip()]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="See bench/README.md.")
+    p.add_argument("--quick", action="store_true", help="a check of the script: 10 steps (CIFAR: 3), batch 32 "
+                                                        "(strength model 100, CIFAR 4), 2 repetitions")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    p.add_argument("--models", default="madry-mnist,preact-resnet18,strength",
+                   help="comma-separated subset of madry-mnist, preact-resnet18, strength (default: all)")
+    p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {', '.join(TOOLS)}")
+    p.add_argument("--norms", default="linf,l2")
+    p.add_argument("--steps", type=_ints, help="steps for every model (default: the grid of each model)")
+    p.add_argument("--cifar-steps", type=_ints, help="steps for preact-resnet18 only (full default 10,40)")
+    p.add_argument("--batch-sizes", type=_ints, help="batch sizes for every model (default: 100,500)")
+    p.add_argument("--reps", type=int, help="timed repetitions per tool (default 3; quick 2)")
+    p.add_argument("--run", help="trained robustopt run folder for the strength rows (default: small-cnn PGD-AT on "
+                                 "mnist-mini, trained once and cached)")
+    p.add_argument("--cache", default=str(CACHE), help="folder for the cached strength model (default bench/.cache)")
+    p.add_argument("--root", help="data root (default $ROBUSTOPT_DATA; CIFAR-10 is synthetic when neither is set)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output path without suffix (default bench/results/throughput[-quick])")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    report = header("throughput", quick=args.quick)
+    grid = QUICK_GRID if args.quick else FULL_GRID
+    reps = args.reps or (2 if args.quick else 3)
+    norms = [n.strip().lower() for n in args.norms.split(",") if n.strip()]
+    if not set(norms) <= {"linf", "l2"}:
+        raise SystemExit(f"--norms: linf and/or l2, got {args.norms}")
+    keys = [k.strip() for k in args.models.split(",") if k.strip()]
+    if not set(keys) <= set(FULL_GRID):
+        raise SystemExit(f"--models: a subset of {', '.join(FULL_GRID)}, got {args.models}")
+    wanted = [t.strip() for t in args.tools.split(",") if t.strip()]
+    if not set(wanted) <= set(TOOLS):
+        raise SystemExit(f"--tools: a subset of {', '.join(TOOLS)}, got {args.tools}")
+    tools, skipped = available_tools(wanted)
+    for t, why in skipped.items():
+        log(f"note: {t} skipped: {why}")
+    report.update({
+        "settings": {"reps": reps, "seed": args.seed, "norms": norms, "models": keys, "eps": EPS, "run": args.run,
+                     "step_size_rule": "2.5 * eps / steps", "random_start": True, "loss": "ce"},
+        "tools_run": tools, "skipped": skipped,
+        "versions": {"torch": torch.__version__, "robustopt": ro.__version__,
+                     **{t: package_version(PEERS[t]) for t in tools if t in PEERS}},
+        "busy": bool(report["machine"]["loadavg_at_start"] and report["machine"]["loadavg_at_start"][0] > 0.5),
+        "subjects": [], "measurements": [], "art_implementation": None,
+    })
+    out = Path(args.out) if args.out else RESULTS / ("throughput-quick" if args.quick else "throughput")
+
+    for key in keys:
+        g = grid[key]
+        steps_list = args.steps or g["steps"]
+        if key == "preact-resnet18" and args.cifar_steps:
+            steps_list = args.cifar_steps
+        batches = args.batch_sizes or g["batch_sizes"]
+        subject = build_subject(key, max(batches), args)
+        if len(subject.x) < max(batches):
+            raise SystemExit(f"{key}: only {len(subject.x)} images for batch {max(batches)}")
+        entry = {"key": key, "label": subject.label, "weights": subject.weights, "data": subject.data,
+                 "family": subject.family, "meaningful_strength": subject.meaningful_strength,
+                 "state_sha256_16": state_digest(subject.model),
+                 "parameters": sum(p.numel() for p in subject.model.parameters()), "info": subject.info}
+        report["subjects"].append(entry)
+        log(f"{subject.label}: {subject.weights}; data: {subject.data}")
+        for batch in batches:
+            for norm in norms:
+                for steps in steps_list:
+                    log(f"  {key} {norm} eps {EPS[subject.family][norm]:.4g}, {steps} steps, batch {batch}")
+                    m = measure(subject, norm, steps, batch, tools, reps, args.seed)
+                    report["measurements"].append(m)
+                    if m["implementation"].get("art"):
+                        report["art_implementation"] = m["implementation"]["art"]
+        entry["peak_rss_mib_after"] = peak_rss_mib()
+        finish(report, t_start)
+        write_report(out, report, markdown(report))  # partial results survive an interrupted run
+
+    finish(report, t_start)
+    md = markdown(report)
+    paths = write_report(out, report, md)
+    print(md)
+    log(f"written: {paths[0]}, {paths[1]}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
