@@ -166,6 +166,8 @@ def data_fetch(name: str, root: Path | None) -> None:
 @click.option("--amp", is_flag=True, default=None, help="Mixed precision (float16 autocast + GradScaler); CUDA only.")
 @click.option("--device", default=None, help="cpu (default) | cuda | cuda:N | auto.")
 @click.option("--eps-warmup-epochs", type=int, default=None, help="Ramp eps linearly over the first K epochs.")
+@click.option("--augment", type=click.Choice(["none", "crop-flip"]), default=None,
+              help="Training augmentation: crop-flip = random crop (zero padding 4) + horizontal flip (CIFAR-10).")
 @click.option("--train-size", type=int, default=None, help="Use only the first N training images.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")

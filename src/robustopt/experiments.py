@@ -256,6 +256,7 @@ class ExperimentPreset:
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
+    augment: str = "none"
     device: str = "cpu"
     standard: str | None = None  # "standard" or "fast": suites.standard on A, as a cascade
     standard_size: int | None = None
@@ -304,7 +305,8 @@ REPRODUCE: dict[str, dict[str, ExperimentPreset]] = {
         "paper": ExperimentPreset(
             model_a="wrn-34-10", model_b=None, eps=8 / 255, epochs_robust=205, epochs_natural=205, attack_steps=7,
             attack_step_size=2 / 255, batch_size=128, lr=0.1, train_size=None, eval_size=None, max_restarts=None,
-            data="cifar10", optimizer="sgd", momentum=0.9, weight_decay=2e-4, lr_schedule="step", device="auto",
+            data="cifar10", optimizer="sgd", momentum=0.9, weight_decay=2e-4, lr_schedule="step", augment="crop-flip",
+            device="auto",
             standard="standard", sweeps=_CIFAR_SWEEPS, sweep_size=1000, report=True),
     },
 }
@@ -353,7 +355,8 @@ def run_madry_experiment(
     echo(f"budget: {preset}")
     common = dict(data=data, train_size=preset.train_size, root=root, progress=progress, batch_size=preset.batch_size,
                   lr=preset.lr, optimizer=preset.optimizer, momentum=preset.momentum,
-                  weight_decay=preset.weight_decay, lr_schedule=preset.lr_schedule, device=preset.device,
+                  weight_decay=preset.weight_decay, lr_schedule=preset.lr_schedule, augment=preset.augment,
+                  device=preset.device,
                   norm="linf", eps=preset.eps, attack_steps=preset.attack_steps,
                   attack_step_size=preset.attack_step_size)
     plan = {

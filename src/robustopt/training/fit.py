@@ -50,6 +50,7 @@ from robustopt._io import atomic_write_json, atomic_write_text
 from robustopt.attacks import PGD
 from robustopt.attacks.base import check_batch, check_labels, eval_mode, predict
 from robustopt.threat import L1, L2, Linf, ThreatModel
+from robustopt.training.augment import AUGMENTATIONS, augment
 from robustopt.training.methods import as_updates, get_method, method_extras, updates_per_batch
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "CHECKPOINT_NAME", "BEST_NAME"]
@@ -121,6 +122,9 @@ class TrainConfig:
         eps_warmup_epochs: ramp the training eps linearly over the first k epochs
             (epoch e, counted from 0, uses ``eps * min(1, (e + 1) / k)``); 0 = off.
             Validation always uses the full eps.
+        augment: "none", or "crop-flip" (random crop of the image zero-padded by 4 and a
+            random horizontal flip, the CIFAR-10 recipe of Madry et al.), drawn from the
+            shuffling generator.
         seed: seeds the shuffling (generator ``seed``), the attack's random starts
             (generator ``seed + 1``), the validation attack (``seed + 2``) and the global
             torch RNG (``torch.manual_seed(seed)``, for dropout). Under torchrun, rank 0
@@ -175,6 +179,7 @@ class TrainConfig:
     beta: float = 6.0
     replay: int = 4
     eps_warmup_epochs: int = 0
+    augment: str = "none"
     seed: int = 0
     val_size: int | None = None
     val_attack_steps: int = 10
@@ -190,6 +195,7 @@ class TrainConfig:
         get_method(self.method)
         _choice("optimizer", self.optimizer, _OPTIMIZERS)
         _choice("lr_schedule", self.lr_schedule, _SCHEDULES)
+        _choice("augment", self.augment, AUGMENTATIONS)
         _choice("norm", self.norm, tuple(_NORMS))
         if self.attack_mode not in _ATTACK_MODES:
             raise ValueError(
@@ -425,8 +431,13 @@ def fit(
                        disable=not progress or not ctx.is_main)
             for i in range(steps_per_epoch):
                 global_idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-                idx = ctx.shard(global_idx)  # this rank's slice of the global batch
-                xb, yb = x_train[idx].to(device), y_train[idx].to(device)
+                if config.augment == "none":
+                    idx = ctx.shard(global_idx)  # this rank's slice of the global batch
+                    xb, yb = x_train[idx].to(device), y_train[idx].to(device)
+                else:  # every rank draws the whole batch's augmentation, then takes its slice
+                    local = ctx.shard(torch.arange(len(global_idx)))
+                    xb = augment(config.augment, x_train[global_idx], shuffle_gen)[local].to(device)
+                    yb = y_train[global_idx][local].to(device)
 
                 # Inner maximization: the method crafts the batch or its loss (attacks run in eval mode).
                 with autocast():
