@@ -120,7 +120,7 @@ def package_version(name: str) -> str | None:
 
 def header(kind: str, *, quick: bool | None = None) -> dict[str, Any]:
     """The fields every bench result starts with (command, git, machine, date)."""
-    out: dict[str, Any] = {"kind": kind, "started_utc": now_utc(), "command": command_line(), "cwd": os.getcwd(),
+    out: dict[str, Any] = {"kind": kind, "started_utc": now_utc(), "command": command_line(), "cwd": rel(os.getcwd()),
                            "git": git_info(), "machine": machine_info()}
     if quick is not None:
         out["quick"] = quick
@@ -236,4 +236,4 @@ def trained_recipe(name: str, folder: str | Path, *, log=print) -> tuple[torch.n
     if stale:
         raise SystemExit(f"{folder} holds a model trained with other settings ({stale} differ from {recipe}); "
                          "delete it or pick another folder.")
-    return model, {**info, "recipe": recipe, "train_seconds": train_seconds, "folder": str(folder)}
+    return model, {**info, "recipe": recipe, "train_seconds": train_seconds, "folder": rel(folder)}

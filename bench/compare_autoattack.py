@@ -16,9 +16,8 @@ disagree, to say which attack makes the difference. Results go to ``OUT.json`` a
 
 The suites (``--version``):
 
-* ``standard``: robustopt APGD-CE, APGD-T (9 targets), Square 5000; AutoAttack's
+* ``standard``: robustopt APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square 5000; AutoAttack's
   version='standard': APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square 5000.
-  robustopt has no FAB-T, so it can be (slightly) weaker by construction.
 * ``fast``: robustopt APGD-CE, APGD-T (3 targets); AutoAttack has no such version, so it
   runs version='custom' with ['apgd-ce', 'apgd-t'], 1 restart, 3 target classes.
 
@@ -64,6 +63,7 @@ from _common import (  # bench/_common.py: helpers shared by the bench scripts
     machine_info,
     perturbation_stats,
     predictions,
+    rel,
     state_digest,
     trained_recipe,
 )
@@ -400,7 +400,7 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
         "machine": machine,
         "git": git_info(),
         "autoattack": {"module": aa_module.__name__, "package_version": aa_version_of(aa_module),
-                       "file": getattr(aa_module, "__file__", None)},
+                       "file": rel(getattr(aa_module, "__file__", ""))},
         "model": {"source": model_desc, "run_info": info, "state_sha256_16": digest,
                   "parameters": sum(p.numel() for p in model.parameters())},
         "data": {"name": data_name, "split": "test", "n": n, "first_index": 0},

@@ -188,7 +188,7 @@ def train(dataset, model_name, method, norm, eps, train_size, out, resume, root,
 @main.command("eval")
 @click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--suite", type=click.Choice(["madry", "standard", "fast"]), default="madry", show_default=True,
-              help="madry: the paper's rows; standard: APGD-CE, APGD-T, Square (cascade); fast: APGD only.")
+              help="madry: the paper's rows; standard: APGD-CE, APGD-T, FAB-T, Square (cascade); fast: APGD only.")
 @click.option("--source", "sources", multiple=True, metavar="NAME=RUN",
               help="Transfer source, e.g. \"A'=runs/a2\" or B=runs/b; repeatable.")
 @click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default=None, help="Default: the run's training norm.")

@@ -126,7 +126,7 @@ def eval_run(
 
     Args:
         run: run folder made by ``train_run``.
-        suite: "madry" (the paper's rows), "standard" (AutoAttack-grade: APGD-CE, APGD-T, Square) or "fast".
+        suite: "madry" (the paper's rows), "standard" (AutoAttack-grade: APGD-CE, APGD-T, FAB-T, Square) or "fast".
         sources: transfer sources, table name -> run folder.
         norm / eps: threat model (default: the run's training threat).
         limit: evaluate the first N test images.
@@ -399,7 +399,7 @@ def run_madry_experiment(
     ev.to_json(out / "table.json")
 
     if preset.standard:
-        echo(f"[eval] {preset.standard} suite (APGD-CE, APGD-T{', Square' if preset.standard == 'standard' else ''};"
+        echo(f"[eval] {preset.standard} suite (APGD-CE, APGD-T{', FAB-T, Square' if preset.standard == 'standard' else ''};"
              f" cascade) on {preset.standard_size or 'all'} test images")
         t0 = time.perf_counter()
         worst = eval_run(folders["A"], suite=preset.standard, limit=preset.standard_size, root=root, echo=echo,

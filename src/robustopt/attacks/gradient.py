@@ -7,6 +7,14 @@ example the engine keeps the best iterate over all steps and restarts: a
 successful one (misclassified, or hitting the target) beats an unsuccessful
 one; otherwise the higher loss wins. Restarts only run on examples that are
 not yet broken.
+
+Cost per restart and example: ``steps`` forward+backward passes (gradients with
+respect to the input only; no parameter gradient is computed or written) and one
+forward pass without a graph on the last iterate, which is scored like every other
+one. Each iterate before it is scored from the forward pass of the gradient step
+taken at it, so no pass is spent twice. Targeted attacks without explicit targets
+add one clean forward pass (least-likely targets come from the clean logits; random
+targets are drawn before the random start); untargeted ones run no clean pass.
 """
 
 from __future__ import annotations
@@ -155,75 +163,106 @@ class GradientAttack(Attack):
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
         if start is not None and start.shape != x.shape:
             raise ValueError(f"start must have the shape of x, {tuple(x.shape)}, got {tuple(start.shape)}.")
+        if targets is not None:
+            targets = self._check_targets(targets, y)
         loss_fn = losses.get(self.loss)
         kwargs = {"kappa": self.kappa} if self.loss == "cw" else {}
-        alpha, threat = self.alpha, self.threat
+        alpha, threat, n = self.alpha, self.threat, len(x)
 
+        def value_of(logits, ys, ts, idx):
+            return loss_fn(logits, ys, ts, **kwargs) if objective is None else objective(logits, idx)
+
+        grad_evals = forwards = 0
         with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
-            with torch.no_grad():
-                clean_logits = predict(model, x)
-            check_labels(clean_logits, y)
-            _warn_if_probabilities(model, clean_logits)
-            targets = self._resolve_targets(clean_logits, y, targets, generator)
-
-            best_x = x.detach().clone()
-            best_loss = torch.full((len(x),), float("-inf"), device=x.device)
-            best_success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-            grad_evals = forwards = 0
+            best_x = x.detach().clone()  # normal tensors even when called inside inference_mode
+            best_loss = torch.full((n,), float("-inf"), device=x.device)
+            best_success = torch.zeros(n, dtype=torch.bool, device=x.device)
+            checked = False  # labels and outputs are checked on the first logits of the whole batch
+            if targets is None and self.targeted is not None:
+                with torch.no_grad():
+                    clean_logits = predict(model, x)
+                forwards += n
+                check_labels(clean_logits, y)
+                _warn_if_probabilities(model, clean_logits)
+                targets, checked = self._draw_targets(clean_logits, y, generator), True
 
             for restart in range(self.restarts):
-                idx = (~best_success).nonzero().squeeze(1)
+                idx = (~best_success).nonzero().squeeze(1)  # restart 0: the whole batch
                 if len(idx) == 0:
                     break
                 xs, ys = x[idx].detach(), y[idx]
                 ts = targets[idx] if targets is not None else None
+                project = threat.projector(xs)
                 if restart == 0 and start is not None:
-                    x_adv = threat.project(start.detach()[idx], xs)
+                    x_adv = project(start.detach()[idx])
                 elif self.random_start or restart > 0:
                     x_adv = threat.random_init(xs, generator)
                 else:
                     x_adv = xs.clone()
+                run = _RestartBest(xs)  # keep="best": the best iterate of this restart per row of idx
 
-                for step in range(self.steps + 1):
+                for step in range(self.steps):
                     x_adv.requires_grad_(True)
                     logits = predict(model, x_adv)
-                    value = loss_fn(logits, ys, ts, **kwargs) if objective is None else objective(logits, idx)
-                    # Every iterate is a candidate for "best"; only the final one for "last".
-                    if step > 0 and (self.keep == "best" or step == self.steps):
-                        self._keep_best(best_x, best_loss, best_success, idx, x_adv, value, logits, ys, ts,
-                                        always=self.keep == "last")
-                    if step == self.steps:
-                        forwards += len(idx)
-                        break
+                    if not checked:
+                        check_labels(logits, y)
+                        _warn_if_probabilities(model, logits)
+                        if targets is not None:
+                            check_labels(logits, targets, "targets")
+                        checked = True
+                    value = value_of(logits, ys, ts, idx)
+                    if step > 0 and self.keep == "best":  # this pass scores the iterate x_adv
+                        run.offer(x_adv, value, success_of(logits, ys, ts))
                     (grad,) = torch.autograd.grad(value.sum(), x_adv)
                     grad_evals += len(idx)
                     with torch.no_grad():
-                        x_adv = threat.project(x_adv + alpha * threat.step(grad, x_adv), xs)
+                        x_adv = project(torch.add(x_adv, threat.step(grad, x_adv), alpha=alpha))
+
+                # the last iterate: scored by one forward pass without a graph
+                with torch.inference_mode():
+                    logits = predict(model, x_adv)
+                    value = value_of(logits, ys, ts, idx)
+                forwards += len(idx)
+                if self.keep == "best":
+                    run.offer(x_adv, value, success_of(logits, ys, ts))
+                    points = (run.points(), run.loss, run.success)
+                else:  # "last": the final iterate replaces the stored one unconditionally
+                    points = (x_adv, value.float(), success_of(logits, ys, ts))
+                self._merge(best_x, best_loss, best_success, idx, points, always=self.keep == "last")
 
         return AttackResult(best_x, best_success, grad_evals=grad_evals, forwards=forwards)
 
     @staticmethod
+    def _merge(best_x, best_loss, best_success, idx, run, always=False) -> None:
+        """Write the points ``run = (x, loss, success)`` into the batch's best (rows ``idx``) where better."""
+        run_x, run_loss, run_success = run
+        with torch.no_grad():
+            better = torch.ones_like(run_success) if always else _better(
+                run_success, run_loss, best_success[idx], best_loss[idx])
+            sel = idx[better]
+            best_x[sel] = run_x.detach()[better]
+            best_loss[sel] = run_loss[better]
+            best_success[sel] = run_success[better]
+
+    @staticmethod
     def _keep_best(best_x, best_loss, best_success, idx, x_adv, objective, logits, ys, ts, always=False) -> None:
+        """Offer the points ``x_adv`` (rows ``idx`` of the batch) to the batch's best, in place (APGD uses it)."""
         with torch.no_grad():
             success = success_of(logits, ys, ts)
-            objective = objective.detach().float()
-            better = (success & ~best_success[idx]) | ((success == best_success[idx]) & (objective > best_loss[idx]))
-            if always:  # keep="last": the iterate replaces the stored one unconditionally
-                better = torch.ones_like(success)
-            sel = idx[better]
-            best_x[sel] = x_adv.detach()[better]
-            best_loss[sel] = objective[better]
-            best_success[sel] = success[better]
+            GradientAttack._merge(best_x, best_loss, best_success, idx, (x_adv, objective.detach().float(), success),
+                                  always)
 
-    def _resolve_targets(self, clean_logits, y, targets, generator) -> torch.Tensor | None:
-        if targets is not None:
-            if not isinstance(targets, torch.Tensor) or targets.shape != y.shape:
-                raise ValueError(f"targets must be a tensor of shape {tuple(y.shape)} (one class per example).")
-            if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-                raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}.")
-            targets = targets.to(device=y.device, dtype=torch.long)
-            check_labels(clean_logits, targets, "targets")
-            return targets
+    @staticmethod
+    def _check_targets(targets, y) -> torch.Tensor:
+        """Explicit targets as a long tensor on y's device; their range is checked on the first logits."""
+        if not isinstance(targets, torch.Tensor) or targets.shape != y.shape:
+            raise ValueError(f"targets must be a tensor of shape {tuple(y.shape)} (one class per example).")
+        if targets.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+            raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}.")
+        return targets.to(device=y.device, dtype=torch.long)
+
+    def _draw_targets(self, clean_logits, y, generator) -> torch.Tensor | None:
+        """Targets of ``targeted="least-likely"`` (lowest clean logit) or ``"random"`` (a wrong class)."""
         if self.targeted == "least-likely":
             return clean_logits.argmin(dim=1)
         if self.targeted == "random":
@@ -231,6 +270,45 @@ class GradientAttack(Attack):
             offset = torch.randint(1, classes, y.shape, generator=generator, device=y.device)
             return (y + offset) % classes
         return None
+
+
+def _better(success, loss, best_success, best_loss) -> torch.Tensor:
+    """bool (N,): a successful point beats an unsuccessful one; otherwise the higher loss wins."""
+    return (success & ~best_success) | ((success == best_success) & (loss > best_loss))
+
+
+class _RestartBest:
+    """The best point so far of one restart, per row; ties keep the earlier point.
+
+    Kept lazily: a row whose best is the latest offered point is copied only when a later point
+    fails to beat it (before that point is dropped). PGD's loss mostly rises, so a step usually
+    copies no input at all.
+    """
+
+    def __init__(self, start: torch.Tensor) -> None:
+        n, device = len(start), start.device
+        self.x = start.clone()  # rows whose best is an older point (at first: ``start``, never offered)
+        self.loss = torch.full((n,), float("-inf"), device=device)
+        self.success = torch.zeros(n, dtype=torch.bool, device=device)
+        self.latest: torch.Tensor | None = None
+        self.is_latest = torch.zeros(n, dtype=torch.bool, device=device)
+
+    @torch.no_grad()
+    def offer(self, x_new: torch.Tensor, value: torch.Tensor, success: torch.Tensor) -> None:
+        loss = value.detach().float()
+        better = _better(success, loss, self.success, self.loss)
+        stays = self.is_latest & ~better
+        if self.latest is not None and bool(stays.any()):
+            rows = stays.nonzero().squeeze(1)
+            self.x.index_copy_(0, rows, self.latest.index_select(0, rows))
+        self.loss = torch.where(better, loss, self.loss)
+        self.success = self.success | success  # a better point is never less successful
+        self.latest, self.is_latest = x_new.detach(), better
+
+    def points(self) -> torch.Tensor:
+        if self.latest is None:
+            return self.x
+        return torch.where(self.is_latest.view(-1, *([1] * (self.x.dim() - 1))), self.latest, self.x)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,85 @@
+"""Tabulate and plot robust accuracy against training cost for several training runs.
+
+Reads each run folder's ``log.jsonl`` (per epoch: cumulative-able ``grad_evals``, ``seconds``,
+``val_clean_acc``, ``val_robust_acc``) and, when present, ``eval-fast.json`` / ``eval-standard.json``
+(the final model's worst case on test images). Writes ``OUT.md``, ``OUT.json`` and ``OUT.png``.
+
+    .venv/bin/python bench/training_curves.py runs/efficiency/* --out bench/results/train-efficiency-small-cnn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import finish, header, provenance_md, write_report  # noqa: E402
+
+
+def read_run(path: Path) -> dict:
+    log = [json.loads(line) for line in (path / "log.jsonl").read_text().splitlines() if line.strip()]
+    config = json.loads((path / "config.json").read_text())
+    grad, secs, points = 0, 0.0, []
+    for row in log:
+        grad += int(row.get("grad_evals") or 0)
+        secs += float(row.get("seconds") or 0.0)
+        points.append({"epoch": row["epoch"], "grad_evals": grad, "seconds": secs,
+                       "val_clean": row.get("val_clean_acc"), "val_robust": row.get("val_robust_acc"),
+                       "events": row.get("events")})
+    final = {}
+    for suite in ("fast", "standard"):
+        f = path / f"eval-{suite}.json"
+        if f.is_file():
+            ev = json.loads(f.read_text())
+            final[suite] = {"n": ev["n"], "clean": ev["clean_accuracy"], "robust": ev["robust_accuracy"]}
+    return {"run": path.name, "method": config["method"], "config": config, "curve": points, "final": final}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="output path without extension")
+    args = p.parse_args()
+    t0 = time.perf_counter()
+    report = header("training-curves")
+    runs = [read_run(r) for r in args.runs if (r / "log.jsonl").is_file()]
+    if not runs:
+        sys.exit("no run folder with a log.jsonl among the arguments")
+    lines = ["| run | method | epochs | image-grad evals | train time (s) | val clean | val robust (PGD-10) "
+             "| test clean | test robust (fast suite) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        last, fin = r["curve"][-1], r["final"].get("standard") or r["final"].get("fast") or {}
+        pct = lambda v: "" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+        lines.append(f"| {r['run']} | {r['method']} | {last['epoch']} | {last['grad_evals'] / 1e6:.2f}M | "
+                     f"{last['seconds']:.0f} | {pct(last['val_clean'])} | {pct(last['val_robust'])} | "
+                     f"{pct(fin.get('clean'))} | {pct(fin.get('robust'))} |")
+    report["runs"] = runs
+    finish(report, t0)
+    md = "\n".join(["# Robust accuracy against training cost", ""] + provenance_md(report) + lines) + "\n"
+    write_report(args.out, report, md)
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+    else:
+        fig, ax = plt.subplots(figsize=(6.4, 4))
+        for r in runs:
+            xs = [pt["grad_evals"] / 1e6 for pt in r["curve"]]
+            ys = [100 * pt["val_robust"] if pt["val_robust"] is not None else float("nan") for pt in r["curve"]]
+            ax.plot(xs, ys, marker="o", label=r["run"])
+        ax.set_xlabel("training image-gradient evaluations (millions)")
+        ax.set_ylabel("validation robust accuracy (%, PGD-10)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.out.with_name(args.out.name + ".png"), dpi=120)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
