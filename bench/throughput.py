@@ -15,7 +15,7 @@ random start:
 Repetitions are interleaved (limit, robustopt, torchattacks, art, foolbox, limit, ...) after one
 untimed warm-up call of each; the tables report medians. Throughput is image-gradient evaluations
 per second: ``batch * steps / median seconds`` (the attacks' nominal work; robustopt also runs a
-clean forward pass and a forward pass on the last iterate, Foolbox one forward pass at the end,
+forward pass without a graph on the last iterate, to score it, Foolbox one forward pass at the end,
 ART two at the end for its success-rate log: that is part of what each call costs).
 
 Strength check on the same points: the robust accuracy of each tool's output, recomputed here on
@@ -403,9 +403,9 @@ def markdown(r: dict[str, Any]) -> str:
         "- Same model object for every tool, in eval mode with parameters frozen (`requires_grad_(False)`): "
         "with trainable parameters, tools that call `loss.backward()` (ART, Foolbox) would also compute "
         "weight gradients.",
-        "- Extra forward passes per call (part of each tool's cost): robustopt 2 (clean logits; the last "
-        "iterate, for its best-iterate bookkeeping), Foolbox 1 (success check), ART 2 (its success-rate log), "
-        "torchattacks 0.",
+        "- Extra forward passes per call (part of each tool's cost): robustopt 1 (the last iterate, without a "
+        "graph, to score it for the best iterate and its success flag), Foolbox 1 (success check), ART 2 (its "
+        "success-rate log), torchattacks 0.",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in r["versions"].items()) + ".",
     ]
     if r["art_implementation"]:

@@ -7,7 +7,8 @@ two primitives every gradient attack needs (Madry et al. 2018, Sec. 2):
 * ``step(grad)``: the steepest-ascent direction of unit norm,
   ``argmax_{||d||_p <= 1} <d, grad>``; an attack moves by ``step_size * step(grad)``.
 * ``project(x_adv, x)``: the Euclidean projection onto ``S(x)``, the ball around
-  ``x`` intersected with the box.
+  ``x`` intersected with the box; ``projector(x)`` is the same map with what depends
+  on ``x`` alone computed once, for an attack's iterates.
 
 Example:
     >>> t = Linf(0.3)
@@ -121,15 +122,28 @@ class ThreatModel:
         """
         lo, hi = self.bounds
         lo_rel, hi_rel = lo - x, hi - x
-        snap = bool(((x + hi_rel) < hi).any() or ((x + lo_rel) > lo).any())
+        snap = self._rounds_off_the_box(x)
+        box = self._delta_box(lo_rel, hi_rel)
 
         def project(x_adv: torch.Tensor) -> torch.Tensor:
-            delta = self._project_delta(x_adv - x, lo_rel, hi_rel)
+            delta = self._project_delta(x_adv - x, *box)
             if snap:
                 return torch.where(delta >= hi_rel, hi, torch.where(delta <= lo_rel, lo, x + delta)).clamp(lo, hi)
             return (x + delta).clamp_(lo, hi)
 
         return project
+
+    def _rounds_off_the_box(self, x: torch.Tensor) -> bool:
+        """Whether ``x + (hi - x)`` rounds below ``hi`` (or ``x + (lo - x)`` above ``lo``) anywhere.
+
+        Never for the bounds (0, 1): ``x + (0 - x)`` is 0, and ``1 - x`` is off by at most half the
+        float spacing below 1, so ``x + (1 - x)`` rounds (to nearest, ties to even) back to 1
+        (checked for every float32 in [0, 1]).
+        """
+        if self.bounds == (0.0, 1.0):
+            return False
+        lo, hi = self.bounds
+        return bool(((x + (hi - x)) < hi).any() or ((x + (lo - x)) > lo).any())
 
     def contains(self, x_adv: torch.Tensor, x: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:
         """Per-example bool: inside the ball (up to ``atol``, relative to eps) and the box."""
@@ -151,7 +165,12 @@ class ThreatModel:
         raise NotImplementedError
 
     # --- per norm -------------------------------------------------------------------
+    def _delta_box(self, lo: torch.Tensor, hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The bounds ``_project_delta`` gets, from the box relative to x (computed once per x)."""
+        return lo, hi
+
     def _project_delta(self, delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """The projection of ``delta`` onto the ball intersected with the box ``_delta_box(lo, hi)``."""
         raise NotImplementedError
 
     def _uniform_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -166,9 +185,27 @@ class Linf(ThreatModel):
     p: ClassVar[float] = math.inf
     dual_p: ClassVar[float] = 1.0
 
+    def projector(self, x):
+        if self._rounds_off_the_box(x):
+            return super().projector(x)  # the general path puts clipped coordinates on the box
+        # x + d rounds monotonically in d, and x + (lo - x) = lo, x + (hi - x) = hi here, so clipping
+        # x + clamp(d, -eps, eps) to the box gives the general path's point bit for bit; two scalar
+        # clamps, in place.
+        lo, hi = self.bounds
+        eps = self.eps
+
+        def project(x_adv: torch.Tensor) -> torch.Tensor:
+            delta = (x_adv - x).clamp_(-eps, eps)
+            return torch.add(x, delta, out=delta).clamp_(lo, hi)
+
+        return project
+
+    def _delta_box(self, lo, hi):
+        # The ball and the box are both boxes: their intersection is one box, clipped coordinate-wise.
+        return lo.clamp(min=-self.eps), hi.clamp(max=self.eps)
+
     def _project_delta(self, delta, lo, hi):
-        # The ball and the box are both boxes: their intersection is clipped coordinate-wise.
-        return torch.clamp(delta.clamp(-self.eps, self.eps), lo, hi)
+        return torch.clamp(delta, lo, hi)
 
     def step(self, grad, x_adv=None):
         return grad.sign()
@@ -193,72 +230,76 @@ def _l2_scale(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float) -
     scaled point lies in the box.
     """
     v, lo, hi = v.flatten(1), lo.flatten(1), hi.flatten(1)
-    # Float arithmetic only (comparisons and bool masks cost several float passes each on CPU).
+    # Float arithmetic only, in place on few buffers: comparisons, bool masks and fresh large
+    # tensors each cost more than a float pass on CPU.
     c = torch.clamp(v * math.inf, lo, hi).nan_to_num_(nan=0.0)  # the bound v points to; 0 where v = 0
-    b = (c / v).nan_to_num_(nan=math.inf)  # breakpoints; a zero coordinate is never clipped
-    c2, v2, eps2 = c * c, v * v, eps * eps
+    b = torch.div(c, v).nan_to_num_(nan=math.inf)  # breakpoints; a zero coordinate is never clipped
+    c2, v2, eps2 = c.square_(), v * v, eps * eps
     t = eps / v2.sum(dim=1).sqrt()
+    mask, tmp = torch.empty_like(v), torch.empty_like(v)
 
     def clipped_at(t):  # 1.0 where clipped (b < t), else 0.0 (at b = t both readings agree)
-        return (t[:, None] - b).sign_().clamp_min_(0)
+        return torch.sub(t[:, None], b, out=mask).sign_().clamp_min_(0)
 
-    mask = clipped_at(t)
-    count = mask.sum(dim=1)
+    count = clipped_at(t).sum(dim=1)
     for _ in range(v.shape[1] + 1):
-        big_c = torch.linalg.vecdot(c2, mask, dim=1)
-        big_v = torch.linalg.vecdot(v2, 1 - mask, dim=1)
+        big_c = torch.mul(c2, mask, out=tmp).sum(dim=1)
+        big_v = torch.addcmul(v2, v2, mask, value=-1, out=tmp).sum(dim=1)  # v2 * (1 - mask), exactly
         t = torch.where(big_v > 0, torch.maximum(t, ((eps2 - big_c).clamp_min(0) / big_v).sqrt()), t)
-        mask = clipped_at(t)
-        new_count = mask.sum(dim=1)
+        new_count = clipped_at(t).sum(dim=1)
         if torch.equal(new_count, count):
             break
         count = new_count
     return t
 
 
-def _l1_threshold(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float, max_iter: int = 120) -> torch.Tensor:
+def _l1_threshold(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float, newton_iters: int = 30,
+                  bisect_iters: int = 45) -> torch.Tensor:
     """Per row, the smallest ``lam >= 0`` with ``||clip(soft_threshold(v, lam), lo, hi)||_1 <= eps``.
 
     For rows with ``||clip(v, lo, hi)||_1 > eps``, ``lo <= 0 <= hi`` and ``eps > 0``; returns ``lam`` (N,).
     ``psi(lam) = sum_i clamp(|v_i| - lam, 0, u_i)`` (``u_i`` the room the box leaves in the direction
-    of ``v_i``) is piecewise linear and non-increasing. Newton steps on it inside a bracket, with a
-    bisection step whenever the bracket did not halve. A Newton step is exact when no coordinate
-    changes state (zero / shrinking / on the box) on its way, usually within 5-10 steps; a row that
-    does not get there gets the feasible end of a bracket narrowed to 2^-40 of its start (as 40
-    bisection steps) or to rounding.
+    of ``v_i``) is piecewise linear and non-increasing. Newton steps on it, kept inside a bracket
+    (a bisection step when one would leave it): a step is exact when no coordinate changes state
+    (zero / shrinking / on the box) on its way, usually within 5-12 steps. A row that does not get
+    there within ``newton_iters`` steps is bisected further and gets the feasible end of a bracket
+    narrowed to 2^-40 of its start (as 40 bisection steps) or to rounding.
     """
     v, lo, hi = v.flatten(1), lo.flatten(1), hi.flatten(1)
     room = torch.where(v > 0, hi, -lo)
     a = torch.where(room > 0, v.abs(), -1.0)  # no room: the coordinate is 0 for every lam
-    d = a.shape[1]
+    stuck = (room == 0).sum(dim=1).to(a.dtype)
 
     def evaluate(lam):
-        r = a - lam[:, None]
-        return torch.minimum(r.clamp_min(0), room).sum(dim=1), (r <= 0).sum(dim=1), (r >= room).sum(dim=1)
+        # psi, #(|v| - lam > 0) and #(below the box): float passes only (bool masks are slow on CPU);
+        # shrinking coordinates are counted in both, every other one with room in exactly one.
+        g = (a - lam[:, None]).clamp_min_(0)
+        capped = torch.minimum(g, room)
+        return capped.sum(dim=1), g.sign_().sum(dim=1), (room - capped).sign_().sum(dim=1)
 
+    d = a.shape[1]
     lo_lam = torch.zeros(len(a), dtype=a.dtype, device=a.device)  # psi(lo_lam) > eps
     hi_lam = a.amax(dim=1).clamp_min(0)  # psi(hi_lam) = 0 <= eps
     tol = hi_lam * max(2.0**-40, 4 * torch.finfo(a.dtype).eps)
-    lam, (psi, zero, full) = lo_lam, evaluate(lo_lam)
+    lam, (psi, moving, below) = lo_lam, evaluate(lo_lam)
     result, exact = hi_lam, torch.zeros(len(a), dtype=torch.bool, device=a.device)
-    width, bisect = hi_lam - lo_lam, torch.zeros_like(exact)
-    for _ in range(max_iter):
-        shrinking = d - zero - full
+    for it in range(newton_iters + bisect_iters):
+        shrinking = moving + below - (d - stuck)
         newton = lam + (psi - eps) / shrinking.clamp_min(1)
-        use_newton = ~bisect & (shrinking > 0) & (newton > lo_lam) & (newton < hi_lam)
+        use_newton = (shrinking > 0) & (newton > lo_lam) & (newton < hi_lam)
+        if it >= newton_iters:
+            use_newton = torch.zeros_like(use_newton)
         cand = torch.where(use_newton, newton, (lo_lam + hi_lam) / 2)
-        psi_c, zero_c, full_c = evaluate(cand)
-        hit = (use_newton & (zero_c == zero) & (full_c == full)) | (psi_c == eps)
+        psi_c, moving_c, below_c = evaluate(cand)
+        hit = (use_newton & (moving_c == moving) & (below_c == below)) | (psi_c == eps)
         result = torch.where(hit & ~exact, cand, result)
         exact |= hit
         feasible = psi_c <= eps
         hi_lam = torch.where(feasible, cand, hi_lam)
         lo_lam = torch.where(feasible, lo_lam, cand)
-        new_width = hi_lam - lo_lam
-        bisect, width = new_width > width / 2, new_width
-        if bool((exact | (width <= tol)).all()):
+        if bool((exact | (hi_lam - lo_lam <= tol)).all()):
             break
-        lam, psi, zero, full = cand, psi_c, zero_c, full_c
+        lam, psi, moving, below = cand, psi_c, moving_c, below_c
     return torch.where(exact, result, hi_lam)
 
 
@@ -277,7 +318,7 @@ class L2(ThreatModel):
     dual_p: ClassVar[float] = 2.0
 
     def _project_delta(self, delta, lo, hi):
-        clipped = torch.minimum(torch.maximum(delta, lo), hi)
+        clipped = torch.clamp(delta, lo, hi)
         outside = _flat_norm(clipped, 2) > self.eps
         if not outside.any():
             return clipped
@@ -287,7 +328,7 @@ class L2(ThreatModel):
         idx = None if every else outside.nonzero().squeeze(1)
         v, lo_i, hi_i = (delta, lo, hi) if every else (delta[idx], lo[idx], hi[idx])
         t = _l2_scale(v, lo_i, hi_i, self.eps)
-        projected = torch.minimum(torch.maximum(v * _view(t, v), lo_i), hi_i)
+        projected = torch.clamp(v * _view(t, v), lo_i, hi_i)
         if every:
             return projected
         out = clipped.clone()
@@ -335,7 +376,7 @@ class L1(ThreatModel):
             raise ValueError(f"step_quantile must be in [0, 1], got {self.step_quantile}.")
 
     def _project_delta(self, delta, lo, hi):
-        clipped = torch.minimum(torch.maximum(delta, lo), hi)
+        clipped = torch.clamp(delta, lo, hi)
         outside = _flat_norm(clipped, 1) > self.eps
         if not outside.any():
             return clipped
@@ -345,7 +386,7 @@ class L1(ThreatModel):
         idx = None if every else outside.nonzero().squeeze(1)
         v, lo_i, hi_i = (delta, lo, hi) if every else (delta[idx], lo[idx], hi[idx])
         lam = _l1_threshold(v, lo_i, hi_i, self.eps)
-        projected = torch.minimum(torch.maximum(v.sign() * (v.abs() - _view(lam, v)).clamp_min(0), lo_i), hi_i)
+        projected = torch.clamp(v.sign() * (v.abs() - _view(lam, v)).clamp_min_(0), lo_i, hi_i)
         if every:
             return projected
         out = clipped.clone()

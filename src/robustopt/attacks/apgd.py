@@ -232,6 +232,7 @@ class APGD(Attack):
         Every iterate is offered to ``best`` (updated in place). Returns (grad_evals, forwards).
         """
         threat, n, steps = self.threat, len(x), self.steps
+        project = threat.projector(x)  # the same map as threat.project(., x), set up once for the run
 
         def evaluate(point: torch.Tensor, with_grad: bool):
             if not with_grad:
@@ -266,11 +267,11 @@ class APGD(Attack):
 
         for k in range(steps):  # computes x_{k+1}
             with torch.no_grad():
-                z = threat.project(x_cur + _view(eta, x) * threat.step(g_cur, x_cur), x)
+                z = project(x_cur + _view(eta, x) * threat.step(g_cur, x_cur))
                 if k == 0:
                     x_new = z
                 else:
-                    x_new = threat.project(x_cur + MOMENTUM * (z - x_cur) + (1 - MOMENTUM) * (x_cur - x_prev), x)
+                    x_new = project(x_cur + MOMENTUM * (z - x_cur) + (1 - MOMENTUM) * (x_cur - x_prev))
             last = k == steps - 1  # the last iterate is only scored, no gradient needed
             f_new, g_new, logits = evaluate(x_new, with_grad=not last)
             if last:

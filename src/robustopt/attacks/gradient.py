@@ -63,6 +63,7 @@ class GradientAttack(Attack):
         label: display name in tables (default: derived from the configuration).
         keep: "best" (per example, the best iterate over all steps and restarts, see the
             module docstring) or "last" (the final iterate, as TRADES' inner maximization).
+            Both cost the same passes: the last iterate needs a forward pass for its success flag.
 
     Example:
         >>> atk = PGD(Linf(0.3), steps=40, step_size=0.01)
@@ -155,7 +156,9 @@ class GradientAttack(Attack):
                 ``logits`` (e.g. TRADES' KL divergence to the clean prediction).
 
         Returns:
-            AttackResult with x_adv inside the ball and the bounds.
+            AttackResult with x_adv inside the ball and the bounds, ``grad_evals`` = ``steps``
+            per example and restart, ``forwards`` = one pass on the last iterate per example and
+            restart (plus one clean pass per example for ``targeted`` without ``targets``).
         """
         check_batch(x, y, self.threat)
         y = y.long()
@@ -190,7 +193,7 @@ class GradientAttack(Attack):
                 idx = (~best_success).nonzero().squeeze(1)  # restart 0: the whole batch
                 if len(idx) == 0:
                     break
-                xs, ys = x[idx].detach(), y[idx]
+                xs, ys = (x.detach(), y) if len(idx) == n else (x[idx].detach(), y[idx])
                 ts = targets[idx] if targets is not None else None
                 project = threat.projector(xs)
                 if restart == 0 and start is not None:
@@ -199,7 +202,7 @@ class GradientAttack(Attack):
                     x_adv = threat.random_init(xs, generator)
                 else:
                     x_adv = xs.clone()
-                run = _RestartBest(xs)  # keep="best": the best iterate of this restart per row of idx
+                run = _RestartBest(xs) if self.keep == "best" else None  # this restart's best iterate per row
 
                 for step in range(self.steps):
                     x_adv.requires_grad_(True)
@@ -218,8 +221,9 @@ class GradientAttack(Attack):
                     with torch.no_grad():
                         x_adv = project(torch.add(x_adv, threat.step(grad, x_adv), alpha=alpha))
 
-                # the last iterate: scored by one forward pass without a graph
-                with torch.inference_mode():
+                # the last iterate: scored by one forward pass without a graph (no_grad is as fast as
+                # inference_mode here and leaves ordinary tensors, which objectives and models may need)
+                with torch.no_grad():
                     logits = predict(model, x_adv)
                     value = value_of(logits, ys, ts, idx)
                 forwards += len(idx)
@@ -274,7 +278,7 @@ class GradientAttack(Attack):
 
 def _better(success, loss, best_success, best_loss) -> torch.Tensor:
     """bool (N,): a successful point beats an unsuccessful one; otherwise the higher loss wins."""
-    return (success & ~best_success) | ((success == best_success) & (loss > best_loss))
+    return torch.where(success != best_success, success, loss > best_loss)
 
 
 class _RestartBest:
@@ -297,7 +301,7 @@ class _RestartBest:
     def offer(self, x_new: torch.Tensor, value: torch.Tensor, success: torch.Tensor) -> None:
         loss = value.detach().float()
         better = _better(success, loss, self.success, self.loss)
-        stays = self.is_latest & ~better
+        stays = self.is_latest > better  # rows whose best is the latest point, which this one does not beat
         if self.latest is not None and bool(stays.any()):
             rows = stays.nonzero().squeeze(1)
             self.x.index_copy_(0, rows, self.latest.index_select(0, rows))
