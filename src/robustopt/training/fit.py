@@ -46,6 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from robustopt import checkpoint, distributed
+from robustopt._device import resolve_device
 from robustopt._io import atomic_write_json, atomic_write_text
 from robustopt.attacks import PGD
 from robustopt.attacks.base import check_batch, check_labels, eval_mode, predict
@@ -353,7 +354,7 @@ def fit(
         raise ValueError("the model has no parameters that require grad; there is nothing to train.")
     x, y = _check_data(train_data)
     ctx = distributed.setup()  # torchrun: one process per device, data-parallel (robustopt.distributed)
-    device = ctx.device(_resolve_device(config.device))
+    device = ctx.device(resolve_device(config.device))
     n_val = _val_size(config, len(x))
     n_train = len(x) - n_val
     x_train, y_train, x_val, y_val = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
@@ -833,15 +834,6 @@ def _val_size(config: TrainConfig, n: int) -> int:
         raise ValueError(f"val_size={config.val_size} leaves no training data out of {n} examples; "
                          f"choose val_size < {n} (0 disables validation).")
     return config.val_size
-
-
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} was requested but CUDA is not available; use device='cpu' or 'auto'.")
-    return device
 
 
 def _make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
