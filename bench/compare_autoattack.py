@@ -12,7 +12,10 @@ Reported: clean and robust accuracy and wall time of each, AutoAttack's per-atta
 (from its log), and per-example agreement: how many points each breaks that the other does
 not. ``--diagnose`` also runs every attack of both suites alone on the points where the two
 disagree, to say which attack makes the difference. Results go to ``OUT.json`` and
-``OUT.md`` (with the exact command and the machine) and are printed.
+``OUT.md`` (with the exact command and the machine) and are printed. Each side, once finished,
+is saved as ``OUT.ro-side.pt`` / ``OUT.aa-side.pt`` (keyed by model digest, points, threat,
+suite, seed, batch size, threads and device); running the same command again reuses a finished
+side, so a comparison that outlasts one sitting is not lost, and the report says when each side ran.
 
 The suites (``--version``):
 
@@ -69,7 +72,9 @@ from _common import (  # bench/_common.py: helpers shared by the bench scripts
 )
 from robustopt import data as ro_data
 from robustopt.attacks.base import predict
+from robustopt._io import atomic_write_bytes, atomic_write_text
 from robustopt.evaluation import evaluate, suites
+from robustopt.evaluation.evaluate import Evaluation, Row
 from robustopt.experiments import load_run, threat_of
 
 AA_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square",
@@ -324,26 +329,61 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
           file=sys.stderr)
 
     results: dict[str, Any] = {}
+    # Each side, once finished, is saved next to OUT (atomically), keyed by everything that defines it; a
+    # rerun of the same command reuses a finished side instead of redoing it, so a comparison longer
+    # than one sitting is not lost. The report says which side came from a saved run and when it ran.
+    key = {"model": digest, "data": data_name, "n": args.n, "threat": str(threat), "version": args.version,
+           "aa_attacks": aa_list, "seed": args.seed, "batch_size": args.batch_size,
+           "threads": torch.get_num_threads(), "device": str(args.device)}
+    side_path = {name: out_prefix.with_name(f"{out_prefix.name}.{name}-side.pt") for name in ("ro", "aa")}
+
+    def saved(name):
+        path = side_path[name]
+        if not path.is_file():
+            return None
+        blob = torch.load(path, weights_only=False)
+        if blob.get("key") != key:
+            print(f"{path} was made with other settings; ignoring it", file=sys.stderr)
+            return None
+        print(f"{name} side: reusing {path} (run {blob['finished_utc']}, load average at its end "
+              f"{blob['loadavg']})", file=sys.stderr)
+        return blob
+
+    def save(name, value):
+        blob = {"key": key, "value": value, "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "loadavg": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+        buf = io.BytesIO()
+        torch.save(blob, buf)
+        atomic_write_bytes(side_path[name], buf.getvalue())
+        return blob
 
     def run_ro():
         print(f"robustopt suites.standard(version={args.version!r}): {[a.name for a in ro_attacks]} ...", file=sys.stderr)
         t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate(model, (x, y), ro_attacks, batch_size=args.batch_size, seed=args.seed, mode="cascade",
                       progress=args.verbose)
-        results["ro"] = (ev, time.perf_counter() - t0, time.process_time() - c0)
-        print(f"  done in {results['ro'][1]:.1f} s: robust accuracy {100 * ev.robust_accuracy:.2f}%", file=sys.stderr)
+        value = (ev.to_dict(), time.perf_counter() - t0, time.process_time() - c0)
+        print(f"  done in {value[1]:.1f} s: robust accuracy {100 * ev.robust_accuracy:.2f}%", file=sys.stderr)
+        return value
 
     def run_aa():
         print(f"AutoAttack {aa_cfg['attacks_to_run']} ...", file=sys.stderr)
         c0 = time.process_time()
         x_adv, lines, seconds = run_autoattack(aa, x.clone(), y.clone(), args.batch_size, echo_log=args.verbose)
-        results["aa"] = (x_adv, lines, seconds, time.process_time() - c0)
         print(f"  done in {seconds:.1f} s", file=sys.stderr)
+        return (x_adv.cpu(), lines, seconds, time.process_time() - c0)
 
-    for step in ([run_ro, run_aa] if args.order == "robustopt-first" else [run_aa, run_ro]):
-        step()
-    ev, ro_seconds, ro_cpu = results["ro"]
+    sides = {"ro": run_ro, "aa": run_aa}
+    provenance = {}
+    for name in (["ro", "aa"] if args.order == "robustopt-first" else ["aa", "ro"]):
+        blob = saved(name) or save(name, sides[name]())
+        results[name], provenance[name] = blob["value"], {"finished_utc": blob["finished_utc"], "loadavg": blob["loadavg"]}
+    ev_dict, ro_seconds, ro_cpu = results["ro"]
+    ev = Evaluation(rows=[Row(**r) for r in ev_dict["rows"]], correct=torch.tensor(ev_dict["correct"], dtype=torch.bool),
+                    robust=torch.tensor(ev_dict["robust"], dtype=torch.bool), mode=ev_dict["mode"],
+                    seed=ev_dict["seed"], meta=ev_dict["meta"])
     x_adv, aa_lines, aa_seconds, aa_cpu = results["aa"]
+    x_adv = x_adv.to(args.device)
 
     # --- AutoAttack's accuracy, recomputed here on the same model -----------------------------
     clean_pred = predictions(model, x, args.batch_size)
@@ -411,6 +451,7 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
         "batch_size": args.batch_size,
         "seed": args.seed,
         "order": args.order,
+        "sides_finished": provenance,
         "clean_accuracy": float(correct.float().mean()),
         "robustopt": {
             "suite": f"suites.standard(version={args.version!r})",
@@ -448,9 +489,9 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
     out_json = out_prefix.with_name(out_prefix.name + ".json")
     out_md = out_prefix.with_name(out_prefix.name + ".md")
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_json, json.dumps(report, indent=2) + "\n")
     md = markdown(report)
-    out_md.write_text(md)
+    atomic_write_text(out_md, md)
     print(md)
     print(f"written: {out_json}, {out_md}", file=sys.stderr)
     return report
@@ -489,6 +530,11 @@ def markdown(r: dict[str, Any]) -> str:
         f"| {ro['cpu_seconds']:.1f} s |",
         f"| AutoAttack | {pct(aa['robust_accuracy'])} | {aa['robust']} / {n} | {aa['seconds']:.1f} s "
         f"| {aa['cpu_seconds']:.1f} s |",
+        "",
+        "Each side finished at (UTC; load average at its end): "
+        + "; ".join(f"{label} {r['sides_finished'][k]['finished_utc']} ({r['sides_finished'][k]['loadavg']})"
+                    for k, label in (("ro", "robustopt"), ("aa", "AutoAttack")) if k in r.get("sides_finished", {}))
+        + ". A side finished by an earlier run of the same command is reused (OUT.{ro,aa}-side.pt).",
         "",
         "Per-example agreement (on the clean-correct points): "
         f"both break {ag['both_broken']}, **only robustopt breaks {ag['only_robustopt_breaks']}**, "

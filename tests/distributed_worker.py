@@ -18,6 +18,7 @@ from torch import nn
 import robustopt as ro
 from robustopt import distributed
 from robustopt.experiments import train_run
+from tiny_problem import mlp, separable
 
 # (a) DDP training against one process: PGD without random start draws no random numbers,
 # so the two runs differ only in the float summation order of the gradients.
@@ -43,20 +44,6 @@ def cli_args(out: Path) -> list[str]:
             "--method", c["method"], "--norm", c["norm"], "--eps", str(c["eps"]), "--steps", str(c["attack_steps"]),
             "--step-size", str(c["attack_step_size"]), "--epochs", str(c["epochs"]),
             "--batch-size", str(c["batch_size"]), "--lr", str(c["lr"]), "--seed", str(c["seed"]), "--out", str(out)]
-
-
-def separable(n: int = FIT_SIZE, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two classes of 1x6x6 images: the left half bright (class 1) or dark (class 0)."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = 0.5 + 0.05 * torch.randn(n, 1, 6, 6, generator=g)
-    x[:, :, :, :3] += 0.35 * (2 * y.view(-1, 1, 1, 1).float() - 1)
-    return x.clamp(0, 1), y
-
-
-def mlp(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
 def eval_problem() -> tuple[nn.Module, torch.Tensor, torch.Tensor, list[ro.attacks.Attack]]:
@@ -99,7 +86,7 @@ def evaluations(out: Path | None) -> dict[str, object]:
 def main(out: Path) -> None:
     ctx = distributed.setup()
     assert ctx.world_size == 2, ctx
-    ro.training.fit(mlp(), separable(), out=out / "fit", **FIT)
+    ro.training.fit(mlp(), separable(FIT_SIZE), out=out / "fit", **FIT)
     for name, result in evaluations(out).items():
         if ctx.is_main:
             result.to_json(out / f"{name}.json")

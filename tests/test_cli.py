@@ -156,6 +156,15 @@ def test_sweep_writes_curve(runs):
     assert curve["eps"] == [0.0, 0.1, 0.2, 0.3]
     acc = curve["accuracy"]
     assert all(a >= b for a, b in zip(acc, acc[1:]))
+    # --independent: every eps from scratch (the cascade is its running minimum), in files of their own
+    res = CliRunner().invoke(main, ["sweep", str(runs / "a"), "--eps", "0:0.3:0.1", "--steps", "3", "--n", "30",
+                                    "--independent"])
+    assert res.exit_code == 0, res.output
+    indep = json.loads((runs / "a" / "sweep-linf-independent.json").read_text())
+    assert indep["mode"] == "independent" and curve["mode"] == "cascade"
+    assert all(i >= c for i, c in zip(indep["accuracy"], acc)) and indep["accuracy"][0] == acc[0]
+    assert sum(indep["grad_evals"]) >= sum(curve["grad_evals"])
+    assert json.loads((runs / "a" / "sweep-linf.json").read_text()) == curve  # the cascade's file is untouched
 
 
 def test_parse_eps_grid():

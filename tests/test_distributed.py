@@ -71,7 +71,7 @@ def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
 def test_ddp_training_matches_single_process_with_the_same_global_batch(ddp_out):
     """batch_size is the global batch: 2 x 15 examples per step give the 1-process run's 30-example steps."""
     single = worker.mlp()
-    res = ro.training.fit(single, worker.separable(), **worker.FIT)
+    res = ro.training.fit(single, worker.separable(worker.FIT_SIZE), **worker.FIT)
 
     ckpt = ddp_out / "fit" / "model"
     meta = checkpoint.read_metadata(ckpt)

@@ -15,23 +15,12 @@ import robustopt as ro
 from robustopt import checkpoint
 from robustopt.training import METHODS, Crafted, TrainConfig, fit, get_method, register_method
 from robustopt.training.fit import _lr_at
+from tiny_problem import separable
 
 LOG_KEYS = {
     "epoch", "step", "train_loss", "train_acc", "val_clean_acc", "val_robust_acc",
     "lr", "eps", "seconds", "grad_evals",
 }
-
-
-def separable(n: int = 240, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two classes of 1x6x6 images: the left half bright (class 1) or dark (class 0).
-
-    The margin per pixel is 0.3, so the classes stay separable under l_inf eps < 0.3.
-    """
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = 0.5 + 0.05 * torch.randn(n, 1, 6, 6, generator=g)
-    x[:, :, :, :3] += 0.35 * (2 * y.view(-1, 1, 1, 1).float() - 1)
-    return x.clamp(0, 1), y
 
 
 def mlp(seed: int = 0, dropout: float = 0.0) -> nn.Module:

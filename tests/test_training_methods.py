@@ -21,24 +21,11 @@ from robustopt.cli import main
 from robustopt.training import METHODS, Crafted, TrainConfig, Update, fit, get_method, register_method
 from robustopt.training.fit import _lr_at
 from robustopt.training.methods import as_updates, updates_per_batch
+from tiny_problem import mlp, separable
 
 fit_module = importlib.import_module("robustopt.training.fit")  # the module (the package exports the function)
 
 FAST = dict(batch_size=32, lr=1e-2, eps=0.1, attack_steps=3, attack_step_size=0.05, val_attack_steps=3, progress=False)
-
-
-def separable(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two classes of 1x6x6 images, left half bright (1) or dark (0); margin 0.3 per pixel."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 2, (n,), generator=g)
-    x = 0.5 + 0.05 * torch.randn(n, 1, 6, 6, generator=g)
-    x[:, :, :, :3] += 0.35 * (2 * y.view(-1, 1, 1, 1).float() - 1)
-    return x.clamp(0, 1), y
-
-
-def mlp(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
 def linear(seed: int = 0, classes: int = 3) -> nn.Module:

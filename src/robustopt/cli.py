@@ -247,14 +247,17 @@ def parse_eps_grid(text: str) -> list[float]:
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
 @click.option("--device", default="cpu", show_default=True,
               help="cpu | cuda | cuda:N | auto; under torchrun, cuda means each process's own GPU.")
-def sweep(run, norm, grid, steps, limit, batch_size, seed, root, device) -> None:
+@click.option("--independent", is_flag=True,
+              help="Attack every clean-correct example at every eps (no cascade; the reference cost). "
+                   "Writes RUN/sweep-NORM-independent.*.")
+def sweep(run, norm, grid, steps, limit, batch_size, seed, root, device, independent) -> None:
     """Robust accuracy against eps (the paper's Figure 2); writes RUN/sweep-NORM.{json,md,png}."""
     from robustopt.experiments import sweep_run
 
     try:
         eps_values = parse_eps_grid(grid)
         sweep_run(run, norm=norm, eps_values=eps_values, steps=steps, limit=limit, batch_size=batch_size,
-                  seed=seed, root=root, echo=click.echo, device=device)
+                  seed=seed, root=root, echo=click.echo, device=device, independent=independent)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
 

@@ -192,11 +192,14 @@ def sweep_run(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     device: str = "cpu",
+    independent: bool = False,
 ) -> SweepCurve:
     """Robust accuracy of a run's model over ``eps_values`` (monotone cascade, PGD with ``steps``).
 
     Writes ``sweep-NORM.json``, ``sweep-NORM.md`` and, when matplotlib is installed, ``sweep-NORM.png``
-    (with the training eps marked when the norm matches the training norm).
+    (with the training eps marked when the norm matches the training norm). With ``independent=True``
+    every eps attacks all clean-correct examples (the cascade's reference cost) and the files are
+    ``sweep-NORM-independent.*``.
     """
     run = Path(run)
     ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
@@ -211,13 +214,14 @@ def sweep_run(
     threat_cls = THREATS[norm]
     attack = lambda t: PGD(t, steps=steps, seed=seed)  # noqa: E731  (step 2.5 * eps / steps at every eps)
     curve = sweep(model, (x, y), threat_cls, eps_values, attack=attack, batch_size=batch_size, seed=seed,
-                  progress=progress, meta={"run": str(run), "data": info["data"]})
+                  progress=progress, meta={"run": str(run), "data": info["data"]}, independent=independent)
     echo(curve.table())
     if ctx.is_main:
-        curve.to_json(run / f"sweep-{norm}.json")
-        atomic_write_text(run / f"sweep-{norm}.md", curve.table("markdown"))
+        stem = f"sweep-{norm}-independent" if independent else f"sweep-{norm}"
+        curve.to_json(run / f"{stem}.json")
+        atomic_write_text(run / f"{stem}.md", curve.table("markdown"))
         try:
-            curve.plot(run / f"sweep-{norm}.png", train_eps=info["eps"] if info["norm"] == norm else None)
+            curve.plot(run / f"{stem}.png", train_eps=info["eps"] if info["norm"] == norm else None)
         except ImportError as err:
             echo(f"no plot: {err}")
     ctx.barrier()

@@ -253,16 +253,9 @@ def pgd(
     with the highest loss (a misclassified one first). The attack runs the model in
     eval mode. At ``eps = 0`` (e.g. the start of an eps warm-up) it is natural training.
     """
-    if threat.eps == 0:
-        return Crafted(x, 0)
-    attack = PGD(
-        threat,
-        steps=config.attack_steps,
-        step_size=config.attack_step_size,
-        random_start=config.attack_random_start,
-    )
-    result = attack.run(model, x, y, generator=generator)
-    return Crafted(result.x_adv.detach(), result.grad_evals)
+    attack = PGD(threat, steps=config.attack_steps, step_size=config.attack_step_size,
+                 random_start=config.attack_random_start)
+    return _craft(attack, model, x, y, generator)
 
 
 @register_method("fgsm-rs")
@@ -281,9 +274,15 @@ def fgsm_rs(
     projected back onto the ball and the box. ``attack_steps``, ``attack_step_size``
     and ``attack_random_start`` are not used. The attack runs the model in eval mode.
     """
-    if threat.eps == 0:
-        return Crafted(x, 0)
     attack = GradientAttack(threat, steps=1, step_size=1.25 * threat.eps, random_start=True, label="FGSM-RS")
+    return _craft(attack, model, x, y, generator)
+
+
+def _craft(attack: GradientAttack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+           generator: torch.Generator) -> Crafted:
+    """The training batch of an attack-then-CE method: ``x`` itself at eps 0, else the attack's points."""
+    if attack.threat.eps == 0:
+        return Crafted(x, 0)
     result = attack.run(model, x, y, generator=generator)
     return Crafted(result.x_adv.detach(), result.grad_evals)
 
