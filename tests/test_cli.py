@@ -189,3 +189,21 @@ def test_same_seed_same_weights(tmp_path):
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
     assert not torch.equal(weights[0], weights[2])
+
+
+def test_eval_and_sweep_of_the_best_epoch(runs, tmp_path):
+    # without early stopping there is no best.*: a clear error, exit code 2
+    res = CliRunner().invoke(main, ["eval", str(runs / "a"), "--weights", "best", "--n", "20"])
+    assert res.exit_code == 2 and "--early-stopping-patience" in res.output
+    out = tmp_path / "es"
+    i = TINY.index("--epochs")
+    args = TINY[: i + 1] + ["2"] + TINY[i + 2:]
+    res = CliRunner().invoke(main, ["train", *args, "--method", "pgd", "--early-stopping-patience", "5", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "best.json").is_file()
+    for cmd in (["eval", str(out), "--suite", "fast", "--n", "20"], ["sweep", str(out), "--eps", "0,0.1", "--steps", "2", "--n", "20"]):
+        res = CliRunner().invoke(main, cmd + ["--weights", "best"])
+        assert res.exit_code == 0, res.output
+    ev = json.loads((out / "eval-fast-best.json").read_text())
+    assert ev["meta"]["weights"] == "best" and not (out / "eval-fast.json").exists()
+    assert json.loads((out / "sweep-linf-best.json").read_text())["eps"] == [0.0, 0.1]

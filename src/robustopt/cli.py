@@ -204,7 +204,11 @@ def train(dataset, model_name, method, norm, eps, train_size, out, resume, root,
               help="Discard the saved progress of an interrupted evaluation (RUN/eval-SUITE.progress.json) and start over.")
 @click.option("--device", default="cpu", show_default=True,
               help="cpu | cuda | cuda:N | auto; under torchrun, cuda means each process's own GPU.")
-def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size, seed, root, restart, device) -> None:
+@click.option("--weights", type=click.Choice(["final", "best"]), default="final", show_default=True,
+              help="final: the weights training ended with (model.*); best: the best validation epoch "
+                   "(best.*, kept with --early-stopping-patience). Results of best go to *-best.* files.")
+def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size, seed, root, restart, device,
+          weights) -> None:
     """Evaluate the model in RUN; print the table, write RUN/eval-SUITE.{json,md}.
 
     Progress is saved after every batch: run the same command again after an
@@ -216,7 +220,7 @@ def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size,
         parsed = dict(_parse_source(s) for s in sources)
         eval_run(run, suite=suite, sources=parsed, norm=norm, eps=eps, limit=limit, max_restarts=max_restarts,
                  mode=mode, batch_size=batch_size, seed=seed, root=root, echo=click.echo, restart=restart,
-                 device=device)
+                 device=device, weights=weights)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
 
@@ -250,14 +254,17 @@ def parse_eps_grid(text: str) -> list[float]:
 @click.option("--independent", is_flag=True,
               help="Attack every clean-correct example at every eps (no cascade; the reference cost). "
                    "Writes RUN/sweep-NORM-independent.*.")
-def sweep(run, norm, grid, steps, limit, batch_size, seed, root, device, independent) -> None:
+@click.option("--weights", type=click.Choice(["final", "best"]), default="final", show_default=True,
+              help="final: the weights training ended with (model.*); best: the best validation epoch "
+                   "(best.*, kept with --early-stopping-patience). Results of best go to *-best.* files.")
+def sweep(run, norm, grid, steps, limit, batch_size, seed, root, device, independent, weights) -> None:
     """Robust accuracy against eps (the paper's Figure 2); writes RUN/sweep-NORM.{json,md,png}."""
     from robustopt.experiments import sweep_run
 
     try:
         eps_values = parse_eps_grid(grid)
         sweep_run(run, norm=norm, eps_values=eps_values, steps=steps, limit=limit, batch_size=batch_size,
-                  seed=seed, root=root, echo=click.echo, device=device, independent=independent)
+                  seed=seed, root=root, echo=click.echo, device=device, independent=independent, weights=weights)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
 

@@ -25,13 +25,14 @@ from robustopt._io import atomic_write_json, atomic_write_text
 from robustopt.attacks import PGD
 from robustopt.evaluation import Evaluation, SweepCurve, evaluate, suites, sweep
 from robustopt.threat import L1, L2, Linf, ThreatModel
-from robustopt.training import TrainConfig, fit
+from robustopt.training import BEST_NAME, CHECKPOINT_NAME, TrainConfig, fit
 
 __all__ = ["ExperimentPreset", "DEMO", "REPRODUCE", "reproduce", "train_run", "eval_run", "sweep_run", "load_run", "run_madry_experiment",
            "threat_of"]
 
 THREATS: dict[str, type[ThreatModel]] = {"linf": Linf, "l2": L2, "l1": L1}
 RUN_FILE = "run.json"
+WEIGHTS = {"final": CHECKPOINT_NAME, "best": BEST_NAME}  # load_run(weights=...) -> checkpoint name in the run
 
 
 def threat_of(norm: str, eps: float) -> ThreatModel:
@@ -88,15 +89,32 @@ def train_run(
     return out
 
 
-def load_run(run: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Load the trained model of a run folder and its ``run.json``."""
+def load_run(run: str | Path, weights: str = "final") -> tuple[nn.Module, dict[str, Any]]:
+    """Load the trained model of a run folder and its ``run.json``.
+
+    Args:
+        run: run folder made by ``train_run``.
+        weights: "final" (``model.*``, the weights training ended with) or "best" (``best.*``, the
+            epoch with the best validation robust accuracy, kept when early stopping is on).
+    """
     run = Path(run)
     info_path = run / RUN_FILE
     if not info_path.is_file():
         raise FileNotFoundError(f"{run} is not a finished robustopt run (no {RUN_FILE}); train it with `robustopt train --out {run}`.")
+    if weights not in WEIGHTS:
+        raise ValueError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}.")
+    path = run / WEIGHTS[weights]
+    if not path.with_suffix(".json").is_file():
+        raise FileNotFoundError(f"{run} has no {WEIGHTS[weights]}.* weights: they are kept only when training runs with "
+                                "early stopping (`robustopt train --early-stopping-patience K`); use the final weights.")
     info = json.loads(info_path.read_text())
-    model, _ = checkpoint.load(run / "model")
+    model, _ = checkpoint.load(path)
     return model.eval(), info
+
+
+def _result_stem(kind: str, weights: str) -> str:
+    """``eval-madry`` for the final weights, ``eval-madry-best`` for the best epoch's."""
+    return kind if weights == "final" else f"{kind}-{weights}"
 
 
 def eval_run(
@@ -116,6 +134,7 @@ def eval_run(
     progress: bool = True,
     restart: bool = False,
     device: str = "cpu",
+    weights: str = "final",
 ) -> Evaluation:
     """Evaluate a run's model on its dataset's test split; write ``eval-SUITE.{json,md}`` into the run.
 
@@ -140,8 +159,9 @@ def eval_run(
     ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
     echo = echo if ctx.is_main else _quiet
     dev = ctx.device(resolve_device(device))
-    model, info = load_run(run)
+    model, info = load_run(run, weights)
     model.to(dev)
+    stem = _result_stem(f"eval-{suite}", weights)
     threat = threat_of(norm or info["norm"], info["eps"] if eps is None else eps)
     source_models = {name: load_run(path)[0].to(dev) for name, path in (sources or {}).items()}
     preset = "cifar10" if info["data"] == "cifar10" else "mnist"
@@ -156,7 +176,7 @@ def eval_run(
     if limit is not None:
         x, y = x[:limit], y[:limit]
     x, y = x.to(dev), y.to(dev)
-    progress_file = run / f"eval-{suite}.progress.json"
+    progress_file = run / f"{stem}.progress.json"
     if restart and ctx.is_main:
         progress_file.unlink(missing_ok=True)
     elif progress_file.exists() and not restart:
@@ -164,7 +184,7 @@ def eval_run(
              "(`robustopt eval --restart` / restart=True starts over).")
     try:
         ev = evaluate(model, (x, y), attacks, batch_size=batch_size, seed=seed, mode=mode or "independent",
-                      progress=progress, meta={"run": str(run), "data": info["data"], "sources": {k: str(v) for k, v in (sources or {}).items()}},
+                      progress=progress, meta={"run": str(run), "weights": weights, "data": info["data"], "sources": {k: str(v) for k, v in (sources or {}).items()}},
                       progress_file=progress_file)
     except ValueError as err:
         if str(err).startswith(str(progress_file)):  # unusable or foreign progress file
@@ -173,8 +193,8 @@ def eval_run(
     reference = suites.MADRY_REFERENCE[preset] if suite == "madry" and threat.norm == "Linf" and abs(threat.eps - (0.3 if preset == "mnist" else 8 / 255)) < 1e-9 else None
     echo(ev.table(reference=reference))
     if ctx.is_main:
-        ev.to_json(run / f"eval-{suite}.json")
-        ev.to_markdown(run / f"eval-{suite}.md", reference=reference)
+        ev.to_json(run / f"{stem}.json")
+        ev.to_markdown(run / f"{stem}.md", reference=reference)
     ctx.barrier()
     return ev
 
@@ -193,6 +213,7 @@ def sweep_run(
     progress: bool = True,
     device: str = "cpu",
     independent: bool = False,
+    weights: str = "final",
 ) -> SweepCurve:
     """Robust accuracy of a run's model over ``eps_values`` (monotone cascade, PGD with ``steps``).
 
@@ -205,7 +226,7 @@ def sweep_run(
     ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
     echo = echo if ctx.is_main else _quiet
     dev = ctx.device(resolve_device(device))
-    model, info = load_run(run)
+    model, info = load_run(run, weights)
     model.to(dev)
     x, y = datasets.load(info["data"], split="test", root=root)
     if limit is not None:
@@ -214,10 +235,10 @@ def sweep_run(
     threat_cls = THREATS[norm]
     attack = lambda t: PGD(t, steps=steps, seed=seed)  # noqa: E731  (step 2.5 * eps / steps at every eps)
     curve = sweep(model, (x, y), threat_cls, eps_values, attack=attack, batch_size=batch_size, seed=seed,
-                  progress=progress, meta={"run": str(run), "data": info["data"]}, independent=independent)
+                  progress=progress, meta={"run": str(run), "weights": weights, "data": info["data"]}, independent=independent)
     echo(curve.table())
     if ctx.is_main:
-        stem = f"sweep-{norm}-independent" if independent else f"sweep-{norm}"
+        stem = _result_stem(f"sweep-{norm}-independent" if independent else f"sweep-{norm}", weights)
         curve.to_json(run / f"{stem}.json")
         atomic_write_text(run / f"{stem}.md", curve.table("markdown"))
         try:
