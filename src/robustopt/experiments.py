@@ -154,6 +154,7 @@ def eval_run(
         batch_size / seed / root / echo / progress: as in ``evaluate`` and ``ro.data.load``.
         restart: discard the saved progress of an interrupted evaluation and start over.
         device: "cpu", "auto" (CUDA when available) or a torch device string.
+        weights: "final" or "best" (see ``load_run``); the best epoch's results go to ``eval-SUITE-best.*``.
     """
     run = Path(run)
     ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
@@ -220,7 +221,7 @@ def sweep_run(
     Writes ``sweep-NORM.json``, ``sweep-NORM.md`` and, when matplotlib is installed, ``sweep-NORM.png``
     (with the training eps marked when the norm matches the training norm). With ``independent=True``
     every eps attacks all clean-correct examples (the cascade's reference cost) and the files are
-    ``sweep-NORM-independent.*``.
+    ``sweep-NORM-independent.*``; with ``weights="best"`` (see ``load_run``) they end in ``-best``.
     """
     run = Path(run)
     ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
