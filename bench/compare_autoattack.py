@@ -30,7 +30,7 @@ standard version's settings), e.g. without FAB-T for a like-for-like comparison.
 Examples:
     # the real comparison (full-MNIST model A of bench/full_mnist.sh)
     ROBUSTOPT_DATA=../shared/data .venv/bin/python bench/compare_autoattack.py \\
-        --run runs/full-mnist/A --n 1000 --norm linf --eps 0.3 --version standard \\
+        --run bench/results/full-mnist/A --n 1000 --norm linf --eps 0.3 --version standard \\
         --batch-size 500 --seed 0 --threads 2 --diagnose --out bench/results/full-mnist-A-standard
     # a smoke test on a tiny model trained in seconds on the shipped mnist-mini
     .venv/bin/python bench/compare_autoattack.py --model-from small-cnn-mini --n 100 \\

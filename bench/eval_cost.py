@@ -22,7 +22,7 @@ the command, git commit, machine, date and peak RSS.
 Examples:
     .venv/bin/python bench/eval_cost.py --threads 2                      # 1000 points, 20 restarts
     nice -n 19 .venv/bin/python bench/eval_cost.py --quick --threads 1   # 100 points, a check
-    .venv/bin/python bench/eval_cost.py --run runs/full-mnist/A --threads 2
+    .venv/bin/python bench/eval_cost.py --run bench/results/full-mnist/A --threads 2
 """
 
 from __future__ import annotations
