@@ -74,7 +74,7 @@ from robustopt import data as ro_data
 from robustopt.attacks.base import predict
 from robustopt._io import atomic_write_bytes, atomic_write_text
 from robustopt.evaluation import evaluate, suites
-from robustopt.evaluation.evaluate import Evaluation, Row
+from robustopt.evaluation.evaluate import Evaluation
 from robustopt.experiments import load_run, threat_of
 
 AA_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square",
@@ -379,9 +379,7 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
         blob = saved(name) or save(name, sides[name]())
         results[name], provenance[name] = blob["value"], {"finished_utc": blob["finished_utc"], "loadavg": blob["loadavg"]}
     ev_dict, ro_seconds, ro_cpu = results["ro"]
-    ev = Evaluation(rows=[Row(**r) for r in ev_dict["rows"]], correct=torch.tensor(ev_dict["correct"], dtype=torch.bool),
-                    robust=torch.tensor(ev_dict["robust"], dtype=torch.bool), mode=ev_dict["mode"],
-                    seed=ev_dict["seed"], meta=ev_dict["meta"])
+    ev = Evaluation.from_dict(ev_dict)
     x_adv, aa_lines, aa_seconds, aa_cpu = results["aa"]
     x_adv = x_adv.to(args.device)
 

@@ -149,17 +149,21 @@ class Evaluation:
         return atomic_write_text(path, self.table("markdown", reference=reference))
 
     @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Evaluation":
+        """The inverse of ``to_dict``."""
+        return cls(
+            rows=[Row(**r) for r in d["rows"]],
+            correct=torch.tensor(d["correct"], dtype=torch.bool),
+            robust=torch.tensor(d["robust"], dtype=torch.bool),
+            mode=d["mode"],
+            seed=d["seed"],
+            meta=d.get("meta", {}),
+        )
+
+    @classmethod
     def from_json(cls, path: str | Path) -> "Evaluation":
         try:
-            d = json.loads(Path(path).read_text())
-            return cls(
-                rows=[Row(**r) for r in d["rows"]],
-                correct=torch.tensor(d["correct"], dtype=torch.bool),
-                robust=torch.tensor(d["robust"], dtype=torch.bool),
-                mode=d["mode"],
-                seed=d["seed"],
-                meta=d.get("meta", {}),
-            )
+            return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise ValueError(f"{path} is not a robustopt evaluation JSON file ({err}).") from err
 
