@@ -60,10 +60,13 @@ def git_info() -> dict[str, Any]:
     def git(*args):
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
 
+    # A copy of the tree without .git (the GPU machine of bench/gpu.sh) is given its commit in ROBUSTOPT_GIT_COMMIT.
+    fallback = {"commit": os.environ.get("ROBUSTOPT_GIT_COMMIT"), "dirty": None}
     try:
-        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
-    except Exception:  # noqa: BLE001
-        return {"commit": None, "dirty": None}
+        commit = git("rev-parse", "HEAD")
+        return {"commit": commit, "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))} if commit else fallback
+    except Exception:  # noqa: BLE001 - no git at all
+        return fallback
 
 
 def loadavg() -> list[float] | None:

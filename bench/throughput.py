@@ -69,6 +69,7 @@ from _common import (
     trained_recipe,
     write_report,
 )
+from robustopt._device import resolve_device
 from robustopt.experiments import load_run
 
 TOOLS = ["limit", "robustopt", "torchattacks", "art", "foolbox"]
@@ -193,6 +194,7 @@ def available_tools(wanted: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def make_runner(tool: str, model, threat, *, norm: str, eps: float, alpha: float, steps: int, x: torch.Tensor,
                 seed: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None]:
+    """The tool's attack as ``run(x, y) -> x_adv`` on x's device (None for the limit)."""
     if tool == "limit":
         def run(xb, yb):
             xg = xb.detach().clone().requires_grad_(True)
@@ -224,7 +226,8 @@ def make_runner(tool: str, model, threat, *, norm: str, eps: float, alpha: float
         from art.estimators.classification import PyTorchClassifier
 
         clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=tuple(x.shape[1:]),
-                                nb_classes=10, clip_values=(0.0, 1.0), preprocessing=None, device_type="cpu")
+                                nb_classes=10, clip_values=(0.0, 1.0), preprocessing=None,
+                                device_type="gpu" if x.is_cuda else "cpu")
         atk = ProjectedGradientDescent(clf, norm=np.inf if norm == "linf" else 2, eps=eps, eps_step=alpha,
                                        max_iter=steps, targeted=False, num_random_init=1, batch_size=len(x),
                                        verbose=False)
@@ -232,8 +235,8 @@ def make_runner(tool: str, model, threat, *, norm: str, eps: float, alpha: float
         if impl != "ProjectedGradientDescentPyTorch":
             warnings.warn(f"ART runs {impl}, not its PyTorch implementation", stacklevel=1)
 
-        def run(xb, yb):
-            return torch.from_numpy(atk.generate(xb.numpy(), yb.numpy()))
+        def run(xb, yb):  # ART's interface is numpy: the copies to and from the host are part of its cost
+            return torch.from_numpy(atk.generate(xb.cpu().numpy(), yb.cpu().numpy())).to(xb.device)
         run.impl = impl  # type: ignore[attr-defined]
         return run
 
@@ -254,6 +257,12 @@ def make_runner(tool: str, model, threat, *, norm: str, eps: float, alpha: float
 def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued kernels, so that a wall-clock time covers the work itself."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,9 +294,11 @@ def measure(subject: Subject, norm: str, steps: int, batch: int, tools: list[str
     for rep in range(reps):
         for t, run in list(runners.items()):
             _seed_all(seed + rep)
+            _sync(x.device)
             c0, t0 = time.process_time(), time.perf_counter()
             try:
                 out = run(x, y)
+                _sync(x.device)
             except Exception as err:  # noqa: BLE001
                 errors[t] = f"{type(err).__name__}: {err}"
                 log(f"    {t}: FAILED {errors[t]}")
@@ -356,7 +367,8 @@ def markdown(r: dict[str, Any]) -> str:
         if not rows:
             continue
         lines += [f"## {s['label']}", "", f"- weights: {s['weights']}", f"- data: {s['data']}",
-                  f"- threads: {r['machine']['torch_threads']}; peak RSS after this model: {s.get('peak_rss_mib_after', 0):.0f} MiB", ""]
+                  f"- device: {r['settings'].get('device', 'cpu')} ({r['settings'].get('device_name', 'cpu')}); "
+                  f"threads: {r['machine']['torch_threads']}; peak RSS after this model: {s.get('peak_rss_mib_after', 0):.0f} MiB", ""]
         head = ["norm", "eps", "steps", "batch"] + tools + [f"ro/{t}" for t in tools if t != "robustopt"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in rows:
@@ -444,6 +456,7 @@ def parse_args(argv=None):
     p.add_argument("--cache", default=str(CACHE), help="folder for the cached strength model (default bench/.cache)")
     p.add_argument("--root", help="data root (default $ROBUSTOPT_DATA; CIFAR-10 is synthetic when neither is set)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: model and data of every tool")
     p.add_argument("--out", help="output path without suffix (default bench/results/throughput[-quick])")
     return p.parse_args(argv)
 
@@ -452,6 +465,10 @@ def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as err:
+        raise SystemExit(f"--device: {err}") from None
     t_start = time.perf_counter()
     report = header("throughput", quick=args.quick)
     grid = QUICK_GRID if args.quick else FULL_GRID
@@ -469,7 +486,8 @@ def main(argv=None) -> dict[str, Any]:
     for t, why in skipped.items():
         log(f"note: {t} skipped: {why}")
     report.update({
-        "settings": {"reps": reps, "seed": args.seed, "norms": norms, "models": keys, "eps": EPS, "run": args.run,
+        "settings": {"reps": reps, "seed": args.seed, "device": str(device),
+                     "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "norms": norms, "models": keys, "eps": EPS, "run": args.run,
                      "step_size_rule": "2.5 * eps / steps", "random_start": True, "loss": "ce"},
         "tools_run": tools, "skipped": skipped,
         "versions": {"torch": torch.__version__, "robustopt": ro.__version__,
@@ -486,6 +504,8 @@ def main(argv=None) -> dict[str, Any]:
             steps_list = args.cifar_steps
         batches = args.batch_sizes or g["batch_sizes"]
         subject = build_subject(key, max(batches), args)
+        subject.model.to(device)
+        subject.x, subject.y = subject.x.to(device), subject.y.to(device)
         if len(subject.x) < max(batches):
             raise SystemExit(f"{key}: only {len(subject.x)} images for batch {max(batches)}")
         entry = {"key": key, "label": subject.label, "weights": subject.weights, "data": subject.data,
