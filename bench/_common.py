@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 import robustopt
+from robustopt._io import atomic_write_text
 from robustopt.attacks.base import predict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +72,23 @@ def git_info() -> dict[str, Any]:
 
 def loadavg() -> list[float] | None:
     return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def other_runnable(seconds: float = 2.0, samples: int = 20) -> float | None:
+    """Mean number of runnable tasks other than this one, sampled now (Linux ``/proc/loadavg``).
+
+    Unlike the load average, which still counts a job that ended minutes ago, this sees only what
+    runs now: about 0 on an idle machine, about 1 per busy core used by another job.
+    """
+    counts = []
+    for _ in range(samples):
+        try:
+            running = int(Path("/proc/loadavg").read_text().split()[3].split("/")[0])
+        except (OSError, IndexError, ValueError):
+            return None
+        counts.append(running - 1)
+        time.sleep(seconds / samples)
+    return round(sum(counts) / len(counts), 2)
 
 
 def machine_info() -> dict[str, Any]:
@@ -166,12 +184,12 @@ def provenance_md(r: dict[str, Any]) -> list[str]:
 
 
 def write_report(prefix: Path, report: dict[str, Any], md: str) -> tuple[Path, Path]:
-    """Write ``PREFIX.json`` and ``PREFIX.md``."""
+    """Write ``PREFIX.json`` and ``PREFIX.md``, each atomically (an interrupted write leaves the old file)."""
     prefix = Path(prefix)
     out_json, out_md = prefix.with_name(prefix.name + ".json"), prefix.with_name(prefix.name + ".md")
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps(report, indent=2) + "\n")
-    out_md.write_text(md)
+    atomic_write_text(out_json, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_md, md)
     return out_json, out_md
 
 

@@ -56,6 +56,7 @@ import torch.nn.functional as F
 import robustopt as ro
 from _common import (
     CACHE,
+    other_runnable,
     RESULTS,
     finish,
     header,
@@ -341,6 +342,14 @@ def measure(subject: Subject, norm: str, steps: int, batch: int, tools: list[str
 # --------------------------------------------------------------------------------------------
 # output
 # --------------------------------------------------------------------------------------------
+def _min_ratios(m: dict[str, Any]) -> dict[str, float]:
+    """robustopt/tool throughput ratios from each tool's fastest repetition (noise only adds time)."""
+    best = {t: min(e["seconds"]) for t, e in m["tools"].items() if e.get("seconds")}
+    if "robustopt" not in best:
+        return {}
+    return {f"robustopt/{t}": v / best["robustopt"] for t, v in best.items() if t != "robustopt"}
+
+
 def _fmt_rate(v: float | None) -> str:
     return "" if v is None else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
 
@@ -351,8 +360,13 @@ def markdown(r: dict[str, Any]) -> str:
     if quick:
         lines += ["Quick mode checks the script: few steps, small batches, 2 repetitions. Its numbers are not the "
                   "benchmark" + (", and this machine was busy (see the load average below)." if r["busy"] else "."), ""]
+    elif r["busy"] and "other_runnable_at_start" not in r:  # results from before the runnable-task check
+        lines += [f"**Load average {r['machine']['loadavg_at_start']} at start**: the machine may have been busy (the "
+                  "1-minute average also counts a job that ended just before); timings mean something only if "
+                  "nothing else ran.", ""]
     elif r["busy"]:
-        lines += [f"**The machine was busy** (load average {r['machine']['loadavg_at_start']} at start): timings are "
+        lines += [f"**The machine was busy** ({r['other_runnable_at_start']} other runnable tasks at start, load "
+                  f"average {r['machine']['loadavg_at_start']}): timings are "
                   "not meaningful.", ""]
     tools = r["tools_run"]
     lines += [
@@ -369,14 +383,17 @@ def markdown(r: dict[str, Any]) -> str:
         lines += [f"## {s['label']}", "", f"- weights: {s['weights']}", f"- data: {s['data']}",
                   f"- device: {r['settings'].get('device', 'cpu')} ({r['settings'].get('device_name', 'cpu')}); "
                   f"threads: {r['machine']['torch_threads']}; peak RSS after this model: {s.get('peak_rss_mib_after', 0):.0f} MiB", ""]
-        head = ["norm", "eps", "steps", "batch"] + tools + [f"ro/{t}" for t in tools if t != "robustopt"]
+        others = [t for t in tools if t != "robustopt"]
+        head = ["norm", "eps", "steps", "batch"] + tools + [f"ro/{t}" for t in others] + [f"ro/{t} (best)" for t in others]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in rows:
             cells = [m["norm"], f"{m['eps']:.4g}", str(m["steps"]), str(m["batch"])]
             cells += [_fmt_rate(m["tools"].get(t, {}).get("grad_evals_per_second")) or "error" for t in tools]
-            cells += [f"{m.get('ratios', {}).get(f'robustopt/{t}', float('nan')):.2f}" for t in tools if t != "robustopt"]
+            cells += [f"{m.get('ratios', {}).get(f'robustopt/{t}', float('nan')):.2f}" for t in others]
+            cells += [f"{_min_ratios(m).get(f'robustopt/{t}', float('nan')):.2f}" for t in others]
             lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", "Rates and the first ratios use the median repetition; the ratios marked (best) compare each "
+                  "tool's fastest repetition, which is less sensitive to a busy or noisy machine.", ""]
     # strength
     attackers = [t for t in tools if t != "limit"]
     lines += ["## Strength check (same points, same model)", "",
@@ -458,11 +475,16 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: model and data of every tool")
     p.add_argument("--out", help="output path without suffix (default bench/results/throughput[-quick])")
+    p.add_argument("--render", metavar="JSON", help="only rewrite the Markdown next to a saved result JSON")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.render:
+        report = json.loads(Path(args.render).read_text())
+        write_report(Path(args.render).with_suffix(""), report, markdown(report))
+        return report
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -492,7 +514,9 @@ def main(argv=None) -> dict[str, Any]:
         "tools_run": tools, "skipped": skipped,
         "versions": {"torch": torch.__version__, "robustopt": ro.__version__,
                      **{t: package_version(PEERS[t]) for t in tools if t in PEERS}},
-        "busy": bool(report["machine"]["loadavg_at_start"] and report["machine"]["loadavg_at_start"][0] > 0.5),
+        "other_runnable_at_start": (others := other_runnable()),
+        "busy": others > 0.5 if others is not None else bool(report["machine"]["loadavg_at_start"]
+                                                               and report["machine"]["loadavg_at_start"][0] > 0.5),
         "subjects": [], "measurements": [], "art_implementation": None,
     })
     out = Path(args.out) if args.out else RESULTS / ("throughput-quick" if args.quick else "throughput")
