@@ -83,7 +83,7 @@ EPS = {"mnist": {"linf": 0.3, "l2": 2.0}, "cifar10": {"linf": 8 / 255, "l2": 0.5
 # The grid: per model, steps and batch sizes; --steps / --batch-sizes override it for every model.
 FULL_GRID = {
     "madry-mnist": dict(steps=[10, 40, 100], batch_sizes=[100, 500]),
-    # ~7 ms per image gradient on 2 idle cores: 100 steps would add ~3 h (use --cifar-steps 10,40,100)
+    # ~21 ms per image gradient on 2 idle cores: 100 steps would add ~8 h (use --cifar-steps 10,40,100)
     "preact-resnet18": dict(steps=[10, 40], batch_sizes=[100, 500]),
     "strength": dict(steps=[10, 40, 100], batch_sizes=[100, 500]),
 }
