@@ -443,6 +443,10 @@ def markdown(r: dict[str, Any]) -> str:
         lines.append(f"- **{t} skipped**: {why}")
     for e in errs:
         lines.append(f"- error: {e}")
+    for e in r.get("earlier_sessions", []):
+        lines.append(f"- Some rows come from an earlier session of this command (`--resume`): started {e['started_utc']}, "
+                     f"finished {e['finished_utc']}, git {str((e.get('git') or {}).get('commit'))[:10]}, "
+                     f"{e.get('other_runnable_at_start')} other runnable tasks at its start.")
     lines += ["", *provenance_md(r)]
     return "\n".join(lines)
 
@@ -475,8 +479,34 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: model and data of every tool")
     p.add_argument("--out", help="output path without suffix (default bench/results/throughput[-quick])")
+    p.add_argument("--resume", action="store_true", help="keep the rows already in OUT.json (same settings and "
+                                                          "weights) and measure only the others")
     p.add_argument("--render", metavar="JSON", help="only rewrite the Markdown next to a saved result JSON")
     return p.parse_args(argv)
+
+
+def _resumable(out: Path, report: dict[str, Any], tools: list[str]) -> tuple[dict[tuple, dict[str, Any]], list]:
+    """Rows and subjects of an earlier run of the same settings in OUT.json.
+
+    Rows are keyed by (model, weights digest, norm, steps, batch). The earlier run's start, end and
+    machine load are kept in ``report["earlier_sessions"]``.
+    """
+    path = out.with_name(out.name + ".json")
+    if not path.is_file():
+        return {}, []
+    prev = json.loads(path.read_text())
+    same = {k: prev.get("settings", {}).get(k) == report["settings"][k] for k in ("reps", "seed", "device", "eps")}
+    same["threads"] = prev.get("machine", {}).get("torch_threads") == report["machine"]["torch_threads"]
+    if not all(same.values()) or prev.get("tools_run") != tools:
+        raise SystemExit(f"--resume: {path} was made with other settings ({', '.join(k for k, v in same.items() if not v) or 'tools'}"
+                         "); use another --out, or drop --resume to overwrite it")
+    report["earlier_sessions"] = prev.get("earlier_sessions", []) + [
+        {k: prev.get(k) for k in ("started_utc", "finished_utc", "git", "other_runnable_at_start")}]
+    digest = {e["key"]: e["state_sha256_16"] for e in prev["subjects"]}
+    rows = {(m["model"], m.get("state_sha256_16", digest.get(m["model"])), m["norm"], m["steps"], m["batch"]): m
+            for m in prev["measurements"]}
+    log(f"--resume: {len(rows)} rows measured earlier in {path}")
+    return rows, prev["subjects"]
 
 
 def main(argv=None) -> dict[str, Any]:
@@ -509,7 +539,8 @@ def main(argv=None) -> dict[str, Any]:
         log(f"note: {t} skipped: {why}")
     report.update({
         "settings": {"reps": reps, "seed": args.seed, "device": str(device),
-                     "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "norms": norms, "models": keys, "eps": EPS, "run": args.run,
+                     "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                     "norms": norms, "models": keys, "eps": EPS, "run": args.run,
                      "step_size_rule": "2.5 * eps / steps", "random_start": True, "loss": "ce"},
         "tools_run": tools, "skipped": skipped,
         "versions": {"torch": torch.__version__, "robustopt": ro.__version__,
@@ -520,6 +551,7 @@ def main(argv=None) -> dict[str, Any]:
         "subjects": [], "measurements": [], "art_implementation": None,
     })
     out = Path(args.out) if args.out else RESULTS / ("throughput-quick" if args.quick else "throughput")
+    done, earlier_subjects = _resumable(out, report, tools) if args.resume else ({}, [])
 
     for key in keys:
         g = grid[key]
@@ -536,20 +568,29 @@ def main(argv=None) -> dict[str, Any]:
                  "family": subject.family, "meaningful_strength": subject.meaningful_strength,
                  "state_sha256_16": state_digest(subject.model),
                  "parameters": sum(p.numel() for p in subject.model.parameters()), "info": subject.info}
+        if any(k[0] == key and k[1] != entry["state_sha256_16"] for k in done):
+            raise SystemExit(f"--resume: {out}.json holds {key} rows measured with other weights; use another --out")
         report["subjects"].append(entry)
         log(f"{subject.label}: {subject.weights}; data: {subject.data}")
         for batch in batches:
             for norm in norms:
                 for steps in steps_list:
-                    log(f"  {key} {norm} eps {EPS[subject.family][norm]:.4g}, {steps} steps, batch {batch}")
-                    m = measure(subject, norm, steps, batch, tools, reps, args.seed)
+                    m = done.pop((key, entry["state_sha256_16"], norm, steps, batch), None)
+                    log(f"  {key} {norm} eps {EPS[subject.family][norm]:.4g}, {steps} steps, batch {batch}"
+                        + (" (measured earlier: reused)" if m else ""))
+                    m = m or measure(subject, norm, steps, batch, tools, reps, args.seed)
+                    m["state_sha256_16"] = entry["state_sha256_16"]
                     report["measurements"].append(m)
                     if m["implementation"].get("art"):
                         report["art_implementation"] = m["implementation"]["art"]
-        entry["peak_rss_mib_after"] = peak_rss_mib()
-        finish(report, t_start)
-        write_report(out, report, markdown(report))  # partial results survive an interrupted run
+                    entry["peak_rss_mib_after"] = peak_rss_mib()
+                    finish(report, t_start)
+                    write_report(out, report, markdown(report))  # each finished row survives an interruption
 
+    # rows of the earlier run outside this grid are kept, with their models: --resume loses nothing
+    report["measurements"] += done.values()
+    seen = {e["key"] for e in report["subjects"]}
+    report["subjects"] += [e for e in earlier_subjects if e["key"] not in seen and any(m["model"] == e["key"] for m in done.values())]
     finish(report, t_start)
     md = markdown(report)
     paths = write_report(out, report, md)
