@@ -56,10 +56,10 @@ import torch.nn.functional as F
 import robustopt as ro
 from _common import (
     CACHE,
-    other_runnable,
     RESULTS,
     finish,
     header,
+    other_runnable,
     package_version,
     peak_rss_mib,
     perturbation_stats,
