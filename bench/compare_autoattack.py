@@ -63,6 +63,7 @@ from _common import (  # bench/_common.py: helpers shared by the bench scripts
     REPO,
     command_line,
     git_info,
+    loadavg,
     machine_info,
     perturbation_stats,
     predictions,
@@ -351,7 +352,7 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
 
     def save(name, value):
         blob = {"key": key, "value": value, "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "loadavg": [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None}
+                "loadavg": loadavg()}
         buf = io.BytesIO()
         torch.save(blob, buf)
         atomic_write_bytes(side_path[name], buf.getvalue())
