@@ -369,9 +369,12 @@ def markdown(r: dict[str, Any]) -> str:
                   f"average {r['machine']['loadavg_at_start']}): timings are "
                   "not meaningful.", ""]
     tools = r["tools_run"]
+    reps = sorted({m["reps"] for m in r["measurements"]}) or [r["settings"]["reps"]]
+    mixed = len(reps) > 1  # --resume may add rows measured with another --reps
     lines += [
         "Image-gradient evaluations per second (batch x steps / median wall time of "
-        f"{r['settings']['reps']} interleaved repetitions; higher is better). `limit` = the model's bare forward + "
+        f"{'the' if mixed else reps[0]} interleaved repetitions{' in column reps' if mixed else ''}; higher is "
+        "better). `limit` = the model's bare forward + "
         "backward to the input, the speed no attack can beat. Ratios > 1: robustopt is faster; robustopt/limit "
         "close to 1: no overhead left.",
         "",
@@ -384,10 +387,10 @@ def markdown(r: dict[str, Any]) -> str:
                   f"- device: {r['settings'].get('device', 'cpu')} ({r['settings'].get('device_name', 'cpu')}); "
                   f"threads: {r['machine']['torch_threads']}; peak RSS after this model: {s.get('peak_rss_mib_after', 0):.0f} MiB", ""]
         others = [t for t in tools if t != "robustopt"]
-        head = ["norm", "eps", "steps", "batch"] + tools + [f"ro/{t}" for t in others] + [f"ro/{t} (best)" for t in others]
+        head = ["norm", "eps", "steps", "batch"] + ["reps"] * mixed + tools + [f"ro/{t}" for t in others] + [f"ro/{t} (best)" for t in others]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in rows:
-            cells = [m["norm"], f"{m['eps']:.4g}", str(m["steps"]), str(m["batch"])]
+            cells = [m["norm"], f"{m['eps']:.4g}", str(m["steps"]), str(m["batch"])] + [str(m["reps"])] * mixed
             cells += [_fmt_rate(m["tools"].get(t, {}).get("grad_evals_per_second")) or "error" for t in tools]
             cells += [f"{m.get('ratios', {}).get(f'robustopt/{t}', float('nan')):.2f}" for t in others]
             cells += [f"{_min_ratios(m).get(f'robustopt/{t}', float('nan')):.2f}" for t in others]
@@ -427,7 +430,7 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         f"- Settings: eps MNIST Linf {EPS['mnist']['linf']:g} / L2 {EPS['mnist']['l2']:g}, CIFAR-10 Linf 8/255 / "
         "L2 0.5; absolute step size 2.5 * eps / steps for every tool; one random start; CE loss; "
-        f"{set_['reps']} repetitions, interleaved round-robin ({', '.join(tools)}) after one untimed 1-step "
+        f"{'/'.join(map(str, reps))} repetitions, interleaved round-robin ({', '.join(tools)}) after one untimed 1-step "
         "warm-up call of each; seed " + str(set_["seed"]) + ".",
         "- Same model object for every tool, in eval mode with parameters frozen (`requires_grad_(False)`): "
         "with trainable parameters, tools that call `loss.backward()` (ART, Foolbox) would also compute "
@@ -446,7 +449,8 @@ def markdown(r: dict[str, Any]) -> str:
     for e in r.get("earlier_sessions", []):
         lines.append(f"- Some rows come from an earlier session of this command (`--resume`): started {e['started_utc']}, "
                      f"finished {e['finished_utc']}, git {str((e.get('git') or {}).get('commit'))[:10]}, "
-                     f"{e.get('other_runnable_at_start')} other runnable tasks at its start.")
+                     + ("other runnable tasks at its start not recorded." if e.get("other_runnable_at_start") is None
+                        else f"{e['other_runnable_at_start']} other runnable tasks at its start."))
     lines += ["", *provenance_md(r)]
     return "\n".join(lines)
 
@@ -480,7 +484,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: model and data of every tool")
     p.add_argument("--out", help="output path without suffix (default bench/results/throughput[-quick])")
     p.add_argument("--resume", action="store_true", help="keep the rows already in OUT.json (same settings and "
-                                                          "weights) and measure only the others")
+                                                          "weights; each row keeps its own --reps) and measure only "
+                                                          "the others")
     p.add_argument("--render", metavar="JSON", help="only rewrite the Markdown next to a saved result JSON")
     return p.parse_args(argv)
 
@@ -488,14 +493,15 @@ def parse_args(argv=None):
 def _resumable(out: Path, report: dict[str, Any], tools: list[str]) -> tuple[dict[tuple, dict[str, Any]], list]:
     """Rows and subjects of an earlier run of the same settings in OUT.json.
 
-    Rows are keyed by (model, weights digest, norm, steps, batch). The earlier run's start, end and
-    machine load are kept in ``report["earlier_sessions"]``.
+    Rows are keyed by (model, weights digest, norm, steps, batch); each keeps the --reps it was
+    measured with. The earlier run's start, end and machine load are kept in
+    ``report["earlier_sessions"]``.
     """
     path = out.with_name(out.name + ".json")
     if not path.is_file():
         return {}, []
     prev = json.loads(path.read_text())
-    same = {k: prev.get("settings", {}).get(k) == report["settings"][k] for k in ("reps", "seed", "device", "eps")}
+    same = {k: prev.get("settings", {}).get(k) == report["settings"][k] for k in ("seed", "device", "eps")}
     same["threads"] = prev.get("machine", {}).get("torch_threads") == report["machine"]["torch_threads"]
     if not all(same.values()) or prev.get("tools_run") != tools:
         raise SystemExit(f"--resume: {path} was made with other settings ({', '.join(k for k, v in same.items() if not v) or 'tools'}"
