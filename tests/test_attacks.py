@@ -447,6 +447,19 @@ def test_inside_inference_mode_works_or_says_why(convnet, image_data):
         assert ro.Linf(0.1).contains(out, x).all()
 
 
+@pytest.mark.slow
+def test_a_compiled_model_gives_the_eager_result(image_data):
+    """torch.compile is the user's option: a compiled model goes through the same engine unchanged."""
+    x, y = image_data
+    model = make_convnet().train()  # the attack switches to eval and back: a recompile, not an error
+    atk = PGD(ro.Linf(0.1), steps=5, restarts=3, seed=0)  # restarts shrink the batch: dynamic shapes
+    eager = atk.run(model, x, y)
+    compiled = atk.run(torch.compile(model, backend="aot_eager", dynamic=True), x, y)
+    torch.testing.assert_close(compiled.x_adv, eager.x_adv)
+    assert torch.equal(compiled.success, eager.success) and compiled.grad_evals == eager.grad_evals
+    assert model.training and all(p.grad is None for p in model.parameters())
+
+
 def test_grad_evals_count_forward_backward_passes(convnet, image_data):
     x, y = image_data
     n = len(x)
