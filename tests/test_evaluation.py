@@ -141,6 +141,49 @@ def test_model_mode_restored_and_no_param_grads(problem):
     assert all(p.grad is None for p in model.parameters())
 
 
+class _TapeMeter:
+    """Bytes of the tensors that autograd graphs hold for backward, alive at once (current and peak)."""
+
+    def __init__(self) -> None:
+        self.alive = self.peak = 0
+
+    def pack(self, t: torch.Tensor):
+        meter, size = self, t.numel() * t.element_size()
+
+        class Saved:
+            def __init__(self) -> None:
+                self.t = t
+                meter.alive += size
+                meter.peak = max(meter.peak, meter.alive)
+
+            def __del__(self) -> None:
+                meter.alive -= size
+
+        return Saved()
+
+    @staticmethod
+    def unpack(saved) -> torch.Tensor:
+        return saved.t
+
+
+@pytest.mark.parametrize("mode", ["cascade", "independent"])
+def test_the_autograd_tape_holds_one_batch_not_the_dataset(mode):
+    """10x the examples, the same tape: only the batch being attacked is ever on it."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 4)).double()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2000, 1, 20, generator=g, dtype=torch.float64)
+    y = model(x).argmax(1).detach()
+    attacks = [FGSM(ro.Linf(0.01)), PGD(ro.Linf(0.01), steps=3)]  # small eps: most points stay robust
+    peaks = []
+    for n in (200, 2000):
+        meter = _TapeMeter()
+        with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
+            ev = evaluate(model, (x[:n], y[:n]), attacks, batch_size=50, mode=mode, progress=False)
+        assert meter.alive == 0 and not ev.robust.requires_grad  # nothing left on a tape afterwards
+        peaks.append(meter.peak)
+    assert 0 < peaks[1] <= peaks[0]
+
+
 @dataclass(frozen=True)
 class _Cheater(Attack):
     threat: ro.ThreatModel
