@@ -7,7 +7,8 @@ one's peak RSS is its own), with the same ``--quick`` and ``--threads``:
 * ``throughput.py``: PGD image-gradient evaluations per second of robustopt vs the bare
   forward+backward limit and vs torchattacks, ART and Foolbox, with a strength check;
 * ``eval_cost.py``: the madry suite as a cascade vs independent rows, and one eps sweep vs
-  10 separate evaluations.
+  10 separate evaluations;
+* ``memory.py``: peak RSS of an evaluation of a tenth of the test set and of all of it.
 
 Each script writes ``bench/results/NAME[-quick].{json,md}``; this one writes
 ``bench/results/run[-quick].{json,md}``: which scripts ran, their exact commands, exit codes,
@@ -32,7 +33,7 @@ from typing import Any
 
 from _common import REPO, RESULTS, finish, header, peak_rss_mib, provenance_md, write_report
 
-SCRIPTS = ["throughput", "eval_cost"]
+SCRIPTS = ["throughput", "eval_cost", "memory"]
 
 
 def parse_args(argv=None):
