@@ -91,6 +91,21 @@ def other_runnable(seconds: float = 2.0, samples: int = 20) -> float | None:
     return round(sum(counts) / len(counts), 2)
 
 
+def cpu_counters() -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds of the whole machine since boot, from Linux ``/proc/stat``.
+
+    busy = user + nice + system + irq + softirq over all CPUs (guest time is inside user); steal =
+    time the hypervisor gave this VM's CPUs to someone else. Subtract two readings, and this
+    process's own CPU time, to see what else ran during a timed call. None where there is no /proc.
+    """
+    try:
+        v = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, v[7] / hz
+
+
 def machine_info() -> dict[str, Any]:
     cpu_model = platform.processor()
     with contextlib.suppress(OSError):

@@ -57,6 +57,7 @@ import robustopt as ro
 from _common import (
     CACHE,
     RESULTS,
+    cpu_counters,
     finish,
     header,
     other_runnable,
@@ -291,12 +292,14 @@ def measure(subject: Subject, norm: str, steps: int, batch: int, tools: list[str
             log(f"    {t}: FAILED {errors[t]}")
     times: dict[str, list[float]] = {t: [] for t in runners}
     cpu: dict[str, list[float]] = {t: [] for t in runners}
+    others: dict[str, list[float]] = {t: [] for t in runners}  # CPU seconds of everything else, per call
+    steal: dict[str, list[float]] = {t: [] for t in runners}  # seconds the hypervisor took, per call
     outputs: dict[str, torch.Tensor | None] = {}
     for rep in range(reps):
         for t, run in list(runners.items()):
             _seed_all(seed + rep)
             _sync(x.device)
-            c0, t0 = time.process_time(), time.perf_counter()
+            m0, c0, t0 = cpu_counters(), time.process_time(), time.perf_counter()
             try:
                 out = run(x, y)
                 _sync(x.device)
@@ -307,6 +310,10 @@ def measure(subject: Subject, norm: str, steps: int, batch: int, tools: list[str
                 continue
             times[t].append(time.perf_counter() - t0)
             cpu[t].append(time.process_time() - c0)
+            m1 = cpu_counters()
+            if m0 and m1:
+                others[t].append(max(0.0, m1[0] - m0[0] - cpu[t][-1]))
+                steal[t].append(m1[1] - m0[1])
             outputs[t] = out
         log(f"    rep {rep + 1}/{reps}: " + ", ".join(f"{t} {times[t][-1]:.2f}s" for t in runners if len(times[t]) > rep))
 
@@ -321,6 +328,7 @@ def measure(subject: Subject, norm: str, steps: int, batch: int, tools: list[str
             continue
         med = statistics.median(times[t])
         entry: dict[str, Any] = {"seconds": times[t], "cpu_seconds": cpu[t], "median_seconds": med,
+                                 "others_cpu_seconds": others[t], "steal_seconds": steal[t],
                                  "grad_evals_per_second": work / med}
         out = outputs.get(t)
         if out is not None:
@@ -333,6 +341,10 @@ def measure(subject: Subject, norm: str, steps: int, batch: int, tools: list[str
                           "n_outside_counted_robust": int((correct & ~inside & ~adv_correct).sum()),
                           "perturbation": stats})
         res["tools"][t] = entry
+    wall = sum(sum(v) for v in times.values())
+    if wall > 0 and any(others.values()):  # mean cores taken by other processes / the hypervisor during the row
+        res["others_cores"] = sum(sum(v) for v in others.values()) / wall
+        res["steal_cores"] = sum(sum(v) for v in steal.values()) / wall
     thr = {t: e["grad_evals_per_second"] for t, e in res["tools"].items()}
     if "robustopt" in thr:
         res["ratios"] = {f"robustopt/{t}": thr["robustopt"] / v for t, v in thr.items() if t != "robustopt"}
@@ -387,16 +399,23 @@ def markdown(r: dict[str, Any]) -> str:
                   f"- device: {r['settings'].get('device', 'cpu')} ({r['settings'].get('device_name', 'cpu')}); "
                   f"threads: {r['machine']['torch_threads']}; peak RSS after this model: {s.get('peak_rss_mib_after', 0):.0f} MiB", ""]
         others = [t for t in tools if t != "robustopt"]
-        head = ["norm", "eps", "steps", "batch"] + ["reps"] * mixed + tools + [f"ro/{t}" for t in others] + [f"ro/{t} (best)" for t in others]
+        watched = any("others_cores" in m for m in rows)  # rows measured with the machine's CPU counters
+        head = (["norm", "eps", "steps", "batch"] + ["reps"] * mixed + tools + [f"ro/{t}" for t in others]
+                + [f"ro/{t} (best)" for t in others] + ["others / steal (cores)"] * watched)
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in rows:
             cells = [m["norm"], f"{m['eps']:.4g}", str(m["steps"]), str(m["batch"])] + [str(m["reps"])] * mixed
             cells += [_fmt_rate(m["tools"].get(t, {}).get("grad_evals_per_second")) or "error" for t in tools]
             cells += [f"{m.get('ratios', {}).get(f'robustopt/{t}', float('nan')):.2f}" for t in others]
             cells += [f"{_min_ratios(m).get(f'robustopt/{t}', float('nan')):.2f}" for t in others]
+            if watched:
+                cells.append(f"{m['others_cores']:.2f} / {m['steal_cores']:.2f}" if "others_cores" in m else "")
             lines.append("| " + " | ".join(cells) + " |")
         lines += ["", "Rates and the first ratios use the median repetition; the ratios marked (best) compare each "
-                  "tool's fastest repetition, which is less sensitive to a busy or noisy machine.", ""]
+                  "tool's fastest repetition, which is less sensitive to a busy or noisy machine."
+                  + (" Others / steal: the CPU cores that other processes used, and that the hypervisor took "
+                     "from this VM, on average during the row's timed calls (from /proc/stat; this process "
+                     "excluded): 0.00 / 0.00 is an undisturbed row." if watched else ""), ""]
     # strength
     attackers = [t for t in tools if t != "limit"]
     lines += ["## Strength check (same points, same model)", "",

@@ -22,6 +22,8 @@ def test_resume_keeps_earlier_rows_with_their_repetitions(tmp_path: Path) -> Non
     assert sorted(rows) == [8, 16]
     assert rows[8]["reps"] == 1 and rows[8]["tools"] == first["measurements"][0]["tools"]  # reused, not remeasured
     assert rows[16]["reps"] == 2 and len(rows[16]["tools"]["robustopt"]["seconds"]) == 2
+    if Path("/proc/stat").exists():  # what else ran during the timed calls is recorded with the row
+        assert rows[16]["others_cores"] >= 0 and rows[16]["steal_cores"] >= 0
     assert second["earlier_sessions"][0]["started_utc"] == first["started_utc"]
     md = (tmp_path / "tp.md").read_text()
     assert "| norm | eps | steps | batch | reps | limit | robustopt |" in md  # mixed repetitions get a column
