@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -294,12 +295,14 @@ def measure(subject: Subject, norm: str, steps: int, batch: int, tools: list[str
     cpu: dict[str, list[float]] = {t: [] for t in runners}
     others: dict[str, list[float]] = {t: [] for t in runners}  # CPU seconds of everything else, per call
     steal: dict[str, list[float]] = {t: [] for t in runners}  # seconds the hypervisor took, per call
+    faults: dict[str, list[int]] = {t: [] for t in runners}  # minor page faults of this process, per call
     outputs: dict[str, torch.Tensor | None] = {}
     for rep in range(reps):
         for t, run in list(runners.items()):
             _seed_all(seed + rep)
             _sync(x.device)
-            m0, c0, t0 = cpu_counters(), time.process_time(), time.perf_counter()
+            f0, m0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, cpu_counters()
+            c0, t0 = time.process_time(), time.perf_counter()
             try:
                 out = run(x, y)
                 _sync(x.device)
@@ -311,6 +314,7 @@ def measure(subject: Subject, norm: str, steps: int, batch: int, tools: list[str
             times[t].append(time.perf_counter() - t0)
             cpu[t].append(time.process_time() - c0)
             m1 = cpu_counters()
+            faults[t].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
             if m0 and m1:
                 others[t].append(max(0.0, m1[0] - m0[0] - cpu[t][-1]))
                 steal[t].append(m1[1] - m0[1])
@@ -328,7 +332,7 @@ def measure(subject: Subject, norm: str, steps: int, batch: int, tools: list[str
             continue
         med = statistics.median(times[t])
         entry: dict[str, Any] = {"seconds": times[t], "cpu_seconds": cpu[t], "median_seconds": med,
-                                 "others_cpu_seconds": others[t], "steal_seconds": steal[t],
+                                 "others_cpu_seconds": others[t], "steal_seconds": steal[t], "minor_faults": faults[t],
                                  "grad_evals_per_second": work / med}
         out = outputs.get(t)
         if out is not None:
