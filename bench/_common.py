@@ -20,7 +20,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -206,6 +206,16 @@ def write_report(prefix: Path, report: dict[str, Any], md: str) -> tuple[Path, P
     atomic_write_text(out_json, json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_md, md)
     return out_json, out_md
+
+
+def publish(prefix: Path, report: dict[str, Any], markdown: Callable[[dict[str, Any]], str], t0: float) -> str:
+    """Close ``report``, write ``PREFIX.{json,md}``, print the Markdown (stdout) and the paths (stderr)."""
+    finish(report, t0)
+    md = markdown(report)
+    paths = write_report(prefix, report, md)
+    print(md)
+    print(f"written: {paths[0]}, {paths[1]}", file=sys.stderr, flush=True)
+    return md
 
 
 # --------------------------------------------------------------------------------------------

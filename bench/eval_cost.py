@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 import robustopt as ro
-from _common import CACHE, RESULTS, finish, header, provenance_md, rel, state_digest, trained_recipe, write_report
+from _common import CACHE, RESULTS, header, provenance_md, publish, rel, state_digest, trained_recipe
 from robustopt.experiments import load_run, threat_of
 
 RECIPE = "small-cnn-mini-at"
@@ -238,12 +238,8 @@ def main(argv=None) -> dict[str, Any]:
                    "seed": args.seed})
     report["suite"] = suite_cost(model, x, y, threat, args)
     report["sweep"] = sweep_cost(model, x, y, type(threat), grid, args)
-    finish(report, t_start)
-    md = markdown(report)
     out = Path(args.out) if args.out else RESULTS / ("eval_cost-quick" if args.quick else "eval_cost")
-    paths = write_report(out, report, md)
-    print(md)
-    log(f"written: {paths[0]}, {paths[1]}")
+    publish(out, report, markdown, t_start)
     return report
 
 

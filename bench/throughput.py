@@ -65,6 +65,7 @@ from _common import (
     package_version,
     peak_rss_mib,
     perturbation_stats,
+    publish,
     predictions,
     provenance_md,
     rel,
@@ -620,11 +621,7 @@ def main(argv=None) -> dict[str, Any]:
     report["measurements"] += done.values()
     seen = {e["key"] for e in report["subjects"]}
     report["subjects"] += [e for e in earlier_subjects if e["key"] not in seen and any(m["model"] == e["key"] for m in done.values())]
-    finish(report, t_start)
-    md = markdown(report)
-    paths = write_report(out, report, md)
-    print(md)
-    log(f"written: {paths[0]}, {paths[1]}")
+    publish(out, report, markdown, t_start)
     return report
 
 
