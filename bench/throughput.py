@@ -539,6 +539,14 @@ def _resumable(out: Path, report: dict[str, Any], tools: list[str]) -> tuple[dic
     return rows, prev["subjects"]
 
 
+
+def _with_earlier(report: dict[str, Any], done: dict[tuple, dict[str, Any]], earlier_subjects: list) -> dict[str, Any]:
+    """``report`` plus the rows of the earlier run that this one has not (yet) reused, with their
+    models: what --resume writes, at the end or after any row, never loses a row."""
+    seen = {e["key"] for e in report["subjects"]}
+    kept = [e for e in earlier_subjects if e["key"] not in seen and any(m["model"] == e["key"] for m in done.values())]
+    return {**report, "measurements": report["measurements"] + list(done.values()), "subjects": report["subjects"] + kept}
+
 def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)
     if args.render:
@@ -615,12 +623,11 @@ def main(argv=None) -> dict[str, Any]:
                         report["art_implementation"] = m["implementation"]["art"]
                     entry["peak_rss_mib_after"] = peak_rss_mib()
                     finish(report, t_start)
-                    write_report(out, report, markdown(report))  # each finished row survives an interruption
+                    # each finished row survives an interruption, and so do the earlier rows not yet reached
+                    partial = _with_earlier(report, done, earlier_subjects)
+                    write_report(out, partial, markdown(partial))
 
-    # rows of the earlier run outside this grid are kept, with their models: --resume loses nothing
-    report["measurements"] += done.values()
-    seen = {e["key"] for e in report["subjects"]}
-    report["subjects"] += [e for e in earlier_subjects if e["key"] not in seen and any(m["model"] == e["key"] for m in done.values())]
+    report = _with_earlier(report, done, earlier_subjects)
     publish(out, report, markdown, t_start)
     return report
 
