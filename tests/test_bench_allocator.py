@@ -1,0 +1,28 @@
+"""bench/allocator.py: one throughput subprocess per allocator, missing allocators skipped, clear errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+allocator = pytest.importorskip("allocator")
+
+
+def test_measures_each_allocator_in_its_own_process_and_skips_missing_ones(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(allocator.LIBRARIES, "missing", "no-such-allocator-lib")
+    report = allocator.main(["--quick", "--allocators", "glibc,missing", "--threads", "1", "--out", str(tmp_path / "a")])
+    assert report["skipped"] == ["missing"] and [r["allocator"] for r in report["rows"]] == ["glibc"]
+    row = report["rows"][0]
+    assert row["limit"]["evals_per_second"] > 0 and row["robustopt"]["evals_per_second"] > 0
+    assert (tmp_path / "a" / "glibc-1.json").is_file()  # the subprocess's own throughput result
+    md = (tmp_path / "a.md").read_text()
+    assert "| glibc |" in md and "skipped: missing" in md
+
+
+def test_unknown_allocator_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--allocators: a subset of glibc"):
+        allocator.main(["--quick", "--allocators", "mimalloc", "--out", str(tmp_path / "a")])
