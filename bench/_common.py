@@ -125,6 +125,7 @@ def machine_info() -> dict[str, Any]:
         "numpy": __import__("numpy").__version__,
         "robustopt": robustopt.__version__,
         "nice": os.nice(0) if hasattr(os, "nice") else None,
+        "ld_preload": os.environ.get("LD_PRELOAD") or None,  # e.g. another malloc (bench/allocator.py)
         "loadavg_at_start": loadavg(),
     }
 
@@ -175,7 +176,9 @@ def finish(report: dict[str, Any], t0: float) -> dict[str, Any]:
 def machine_line(r: dict[str, Any]) -> str:
     m = r["machine"]
     return (f"{m['cpu_model']}; {m['cpu_count']} CPUs ({m['cpus_usable']} usable); torch {m['torch']} with "
-            f"{m['torch_threads']} threads; Python {m['python']}; nice {m['nice']}; load average "
+            f"{m['torch_threads']} threads; Python {m['python']}; nice {m['nice']}; "
+            + (f"LD_PRELOAD {m['ld_preload']}; " if m.get("ld_preload") else "")
+            + "load average "
             f"{m['loadavg_at_start']} at start, {m.get('loadavg_at_end')} at end")
 
 

@@ -435,7 +435,7 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
         "label": args.label,
         "started_utc": started,
         "command": command,
-        "cwd": os.getcwd(),
+        "cwd": rel(os.getcwd()),
         "machine": machine,
         "git": git_info(),
         "autoattack": {"module": aa_module.__name__, "package_version": aa_version_of(aa_module),
