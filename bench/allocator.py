@@ -59,6 +59,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.model, args.steps, args.batch, args.reps, args.rounds = "madry-mnist", 3, 32, 1, 1
+    for name in ("steps", "batch", "reps", "rounds"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     return args
 
 
@@ -81,7 +84,7 @@ def run_one(name: str, lib: str, rnd: int, args, folder: Path) -> dict[str, Any]
     out = folder / f"{name}-{rnd}"
     cmd = [os.path.relpath(sys.executable, REPO), "bench/throughput.py", "--models", args.model,  # run from the repo root
            "--tools", "limit,robustopt", "--norms", "linf", "--steps", str(args.steps), "--batch-sizes", str(args.batch),
-           "--reps", str(args.reps), "--out", rel(out.resolve())] + (["--threads", str(args.threads)] if args.threads else [])
+           "--reps", str(args.reps), "--out", rel(out)] + (["--threads", str(args.threads)] if args.threads else [])
     env = {**os.environ, "LD_PRELOAD": lib} if lib else {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     log(f"round {rnd}: {name}")
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -93,9 +96,9 @@ def run_one(name: str, lib: str, rnd: int, args, folder: Path) -> dict[str, Any]
 def summarize(name: str, runs: list[dict[str, Any]], steps: int) -> dict[str, Any]:
     """Median rate of every timed call of every round, faults per step and peak RSS, per tool."""
     row: dict[str, Any] = {"allocator": name, "rounds": len(runs), "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}
+    batch = runs[0]["measurements"][0]["batch"]
     for tool in ("limit", "robustopt"):
         cells = [r["measurements"][0]["tools"][tool] for r in runs]
-        batch = runs[0]["measurements"][0]["batch"]
         seconds = [s for c in cells for s in c["seconds"]]
         faults = [f for c in cells for f in c.get("minor_faults") or []]
         row[tool] = {"seconds": seconds, "evals_per_second": batch * steps / statistics.median(seconds),

@@ -539,13 +539,13 @@ def _resumable(out: Path, report: dict[str, Any], tools: list[str]) -> tuple[dic
     return rows, prev["subjects"]
 
 
-
 def _with_earlier(report: dict[str, Any], done: dict[tuple, dict[str, Any]], earlier_subjects: list) -> dict[str, Any]:
     """``report`` plus the rows of the earlier run that this one has not (yet) reused, with their
     models: what --resume writes, at the end or after any row, never loses a row."""
     seen = {e["key"] for e in report["subjects"]}
     kept = [e for e in earlier_subjects if e["key"] not in seen and any(m["model"] == e["key"] for m in done.values())]
     return {**report, "measurements": report["measurements"] + list(done.values()), "subjects": report["subjects"] + kept}
+
 
 def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)

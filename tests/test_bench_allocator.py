@@ -26,3 +26,10 @@ def test_measures_each_allocator_in_its_own_process_and_skips_missing_ones(tmp_p
 def test_unknown_allocator_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--allocators: a subset of glibc"):
         allocator.main(["--quick", "--allocators", "mimalloc", "--out", str(tmp_path / "a")])
+
+
+def test_a_count_below_one_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        allocator.main(["--rounds", "0", "--out", str(tmp_path / "a")])
+    assert "--rounds must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "a.json").exists()
