@@ -82,15 +82,16 @@ def preload(name: str) -> str | None:
 def run_one(name: str, lib: str, rnd: int, args, folder: Path) -> dict[str, Any]:
     """``throughput.py`` for the limit and robustopt under one allocator; its report."""
     out = folder / f"{name}-{rnd}"
-    cmd = [os.path.relpath(sys.executable, REPO), "bench/throughput.py", "--models", args.model,  # run from the repo root
-           "--tools", "limit,robustopt", "--norms", "linf", "--steps", str(args.steps), "--batch-sizes", str(args.batch),
-           "--reps", str(args.reps), "--out", rel(out)] + (["--threads", str(args.threads)] if args.threads else [])
+    cmd = [os.path.relpath(sys.executable), os.path.relpath(REPO / "bench" / "throughput.py"),  # in our cwd, as typed
+           "--models", args.model, "--tools", "limit,robustopt", "--norms", "linf", "--steps", str(args.steps),
+           "--batch-sizes", str(args.batch), "--reps", str(args.reps), "--out", str(out)]
+    cmd += ["--threads", str(args.threads)] if args.threads else []
     env = {**os.environ, "LD_PRELOAD": lib} if lib else {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     log(f"round {rnd}: {name}")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0 or "ld.so" in proc.stderr:  # ld.so warns, and goes on, when a preload fails
         raise SystemExit(f"{name}: throughput.py failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-    return json.loads(out.resolve().with_name(out.name + ".json").read_text())
+    return json.loads(out.with_name(out.name + ".json").read_text())
 
 
 def summarize(name: str, runs: list[dict[str, Any]], steps: int) -> dict[str, Any]:

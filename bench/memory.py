@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 import robustopt as ro
-from _common import CACHE, REPO, RESULTS, header, peak_rss_mib, provenance_md, publish, rel, trained_recipe
+from _common import CACHE, RESULTS, header, peak_rss_mib, provenance_md, publish, rel, trained_recipe
 from robustopt.attacks import FGSM, PGD
 from robustopt.experiments import load_run, threat_of
 
@@ -166,7 +166,7 @@ def main(argv=None) -> dict[str, Any] | None:
         log(f"{n} points ...")
         cmd = [sys.executable, str(Path(__file__).resolve()), *passed,
                "--batch-size", str(args.batch_size), "--child", str(n)]
-        proc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # in our cwd: paths as typed
         if proc.returncode != 0:
             raise SystemExit(f"the measurement at {n} points failed (exit {proc.returncode}; its message is above)")
         e = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -64,13 +64,13 @@ def main(argv=None) -> int:
     report["scripts"] = []
     rc_all = 0
     for name in names:
-        cmd = [os.path.relpath(sys.executable, REPO), f"bench/{name}.py"]  # run from the repository root
+        cmd = [os.path.relpath(sys.executable), os.path.relpath(REPO / "bench" / f"{name}.py")]  # in our cwd
         cmd += ["--quick"] if args.quick else []
         cmd += ["--threads", str(args.threads)] if args.threads else []
         cmd += ["--run", args.run] if args.run else []
         print(f"=== {name}: {' '.join(shlex.quote(c) for c in cmd)}", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL).returncode
+        rc = subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode
         entry: dict[str, Any] = {"name": name, "command": cmd, "returncode": rc, "wall_seconds": time.perf_counter() - t0,
                                  "json": f"bench/results/{name}{suffix}.json", "md": f"bench/results/{name}{suffix}.md"}
         result = REPO / entry["json"]
