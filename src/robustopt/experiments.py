@@ -261,7 +261,8 @@ class ExperimentPreset:
     The attack table is the madry suite on model A (white-box, and transferred from A', B and
     A_nat). ``standard``, ``sweeps`` and ``report`` add the AutoAttack-grade suite on A, robust
     accuracy against eps, and the Markdown/HTML report, as ``robustopt reproduce`` does.
-    Training is L-inf at ``eps``; ``model_b=None`` skips model B (the paper's CIFAR-10 table has none).
+    Training is L-inf at ``eps`` with ``method`` for A and A' ("natural" for B and A_nat);
+    ``model_b=None`` skips model B (the paper's CIFAR-10 table has none).
     """
 
     model_a: str
@@ -290,6 +291,7 @@ class ExperimentPreset:
     sweep_size: int | None = 1000
     sweep_steps: int = 40
     report: bool = False
+    method: str = "pgd"
 
 
 def _grid(stop: float, step: float) -> tuple[float, ...]:
@@ -298,6 +300,7 @@ def _grid(stop: float, step: float) -> tuple[float, ...]:
 
 _MNIST_SWEEPS = (("linf", _grid(0.5, 0.05)), ("l2", _grid(8.0, 0.5)))  # the paper's Figure 2 ranges
 _CIFAR_SWEEPS = (("linf", _grid(30 / 255, 2 / 255)), ("l2", _grid(100 / 255, 10 / 255)))
+_CIFAR_CPU_SWEEPS = (("linf", _grid(16 / 255, 2 / 255)),)
 
 # Sized to finish in a few minutes on a 2-core CPU: the fast small CNN as A, 5-step PGD
 # training with eps ramped over 3 epochs, 500 test images, at most 2 restarts.
@@ -334,6 +337,14 @@ REPRODUCE: dict[str, dict[str, ExperimentPreset]] = {
             data="cifar10", optimizer="sgd", momentum=0.9, weight_decay=2e-4, lr_schedule="step", augment="crop-flip",
             device="auto",
             standard="standard", sweeps=_CIFAR_SWEEPS, sweep_size=1000, report=True),
+        # The CPU network (resnet9, 1.6M parameters) with N-FGSM (de Jorge et al. 2022), cyclic LR and
+        # crop-flip: 10 epochs of A and A' and 5 of A_nat, docs/results.md for the times.
+        "cpu": ExperimentPreset(
+            model_a="resnet9", model_b=None, eps=8 / 255, method="n-fgsm", epochs_robust=10, epochs_natural=5,
+            attack_steps=1, attack_step_size=8 / 255, batch_size=128, lr=0.2, train_size=None, eval_size=None,
+            max_restarts=None, data="cifar10", optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+            lr_schedule="cyclic", augment="crop-flip", standard="standard", standard_size=1000,
+            sweeps=_CIFAR_CPU_SWEEPS, sweep_size=1000, report=True),
     },
 }
 
@@ -356,7 +367,8 @@ def run_madry_experiment(
     root: str | Path | None = None,
     echo: Callable[[str], None] = print,
     progress: bool = True,
-) -> Evaluation:
+    only: tuple[str, ...] | None = None,
+) -> Evaluation | None:
     """Madry et al.'s experiment: train A and A' (PGD-AT), B and A_nat (natural); attack A; print the table.
 
     Then, as the preset asks, the standard suite on A (``A/eval-standard.*``), sweeps of A
@@ -369,9 +381,12 @@ def run_madry_experiment(
         data: dataset (default: the preset's).
         seed: seed of A, B, A_nat and the evaluation; A' uses ``seed + 1``.
         root / echo / progress: data root, line printer, progress bars.
+        only: train just these models (names of the plan: "A", "A'", "B", "A_nat") and stop
+            before the evaluation; lets several processes train the models side by side.
+            A later call without ``only`` reuses them.
 
     Returns:
-        The madry-suite evaluation of A.
+        The madry-suite evaluation of A, or None when ``only`` is given.
     """
     out = Path(out)
     data = data or preset.data
@@ -386,9 +401,9 @@ def run_madry_experiment(
                   norm="linf", eps=preset.eps, attack_steps=preset.attack_steps,
                   attack_step_size=preset.attack_step_size)
     plan = {
-        "A": dict(model=preset.model_a, method="pgd", epochs=preset.epochs_robust, seed=seed,
+        "A": dict(model=preset.model_a, method=preset.method, epochs=preset.epochs_robust, seed=seed,
                   eps_warmup_epochs=preset.eps_warmup_epochs),
-        "A'": dict(model=preset.model_a, method="pgd", epochs=preset.epochs_robust, seed=seed + 1,
+        "A'": dict(model=preset.model_a, method=preset.method, epochs=preset.epochs_robust, seed=seed + 1,
                    eps_warmup_epochs=preset.eps_warmup_epochs),
         "B": dict(model=preset.model_b, method="natural", epochs=preset.epochs_natural, seed=seed),
         "A_nat": dict(model=preset.model_a, method="natural", epochs=preset.epochs_natural, seed=seed),
@@ -396,7 +411,13 @@ def run_madry_experiment(
     if preset.model_b is None:
         del plan["B"]
     folders = {name: out / name.replace("'", "_prime") for name in plan}
+    if only is not None:
+        unknown = sorted(set(only) - set(plan))
+        if unknown:
+            raise ValueError(f"only names models {unknown} that this experiment does not train; choose from {list(plan)}.")
     for name, recipe in plan.items():
+        if only is not None and name not in only:
+            continue
         folder = folders[name]
         if (folder / RUN_FILE).is_file():
             echo(f"[{name}] reusing {folder}")
@@ -406,6 +427,8 @@ def run_madry_experiment(
         train_run(folder, resume=folder.exists(), **common, **recipe)
         seconds[f"train {name}"] = time.perf_counter() - t0
         echo(f"[{name}] done in {seconds[f'train {name}']:.0f} s")
+    if only is not None:
+        return None
 
     echo(f"[eval] madry suite on {preset.eval_size or 'all'} test images"
          + (f", restarts capped at {preset.max_restarts} (the paper uses 20)" if preset.max_restarts else ""))

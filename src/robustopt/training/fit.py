@@ -64,6 +64,7 @@ _NORMS: dict[str, type[ThreatModel]] = {"linf": Linf, "l2": L2, "l1": L1}
 _OPTIMIZERS = ("adam", "sgd")
 _SCHEDULES = ("constant", "cosine", "step", "piecewise", "cyclic")
 _ATTACK_MODES = ("eval",)
+SINGLE_STEP_METHODS = ("fgsm-rs", "n-fgsm")  # the catastrophic-overfitting guard is on by default for these
 _GUARD_ACTIONS = ("stop", "continue")
 # Fields that may change between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = frozenset({"epochs", "log_every", "device", "amp"})
@@ -81,7 +82,9 @@ class TrainConfig:
     Args:
         method: training method, a key of ``robustopt.training.METHODS``: "natural",
             "pgd" (Madry et al. 2018), "fgsm-rs" (Wong et al. 2020: uniform random start
-            in the ball, one step of 1.25 * eps; ignores the attack_* fields), "trades"
+            in the ball, one step of 1.25 * eps; ignores the attack_* fields), "n-fgsm" (de Jorge
+            et al. 2022: noise of 2 * eps, one step of eps, no projection onto the ball; ignores
+            the attack_* fields), "trades"
             (Zhang et al. 2019: CE + beta * KL, its KL attack uses the attack_* fields)
             or "free" (Shafahi et al. 2019: each minibatch replayed ``replay`` times).
         epochs: number of passes over the training split. With "free" every pass
@@ -141,7 +144,7 @@ class TrainConfig:
             split, fixed seed) with the best of the earlier epochs; if it fell by more
             than ``guard_drop``, the weights and optimizer state of the last good epoch
             are restored, the epoch's log line gets an event, and training stops or
-            continues (``guard_action``). None: on for "fgsm-rs" when there is a
+            continues (``guard_action``). None: on for "fgsm-rs" and "n-fgsm" when there is a
             validation robust accuracy, off otherwise. True needs ``val_size > 0`` and
             ``val_attack_steps > 0``.
         guard_drop: drop of the validation robust accuracy (absolute, in (0, 1]) below the
@@ -218,7 +221,7 @@ class TrainConfig:
             raise ValueError(f"guard_drop must be in (0, 1] (an absolute drop in accuracy), got {self.guard_drop}.")
         _choice("guard_action", self.guard_action, _GUARD_ACTIONS)
         if not (self.guard is None or isinstance(self.guard, bool)):
-            raise TypeError(f"guard must be True or False or None (on for fgsm-rs only), got {self.guard!r}.")
+            raise TypeError(f"guard must be True or False or None (on for fgsm-rs and n-fgsm only), got {self.guard!r}.")
         if not isinstance(self.amp, bool):
             raise TypeError(f"amp must be True or False, got {self.amp!r}.")
         _check_milestones(self)
@@ -629,12 +632,13 @@ def _clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _guard_enabled(config: TrainConfig, has_robust_val: bool) -> bool:
-    """Whether the catastrophic-overfitting guard runs (``config.guard`` None: on for fgsm-rs)."""
+    """Whether the catastrophic-overfitting guard runs (``config.guard`` None: on for the single-step methods)."""
     if config.guard is None:
-        if config.method == "fgsm-rs" and not has_robust_val:
-            logger.warning("the catastrophic-overfitting guard (on by default for fgsm-rs) is off: it needs a "
-                           "validation robust accuracy (val_size > 0, val_attack_steps > 0)")
-        return config.method == "fgsm-rs" and has_robust_val
+        single_step = config.method in SINGLE_STEP_METHODS
+        if single_step and not has_robust_val:
+            logger.warning("the catastrophic-overfitting guard (on by default for %s) is off: it needs a "
+                           "validation robust accuracy (val_size > 0, val_attack_steps > 0)", config.method)
+        return single_step and has_robust_val
     if config.guard and not has_robust_val:
         raise ValueError("guard=True needs a validation robust accuracy: set val_size > 0 (or None) and "
                          "val_attack_steps > 0, or guard=False.")

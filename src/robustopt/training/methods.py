@@ -39,6 +39,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -58,7 +59,7 @@ if TYPE_CHECKING:  # only for annotations: fit.py imports this module
 __all__ = [
     "Crafted", "Update", "Method", "METHODS", "register_method", "get_method", "updates_per_batch",
     "method_extras", "as_updates", "cross_entropy_update", "kl_per_example",
-    "natural", "pgd", "fgsm_rs", "trades", "free",
+    "natural", "pgd", "fgsm_rs", "n_fgsm", "trades", "free",
 ]
 
 
@@ -276,6 +277,35 @@ def fgsm_rs(
     """
     attack = GradientAttack(threat, steps=1, step_size=1.25 * threat.eps, random_start=True, label="FGSM-RS")
     return _craft(attack, model, x, y, generator)
+
+
+@register_method("n-fgsm")
+def n_fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    threat: ThreatModel,
+    config: TrainConfig,
+    generator: torch.Generator,
+) -> Crafted:
+    """N-FGSM (de Jorge et al. 2022, "Make some noise"): noise of 2 eps, a step of eps, no clipping to the ball.
+
+    From a point drawn uniformly in the ball of radius ``2 * eps``, one gradient step of
+    size ``eps`` (l_inf: ``eps * sign(grad)``), clipped to the box only: the training point
+    may lie up to ``3 * eps`` from x. The wider noise and the missing projection are what
+    keep single-step training from catastrophic overfitting at large eps without extra
+    cost. ``attack_steps``, ``attack_step_size`` and ``attack_random_start`` are not used.
+    The attack runs the model in eval mode.
+    """
+    if threat.eps == 0:
+        return Crafted(x, 0)
+    start = dataclasses.replace(threat, eps=2 * threat.eps).random_init(x, generator)
+    # In the 3 eps ball the projection after the step is the box clip alone.
+    attack = GradientAttack(dataclasses.replace(threat, eps=3 * threat.eps), steps=1, step_size=threat.eps,
+                            random_start=False, keep="last", label="N-FGSM")
+    result = attack.run(model, x, y, generator=generator, start=start)
+    return Crafted(result.x_adv.detach(), result.grad_evals)
 
 
 def _craft(attack: GradientAttack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
