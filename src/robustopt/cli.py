@@ -46,6 +46,7 @@ class _Numbers(click.ParamType):
 
 
 _NUMBERS = _Numbers()
+_TRAIN_PRESET_NAMES = ("fast-at-cifar10",)  # experiments.TRAIN_PRESETS (not imported here: keeps --help fast)
 
 
 def _fail(err: Exception) -> None:
@@ -91,7 +92,9 @@ def demo(out: Path, data: str, seed: int) -> None:
 @click.option("--only", default=None, metavar="NAMES",
               help="Train just these models (comma list of A, A', B, A_nat) and stop; run several such commands "
                    "side by side, then the command without --only reuses them and evaluates.")
-def reproduce(experiment: str, budget: str, out: Path | None, seed: int, root: Path | None, only: str | None) -> None:
+@click.option("--device", default=None, help="cpu | cuda | cuda:N | auto (default: the budget's: cpu, or auto for paper).")
+def reproduce(experiment: str, budget: str, out: Path | None, seed: int, root: Path | None, only: str | None,
+              device: str | None) -> None:
     """The paper's experiment end to end: train A, A', B, A_nat; the attack table beside the paper's;
     the standard suite; eps sweeps; the report (OUT/report.md, OUT/report.html).
 
@@ -101,7 +104,8 @@ def reproduce(experiment: str, budget: str, out: Path | None, seed: int, root: P
 
     try:
         run(experiment, budget, out=out or Path("runs") / f"{experiment}-{budget}", seed=seed, root=root,
-            echo=click.echo, only=None if only is None else tuple(n.strip() for n in only.split(",") if n.strip()))
+            echo=click.echo, only=None if only is None else tuple(n.strip() for n in only.split(",") if n.strip()),
+            device=device)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError, ImportError) as err:
         _fail(err)
 
@@ -135,12 +139,16 @@ def data_fetch(name: str, root: Path | None) -> None:
 
 
 @main.command()
-@click.option("--data", "dataset", default="mnist", show_default=True, help="Dataset name.")
-@click.option("--model", "model_name", default="madry-mnist", show_default=True, help="Model name (see the registry).")
-@click.option("--method", default="pgd", show_default=True,
-              help="natural | pgd | fgsm-rs | n-fgsm | trades | free (any name in robustopt.training.METHODS).")
-@click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default="linf", show_default=True)
-@click.option("--eps", type=EPS, default="0.3", show_default=True, help="Radius in pixel space, e.g. 0.3 or 8/255.")
+@click.option("--preset", type=click.Choice(sorted(_TRAIN_PRESET_NAMES)), default=None,
+              help="A named recipe (fast-at-cifar10: Fast-AT, preact-resnet18, 15 epochs of FGSM-RS, AMP on "
+                   "CUDA); the options given explicitly override it.")
+@click.option("--data", "dataset", default=None, help="Dataset name.  [default: mnist]")
+@click.option("--model", "model_name", default=None, help="Model name (see the registry).  [default: madry-mnist]")
+@click.option("--method", default=None,
+              help="natural | pgd | fgsm-rs | n-fgsm | trades | free (any name in robustopt.training.METHODS)."
+                   "  [default: pgd]")
+@click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default=None, help="  [default: linf]")
+@click.option("--eps", type=EPS, default=None, help="Radius in pixel space, e.g. 0.3 or 8/255.  [default: 0.3]")
 @click.option("--steps", "attack_steps", type=int, default=None, help="Inner PGD steps (default 40).")
 @click.option("--step-size", "attack_step_size", type=EPS, default=None, help="Inner PGD step size (default 0.01).")
 @click.option("--epochs", type=int, default=None)
@@ -177,14 +185,16 @@ def data_fetch(name: str, root: Path | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
-def train(dataset, model_name, method, norm, eps, train_size, out, resume, root, **overrides) -> None:
-    """Train a model naturally or adversarially (PGD-AT, Madry et al. 2018; FGSM-RS, TRADES, Free)."""
-    from robustopt.experiments import train_run
+def train(preset, dataset, model_name, method, norm, eps, train_size, out, resume, root, **overrides) -> None:
+    """Train a model naturally or adversarially (PGD-AT, Madry et al. 2018; FGSM-RS, N-FGSM, TRADES, Free)."""
+    from robustopt.experiments import TRAIN_PRESETS, train_run
 
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    explicit = dict(data=dataset, model=model_name, method=method, norm=norm, eps=eps, **overrides)
+    settings = {"data": "mnist", "model": "madry-mnist", "method": "pgd", "norm": "linf", "eps": 0.3,
+                **(TRAIN_PRESETS[preset] if preset else {}),
+                **{k: v for k, v in explicit.items() if v is not None}}
     try:
-        train_run(out, data=dataset, model=model_name, method=method, norm=norm, eps=eps,
-                  train_size=train_size, resume=resume, root=root, **overrides)
+        train_run(out, train_size=train_size, resume=resume, root=root, **settings)
     except (ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
         _fail(err)
 

@@ -27,7 +27,7 @@ from robustopt.evaluation import Evaluation, SweepCurve, evaluate, suites, sweep
 from robustopt.threat import L1, L2, Linf, ThreatModel
 from robustopt.training import BEST_NAME, CHECKPOINT_NAME, TrainConfig, fit
 
-__all__ = ["ExperimentPreset", "DEMO", "REPRODUCE", "reproduce", "train_run", "eval_run", "sweep_run", "load_run", "run_madry_experiment",
+__all__ = ["ExperimentPreset", "DEMO", "REPRODUCE", "TRAIN_PRESETS", "reproduce", "train_run", "eval_run", "sweep_run", "load_run", "run_madry_experiment",
            "threat_of"]
 
 THREATS: dict[str, type[ThreatModel]] = {"linf": Linf, "l2": L2, "l1": L1}
@@ -349,6 +349,17 @@ REPRODUCE: dict[str, dict[str, ExperimentPreset]] = {
 }
 
 
+# `robustopt train --preset NAME`: train_run arguments (explicit options override them).
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    # Fast-AT (Wong, Rice & Kolter 2020): preact-resnet18, 15 epochs of FGSM-RS (step 1.25 eps), SGD with
+    # the one-cycle LR 0 -> 0.2 at 40% of the epochs -> 0, batch 128, crop-flip, mixed precision: a GPU recipe.
+    "fast-at-cifar10": dict(
+        data="cifar10", model="preact-resnet18", method="fgsm-rs", norm="linf", eps=8 / 255, epochs=15,
+        batch_size=128, optimizer="sgd", lr=0.2, momentum=0.9, weight_decay=5e-4, lr_schedule="piecewise",
+        augment="crop-flip", amp=True, device="cuda"),
+}
+
+
 def reproduce(name: str, budget: str = "demo", **kwargs: Any) -> Evaluation:
     """Run preset ``REPRODUCE[name][budget]`` with :func:`run_madry_experiment` (same keyword arguments)."""
     if name not in REPRODUCE:
@@ -368,6 +379,7 @@ def run_madry_experiment(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     only: tuple[str, ...] | None = None,
+    device: str | None = None,
 ) -> Evaluation | None:
     """Madry et al.'s experiment: train A and A' (PGD-AT), B and A_nat (natural); attack A; print the table.
 
@@ -384,12 +396,14 @@ def run_madry_experiment(
         only: train just these models (names of the plan: "A", "A'", "B", "A_nat") and stop
             before the evaluation; lets several processes train the models side by side.
             A later call without ``only`` reuses them.
+        device: "cpu", "cuda", "auto", ... for training and evaluation (default: the preset's).
 
     Returns:
         The madry-suite evaluation of A, or None when ``only`` is given.
     """
     out = Path(out)
     data = data or preset.data
+    preset = dataclasses.replace(preset, device=device) if device else preset
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     echo(f"robustopt: Madry et al. (2018) experiment on {data}, eps={preset.eps:.4g} (L-inf), run folder {out}")
