@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for a lent CUDA machine (bench/README.md, "On a GPU").
 #
-# Runs, each stage under its own time limit so that one failure does not cost the others:
+# CHECKS=cifar10 (default; under 10 minutes of device time), each stage under its own time limit so
+# that one failure does not cost the others:
 #   1. the tests that need CUDA (device/dtype preservation of every attack, AMP training);
-#   2. PGD throughput on the GPU: the trained full-MNIST model A against the limit and the peers
-#      (strength rows), then random-init madry-mnist and preact-resnet18 (CIFAR-10 shapes);
+#   2. the Fast-AT preset: `robustopt train --preset fast-at-cifar10` (preact-resnet18, 15 epochs of
+#      FGSM-RS, one-cycle LR, AMP) on the full CIFAR-10 training split;
+#   3. the standard suite (APGD-CE, APGD-T, FAB-T, Square) on its first 1,000 test images.
+# CHECKS=mnist, the checks of the MNIST work:
+#   1. the CUDA tests; 2. PGD throughput on the GPU: the trained full-MNIST model A against the limit
+#   and the peers (strength rows), then random-init madry-mnist and preact-resnet18 (CIFAR-10 shapes);
 #   3. robustopt's standard suite against pyautoattack on model A, first 1,000 test images;
 #   4. the whole test suite, with CUDA visible.
 # Everything is logged to OUT/gpu.log; result tables go to OUT/*.{json,md}.
 #
-# Expects, next to the tree: PYTHONPATH with src/ and the peers (see bench/README.md), the MNIST
-# test files under DATA/mnist. Environment: OUT (required), DATA (default .gpu/data),
-# DEVICE (default cuda), QUICK=1 for a dry run of the script itself (tiny settings, any device).
+# Expects, next to the tree: PYTHONPATH with src/ and the peers (see bench/README.md), the dataset
+# files under DATA (DATA/cifar10/cifar-10-batches-bin or DATA/mnist). Environment: OUT (required),
+# DATA (default .gpu/data), DEVICE (default cuda), CHECKS (cifar10 | mnist), QUICK=1 for a dry run
+# of the script itself (tiny settings, any device).
 set -u -o pipefail
 : "${OUT:?set OUT to the output folder}"
 DATA=${DATA:-.gpu/data}
 DEVICE=${DEVICE:-cuda}
+CHECKS=${CHECKS:-cifar10}
 QUICK=${QUICK:-0}
 export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
@@ -45,6 +52,17 @@ fi
 } 2>&1 | tee -a "$LOG"
 
 stage cuda-tests 90 $PY -m pytest -q -p no:cacheprovider tests -k "cuda or amp"
+
+if [ "$CHECKS" = cifar10 ]; then
+    if [ "$QUICK" = 1 ]; then FAST_AT="--train-size 512 --epochs 1 --model resnet9"; else FAST_AT=""; fi
+    [ "$DEVICE" = cuda ] || FAST_AT="$FAST_AT --no-amp"  # AMP is a CUDA feature
+    stage fast-at 330 $PY -m robustopt train --preset fast-at-cifar10 --device "$DEVICE" --root "$DATA" \
+        $FAST_AT --out "$OUT/fast-at"
+    stage fast-at-standard 150 $PY -m robustopt eval "$OUT/fast-at" --suite $AA_VERSION --n $N \
+        --device "$DEVICE" --root "$DATA" --batch-size 500
+    exit 0
+fi
+
 stage throughput-model-A 120 $PY bench/throughput.py --device "$DEVICE" --models strength \
     --run bench/results/full-mnist/A --root "$DATA" --steps $STEPS --batch-sizes $BATCHES --reps $REPS \
     --out "$OUT/throughput-$DEVICE-mnist-A"
