@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How much of a CPU attack's time is the memory allocator's: glibc malloc vs jemalloc vs tcmalloc.
+"""How much of a CPU attack's time is the memory allocator's: glibc malloc (default and tuned) vs jemalloc vs tcmalloc.
 
 On CPU every PGD step allocates the model's activations anew. glibc serves blocks above its mmap
 threshold (at most 32 MiB on 64-bit Linux: a preact-resnet18 activation at batch 500 is ~130 MB)
@@ -9,7 +9,9 @@ every tool, the limit included. Allocators that keep freed memory for reuse (jem
 can avoid that; they are loaded with ``LD_PRELOAD``, which only works at process start, so each
 allocator runs ``throughput.py`` in its own subprocess (the limit and robustopt, same model, data
 and threads), in ``--rounds`` interleaved rounds (glibc, jemalloc, tcmalloc, glibc, ...) so that
-a slow drift of the machine does not favour one of them.
+a slow drift of the machine does not favour one of them. "glibc-tuned" is glibc after
+``ro.tune_malloc()`` (what the ``robustopt`` command applies at start-up): no preload, the same
+subprocess with ``throughput.py --malloc tuned``.
 
 Results: ``OUT.json`` and ``OUT.md`` (default ``bench/results/allocator[-quick]``): per allocator
 the median rate of every timed call over the rounds, the ratio to glibc, minor page faults per
@@ -37,7 +39,8 @@ from typing import Any
 
 from _common import REPO, RESULTS, header, provenance_md, publish, rel
 
-LIBRARIES = {"glibc": None, "jemalloc": "jemalloc", "tcmalloc": "tcmalloc_minimal"}  # name -> ctypes name
+# name -> ctypes name of the library to preload; glibc-tuned is glibc with ro.tune_malloc() (throughput.py --malloc tuned)
+LIBRARIES = {"glibc": None, "glibc-tuned": None, "jemalloc": "jemalloc", "tcmalloc": "tcmalloc_minimal"}
 
 
 def log(msg: str) -> None:
@@ -86,6 +89,7 @@ def run_one(name: str, lib: str, rnd: int, args, folder: Path) -> dict[str, Any]
            "--models", args.model, "--tools", "limit,robustopt", "--norms", "linf", "--steps", str(args.steps),
            "--batch-sizes", str(args.batch), "--reps", str(args.reps), "--out", str(out)]
     cmd += ["--threads", str(args.threads)] if args.threads else []
+    cmd += ["--malloc", "tuned"] if name == "glibc-tuned" else []
     env = {**os.environ, "LD_PRELOAD": lib} if lib else {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
     log(f"round {rnd}: {name}")
     proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -110,7 +114,7 @@ def summarize(name: str, runs: list[dict[str, Any]], steps: int) -> dict[str, An
 def markdown(r: dict[str, Any]) -> str:
     s = r["settings"]
     base = {row["allocator"]: row for row in r["rows"]}.get("glibc")
-    lines = ["# CPU memory allocator: glibc malloc vs jemalloc vs tcmalloc", "",
+    lines = ["# CPU memory allocator: glibc malloc (default and tuned) vs jemalloc vs tcmalloc", "",
              f"PGD (Linf) on {s['model']}, batch {s['batch']}, {s['steps']} steps per call, {s['reps']} timed calls per "
              f"tool and round, {s['rounds']} interleaved rounds; image-gradient evaluations per second (median of "
              "every timed call; higher is better), each allocator in its own process (`LD_PRELOAD`).", "",

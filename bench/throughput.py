@@ -492,6 +492,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="a check of the script: 10 steps (CIFAR: 3), batch 32 "
                                                         "(strength model 100, CIFAR 4), 2 repetitions")
     p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    p.add_argument("--malloc", choices=("default", "tuned"), default="default",
+                   help="tuned: ro.tune_malloc() first (glibc keeps freed blocks, as the robustopt command does)")
     p.add_argument("--models", default="madry-mnist,preact-resnet18,strength",
                    help="comma-separated subset of madry-mnist, preact-resnet18, strength (default: all)")
     p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {', '.join(TOOLS)}")
@@ -555,6 +557,8 @@ def main(argv=None) -> dict[str, Any]:
         return report
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.malloc == "tuned" and not ro.tune_malloc():
+        raise SystemExit("--malloc tuned: this system has no glibc mallopt")
     try:
         device = resolve_device(args.device)
     except ValueError as err:

@@ -14,11 +14,14 @@ allocator = pytest.importorskip("allocator")
 def test_measures_each_allocator_in_its_own_process_and_skips_missing_ones(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(allocator.LIBRARIES, "missing", "no-such-allocator-lib")
-    report = allocator.main(["--quick", "--allocators", "glibc,missing", "--threads", "1", "--out", str(tmp_path / "a")])
-    assert report["skipped"] == ["missing"] and [r["allocator"] for r in report["rows"]] == ["glibc"]
-    row = report["rows"][0]
+    report = allocator.main(["--quick", "--allocators", "glibc,glibc-tuned,missing", "--threads", "1",
+                             "--out", str(tmp_path / "a")])
+    assert report["skipped"] == ["missing"] and [r["allocator"] for r in report["rows"]] == ["glibc", "glibc-tuned"]
+    row, tuned = report["rows"]
     assert row["limit"]["evals_per_second"] > 0 and row["robustopt"]["evals_per_second"] > 0
     assert (tmp_path / "a" / "glibc-1.json").is_file()  # the subprocess's own throughput result
+    # ro.tune_malloc() in the tuned subprocess: freed activations are reused, not faulted in again
+    assert tuned["limit"]["minor_faults_per_step"] < row["limit"]["minor_faults_per_step"]
     md = (tmp_path / "a.md").read_text()
     assert "| glibc |" in md and "skipped: missing" in md
 
