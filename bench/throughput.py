@@ -88,13 +88,16 @@ FULL_GRID = {
     "madry-mnist": dict(steps=[10, 40, 100], batch_sizes=[100, 500]),
     # ~21 ms per image gradient on 2 idle cores: 100 steps would add ~8 h (use --cifar-steps 10,40,100)
     "preact-resnet18": dict(steps=[10, 40], batch_sizes=[100, 500]),
+    "resnet9": dict(steps=[10, 40], batch_sizes=[100, 500]),  # the CPU CIFAR-10 network (docs/models.md)
     "strength": dict(steps=[10, 40, 100], batch_sizes=[100, 500]),
 }
 QUICK_GRID = {
     "madry-mnist": dict(steps=[10], batch_sizes=[32]),
     "preact-resnet18": dict(steps=[3], batch_sizes=[4]),
+    "resnet9": dict(steps=[3], batch_sizes=[4]),
     "strength": dict(steps=[10], batch_sizes=[100]),
 }
+CIFAR_MODELS = ("preact-resnet18", "resnet9")  # random-init CIFAR-10 networks (--cifar-steps applies to them)
 
 
 def log(msg: str) -> None:
@@ -106,7 +109,7 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 @dataclass
 class Subject:
-    key: str  # "madry-mnist" | "preact-resnet18" | "strength"
+    key: str  # "madry-mnist" | "preact-resnet18" | "resnet9" | "strength"
     label: str
     model: torch.nn.Module
     x: torch.Tensor
@@ -154,12 +157,12 @@ def build_subject(key: str, n: int, args) -> Subject:
         x, y = ro.data.load("mnist-mini", "test")
         return Subject(key, "madry-mnist (random init)", _freeze(model), x[:n].contiguous(), y[:n], "mnist",
                        f"random init (torch seed {args.seed})", f"mnist-mini test images (first {n}; real MNIST)", False)
-    if key == "preact-resnet18":
+    if key in CIFAR_MODELS:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(args.seed)
-            model = ro.models.create("preact-resnet18")
+            model = ro.models.create(key)
         x, y, desc = _cifar_data(n, args.root, args.seed)
-        return Subject(key, "preact-resnet18 (random init)", _freeze(model), x, y, "cifar10",
+        return Subject(key, f"{key} (random init)", _freeze(model), x, y, "cifar10",
                        f"random init (torch seed {args.seed})", desc, False)
     if key == "strength":
         if args.run:
@@ -495,11 +498,12 @@ def parse_args(argv=None):
     p.add_argument("--malloc", choices=("default", "tuned"), default="default",
                    help="tuned: ro.tune_malloc() first (glibc keeps freed blocks, as the robustopt command does)")
     p.add_argument("--models", default="madry-mnist,preact-resnet18,strength",
-                   help="comma-separated subset of madry-mnist, preact-resnet18, strength (default: all)")
+                   help="comma-separated subset of madry-mnist, preact-resnet18, resnet9, strength "
+                        "(default: madry-mnist, preact-resnet18, strength)")
     p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {', '.join(TOOLS)}")
     p.add_argument("--norms", default="linf,l2")
     p.add_argument("--steps", type=_ints, help="steps for every model (default: the grid of each model)")
-    p.add_argument("--cifar-steps", type=_ints, help="steps for preact-resnet18 only (full default 10,40)")
+    p.add_argument("--cifar-steps", type=_ints, help="steps for preact-resnet18 and resnet9 only (full default 10,40)")
     p.add_argument("--batch-sizes", type=_ints, help="batch sizes for every model (default: 100,500)")
     p.add_argument("--reps", type=int, help="timed repetitions per tool (default 3; quick 2)")
     p.add_argument("--run", help="trained robustopt run folder for the strength rows (default: small-cnn PGD-AT on "
@@ -598,7 +602,7 @@ def main(argv=None) -> dict[str, Any]:
     for key in keys:
         g = grid[key]
         steps_list = args.steps or g["steps"]
-        if key == "preact-resnet18" and args.cifar_steps:
+        if key in CIFAR_MODELS and args.cifar_steps:
             steps_list = args.cifar_steps
         batches = args.batch_sizes or g["batch_sizes"]
         subject = build_subject(key, max(batches), args)
