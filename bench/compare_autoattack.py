@@ -298,6 +298,36 @@ def main(argv=None) -> dict[str, Any]:
         return _compare(args, model, info, model_desc, machine, command, started, aa_module, AutoAttack)
 
 
+def load_side(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """A finished side saved by :func:`save_side` for the same ``key``, else None (with a note on stderr).
+
+    The file is read with ``torch.load(weights_only=True)``: tensors and plain containers only, so
+    a planted file that would run code when unpickled is refused, not executed.
+    """
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle.UnpicklingError for a file that needs more than tensors
+        print(f"{path} is not a plain tensor file ({type(err).__name__}); ignoring it, it will be replaced",
+              file=sys.stderr)
+        return None
+    if not isinstance(blob, dict) or blob.get("key") != key:
+        print(f"{path} was made with other settings; ignoring it", file=sys.stderr)
+        return None
+    return blob
+
+
+def save_side(path: Path, key: dict[str, Any], value: Any) -> dict[str, Any]:
+    """Save a finished side (tensors, numbers, strings, lists and dicts only) atomically; return it."""
+    blob = {"key": key, "value": value, "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "loadavg": loadavg()}
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return blob
+
+
 def _compare(args, model, info, model_desc, machine, command, started, aa_module, AutoAttack) -> dict[str, Any]:
     data_name = args.data or info["data"]
     norm = args.norm or info.get("norm", "linf")
@@ -339,24 +369,14 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
     side_path = {name: out_prefix.with_name(f"{out_prefix.name}.{name}-side.pt") for name in ("ro", "aa")}
 
     def saved(name):
-        path = side_path[name]
-        if not path.is_file():
-            return None
-        blob = torch.load(path, weights_only=False)
-        if blob.get("key") != key:
-            print(f"{path} was made with other settings; ignoring it", file=sys.stderr)
-            return None
-        print(f"{name} side: reusing {path} (run {blob['finished_utc']}, load average at its end "
-              f"{blob['loadavg']})", file=sys.stderr)
+        blob = load_side(side_path[name], key)
+        if blob is not None:
+            print(f"{name} side: reusing {side_path[name]} (run {blob['finished_utc']}, load average at its end "
+                  f"{blob['loadavg']})", file=sys.stderr)
         return blob
 
     def save(name, value):
-        blob = {"key": key, "value": value, "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "loadavg": loadavg()}
-        buf = io.BytesIO()
-        torch.save(blob, buf)
-        atomic_write_bytes(side_path[name], buf.getvalue())
-        return blob
+        return save_side(side_path[name], key, value)
 
     def run_ro():
         print(f"robustopt suites.standard(version={args.version!r}): {[a.name for a in ro_attacks]} ...", file=sys.stderr)

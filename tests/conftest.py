@@ -138,3 +138,17 @@ def trained_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return (model(x).argmax(dim=1) == y).float().mean().item()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A run folder made by `robustopt train` (PGD, 1 epoch, mnist-mini; seconds), one per test module."""
+    from click.testing import CliRunner
+
+    from robustopt.cli import main
+    from tiny_problem import TINY_TRAIN
+
+    out = tmp_path_factory.mktemp("tiny_run") / "a"
+    res = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--epochs", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    return out

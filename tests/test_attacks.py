@@ -1,4 +1,7 @@
-"""Attacks: the contract (ball, bounds, dtype, hygiene), closed forms on linear models, strength.
+"""FGSM / PGD (the gradient engine) and Transfer: closed forms on linear models, targets, restarts, strength.
+
+The contract every attack keeps (ball, bounds, dtype, hygiene, seeds, bad input) is checked for
+all registered attacks in test_attack_contract.py.
 
 A linear classifier ``z = W x + b`` has closed-form answers: the CE gradient is
 ``W^T (softmax(z) - onehot(y))`` and, for two classes, the worst-case margin
@@ -10,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import warnings
 
 import pytest
 import torch
@@ -21,93 +23,10 @@ from torch import nn
 import robustopt as ro
 from robustopt.attacks import FGSM, PGD, Transfer
 
-THREATS = {
-    "Linf": lambda bounds=(0.0, 1.0): ro.Linf(0.3, bounds=bounds),
-    "L2": lambda bounds=(0.0, 1.0): ro.L2(1.0, bounds=bounds),
-    "L1": lambda bounds=(0.0, 1.0): ro.L1(2.0, bounds=bounds),
-}
-
-CONFIGS = {
-    "FGSM": lambda t: FGSM(t),
-    "PGD": lambda t: PGD(t, steps=5),
-    "PGD-clean-start": lambda t: PGD(t, steps=5, random_start=False),
-    "PGD-restarts": lambda t: PGD(t, steps=3, restarts=3),
-    "CW": lambda t: PGD(t, steps=5, loss="cw"),
-    "CW+": lambda t: PGD(t, steps=5, loss="cw", kappa=50.0),
-    "least-likely": lambda t: PGD(t, steps=5, targeted="least-likely"),
-    "random-target": lambda t: PGD(t, steps=5, targeted="random"),
-    "DLR": lambda t: PGD(t, steps=5, loss="dlr"),
-    "DLR-targeted": lambda t: PGD(t, steps=5, loss="dlr", targeted="random"),
-}
-
 
 def ce_per_example(model, x, y):
     with torch.no_grad():
         return F.cross_entropy(model(x), y, reduction="none")
-
-
-# --- the contract: inside the ball and the bounds, same shape/dtype/device, detached ------------
-@pytest.mark.parametrize("config", CONFIGS)
-@pytest.mark.parametrize("norm", THREATS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_output_is_inside_ball_and_bounds(config, norm, dtype):
-    t = THREATS[norm]()
-    atk = CONFIGS[config](t)
-    model = make_convnet(dtype=dtype)
-    x, y = make_data(n=12, shape=(1, 8, 8), dtype=dtype)
-    x_clean = x.clone()
-    res = atk.run(model, x, y)
-    x_adv = res.x_adv
-    assert x_adv.shape == x.shape and x_adv.dtype == dtype and x_adv.device == x.device
-    assert t.contains(x_adv, x).all()
-    assert (x_adv >= 0).all() and (x_adv <= 1).all()
-    assert x_adv.grad_fn is None and not x_adv.requires_grad
-    assert torch.equal(x, x_clean)  # the input is not mutated
-    # the success flags tell the truth about the returned points
-    with torch.no_grad():
-        pred = model(x_adv).argmax(1)
-    if atk.targeted is None:
-        assert torch.equal(res.success, pred != y)
-    elif atk.targeted == "least-likely":
-        with torch.no_grad():
-            least_likely = model(x).argmin(1)
-        assert torch.equal(res.success, pred == least_likely)
-    else:  # random targets are never the true class
-        assert (pred[res.success] != y[res.success]).all()
-
-
-@pytest.mark.parametrize("config", ["FGSM", "PGD", "CW+", "random-target"])
-@pytest.mark.parametrize("norm", THREATS)
-def test_other_bounds_are_respected(config, norm):
-    bounds = (-1.0, 2.0)
-    t = THREATS[norm](bounds)
-    model = make_linear(scale=0.3)
-    x, y = make_data(n=16, bounds=bounds)
-    x[:4] = 2.0  # examples sitting on the upper bound
-    x[4:8] = -1.0
-    x_adv = CONFIGS[config](t)(model, x, y)
-    assert t.contains(x_adv, x).all()
-    assert (x_adv >= -1).all() and (x_adv <= 2).all()
-    assert (x_adv != x).any()
-
-
-@pytest.mark.parametrize("config", CONFIGS)
-@pytest.mark.parametrize("norm", THREATS)
-def test_eps_zero_returns_x_exactly(config, norm):
-    t = type(THREATS[norm]())(0.0)
-    model = make_linear()
-    x, y = make_data()
-    assert torch.equal(CONFIGS[config](t)(model, x, y), x)
-    # also with an explicit, non-zero step size
-    assert torch.equal(PGD(t, steps=3, step_size=0.1, restarts=2)(model, x, y), x)
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_follows_the_input_device():
-    model = make_convnet().cuda()
-    x, y = make_data(n=8, shape=(1, 8, 8))
-    x_adv = PGD(ro.Linf(0.1), steps=3, restarts=2)(model, x.cuda(), y.cuda())
-    assert x_adv.device == x.cuda().device and x_adv.dtype == x.dtype
 
 
 # --- closed forms on linear models ----------------------------------------------------------
@@ -264,15 +183,6 @@ def test_random_targets_are_seeded_wrong_classes():
     assert (counts > 20).all()  # every class is used as a target (200 examples, 5 classes)
 
 
-def test_explicit_targets_are_validated():
-    model, (x, y) = make_linear(), make_data()
-    atk = PGD(ro.Linf(0.1), steps=2)
-    with pytest.raises(ValueError, match="targets must be"):
-        atk(model, x, y, targets=y[:3])
-    with pytest.raises(ValueError, match="targets must be in"):
-        atk(model, x, y, targets=torch.full_like(y, NUM_CLASSES))
-
-
 # --- restarts and keep-best -----------------------------------------------------------------
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_restarts_are_never_worse_per_example(trained_cnn, norm):
@@ -348,105 +258,7 @@ def test_pgd_beats_fgsm_on_a_trained_model(trained_cnn):
     assert pgd < fgsm - 0.02 < clean
 
 
-# --- randomness -----------------------------------------------------------------------------
-@pytest.mark.parametrize("norm", THREATS)
-def test_same_seed_same_result_different_seed_different_result(norm, convnet, image_data):
-    x, y = image_data
-    t = THREATS[norm]()
-    a = PGD(t, steps=3, seed=5)(convnet, x, y)
-    b = PGD(t, steps=3, seed=5)(convnet, x, y)
-    c = PGD(t, steps=3, seed=6)(convnet, x, y)
-    assert torch.equal(a, b)
-    assert not torch.equal(a, c)
-    # an explicit generator overrides the seed and is just as reproducible
-    d = PGD(t, steps=3).run(convnet, x, y, generator=torch.Generator().manual_seed(5)).x_adv
-    assert torch.equal(a, d)
-
-
-def test_attacks_do_not_touch_the_global_rng(convnet, image_data):
-    x, y = image_data
-    torch.manual_seed(0)
-    expected = torch.rand(3)
-    torch.manual_seed(0)
-    PGD(ro.Linf(0.1), steps=2, restarts=2, targeted="random")(convnet, x, y)
-    assert torch.equal(torch.rand(3), expected)
-
-
-# --- model hygiene ----------------------------------------------------------------------------
-class ModeRecorder(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[bool] = []
-
-    def forward(self, x):
-        self.seen.append(self.training)
-        return x
-
-
-def dropout_model() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(16, 32), ModeRecorder(), nn.Dropout(0.5), nn.Linear(32, NUM_CLASSES))
-
-
-@pytest.mark.parametrize("make_attack", [lambda t: PGD(t, steps=3, restarts=2), FGSM], ids=["PGD", "FGSM"])
-def test_model_mode_is_restored_and_attack_runs_in_eval(make_attack, data):
-    x, y = data
-    model = dropout_model()
-    atk = make_attack(ro.Linf(0.1))
-    model.train()
-    a = atk(model, x, y)
-    assert model.training and all(m.training for m in model.modules())
-    assert model[2].seen and not any(model[2].seen)  # every forward saw eval mode
-    b = atk(model, x, y)
-    assert torch.equal(a, b)  # dropout was off: the attack is deterministic
-    model.eval()
-    atk(model, x, y)
-    assert not any(m.training for m in model.modules())
-    model.train()
-    model[3].eval()  # mixed modes come back exactly
-    atk(model, x, y)
-    assert [m.training for m in model.modules()] == [True, True, True, True, False, True]
-
-
-def test_no_parameter_gradient_and_requires_grad_unchanged(convnet, image_data):
-    x, y = image_data
-    convnet[0].bias.requires_grad_(False)
-    flags = [p.requires_grad for p in convnet.parameters()]
-    before = [p.detach().clone() for p in convnet.parameters()]
-    for atk in [FGSM(ro.Linf(0.1)), PGD(ro.L2(0.5), steps=3, restarts=2, loss="cw"), PGD(ro.L1(1.0), loss="dlr", steps=2)]:
-        atk(convnet, x, y)
-        assert all(p.grad is None for p in convnet.parameters())
-        assert [p.requires_grad for p in convnet.parameters()] == flags
-        assert all(torch.equal(p, q) for p, q in zip(convnet.parameters(), before))
-
-
-def test_works_inside_no_grad_and_returns_detached(convnet, image_data):
-    x, y = image_data
-    atk = PGD(ro.Linf(0.1), steps=3)
-    outside = atk(convnet, x, y)
-    with torch.no_grad():
-        inside = atk(convnet, x, y)
-    assert torch.equal(inside, outside)
-    assert (inside != x).any()
-    x_req = x.clone().requires_grad_(True)
-    out = atk(convnet, x_req, y)
-    assert out.grad_fn is None and not out.requires_grad
-    assert x_req.grad is None
-    assert torch.is_grad_enabled()
-
-
-def test_inside_inference_mode_works_or_says_why(convnet, image_data):
-    x, y = image_data
-    atk = PGD(ro.Linf(0.1), steps=2)
-    try:
-        with torch.inference_mode():
-            out = atk(convnet, x, y)
-    except (ValueError, RuntimeError) as err:
-        assert "inference_mode" in str(err) or "inference mode" in str(err)
-    else:
-        assert ro.Linf(0.1).contains(out, x).all()
-
-
+# --- cost and compilation -------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_compiled_model_gives_the_eager_result(image_data):
     """torch.compile is the user's option: a compiled model goes through the same engine unchanged."""
@@ -534,116 +346,7 @@ def test_transfer_rejects_bad_arguments(convnet):
         Transfer(convnet, "pgd")  # type: ignore[arg-type]
 
 
-# --- bad input --------------------------------------------------------------------------------
-ATTACK = PGD(ro.Linf(0.1), steps=2)
-
-
-@pytest.mark.parametrize(
-    "mutate, error, phrase",
-    [
-        (lambda x, y: (torch.where(torch.arange(16).view(-1, 1, 1, 1) == 3, float("nan"), x), y), ValueError, "NaN"),
-        (lambda x, y: (x * 255, y), ValueError, "outside the bounds"),
-        (lambda x, y: (x - 0.5, y), ValueError, "Normalize"),
-        (lambda x, y: ((x * 255).to(torch.uint8), y), TypeError, "uint8"),
-        (lambda x, y: (x.numpy(), y), TypeError, "torch.Tensor"),
-        (lambda x, y: (x, y[:-1]), ValueError, "do not match"),
-        (lambda x, y: (x, y[:, None]), ValueError, "do not match"),
-        (lambda x, y: (x, y.float()), TypeError, "integer"),
-        (lambda x, y: (x, y.bool()), TypeError, "integer"),
-        (lambda x, y: (x, y.tolist()), TypeError, "torch.Tensor"),
-        (lambda x, y: (x, y + NUM_CLASSES), ValueError, r"labels must be in \[0, 4\]"),
-        (lambda x, y: (x, y - NUM_CLASSES), ValueError, "labels must be in"),
-        (lambda x, y: (x[0, 0, 0], y[:4]), ValueError, "batch"),
-    ],
-    ids=["nan", "0-255", "normalized", "uint8", "numpy", "short-y", "2d-y", "float-y", "bool-y", "list-y",
-         "y-too-large", "y-negative", "not-a-batch"],
-)
-def test_bad_input_raises_a_helpful_error(mutate, error, phrase, linear_model, data):
-    x, y = mutate(*data)
-    with pytest.raises(error, match=phrase):
-        ATTACK(linear_model, x, y)
-    with pytest.raises(error, match=phrase):
-        FGSM(ro.Linf(0.1))(linear_model, x, y)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
-def test_non_integer_targets_raise_type_error(dtype, linear_model, data):
-    x, y = data
-    with pytest.raises(TypeError, match="integer"):
-        ATTACK(linear_model, x, y, targets=torch.ones(len(y), dtype=dtype))
-
-
-# Kept alive for the whole session: the library remembers warned models by id(), and a freed model's
-# id could be reused by the softmax model of test_model_returning_probabilities_warns.
-_EMPTY_BATCH_MODEL = make_linear()
-
-
-@pytest.mark.filterwarnings("ignore:the model's outputs")
-def test_empty_batch_returns_an_empty_batch(data):
-    x, y = data
-    res = ATTACK.run(_EMPTY_BATCH_MODEL, x[:0], y[:0])
-    assert res.x_adv.shape == (0, *x.shape[1:]) and res.success.shape == (0,) and res.grad_evals == 0
-
-
-_EMPTY_THEN_SOFTMAX_MODEL = nn.Sequential(make_linear(), nn.Softmax(dim=1))
-
-
-def test_empty_batch_neither_warns_nor_silences_the_probability_warning(data):
-    x, y = data
-    model = _EMPTY_THEN_SOFTMAX_MODEL
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ATTACK(model, x[:0], y[:0])
-    assert not [w for w in caught if issubclass(w.category, UserWarning)]
-    with pytest.warns(UserWarning, match="probabilities"):
-        ATTACK(model, x, y)
-
-
-def test_integer_labels_of_other_widths_are_accepted(linear_model, data):
-    x, y = data
-    for dtype in (torch.int32, torch.uint8):
-        assert ro.Linf(0.1).contains(ATTACK(linear_model, x, y.to(dtype)), x).all()
-
-
-def test_model_returning_probabilities_warns(data):
-    x, y = data
-    model = nn.Sequential(make_linear(), nn.Softmax(dim=1))
-    with pytest.warns(UserWarning, match="probabilities"):
-        ATTACK(model, x, y)
-
-
-def test_model_returning_logits_does_not_warn(data, recwarn):
-    x, y = data
-    ATTACK(make_linear(), x, y)
-    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
-
-
-class Reshaped(nn.Module):
-    def __init__(self, fn) -> None:
-        super().__init__()
-        self.inner = make_linear()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(self.inner(x))
-
-
-@pytest.mark.parametrize(
-    "fn", [lambda z: z[:, 0], lambda z: z[:, :, None], lambda z: z[:1], lambda z: (z, z)], ids=["1d", "3d", "rows", "tuple"]
-)
-def test_model_with_wrong_output_shape(fn, data):
-    x, y = data
-    with pytest.raises(ValueError, match="logits of shape"):
-        ATTACK(Reshaped(fn), x, y)
-
-
-def test_model_that_cannot_take_the_input(data):
-    x, y = data
-    model = nn.Sequential(nn.Flatten(), nn.Linear(17, NUM_CLASSES))
-    with pytest.raises(ValueError, match="the model failed"):
-        ATTACK(model, x, y)
-
-
+# --- configuration ----------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs, error, phrase",
     [
@@ -666,12 +369,6 @@ def test_model_that_cannot_take_the_input(data):
 def test_invalid_configuration(kwargs, error, phrase):
     with pytest.raises(error, match=phrase):
         PGD(ro.Linf(0.1), **kwargs)
-
-
-@pytest.mark.parametrize("threat", [0.3, "linf", None])
-def test_threat_must_be_a_threat_model(threat):
-    with pytest.raises(TypeError, match="threat"):
-        PGD(threat)  # type: ignore[arg-type]
 
 
 def test_targeted_dlr_needs_four_classes(data):

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -156,20 +157,18 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _kill_after_first_checkpoint(cmd: list[str], out: Path, log: Path) -> int:
-    """Start ``cmd``, SIGKILL it and every process it started in its second epoch; return the checkpoint's epoch."""
-    ckpt = out / "model"
+def _kill_when(cmd: list[str], log: Path, ready: Callable[[], bool], delay: Callable[[], float] = lambda: 0.0) -> None:
+    """Start ``cmd``; once ``ready()`` holds (and ``delay()`` seconds later), SIGKILL it and every process it started."""
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, env=_env(), stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         workers: list[int] = []
         try:
             deadline = time.monotonic() + 120
-            while not (checkpoint.exists(ckpt) and checkpoint.read_metadata(ckpt)["extra"]["epoch"] >= 1):
-                assert proc.poll() is None, f"{cmd} ended before its first checkpoint:\n{log.read_text()[-4000:]}"
-                assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            while not ready():
+                assert proc.poll() is None, f"{cmd} ended before the moment to kill it:\n{log.read_text()[-4000:]}"
+                assert time.monotonic() < deadline, "that moment never came in 120 s"
                 time.sleep(0.01)
-            first = json.loads((out / "log.jsonl").read_text().splitlines()[0])
-            time.sleep(0.3 * first["seconds"])  # about a third into the second epoch
+            time.sleep(delay())
         finally:
             # A machine that dies: torchrun's agent and its workers (in sessions of their own) at once.
             workers = _children(proc.pid)
@@ -185,6 +184,20 @@ def _kill_after_first_checkpoint(cmd: list[str], out: Path, log: Path) -> int:
                 time.sleep(0.01)
     assert proc.returncode == -signal.SIGKILL
     assert not any(_alive(pid) for pid in workers)
+
+
+def _extra(ckpt: Path) -> dict:
+    try:
+        return checkpoint.read_metadata(ckpt)["extra"]
+    except (OSError, ValueError):  # not there (yet, or any more)
+        return {}
+
+
+def _kill_after_first_checkpoint(cmd: list[str], out: Path, log: Path) -> int:
+    """Start ``cmd``, SIGKILL it and every process it started in its second epoch; return the checkpoint's epoch."""
+    ckpt = out / "model"
+    _kill_when(cmd, log, lambda: _extra(ckpt).get("epoch", 0) >= 1,
+               delay=lambda: 0.3 * json.loads((out / "log.jsonl").read_text().splitlines()[0])["seconds"])
     epoch = checkpoint.read_metadata(ckpt)["extra"]["epoch"]
     assert 1 <= epoch < worker.CLI_TRAIN["epochs"], "the run was not interrupted mid-way"
     return epoch
@@ -219,6 +232,26 @@ def test_distributed_sigkill_then_resume_equals_uninterrupted_distributed_run(dd
     _run(cmd + ["--resume"], tmp_path / "resumed.log")
     assert checkpoint.read_metadata(out / "model")["extra"]["world_size"] == 2
     _assert_same_run(out, ddp_out / "cli")  # the worker's uninterrupted 2-process train_run
+
+
+def test_distributed_sigkill_after_a_mid_epoch_checkpoint_then_resume_equals_uninterrupted_run(ddp_out, tmp_path):
+    """--checkpoint-every 1 under torchrun: killed inside epoch 2, resumed from there with every rank's state."""
+    out, partial = tmp_path / "cut", tmp_path / "cut" / "partial"
+    cmd = TORCHRUN + ["-m", "robustopt"] + worker.cli_args(out) + ["--checkpoint-every", "1"]
+
+    def inside_second_epoch() -> bool:
+        extra = _extra(partial)
+        return extra.get("epoch") == 1 and extra["position"]["batch"] >= 2
+
+    _kill_when(cmd, tmp_path / "killed.log", inside_second_epoch)
+    extra = _extra(partial)
+    assert extra.get("world_size") == 2, "the run was not killed inside epoch 2"
+    assert len(extra["rng_ranks"]) == 2 and len(extra["position"]["sums"]) == 2  # every rank's state
+    _run(cmd + ["--resume"], tmp_path / "resumed.log")
+    assert f"inside epoch 2 of {worker.CLI_TRAIN['epochs']}, after batch {extra['position']['batch']}" in \
+        (tmp_path / "resumed.log").read_text()  # it resumed from the mid-epoch checkpoint
+    assert not checkpoint.exists(partial)
+    _assert_same_run(out, ddp_out / "cli")  # the worker's uninterrupted 2-process train_run (no --checkpoint-every)
 
 
 # --- the helpers, in this process ------------------------------------------------------------------

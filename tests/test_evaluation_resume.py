@@ -276,7 +276,9 @@ def test_eval_run_and_cli_resume(run_folder, monkeypatch):
     assert progress.is_file()
 
     cli = ["eval", str(run_folder), "--suite", "fast", "--n", "40", "--batch-size", "2"]
-    res = CliRunner().invoke(main, [*cli, "--seed", "1"])  # another job: refused, file kept
+    res = CliRunner().invoke(main, [*cli, "--seed", "1"])  # another job: refused, files kept
+    assert res.exit_code == 2 and "another evaluation" in res.output and "--overwrite" in res.output
+    res = CliRunner().invoke(main, [*cli, "--seed", "1", "--overwrite"])  # the progress is still another job's
     assert res.exit_code == 2 and "another evaluation" in res.output and "--restart" in res.output
     assert progress.is_file()
     res = CliRunner().invoke(main, cli)

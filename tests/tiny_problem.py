@@ -22,3 +22,8 @@ def mlp(seed: int = 0) -> nn.Module:
     """A 36-16-2 ReLU network, initialized from ``seed``."""
     torch.manual_seed(seed)
     return nn.Sequential(nn.Flatten(), nn.Linear(36, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+# `robustopt train` options for a run of a few seconds on the shipped mnist-mini (add --epochs and --out).
+TINY_TRAIN = ["--data", "mnist-mini", "--model", "small-cnn", "--train-size", "300", "--steps", "2",
+              "--step-size", "0.1", "--batch-size", "100", "--lr", "1e-3"]

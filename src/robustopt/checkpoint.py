@@ -58,6 +58,8 @@ __all__ = [
     "load",
     "load_tensors",
     "read_metadata",
+    "remove",
+    "load_weights",
 ]
 
 FORMAT = "robustopt-checkpoint"
@@ -224,6 +226,33 @@ def _describe_keys(keys: list[str], limit: int = 10) -> str:
     return f"[{shown}{', ...' if len(keys) > limit else ''}] ({len(keys)})"
 
 
+def _load_state(target: nn.Module, state: dict[str, torch.Tensor], source: str,
+                optional: frozenset[str] = frozenset()) -> None:
+    """``target.load_state_dict(state)``, with a ValueError that names the missing, unexpected and
+    mis-shaped keys; keys in ``optional`` may be missing (the model keeps its own values)."""
+    expected = target.state_dict()
+    missing_keys = [k for k in expected if k not in state and k not in optional]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [
+        f"{k}: weights {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing_keys or unexpected or mismatched:
+        parts = []
+        if missing_keys:
+            parts.append(f"missing keys {_describe_keys(missing_keys)}")
+        if unexpected:
+            parts.append(f"unexpected keys {_describe_keys(unexpected)}")
+        if mismatched:
+            parts.append(f"shape mismatches {_describe_keys(mismatched)}")
+        raise ValueError(f"{source} does not fit {type(target).__name__}: " + "; ".join(parts))
+    try:
+        target.load_state_dict({**{k: expected[k] for k in optional if k not in state}, **state}, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"cannot load the weights of {source} into {type(target).__name__}: {e}") from None
+
+
 # ----------------------------------------------------------------------------- save
 
 
@@ -365,6 +394,25 @@ def save(
         with contextlib.suppress(OSError):
             leftover.unlink()
     return paths.metadata
+
+
+def remove(path: PathLike) -> None:
+    """Delete the checkpoint at ``path``, if any: its JSON first, then its payload files and leftovers.
+
+    The JSON goes first, so an interrupted removal leaves no checkpoint that looks
+    committed (:func:`exists` is False from the first step on).
+
+    Args:
+        path: Checkpoint path, with or without suffix.
+    """
+    paths = checkpoint_paths(path)
+    files = (paths.metadata, paths.weights, paths.optimizer, paths.tensors)
+    for file in files:
+        file.unlink(missing_ok=True)
+    for file in files:
+        for leftover in _leftovers(file):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def _robustopt_version() -> str | None:
@@ -523,34 +571,8 @@ def load(
         model = _model_from_metadata(meta, paths).to(device)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    target = _unwrap(model)
-    expected = target.state_dict()
-    missing_keys = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing_keys or unexpected or mismatched:
-        parts = []
-        if missing_keys:
-            parts.append(f"missing keys {_describe_keys(missing_keys)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_describe_keys(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches {_describe_keys(mismatched)}")
-        saved = (meta.get("model") or {}).get("name") or (meta.get("model") or {}).get("class")
-        raise ValueError(
-            f"checkpoint {paths.base} (saved from {saved}) does not fit "
-            f"{type(target).__name__}: " + "; ".join(parts)
-        )
-    try:
-        target.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(
-            f"cannot load weights of {paths.base} into {type(target).__name__}: {e}"
-        ) from None
+    saved = (meta.get("model") or {}).get("name") or (meta.get("model") or {}).get("class")
+    _load_state(_unwrap(model), state, f"checkpoint {paths.base} (saved from {saved})")
 
     if optimizer is not None:
         entry = (meta.get("files") or {}).get("optimizer")
@@ -598,3 +620,68 @@ def load_tensors(path: PathLike, *, map_location: str | torch.device = "cpu") ->
         return load_file(os.fspath(file), device=str(map_location))
     except Exception as e:  # safetensors raises its own error types
         raise ValueError(f"cannot read tensors {file}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- plain state dicts
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # {"state_dict": {...}, "epoch": ...} and the like
+_PREFIXES = ("module.", "model.")  # DataParallel / DistributedDataParallel, and wrapper modules
+
+
+def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
+    """Load a plain PyTorch state dict file into ``model``, safely (e.g. RobustBench-style weights).
+
+    ``.safetensors`` files are read with safetensors; anything else (``.pt``, ``.pth``, ...) with
+    ``torch.load(weights_only=True)``, so a file that would run code when unpickled is refused.
+    The file may hold the state dict itself or a dict with it under "state_dict",
+    "model_state_dict" or "model". A ``module.`` or ``model.`` prefix that every key carries
+    (DataParallel, wrappers) is stripped unless the model's own keys carry it too. The model's
+    Normalize buffers (``*.mean``, ``*.std``) may be missing from the file: the model then keeps
+    its own, so pass the right ``mean``/``std`` to ``ro.models.create``.
+
+    Args:
+        model: the model to load into (in place).
+        path: the weights file.
+
+    Returns:
+        ``model``, in eval mode.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a state dict of tensors (or needs unpickling beyond
+            tensors), or its keys or shapes do not fit ``model`` (the message names them).
+    """
+    from safetensors.torch import load_file
+
+    from robustopt.models.layers import Normalize
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights file {path}.")
+    try:
+        if path.suffix == WEIGHTS_SUFFIX:
+            state = load_file(os.fspath(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and safetensors errors alike
+        raise ValueError(
+            f"cannot read {path} as a state dict of tensors ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            "Only tensors are loaded (torch.load(weights_only=True)), nothing that runs code: save the weights "
+            "with torch.save(model.state_dict(), path) or as .safetensors."
+        ) from None
+    if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
+        state = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), state)
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        found = (f"a dict with keys {_describe_keys([str(k) for k in state])}" if isinstance(state, dict)
+                 else type(state).__name__)
+        raise ValueError(f"{path} holds {found}, not a state dict (names -> tensors).")
+    target = _unwrap(model)
+    expected = target.state_dict()
+    for prefix in _PREFIXES:
+        if all(k.startswith(prefix) for k in state) and not all(k.startswith(prefix) for k in expected):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    normalize = frozenset(f"{name}.{buf}".lstrip(".") for name, m in target.named_modules()
+                          if isinstance(m, Normalize) for buf in ("mean", "std"))
+    _load_state(target, state, f"weights {path}", optional=normalize)
+    return model.eval()

@@ -63,6 +63,8 @@ __all__ = [
     "info",
     "names",
     "status",
+    "search_folders",
+    "locate",
     "default_root",
     "read_idx",
     "read_cifar_batch",
@@ -374,7 +376,30 @@ def status(name: str, root: str | os.PathLike[str] | None = None) -> str:
     ds = info(name)
     if ds.shipped:
         return "shipped"
-    return "present" if _find_folder(ds, ds.files, default_root(root)) is not None else "missing"
+    return "present" if locate(name, root) is not None else "missing"
+
+
+def search_folders(name: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The folders where a dataset's files are looked for, in order: ``ROOT/<folder>``, then system folders.
+
+    Args:
+        name: dataset name.
+        root: data root (default: ``$ROBUSTOPT_DATA``, else the user cache).
+
+    Returns:
+        The folders; empty for a shipped dataset.
+    """
+    ds = info(name)
+    return [] if ds.shipped else [default_root(root) / ds.folder, *map(Path, ds.fallback_dirs)]
+
+
+def locate(name: str, root: str | os.PathLike[str] | None = None) -> Path | None:
+    """The first of :func:`search_folders` that holds every file of the dataset, or None.
+
+    Only checks that the files exist (no hashing; :func:`fetch` and :func:`load` verify them).
+    """
+    ds = info(name)
+    return _find_folder(ds, ds.files, default_root(root))
 
 
 def fetch(name: str, root: str | os.PathLike[str] | None = None) -> Path:
@@ -646,7 +671,7 @@ def _corrupt(ds: DatasetInfo, path: Path, why: str) -> DatasetCorruptError:
 
 def _find_folder(ds: DatasetInfo, files: tuple[FileInfo, ...], root: Path) -> Path | None:
     """The first of ROOT/<folder> and the fallback folders that holds every file, or None."""
-    for folder in (root / ds.folder, *map(Path, ds.fallback_dirs)):
+    for folder in search_folders(ds.name, root):
         if all((folder / f.path).is_file() for f in files):
             return folder
     return None

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 import platform
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +23,17 @@ import torch
 from torch import nn
 
 from robustopt import checkpoint, data as datasets, distributed, models
+from robustopt._checks import check_count, check_eps, check_grid_size, check_input_shape
 from robustopt._device import resolve_device
 from robustopt._io import atomic_write_json, atomic_write_text
+from robustopt._progress import format_seconds
+from robustopt._runfolder import holding, refuse_replacement, saved_request
 from robustopt.attacks import PGD
 from robustopt.evaluation import Evaluation, SweepCurve, evaluate, suites, sweep
 from robustopt.threat import L1, L2, Linf, ThreatModel
-from robustopt.training import BEST_NAME, CHECKPOINT_NAME, TrainConfig, fit
+from robustopt.training import BEST_NAME, CHECKPOINT_NAME, TrainConfig, TrainResult, fit
+from robustopt.training.fit import PARTIAL_NAME, _val_size
+from robustopt.training.methods import grad_evals_per_example
 
 __all__ = ["ExperimentPreset", "DEMO", "REPRODUCE", "TRAIN_PRESETS", "reproduce", "train_run", "eval_run", "sweep_run", "load_run", "run_madry_experiment",
            "threat_of"]
@@ -43,6 +51,7 @@ def threat_of(norm: str, eps: float) -> ThreatModel:
         raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(THREATS)}.") from None
 
 
+@holding(lambda a: a["out"], "train")  # one process per run folder, created folders removed on failure
 def train_run(
     out: str | Path,
     *,
@@ -52,6 +61,7 @@ def train_run(
     resume: bool = False,
     root: str | Path | None = None,
     progress: bool = True,
+    echo: Callable[[str], None] | None = None,
     **config: Any,
 ) -> Path:
     """Train registry model ``model`` on dataset ``data`` into the run folder ``out``.
@@ -64,29 +74,123 @@ def train_run(
         resume: continue an interrupted run.
         root: data root.
         progress: show progress bars.
+        echo: prints what the run does (None: nothing): where a resumed run continues from,
+            a one-line plan with its cost in image-gradient evaluations, and at the end the run
+            folder, the final validation accuracies, the time and the next command.
         **config: ``TrainConfig`` fields (method, norm, eps, epochs, attack_steps, ...).
 
     Returns:
         The run folder.
+
+    Raises:
+        ValueError: a model built for other images than ``data``'s, a bad configuration
+            (e.g. epochs < 1, an eps beyond the [0, 1] box) or a bad ``train_size``.
     """
     out = Path(out)
+    info = datasets.info(data)
+    _check_model_fits_data(model, data)
+    cfg = TrainConfig(**config)
+    check_eps(cfg.norm, cfg.eps, info.shape)  # before anything is printed or loaded (fit warns above the usual)
+    if train_size is not None:
+        check_count("train_size (--train-size)", train_size)
     x, y = datasets.load(data, split="train", root=root)
     if train_size is not None:
-        if train_size < 1:
-            raise ValueError(f"train_size must be >= 1, got {train_size}.")
         x, y = x[:train_size], y[:train_size]
-    info = datasets.info(data)
-    cfg = TrainConfig(**config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the seed covers the initial weights too
         net = models.create(model, num_classes=info.num_classes, mean=info.mean, std=info.std)
     run_info = {"data": data, "model": model, "train_size": train_size, "norm": cfg.norm, "eps": cfg.eps,
                 "method": cfg.method, "seed": cfg.seed}
+    say = echo if echo is not None and distributed.setup().is_main else _quiet
+    done = 0  # epochs already trained
+    if resume:
+        message, done = _resume_point(out, cfg.epochs)
+        say(message)
+    if done < cfg.epochs:
+        say(_train_plan(model, data, cfg, len(x), out, done))
     out.mkdir(parents=True, exist_ok=True)
-    fit(net, (x, y), config=cfg, out=out, resume=resume, progress=progress)
+    result = fit(net, (x, y), config=cfg, out=out, resume=resume, progress=progress)
     if distributed.setup().is_main:  # under torchrun, rank 0 writes
         atomic_write_json(out / RUN_FILE, run_info)
+    for line in _train_summary(result, out, cfg):
+        say(line)
     return out
+
+
+def _check_model_fits_data(model: str, data: str) -> None:
+    """Refuse a registry model built for other images than the dataset's, naming the models that fit."""
+    shape = datasets.info(data).shape
+    fitting = [m for m in models.names() if models.default_config(m).input_size == shape]
+    config = models.default_config(model)
+    check_input_shape(f"model {model}" + (f" (built for {config.dataset})" if config.dataset else ""),
+                      config.input_size, data, shape,
+                      f" Models for these images: {', '.join(fitting) or 'none registered'} (robustopt models list).")
+
+
+def _resume_point(out: Path, epochs: int) -> tuple[str, int]:
+    """Where ``train --resume`` continues ``out`` from (or that there is nothing to resume), and the
+    number of epochs already trained (``epochs`` when nothing is left to do)."""
+    ckpt, partial = out / CHECKPOINT_NAME, out / PARTIAL_NAME
+    state = checkpoint.read_metadata(ckpt).get("extra") or {} if checkpoint.exists(ckpt) else {}
+    inside = checkpoint.read_metadata(partial).get("extra") or {} if checkpoint.exists(partial) else {}
+    epoch, step = state.get("epoch", 0), state.get("step", 0)
+    if inside.get("epoch") == epoch:  # a mid-epoch checkpoint of the epoch after the last finished one
+        batch = (inside.get("position") or {}).get("batch")
+        return (f"resuming {out} inside epoch {epoch + 1} of {epochs}, after batch {batch} "
+                f"(optimizer step {inside.get('step')})."), epoch
+    if not state:
+        return f"nothing to resume in {out}: it holds no training checkpoint, so a new run starts there.", 0
+    where = f"resuming {out} after epoch {epoch} of {epochs} (optimizer step {step})"
+    if state.get("stopped"):
+        return f"{where}: it stopped early ({state['stopped']}), nothing left to train.", epochs
+    return (f"{where}: nothing left to train.", epochs) if epoch >= epochs else (f"{where}.", epoch)
+
+
+def _train_plan(model: str, data: str, cfg: TrainConfig, n: int, out: Path, done: int = 0) -> str:
+    """One line: what ``train_run`` will do (the epochs after ``done``) and its cost in image-gradient evaluations."""
+    n_val = _val_size(cfg, n)
+    n_train = n - n_val
+    steps = math.ceil(n_train / cfg.batch_size)
+    what = f"{cfg.method} training of {model} on {data}"
+    if cfg.method != "natural":
+        what += f" at {threat_of(cfg.norm, cfg.eps)}"
+    left = cfg.epochs - done
+    epochs = f"{left} epoch{'s' * (left != 1)}" + (f" (epochs {done + 1}-{cfg.epochs})" if done else "")
+    per_example = grad_evals_per_example(cfg.method, cfg)
+    val_steps = cfg.val_attack_steps if cfg.eps > 0 else 0
+    if per_example is None:
+        cost = f"cost unknown (method {cfg.method!r} declares no grad_evals)"
+    else:
+        total = left * (n_train * per_example + n_val * val_steps)
+        cost = (f"about {_count(total)} image-gradient evaluations ({left} x {n_train:,} x {per_example} for training"
+                + (f" + {left} x {n_val:,} x {val_steps} for validation" if n_val and val_steps else "") + ")")
+    return (f"plan: {what}: {epochs} of {n_train:,} images ({steps:,} steps of batch {cfg.batch_size}"
+            f"{f'; {n_val:,} more held out for validation' if n_val else ''}); {cost}; run folder {out}")
+
+
+def _count(n: int) -> str:
+    return f"{n:,}" if n < 10**7 else f"{n:.2e}"
+
+
+def _train_summary(result: TrainResult, out: Path, cfg: TrainConfig) -> list[str]:
+    """Where the run was saved, its final validation accuracies, the time, and the command to run next."""
+    history = result.history
+    lines = [f"saved: {out} ({len(history)} epoch{'s' * (len(history) != 1)}, "
+             f"{format_seconds(result.seconds)} in this call)"]
+    if result.stopped:
+        lines.append(f"stopped early ({result.stopped}) after epoch {len(history)} of {cfg.epochs}; "
+                     "the saved weights are the restored ones (see log.jsonl).")
+    last = history[-1] if history else {}
+    if last.get("val_clean_acc") is None:
+        lines.append("final validation accuracy: none (no validation split, val_size=0)")
+    else:
+        robust = last.get("val_robust_acc")
+        robust = ("not measured (val_attack_steps=0)" if robust is None else
+                  f"{100 * robust:.1f}% (PGD-{cfg.val_attack_steps} at {threat_of(cfg.norm, cfg.eps)})")
+        lines.append(f"final validation accuracy: clean {100 * last['val_clean_acc']:.1f}%, robust {robust}")
+    lines.append(f"next: robustopt eval {shlex.quote(str(out))}   "
+                 "(the paper's attack table; --suite standard for the AutoAttack-grade worst case)")
+    return lines
 
 
 def load_run(run: str | Path, weights: str = "final") -> tuple[nn.Module, dict[str, Any]]:
@@ -104,6 +208,10 @@ def load_run(run: str | Path, weights: str = "final") -> tuple[nn.Module, dict[s
     if weights not in WEIGHTS:
         raise ValueError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}.")
     path = run / WEIGHTS[weights]
+    if not path.with_suffix(".json").is_file() and weights == "final":
+        raise FileNotFoundError(f"{run} has no trained weights ({WEIGHTS[weights]}.*): its training ended before "
+                                f"it saved any. Continue it with `robustopt train ... --resume --out {run}` (the "
+                                "options it was started with).")
     if not path.with_suffix(".json").is_file():
         raise FileNotFoundError(f"{run} has no {WEIGHTS[weights]}.* weights: they are kept only when training runs with "
                                 "early stopping (`robustopt train --early-stopping-patience K`); use the final weights.")
@@ -112,11 +220,23 @@ def load_run(run: str | Path, weights: str = "final") -> tuple[nn.Module, dict[s
     return model.eval(), info
 
 
+def _test_images(data: str, limit: int | None, root: str | Path | None,
+                 echo: Callable[[str], None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` (>= 1) test images of ``data``, all when None; says so when there are fewer."""
+    if limit is not None:
+        check_count("limit (--n)", limit)
+    x, y = datasets.load(data, split="test", root=root)
+    if limit is not None and limit > len(x):
+        echo(f"note: --n {limit:,} is more than the {len(x):,} test images of {data}: all {len(x):,} are used.")
+    return (x, y) if limit is None else (x[:limit], y[:limit])
+
+
 def _result_stem(kind: str, weights: str) -> str:
     """``eval-madry`` for the final weights, ``eval-madry-best`` for the best epoch's."""
     return kind if weights == "final" else f"{kind}-{weights}"
 
 
+@holding(lambda a: a["run"], "eval", create=False)
 def eval_run(
     run: str | Path,
     *,
@@ -135,6 +255,7 @@ def eval_run(
     restart: bool = False,
     device: str = "cpu",
     weights: str = "final",
+    overwrite: bool = False,
 ) -> Evaluation:
     """Evaluate a run's model on its dataset's test split; write ``eval-SUITE.{json,md}`` into the run.
 
@@ -155,6 +276,13 @@ def eval_run(
         restart: discard the saved progress of an interrupted evaluation and start over.
         device: "cpu", "auto" (CUDA when available) or a torch device string.
         weights: "final" or "best" (see ``load_run``); the best epoch's results go to ``eval-SUITE-best.*``.
+        overwrite: replace an ``eval-SUITE.json`` made with other parameters (threat, n, attacks and
+            their restarts, sources, mode, seed, batch size); without it such a file is kept and
+            FileExistsError is raised before anything runs.
+
+    Raises:
+        FileExistsError: the run holds another evaluation of this suite and ``overwrite`` is False.
+        robustopt._runfolder.RunFolderBusyError: another process holds the run folder.
     """
     run = Path(run)
     ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
@@ -164,7 +292,11 @@ def eval_run(
     model.to(dev)
     stem = _result_stem(f"eval-{suite}", weights)
     threat = threat_of(norm or info["norm"], info["eps"] if eps is None else eps)
+    check_eps(threat.norm, threat.eps, datasets.info(info["data"]).shape)  # before any other complaint
     source_models = {name: load_run(path)[0].to(dev) for name, path in (sources or {}).items()}
+    for name, source in source_models.items():  # a source for other images fails late and obscurely
+        check_input_shape(f"transfer source {name} ({sources[name]}), a {source.config.name} model",
+                          source.config.input_size, info["data"], datasets.info(info["data"]).shape)
     preset = "cifar10" if info["data"] == "cifar10" else "mnist"
     if suite == "madry":
         attacks = suites.madry(threat, source_models, preset=preset, max_restarts=max_restarts)
@@ -173,10 +305,15 @@ def eval_run(
         mode = mode or "cascade"
     else:
         raise ValueError(f"unknown suite {suite!r}; available: madry, standard, fast.")
-    x, y = datasets.load(info["data"], split="test", root=root)
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
+    x, y = _test_images(info["data"], limit, root, echo)
     x, y = x.to(dev), y.to(dev)
+    mode = mode or "independent"
+    request = {"weights": weights, "threat": str(threat), "n": len(x), "mode": mode, "seed": seed,
+               "batch_size": batch_size, "attacks": [[a.name, a.steps, a.restarts, a.source] for a in attacks],
+               "sources": {k: _relative(v, run) for k, v in (sources or {}).items()}}
+    result = run / f"{stem}.json"
+    ctx.run_on_main(lambda: refuse_replacement(result, request, saved_request(result), overwrite=overwrite,
+                                               what="evaluation"))
     progress_file = run / f"{stem}.progress.json"
     if restart and ctx.is_main:
         progress_file.unlink(missing_ok=True)
@@ -184,8 +321,9 @@ def eval_run(
         echo(f"Resuming the interrupted evaluation saved in {progress_file} "
              "(`robustopt eval --restart` / restart=True starts over).")
     try:
-        ev = evaluate(model, (x, y), attacks, batch_size=batch_size, seed=seed, mode=mode or "independent",
-                      progress=progress, meta={"run": str(run), "weights": weights, "data": info["data"], "sources": {k: str(v) for k, v in (sources or {}).items()}},
+        ev = evaluate(model, (x, y), attacks, batch_size=batch_size, seed=seed, mode=mode,
+                      progress=progress, meta={"run": str(run), "weights": weights, "data": info["data"], "sources": {k: str(v) for k, v in (sources or {}).items()},
+                                               "request": request},
                       progress_file=progress_file)
     except ValueError as err:
         if str(err).startswith(str(progress_file)):  # unusable or foreign progress file
@@ -194,12 +332,13 @@ def eval_run(
     reference = suites.MADRY_REFERENCE[preset] if suite == "madry" and threat.norm == "Linf" and abs(threat.eps - (0.3 if preset == "mnist" else 8 / 255)) < 1e-9 else None
     echo(ev.table(reference=reference))
     if ctx.is_main:
-        ev.to_json(run / f"{stem}.json")
+        ev.to_json(result)
         ev.to_markdown(run / f"{stem}.md", reference=reference)
     ctx.barrier()
     return ev
 
 
+@holding(lambda a: a["run"], "sweep", create=False)
 def sweep_run(
     run: str | Path,
     *,
@@ -215,6 +354,7 @@ def sweep_run(
     device: str = "cpu",
     independent: bool = False,
     weights: str = "final",
+    overwrite: bool = False,
 ) -> SweepCurve:
     """Robust accuracy of a run's model over ``eps_values`` (monotone cascade, PGD with ``steps``).
 
@@ -222,6 +362,8 @@ def sweep_run(
     (with the training eps marked when the norm matches the training norm). With ``independent=True``
     every eps attacks all clean-correct examples (the cascade's reference cost) and the files are
     ``sweep-NORM-independent.*``; with ``weights="best"`` (see ``load_run``) they end in ``-best``.
+    A file made with other parameters (eps grid, steps, n, seed, batch size) is replaced only with
+    ``overwrite=True``; otherwise FileExistsError is raised before anything runs.
     """
     run = Path(run)
     ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
@@ -229,18 +371,25 @@ def sweep_run(
     dev = ctx.device(resolve_device(device))
     model, info = load_run(run, weights)
     model.to(dev)
-    x, y = datasets.load(info["data"], split="test", root=root)
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
+    check_grid_size(len(eps_values))  # the request itself first, then its conflicts with files on disk
+    if eps_values and all(isinstance(e, (int, float)) for e in eps_values):  # sweep() explains other values
+        check_eps(norm, max(eps_values), datasets.info(info["data"]).shape)
+    x, y = _test_images(info["data"], limit, root, echo)
     x, y = x.to(dev), y.to(dev)
+    stem = _result_stem(f"sweep-{norm}-independent" if independent else f"sweep-{norm}", weights)
+    request = {"weights": weights, "norm": norm, "eps": [float(e) for e in eps_values], "steps": steps, "n": len(x),
+               "seed": seed, "batch_size": batch_size}
+    result = run / f"{stem}.json"
+    ctx.run_on_main(lambda: refuse_replacement(result, request, saved_request(result), overwrite=overwrite,
+                                               what="sweep"))
     threat_cls = THREATS[norm]
     attack = lambda t: PGD(t, steps=steps, seed=seed)  # noqa: E731  (step 2.5 * eps / steps at every eps)
     curve = sweep(model, (x, y), threat_cls, eps_values, attack=attack, batch_size=batch_size, seed=seed,
-                  progress=progress, meta={"run": str(run), "weights": weights, "data": info["data"]}, independent=independent)
+                  progress=progress, meta={"run": str(run), "weights": weights, "data": info["data"], "request": request},
+                  independent=independent)
     echo(curve.table())
     if ctx.is_main:
-        stem = _result_stem(f"sweep-{norm}-independent" if independent else f"sweep-{norm}", weights)
-        curve.to_json(run / f"{stem}.json")
+        curve.to_json(result)
         atomic_write_text(run / f"{stem}.md", curve.table("markdown"))
         try:
             curve.plot(run / f"{stem}.png", train_eps=info["eps"] if info["norm"] == norm else None)
@@ -252,6 +401,11 @@ def sweep_run(
 
 def _quiet(_: str) -> None:
     """The echo of ranks other than 0 under torchrun."""
+
+
+def _relative(path: str | Path, run: Path) -> str:
+    """``path`` relative to the run folder: the same wherever the command runs from."""
+    return os.path.relpath(Path(path).resolve(), run.resolve())
 
 
 @dataclass(frozen=True)
@@ -292,6 +446,27 @@ class ExperimentPreset:
     sweep_steps: int = 40
     report: bool = False
     method: str = "pgd"
+
+    def summary(self) -> str:
+        """The budget in one readable line (what ``robustopt demo`` / ``reproduce`` print)."""
+        attack = f"{self.attack_steps} x {self.attack_step_size:.3g} at eps {self.eps:.4g}"
+        if self.eps_warmup_epochs:
+            attack += f", eps ramped over {self.eps_warmup_epochs} epochs"
+        natural = f"B = {self.model_b}, A_nat = {self.model_a}" if self.model_b else f"A_nat = {self.model_a}"
+        size = lambda n: "all" if n is None else f"{n:,}"  # noqa: E731
+        parts = [
+            f"A, A' = {self.model_a}, {self.epochs_robust} epochs of {self.method} ({attack})",
+            f"{natural}, {self.epochs_natural} epochs natural",
+            f"batch {self.batch_size}, {self.optimizer} lr {self.lr:g}, {size(self.train_size)} training images",
+            f"madry suite on {size(self.eval_size)} test images"
+            + (f", at most {self.max_restarts} restarts" if self.max_restarts else ""),
+        ]
+        if self.standard:
+            parts.append(f"{self.standard} suite on {size(self.standard_size)}")
+        if self.sweeps:
+            grids = ", ".join(f"{norm} ({len(grid)} eps)" for norm, grid in self.sweeps)
+            parts.append(f"sweeps {grids} on {size(self.sweep_size)}")
+        return "; ".join(parts)
 
 
 def _grid(stop: float, step: float) -> tuple[float, ...]:
@@ -369,6 +544,8 @@ def reproduce(name: str, budget: str = "demo", **kwargs: Any) -> Evaluation:
     return run_madry_experiment(REPRODUCE[name][budget], **kwargs)
 
 
+# The experiment folder: exclusive for the whole experiment, shared by `--only` runs training side by side.
+@holding(lambda a: a["out"], "demo/reproduce", shared=lambda a: a["only"] is not None)
 def run_madry_experiment(
     preset: ExperimentPreset,
     *,
@@ -385,7 +562,8 @@ def run_madry_experiment(
 
     Then, as the preset asks, the standard suite on A (``A/eval-standard.*``), sweeps of A
     (``A/sweep-NORM.*``) and the report (``out/report.md`` and ``out/report.html``).
-    Finished models in ``out`` are reused, so an interrupted experiment continues where it stopped.
+    Finished models in ``out`` are reused, so an interrupted experiment continues where it stopped;
+    the experiment's own results in ``out`` (evaluations, sweeps, report) are recomputed and replaced.
 
     Args:
         preset: the budget (``DEMO`` or a ``REPRODUCE`` entry).
@@ -407,7 +585,7 @@ def run_madry_experiment(
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     echo(f"robustopt: Madry et al. (2018) experiment on {data}, eps={preset.eps:.4g} (L-inf), run folder {out}")
-    echo(f"budget: {preset}")
+    echo(f"budget: {preset.summary()}")
     common = dict(data=data, train_size=preset.train_size, root=root, progress=progress, batch_size=preset.batch_size,
                   lr=preset.lr, optimizer=preset.optimizer, momentum=preset.momentum,
                   weight_decay=preset.weight_decay, lr_schedule=preset.lr_schedule, augment=preset.augment,
@@ -449,7 +627,7 @@ def run_madry_experiment(
     t0 = time.perf_counter()
     ev = eval_run(folders["A"], sources={k: v for k, v in folders.items() if k != "A"}, limit=preset.eval_size,
                   max_restarts=preset.max_restarts, root=root, echo=lambda s: None, progress=progress, seed=seed,
-                  device=preset.device)
+                  device=preset.device, overwrite=True)
     seconds["eval madry"] = time.perf_counter() - t0
     paper = "cifar10" if data == "cifar10" else "mnist"
     reference = suites.MADRY_REFERENCE[paper]
@@ -466,7 +644,7 @@ def run_madry_experiment(
              f" cascade) on {preset.standard_size or 'all'} test images")
         t0 = time.perf_counter()
         worst = eval_run(folders["A"], suite=preset.standard, limit=preset.standard_size, root=root, echo=echo,
-                         progress=progress, seed=seed, device=preset.device)
+                         progress=progress, seed=seed, device=preset.device, overwrite=True)
         seconds[f"eval {preset.standard}"] = time.perf_counter() - t0
         echo(f"robust accuracy of A under the {preset.standard} suite: {100 * worst.robust_accuracy:.1f}%")
     for norm, grid in preset.sweeps:
@@ -474,14 +652,14 @@ def run_madry_experiment(
              f"PGD-{preset.sweep_steps} on {preset.sweep_size or 'all'} test images")
         t0 = time.perf_counter()
         sweep_run(folders["A"], norm=norm, eps_values=list(grid), steps=preset.sweep_steps, limit=preset.sweep_size,
-                  root=root, echo=echo, progress=progress, seed=seed, device=preset.device)
+                  root=root, echo=echo, progress=progress, seed=seed, device=preset.device, overwrite=True)
         seconds[f"sweep {norm}"] = time.perf_counter() - t0
     written = [out / "table.md", out / "table.json"]
     if preset.report:
         from robustopt.evaluation.report import write_report
 
         t0 = time.perf_counter()
-        written += list(write_report([folders["A"]], out=out, root=root))
+        written += list(write_report([folders["A"]], out=out, root=root, overwrite=True))
         seconds["report"] = time.perf_counter() - t0
 
     seconds["total"] = time.perf_counter() - start

@@ -25,7 +25,7 @@ from typing import ClassVar
 
 import torch
 
-__all__ = ["ThreatModel", "Linf", "L2", "L1", "check_images"]
+__all__ = ["ThreatModel", "Linf", "L2", "L1", "check_images", "random_signs"]
 
 
 def check_images(x: torch.Tensor, bounds: tuple[float, float] = (0.0, 1.0), name: str = "x") -> None:
@@ -56,6 +56,16 @@ def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _flat_norm(x: torch.Tensor, p: float) -> torch.Tensor:
     return torch.linalg.vector_norm(x.flatten(1), ord=p, dim=1)
+
+
+def random_signs(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """Independent uniform signs +-1 of the given shape, with ``like``'s dtype and device."""
+    return torch.randint(0, 2, shape, generator=generator, device=like.device).to(like.dtype) * 2 - 1
+
+
+def _exponentials(shape: tuple[int, ...], generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """Independent standard exponential variables (``-log U``, U uniform in (0, 1])."""
+    return -torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype).clamp_min(1e-12).log()
 
 
 @dataclass(frozen=True)
@@ -157,6 +167,15 @@ class ThreatModel:
         delta = self._uniform_ball(x, generator)
         return self.project(x + delta, x)
 
+    def sphere(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random directions (N, ...) of unit l_p norm, one per example of ``x`` (its shape, dtype, device).
+
+        Uniform on the l_2 and l_1 spheres (normalized Gaussian and Laplace vectors); for l_inf
+        a uniform point of the cube, scaled onto the sphere.
+        """
+        v = self._sphere_direction(x, generator)
+        return v / _view(_flat_norm(v, self.p).clamp_min(1e-12), x)
+
     def step(self, grad: torch.Tensor, x_adv: torch.Tensor | None = None) -> torch.Tensor:
         """Steepest-ascent direction ``d`` with ``||d||_p = 1`` maximizing ``<d, grad>``.
 
@@ -174,6 +193,10 @@ class ThreatModel:
         raise NotImplementedError
 
     def _uniform_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _sphere_direction(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Random vectors (N, ...) whose direction ``sphere`` returns."""
         raise NotImplementedError
 
 
@@ -213,6 +236,9 @@ class Linf(ThreatModel):
     def _uniform_ball(self, x, generator):
         u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return (2 * u - 1) * self.eps
+
+    def _sphere_direction(self, x, generator):
+        return 2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1
 
 
 def _l2_scale(v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, eps: float) -> torch.Tensor:
@@ -342,10 +368,12 @@ class L2(ThreatModel):
 
     def _uniform_ball(self, x, generator):
         n, d = x.shape[0], x[0].numel()
-        direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        direction = direction / _view(_flat_norm(direction, 2).clamp_min(1e-12), x)
+        direction = self.sphere(x, generator)
         radius = torch.rand(n, generator=generator, device=x.device, dtype=x.dtype) ** (1.0 / d)
         return direction * _view(radius * self.eps, x)
+
+    def _sphere_direction(self, x, generator):
+        return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
 @dataclass(frozen=True)
@@ -411,7 +439,10 @@ class L1(ThreatModel):
     def _uniform_ball(self, x, generator):
         # Uniform in the l_1 ball: exponential spacings normalized by one extra exponential.
         n, d = x.shape[0], x[0].numel()
-        e = -torch.rand((n, d + 1), generator=generator, device=x.device, dtype=x.dtype).clamp_min(1e-12).log()
+        e = _exponentials((n, d + 1), generator, x)
         magnitude = e[:, :d] / e.sum(dim=1, keepdim=True)
-        signs = torch.randint(0, 2, (n, d), generator=generator, device=x.device).to(x.dtype) * 2 - 1
-        return (magnitude * signs * self.eps).view_as(x)
+        return (magnitude * random_signs((n, d), generator, x) * self.eps).view_as(x)
+
+    def _sphere_direction(self, x, generator):
+        # i.i.d. Laplace coordinates: normalized, uniform on the l_1 sphere
+        return _exponentials(x.shape, generator, x) * random_signs(x.shape, generator, x)

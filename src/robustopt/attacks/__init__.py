@@ -1,10 +1,20 @@
-"""Attacks for the inner maximization: one gradient engine (FGSM, PGD), APGD, FAB, Square, and transfer."""
+"""Attacks for the inner maximization: one gradient engine (FGSM, PGD), APGD, FAB, Square, and transfer.
 
-from robustopt.attacks.apgd import APGD
+Every attack runs through one driver (``Attack.run`` in ``base``) and is registered by name
+(``ATTACKS``, ``create``). A new attack is one file with ``@register_attack("name")`` plus its
+import line below; the contract test then covers it.
+"""
+
 from robustopt.attacks.base import Attack, AttackResult
-from robustopt.attacks.fab import FAB
+from robustopt.attacks.registry import ATTACKS, create, register_attack
+
+# the registered attacks: importing a file registers its classes
 from robustopt.attacks.gradient import FGSM, PGD, GradientAttack
+from robustopt.attacks.apgd import APGD
+from robustopt.attacks.fab import FAB
 from robustopt.attacks.square import Square
+
 from robustopt.attacks.transfer import Transfer
 
-__all__ = ["Attack", "AttackResult", "GradientAttack", "PGD", "FGSM", "Transfer", "APGD", "FAB", "Square"]
+__all__ = ["Attack", "AttackResult", "ATTACKS", "create", "register_attack", "GradientAttack", "PGD", "FGSM",
+           "Transfer", "APGD", "FAB", "Square"]

@@ -27,23 +27,12 @@ DLR loss it is the APGD-T of AutoAttack.
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass
-from typing import Callable
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from robustopt import losses
-from robustopt.attacks.base import (
-    Attack,
-    AttackResult,
-    _warn_if_probabilities,
-    check_batch,
-    check_labels,
-    eval_mode,
-    predict,
-)
-from robustopt.attacks.gradient import GradientAttack
+from robustopt.attacks.base import Aim, Attack, Search, aims_at_top_classes, predict
+from robustopt.attacks.registry import register_attack
 from robustopt.threat import ThreatModel
 
 __all__ = ["APGD", "checkpoints"]
@@ -77,6 +66,7 @@ def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.view(-1, *([1] * (like.dim() - 1)))
 
 
+@register_attack("apgd")
 @dataclass(frozen=True)
 class APGD(Attack):
     """Auto-PGD (Croce & Hein 2020): a budget of ``steps`` gradient evaluations, no step size to tune.
@@ -97,6 +87,10 @@ class APGD(Attack):
         seed: seed of the random starts when no generator is given.
         label: display name in tables (default "APGD-CE", "APGD-DLR", "APGD-T", "APGD-T-CE", ...).
 
+    Returns of ``run``: per example the best point over all runs (successful first, then
+    highest loss); ``grad_evals`` = ``steps`` per example and run, ``forwards`` = one clean
+    pass plus one pass on the last iterate per example and run.
+
     Example:
         >>> x_adv = APGD(Linf(8 / 255), loss="dlr", targeted=True)(model, x, y)
     """
@@ -113,12 +107,9 @@ class APGD(Attack):
     label: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.threat, ThreatModel):
-            raise TypeError(f"threat must be a threat model such as ro.Linf(0.3), got {self.threat!r}.")
-        for name in ("steps", "restarts", "n_target_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        super().__post_init__()
+        self._check_counts("steps", "restarts", "n_target_classes")
+        self._check_seed()
         losses.get(self.loss)
         if not isinstance(self.targeted, bool):
             raise ValueError(
@@ -127,8 +118,6 @@ class APGD(Attack):
             )
         if not (isinstance(self.rho, (int, float)) and 0.0 < self.rho <= 1.0):
             raise ValueError(f"rho must be a number in (0, 1], got {self.rho!r}.")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
 
     @property
     def name(self) -> str:
@@ -138,122 +127,35 @@ class APGD(Attack):
             return "APGD-T" if self.loss == "dlr" else f"APGD-T-{self.loss.upper()}"
         return f"APGD-{self.loss.upper()}"
 
-    # --- the attack ---------------------------------------------------------------------
-    def run(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        targets: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> AttackResult:
-        """Attack ``model`` on the batch ``(x, y)``.
+    # --- the hooks of the driver ---------------------------------------------------------
+    def _plan(self, clean, y, targets, generator) -> list[Aim]:
+        if self.targeted and targets is None:
+            return aims_at_top_classes(clean, y, self.n_target_classes)
+        return super()._plan(clean, y, targets, generator)
 
-        Args:
-            model: maps inputs in ``threat.bounds`` (N, ...) to logits (N, C).
-            x: clean inputs, floating, inside the bounds.
-            y: true labels (N,), integer.
-            targets: explicit target classes (N,); the attack then aims at them and success
-                means "predicted as the target".
-            generator: source of randomness; default: a fresh one seeded with ``self.seed``.
-
-        Returns:
-            AttackResult with x_adv inside the ball and the bounds (per example the best
-            point over all runs: successful first, then highest loss), ``grad_evals`` =
-            ``steps`` per example and run, ``forwards`` = one clean pass plus one pass on the
-            last iterate per example and run.
-        """
-        check_batch(x, y, self.threat)
-        y = y.long()
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+    def _search(self, s: Search) -> None:
+        """One run of Algorithm 1 from a uniform random point; every iterate is offered to ``s.best``."""
+        threat, steps, x = self.threat, self.steps, s.x
         n = len(x)
-        best_x = x.detach().clone()
-        best_loss = torch.full((n,), float("-inf"), device=x.device)
-        best_success = torch.zeros(n, dtype=torch.bool, device=x.device)
-        if n == 0:
-            return AttackResult(best_x, best_success)
-
-        with eval_mode(model):
-            with torch.no_grad():
-                clean_logits = predict(model, x)
-            check_labels(clean_logits, y)
-            _warn_if_probabilities(model, clean_logits)
-            forwards, grad_evals = n, 0
-
-            # (loss target, success target) per run: the success target is None when
-            # "broken" means misclassified, which is the aim of APGD-T.
-            if targets is not None:
-                if not isinstance(targets, torch.Tensor) or targets.shape != y.shape:
-                    raise ValueError(f"targets must be a tensor of shape {tuple(y.shape)} (one class per example).")
-                targets = targets.to(device=y.device, dtype=torch.long)
-                check_labels(clean_logits, targets, "targets")
-                plan = [(targets, targets)]
-            elif self.targeted:
-                classes = clean_logits.shape[1]
-                if classes < 2:
-                    raise ValueError("a targeted attack needs a model with at least 2 classes.")
-                others = clean_logits.masked_fill(F.one_hot(y, classes).bool(), float("-inf"))
-                ranked = others.sort(dim=1, descending=True, stable=True).indices
-                plan = [(ranked[:, j], None) for j in range(min(self.n_target_classes, classes - 1))]
-            else:
-                plan = [(None, None)]
-
-            loss_fn = losses.get(self.loss)
-            for loss_target, success_target in plan:
-                for _ in range(self.restarts):
-                    idx = (~best_success).nonzero().squeeze(1)
-                    if len(idx) == 0:
-                        break
-                    sub = lambda t: None if t is None else t[idx]  # noqa: E731
-                    g, f = self._run_once(
-                        model, loss_fn, x[idx].detach(), y[idx], sub(loss_target), sub(success_target),
-                        idx, (best_x, best_loss, best_success), generator,
-                    )
-                    grad_evals += g
-                    forwards += f
-        return AttackResult(best_x, best_success, grad_evals=grad_evals, forwards=forwards)
-
-    def _run_once(
-        self,
-        model: nn.Module,
-        loss_fn: Callable[..., torch.Tensor],
-        x: torch.Tensor,
-        y: torch.Tensor,
-        loss_target: torch.Tensor | None,
-        success_target: torch.Tensor | None,
-        idx: torch.Tensor,
-        best: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        generator: torch.Generator,
-    ) -> tuple[int, int]:
-        """One run of Algorithm 1 on the clean points ``x`` (rows ``idx`` of the batch).
-
-        Every iterate is offered to ``best`` (updated in place). Returns (grad_evals, forwards).
-        """
-        threat, n, steps = self.threat, len(x), self.steps
         project = threat.projector(x)  # the same map as threat.project(., x), set up once for the run
+        loss_fn = losses.get(self.loss)
 
         def evaluate(point: torch.Tensor, with_grad: bool):
             if not with_grad:
-                with torch.no_grad():
-                    logits = predict(model, point)
-                    return loss_fn(logits, y, loss_target), None, logits
+                logits = predict(s.model, point)
+                return loss_fn(logits, s.y, s.loss_target), None, logits
             with torch.enable_grad():
                 point = point.detach().requires_grad_(True)
-                logits = predict(model, point)
-                f = loss_fn(logits, y, loss_target)
+                logits = predict(s.model, point)
+                f = loss_fn(logits, s.y, s.loss_target)
                 (grad,) = torch.autograd.grad(f.sum(), point)
             return f.detach(), grad, logits.detach()
 
-        def offer(point: torch.Tensor, f: torch.Tensor, logits: torch.Tensor) -> None:
-            GradientAttack._keep_best(*best, idx, point, f, logits, y, success_target)
-
         eta = torch.full((n,), INITIAL_STEP * threat.eps, dtype=x.dtype, device=x.device)
-        x_cur = threat.random_init(x, generator)
+        x_cur = threat.random_init(x, s.generator)
         f_cur, g_cur, logits = evaluate(x_cur, with_grad=True)
-        grad_evals, forwards = n, 0
-        offer(x_cur, f_cur, logits)
+        s.cost.grad_evals += n
+        s.offer(x_cur, s.success(logits), f_cur)
         x_prev = x_cur
         x_max, f_max, g_max = x_cur.clone(), f_cur.clone(), g_cur.clone()
 
@@ -266,19 +168,18 @@ class APGD(Attack):
         halved_at_check = torch.zeros(n, dtype=torch.bool, device=x.device)
 
         for k in range(steps):  # computes x_{k+1}
-            with torch.no_grad():
-                z = project(x_cur + _view(eta, x) * threat.step(g_cur, x_cur))
-                if k == 0:
-                    x_new = z
-                else:
-                    x_new = project(x_cur + MOMENTUM * (z - x_cur) + (1 - MOMENTUM) * (x_cur - x_prev))
+            z = project(x_cur + _view(eta, x) * threat.step(g_cur, x_cur))
+            if k == 0:
+                x_new = z
+            else:
+                x_new = project(x_cur + MOMENTUM * (z - x_cur) + (1 - MOMENTUM) * (x_cur - x_prev))
             last = k == steps - 1  # the last iterate is only scored, no gradient needed
             f_new, g_new, logits = evaluate(x_new, with_grad=not last)
             if last:
-                forwards += n
+                s.cost.forwards += n
             else:
-                grad_evals += n
-            offer(x_new, f_new, logits)
+                s.cost.grad_evals += n
+            s.offer(x_new, s.success(logits), f_new)
 
             increased.append(f_new > f_cur)
             better = f_new > f_max
@@ -298,4 +199,3 @@ class APGD(Attack):
                 g_cur = torch.where(_view(halve, x), g_max, g_cur)
                 f_cur = torch.where(halve, f_max, f_cur)
                 halved_at_check, f_max_at_check, last_check = halve, f_max.clone(), k
-        return grad_evals, forwards

@@ -1,19 +1,42 @@
-"""What every attack shares: the result type, input checks, and model hygiene."""
+"""What every attack shares: the result type, input checks, model hygiene, and the one driver.
+
+``Attack.run`` is a template method. An attack supplies its configuration (a frozen
+dataclass) and ``_search``; the driver does the rest, the same way for every attack:
+
+1. check the inputs and seed the generator;
+2. one clean pass, with the label and probability checks, where the attack needs it
+   (``_needs_clean_pass``);
+3. the plan: the aims (``Aim``: which class the objective aims at, and what counts as
+   success) that the attack runs one after the other (``_plan``);
+4. for each aim and restart, ``_search`` on the examples still unbroken;
+5. every candidate a search offers goes into ``Best`` under one per-example rule, ``better``.
+
+Example:
+    >>> x_adv = PGD(Linf(0.3), steps=40)(model, x, y)     # any attack: same call, same guarantees
+"""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import numbers
 import warnings
-from dataclasses import dataclass
-from typing import Any, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, NamedTuple
 
 import torch
 from torch import nn
 
 from robustopt.threat import ThreatModel, check_images
 
-__all__ = ["Attack", "AttackResult", "eval_mode", "check_batch", "predict", "success_of"]
+__all__ = [
+    "Attack", "AttackResult", "Aim", "Best", "Search", "better", "eval_mode", "check_batch", "check_targets",
+    "predict", "success_of", "aims_at_top_classes", "UnsupportedThreat",
+]
+
+_INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
 @dataclass
@@ -33,6 +56,11 @@ class AttackResult:
     forwards: int = 0
 
 
+class UnsupportedThreat(NotImplementedError, ValueError):
+    """The attack is not defined (or not implemented) for this threat model's norm."""
+
+
+# --- checks and model hygiene ---------------------------------------------------------------
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Run ``model`` in eval mode and restore the mode of every submodule afterwards."""
@@ -84,7 +112,7 @@ def check_batch(x: torch.Tensor, y: torch.Tensor, threat: ThreatModel | None = N
     check_images(x, threat.bounds if threat is not None else (0.0, 1.0))
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor of class indices, got {type(y).__name__}.")
-    if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+    if y.dtype not in _INTEGER_DTYPES:
         raise TypeError(f"y must hold integer class indices (e.g. torch.int64), got dtype {y.dtype}.")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise ValueError(
@@ -95,7 +123,17 @@ def check_batch(x: torch.Tensor, y: torch.Tensor, threat: ThreatModel | None = N
         raise ValueError(f"x is on {x.device} but y is on {y.device}; move both to the same device.")
 
 
+def check_targets(targets: Any, y: torch.Tensor) -> torch.Tensor:
+    """Explicit target classes as a long tensor on y's device; their range is checked on the first logits."""
+    if not isinstance(targets, torch.Tensor) or targets.shape != y.shape:
+        raise ValueError(f"targets must be a tensor of shape {tuple(y.shape)} (one class per example).")
+    if targets.dtype not in _INTEGER_DTYPES:
+        raise TypeError(f"targets must hold integer class indices, got dtype {targets.dtype}.")
+    return targets.to(device=y.device, dtype=torch.long)
+
+
 def check_labels(logits: torch.Tensor, y: torch.Tensor, what: str = "labels") -> None:
+    """Raise a clear error unless every class index in ``y`` is an output of the model."""
     classes = logits.shape[1]
     if y.numel() and (y.min() < 0 or y.max() >= classes):
         raise ValueError(f"{what} must be in [0, {classes - 1}] for a model with {classes} outputs, got {y.min().item()}..{y.max().item()}.")
@@ -107,19 +145,324 @@ def success_of(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | Non
     return pred != y if target is None else pred == target
 
 
+# --- the one per-example rule, and the best points kept under it -----------------------------
+def better(
+    success: torch.Tensor,
+    value: torch.Tensor,
+    best_success: torch.Tensor,
+    best_value: torch.Tensor,
+    minimize: bool = False,
+) -> torch.Tensor:
+    """bool (N,): does the candidate beat the stored point? The rule every attack keeps its best by.
+
+    A successful point (misclassified, or predicted as its target) beats an unsuccessful one.
+    Between two that agree, the higher value wins: the attack's loss; or, with ``minimize``,
+    the lower value: the distance to the clean input, for minimum-norm attacks such as FAB.
+    A tie (or NaN) keeps the stored point, so the first of equally good points stays.
+    """
+    gains = value < best_value if minimize else value > best_value
+    return torch.where(success != best_success, success, gains)
+
+
+class Best:
+    """Per example, the best point an attack has found so far, its success flag and its value.
+
+    Starts at the clean input, unsuccessful, with value ``-inf`` (never scored) or, with
+    ``minimize``, ``0`` (its own distance to itself). Candidates go through :func:`better`.
+
+    The points are kept lazily: the latest offer is held by reference and a row of it is copied
+    only when a later offer on the same rows fails to beat it, so a search whose loss keeps
+    rising (PGD) copies no input per step. An offered tensor must not be modified in place.
+
+    Args:
+        x: the clean inputs (N, ...).
+        minimize: values are distances to minimize (minimum-norm attacks), not losses.
+        eps: with ``minimize``, a successful point farther than ``eps`` breaks nothing.
+    """
+
+    def __init__(self, x: torch.Tensor, *, minimize: bool = False, eps: float = math.inf) -> None:
+        n, device = len(x), x.device
+        self.minimize, self.eps = minimize, eps
+        self._x = x.detach().clone()
+        self.success = torch.zeros(n, dtype=torch.bool, device=device)
+        dtype = x.dtype if minimize else torch.float32
+        self.value = torch.full((n,), 0.0 if minimize else -math.inf, dtype=dtype, device=device)
+        self._latest: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (rows, points, holds best)
+
+    @property
+    def x(self) -> torch.Tensor:
+        """The best points (N, ...)."""
+        self._settle()
+        return self._x
+
+    @property
+    def broken(self) -> torch.Tensor:
+        """bool (N,): the example has a successful point inside the threat's ball."""
+        return self.success & (self.value <= self.eps) if self.minimize else self.success
+
+    @torch.no_grad()
+    def offer(self, rows: torch.Tensor, x: torch.Tensor, success: torch.Tensor, value: torch.Tensor) -> None:
+        """Keep the candidates ``x`` for the batch rows ``rows`` (distinct, increasing) where they are ``better``."""
+        value = value.detach().to(self.value.dtype)
+        every = len(rows) == len(self.value)  # then rows is 0..N-1: no gather / scatter
+        old_success, old_value = (self.success, self.value) if every else (self.success[rows], self.value[rows])
+        take = better(success, value, old_success, old_value, self.minimize)
+        new_value = torch.where(take, value, old_value)
+        new_success = old_success | success  # the same as where(take, ...): a taken point is never less successful
+        if every:
+            self.value, self.success = new_value, new_success
+        else:
+            self.value[rows], self.success[rows] = new_value, new_success
+        if self._latest is not None:  # rows whose best is the previous offer and that this one does not replace
+            old_rows, old_x, old_take = self._latest
+            keep = old_take & ~take if old_rows is rows else old_take
+            if bool(keep.any()):
+                self._x.index_copy_(0, old_rows[keep], old_x[keep])
+        self._latest = (rows, x.detach(), take)
+
+    @torch.no_grad()
+    def put(self, rows: torch.Tensor, x: torch.Tensor, success: torch.Tensor, value: torch.Tensor) -> None:
+        """Store the points unconditionally, bypassing the rule (for a search that returns its last iterate)."""
+        self._settle()
+        self._x[rows] = x.detach()
+        self.success[rows] = success
+        self.value[rows] = value.detach().to(self.value.dtype)
+
+    def _settle(self) -> None:
+        if self._latest is not None:
+            rows, x, take = self._latest
+            if bool(take.any()):
+                self._x.index_copy_(0, rows[take], x[take])
+            self._latest = None
+
+
+# --- what the driver hands to a search ---------------------------------------------------------
+class Aim(NamedTuple):
+    """What one pass of the plan aims at, per example.
+
+    Attributes:
+        loss_target: the class the objective pushes towards (N,), or None: away from the label.
+        success_target: success means "predicted as this class" (N,), or None: misclassified.
+    """
+
+    loss_target: torch.Tensor | None
+    success_target: torch.Tensor | None
+
+
+def aims_at_top_classes(clean_logits: torch.Tensor, y: torch.Tensor, k: int) -> list[Aim]:
+    """AutoAttack's targeted plan: one aim per class among the ``k`` highest clean logits other than ``y``.
+
+    Success stays "misclassified"; at most ``classes - 1`` aims.
+    """
+    classes = clean_logits.shape[1]
+    if classes < 2:
+        raise ValueError("a targeted attack needs a model with at least 2 classes.")
+    others = clean_logits.masked_fill(torch.nn.functional.one_hot(y, classes).bool(), float("-inf"))
+    ranked = others.sort(dim=1, descending=True, stable=True).indices
+    return [Aim(ranked[:, j], None) for j in range(min(k, classes - 1))]
+
+
+@dataclass
+class Cost:
+    """Model passes spent so far, summed over examples."""
+
+    grad_evals: int = 0
+    forwards: int = 0
+
+
+@dataclass
+class Search:
+    """One run of an attack's search: one aim and restart, on the examples still unbroken.
+
+    Attributes:
+        model: the attacked model, in eval mode (grad mode is off: enable it where needed).
+        x: the clean inputs of these examples (n, ...), detached; do not modify in place.
+        y: their labels (n,), long.
+        loss_target: the class the objective aims at (n,), or None (away from ``y``).
+        success_target: success means "predicted as this class" (n,), or None (misclassified).
+        rows: their positions in the batch (n,).
+        restart: which restart of this aim (0 first).
+        generator: the source of all randomness.
+        best: the batch's best points; the search offers its candidates to it.
+        cost: the counters of model passes, which the search increments.
+        options: the call's extra options (e.g. GradientAttack's ``start`` and ``objective``).
+        check: checks the labels and outputs on the first logits of the call (no-op afterwards).
+    """
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    loss_target: torch.Tensor | None
+    success_target: torch.Tensor | None
+    rows: torch.Tensor
+    restart: int
+    generator: torch.Generator
+    best: Best
+    cost: Cost
+    options: dict[str, Any] = field(default_factory=dict)
+    check: Callable[[torch.Tensor], None] = lambda logits: None
+
+    def success(self, logits: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+        """bool: success of ``logits`` for these examples (or for the subset ``at`` of them)."""
+        if at is None:
+            return success_of(logits, self.y, self.success_target)
+        target = None if self.success_target is None else self.success_target[at]
+        return success_of(logits, self.y[at], target)
+
+    def offer(self, x: torch.Tensor, success: torch.Tensor, value: torch.Tensor, at: torch.Tensor | None = None) -> None:
+        """Offer candidates for these examples (or for the subset ``at`` of them) to the batch's best."""
+        self.best.offer(self.rows if at is None else self.rows[at], x, success, value)
+
+
+def _first_logits_check(model: nn.Module, y: torch.Tensor, targets: torch.Tensor | None) -> Callable[[torch.Tensor], None]:
+    """A check of labels, targets and outputs that runs on the first logits it sees, once."""
+    done = False
+
+    def check(logits: torch.Tensor) -> None:
+        nonlocal done
+        if not done:
+            check_labels(logits, y)
+            _warn_if_probabilities(model, logits)
+            if targets is not None:
+                check_labels(logits, targets, "targets")
+            done = True
+
+    return check
+
+
+# --- the base class and the driver ---------------------------------------------------------------
 class Attack:
     """Base of all attacks: frozen configuration values, called as ``attack(model, x, y)``.
 
-    Subclasses are frozen dataclasses with a ``threat`` field and implement ``run``.
-    Calling an attack mutates neither the attack nor the model (its train/eval
-    mode is restored, no parameter gradient is written).
+    Subclasses are frozen dataclasses with a ``threat`` field (and ``seed``, ``label``); they
+    implement ``_search`` and, where they differ from the defaults, the hooks of ``run``. Calling
+    an attack mutates neither the attack nor the model (its train/eval mode is restored, no
+    parameter gradient is written).
+
+    Class attributes:
+        norms: the threat-model norms the attack supports (None: every norm).
+        call_options: extra keyword options ``run`` accepts and hands to the search.
+        minimize: values are distances to the clean input (a minimum-norm attack), not losses.
+        clean_success_counts: an example that the clean input already breaks is done after the
+            clean pass (returned as it is); at eps = 0 nothing is searched at all.
     """
 
     threat: ThreatModel
     label: str | None
+    seed: int
 
-    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> AttackResult:
+    norms: ClassVar[tuple[str, ...] | None] = None
+    call_options: ClassVar[tuple[str, ...]] = ()
+    minimize: ClassVar[bool] = False
+    clean_success_counts: ClassVar[bool] = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threat, ThreatModel):
+            raise TypeError(f"threat must be a threat model such as ro.Linf(0.3), got {self.threat!r}.")
+        if self.norms is not None and self.threat.norm not in self.norms:
+            raise UnsupportedThreat(
+                f"{type(self).__name__} supports the {', '.join(self.norms)} threat models, got {self.threat}; "
+                f"it is not implemented for {self.threat.norm}."
+            )
+
+    def _check_counts(self, *names: str, minimum: int = 1) -> None:
+        """Raise unless each named field is an integer >= ``minimum`` (bools are refused)."""
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+    def _check_seed(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+
+    # --- the driver (template method) ----------------------------------------------------------
+    def run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        targets: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        **options: Any,
+    ) -> AttackResult:
+        """Attack ``model`` on the batch ``(x, y)``.
+
+        Args:
+            model: maps inputs in ``threat.bounds`` (N, ...) to logits (N, C).
+            x: clean inputs, floating, inside the bounds.
+            y: true labels (N,), integer.
+            targets: explicit target classes (N,); the attack then aims at them and success
+                means "predicted as the target".
+            generator: source of randomness; default: a fresh one seeded with ``self.seed``.
+            **options: the attack's ``call_options`` (see its docstring).
+
+        Returns:
+            AttackResult: per example the best point found (see ``better``), inside the ball and
+            the bounds, its success flag, and the model passes spent.
+        """
+        check_batch(x, y, self.threat)
+        self._check_call(x, options)
+        y = y.long()
+        if targets is not None:
+            targets = check_targets(targets, y)
+        if generator is None:
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        cost = Cost()
+        with torch.inference_mode(False):  # ordinary tensors even when called inside inference_mode
+            x = x.detach()
+            best = Best(x, minimize=self.minimize, eps=self.threat.eps)
+            if len(x) == 0:
+                return self._result(x, best, cost)
+            check = _first_logits_check(model, y, targets)
+            with eval_mode(model), torch.no_grad():
+                clean = None
+                if self._needs_clean_pass(targets):
+                    clean = predict(model, x)
+                    cost.forwards += len(x)
+                    check(clean)
+                plan = self._plan(clean, y, targets, generator)
+                if self.clean_success_counts:
+                    best.success |= success_of(clean, y, plan[0].success_target)
+                searching = not (self.clean_success_counts and self.threat.eps == 0)
+                for aim in plan if searching else []:
+                    for restart in range(self.restarts or 1):
+                        rows = (~best.broken).nonzero().squeeze(1)
+                        if len(rows) == 0:
+                            break
+                        sub = (lambda t: t) if len(rows) == len(x) else (lambda t: t if t is None else t[rows])
+                        self._search(Search(model, sub(x), sub(y), sub(aim.loss_target), sub(aim.success_target),
+                                            rows, restart, generator, best, cost, options, check))
+                self._finish(model, x, y, plan[0], best, cost)
+        return self._result(x, best, cost)
+
+    # --- the hooks ---------------------------------------------------------------------------------
+    def _check_call(self, x: torch.Tensor, options: dict[str, Any]) -> None:
+        """Check what only this attack requires of a call (after the common checks)."""
+        unknown = sorted(set(options) - set(self.call_options))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.run() got unexpected keyword arguments {unknown}.")
+
+    def _needs_clean_pass(self, targets: torch.Tensor | None) -> bool:
+        """Whether the call starts with a forward pass on the clean inputs (labels are checked there)."""
+        return True
+
+    def _plan(
+        self, clean: torch.Tensor | None, y: torch.Tensor, targets: torch.Tensor | None, generator: torch.Generator
+    ) -> list[Aim]:
+        """The aims, run one after the other; default: the explicit targets, or untargeted."""
+        return [Aim(targets, targets)]
+
+    def _search(self, s: Search) -> None:
+        """One run on the examples of ``s``: offer candidates to ``s.best``, count passes in ``s.cost``."""
         raise NotImplementedError
+
+    def _finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, aim: Aim, best: Best, cost: Cost) -> None:
+        """After every aim and restart, still in eval mode (e.g. FAB's final bisection); default: nothing."""
+
+    def _result(self, x: torch.Tensor, best: Best, cost: Cost) -> AttackResult:
+        return AttackResult(best.x, best.success, grad_evals=cost.grad_evals, forwards=cost.forwards)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Adversarial examples for ``(x, y)`` against ``model``; see ``run`` for the options."""
@@ -132,10 +475,12 @@ class Attack:
 
     @property
     def steps(self) -> int | None:
-        return getattr(self, "_steps", None)
+        """Iterations per run, for the Steps column of tables; None for an attack without iterations."""
+        return None
 
     @property
     def restarts(self) -> int | None:
+        """Runs per aim, each on the examples still unbroken; None: one."""
         return None
 
     @property

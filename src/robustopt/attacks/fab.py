@@ -62,22 +62,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import KW_ONLY, dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustopt.attacks.base import (
-    Attack,
-    AttackResult,
-    _warn_if_probabilities,
-    check_batch,
-    check_labels,
-    eval_mode,
-    predict,
-    success_of,
-)
-from robustopt.threat import L1, L2, Linf, ThreatModel
+from robustopt.attacks.base import Aim, Attack, AttackResult, Best, Cost, Search, aims_at_top_classes, predict, success_of
+from robustopt.attacks.registry import register_attack
+from robustopt.threat import ThreatModel
 
 __all__ = ["FAB", "FABResult", "hyperplane_box_projection"]
 
@@ -99,6 +92,11 @@ class FABResult(AttackResult):
 
 def _norm(v: torch.Tensor, p: float) -> torch.Tensor:
     return torch.linalg.vector_norm(v, ord=p, dim=1)
+
+
+def _distance(best: Best) -> torch.Tensor:
+    """(N,) the distance of each example's closest adversarial point; ``inf`` where none was found."""
+    return torch.where(best.success, best.value, math.inf)
 
 
 def hyperplane_box_projection(
@@ -170,19 +168,7 @@ def hyperplane_box_projection(
     return torch.sign(w) * m
 
 
-def _sphere(x: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """Random directions (n, ...) of unit l_p norm: uniform on the l_inf / l_2 / l_1 sphere."""
-    if p == math.inf:
-        v = 2 * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) - 1
-    elif p == 2:
-        v = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-    else:  # i.i.d. Laplace coordinates, normalized: uniform on the l_1 sphere
-        e = -torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype).clamp_min(1e-12).log()
-        v = e * (torch.randint(0, 2, x.shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1)
-    norms = _norm(v.flatten(1), p).clamp_min(1e-12)
-    return v / norms.view(-1, *([1] * (x.dim() - 1)))
-
-
+@register_attack("fab")
 @dataclass(frozen=True)
 class FAB(Attack):
     """FAB (Croce & Hein 2020): the smallest adversarial perturbation, counted inside the threat's ball.
@@ -208,6 +194,11 @@ class FAB(Attack):
         seed: seed of the random restarts when no generator is given.
         label: display name in tables (default "FAB" or "FAB-T").
 
+    Returns of ``run``: a ``FABResult``: ``x_adv`` is per example the smallest adversarial point
+    found if it is within eps, else x; ``success`` says which; ``grad_evals`` one per example and
+    step actually run (a Jacobian, see the module docstring), ``forwards`` one clean pass, one per
+    example and step, and those of the final search; ``x_min`` / ``distance`` the minimum-norm view.
+
     Example:
         >>> x_adv = FAB(Linf(8 / 255), targeted=True)(model, x, y)
     """
@@ -226,15 +217,14 @@ class FAB(Attack):
     seed: int = 0
     label: str | None = None
 
+    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2", "L1")
+    minimize: ClassVar[bool] = True  # Best keeps the closest adversarial point
+    clean_success_counts: ClassVar[bool] = True  # an adversarial clean input is its own minimum
+
     def __post_init__(self) -> None:
-        if not isinstance(self.threat, ThreatModel):
-            raise TypeError(f"threat must be a threat model such as ro.Linf(0.3), got {self.threat!r}.")
-        if not isinstance(self.threat, (Linf, L2, L1)):
-            raise ValueError(f"FAB supports the Linf, L2 and L1 threat models, got {self.threat}.")
-        for name in ("steps", "restarts", "n_target_classes"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        super().__post_init__()
+        self._check_counts("steps", "restarts", "n_target_classes")
+        self._check_seed()
         if not isinstance(self.targeted, bool):
             raise ValueError(
                 f"targeted must be True or False, got {self.targeted!r}; "
@@ -249,12 +239,9 @@ class FAB(Attack):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
                 raise ValueError(f"{name} must be {what}, got {value!r}.")
-        if isinstance(self.final_search, bool) or not isinstance(self.final_search, int) or self.final_search < 0:
-            raise ValueError(f"final_search must be an integer >= 0, got {self.final_search!r}.")
+        self._check_counts("final_search", minimum=0)
         if not isinstance(self.early_stop, bool):
             raise ValueError(f"early_stop must be True or False, got {self.early_stop!r}.")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
 
     @property
     def name(self) -> str:
@@ -262,100 +249,22 @@ class FAB(Attack):
             return self.label
         return "FAB-T" if self.targeted else "FAB"
 
-    # --- the attack ---------------------------------------------------------------------
-    def run(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        targets: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> FABResult:
-        """Attack ``model`` on the batch ``(x, y)``.
+    # --- the hooks of the driver ---------------------------------------------------------
+    def _plan(self, clean, y, targets, generator) -> list[Aim]:
+        if clean.shape[1] < 2:
+            raise ValueError("FAB needs a model with at least 2 classes.")
+        if self.targeted and targets is None:
+            return aims_at_top_classes(clean, y, self.n_target_classes)
+        return super()._plan(clean, y, targets, generator)
 
-        Args:
-            model: maps inputs in ``threat.bounds`` (N, ...) to logits (N, C), C >= 2.
-            x: clean inputs, floating, inside the bounds.
-            y: true labels (N,), integer.
-            targets: explicit target classes (N,); the attack then aims at them and success
-                means "predicted as the target".
-            generator: source of randomness; default: a fresh one seeded with ``self.seed``.
+    def _result(self, x: torch.Tensor, best: Best, cost: Cost) -> FABResult:
+        broken = best.broken
+        x_adv = torch.where(broken.view(-1, *([1] * (x.dim() - 1))), best.x, x)
+        return FABResult(x_adv, broken, grad_evals=cost.grad_evals, forwards=cost.forwards, x_min=best.x,
+                         distance=_distance(best))
 
-        Returns:
-            FABResult: ``x_adv`` is per example the smallest adversarial point found if it is
-            within eps, else x; ``success`` says which; ``grad_evals`` one per example and step
-            actually run (a Jacobian, see the module docstring), ``forwards`` one clean pass,
-            one per example and step and those of the final search; ``x_min`` / ``distance``
-            the minimum-norm view.
-        """
-        check_batch(x, y, self.threat)
-        y = y.long()
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        n, eps = len(x), self.threat.eps
-        x = x.detach()
-        best_x = x.clone()
-        best_dist = torch.full((n,), math.inf, dtype=x.dtype, device=x.device)
-        if n == 0:
-            return FABResult(best_x, torch.zeros(0, dtype=torch.bool, device=x.device), x_min=best_x.clone(),
-                             distance=best_dist)
-
-        with eval_mode(model):
-            with torch.no_grad():
-                clean_logits = predict(model, x)
-            check_labels(clean_logits, y)
-            _warn_if_probabilities(model, clean_logits)
-            classes = clean_logits.shape[1]
-            if classes < 2:
-                raise ValueError("FAB needs a model with at least 2 classes.")
-            grad_evals, forwards = 0, n
-
-            # (hyperplane target, success target) per run; None means untargeted / misclassified.
-            if targets is not None:
-                if not isinstance(targets, torch.Tensor) or targets.shape != y.shape:
-                    raise ValueError(f"targets must be a tensor of shape {tuple(y.shape)} (one class per example).")
-                targets = targets.to(device=y.device, dtype=torch.long)
-                check_labels(clean_logits, targets, "targets")
-                plan = [(targets, targets)]
-            elif self.targeted:
-                others = clean_logits.masked_fill(F.one_hot(y, classes).bool(), float("-inf"))
-                ranked = others.sort(dim=1, descending=True, stable=True).indices
-                plan = [(ranked[:, j], None) for j in range(min(self.n_target_classes, classes - 1))]
-            else:
-                plan = [(None, None)]
-
-            # Examples that are already adversarial are their own smallest adversarial point.
-            best_dist[success_of(clean_logits, y, plan[0][1])] = 0.0
-            if eps > 0:
-                for hyper_target, success_target in plan:
-                    for restart in range(self.restarts):
-                        idx = (best_dist > eps).nonzero().squeeze(1)
-                        if len(idx) == 0:
-                            break
-                        sub = lambda t: None if t is None else t[idx]  # noqa: E731
-                        g, f = self._run_once(
-                            model, x[idx], y[idx], sub(hyper_target), sub(success_target),
-                            idx, best_x, best_dist, generator, random_start=restart > 0,
-                        )
-                        grad_evals += g
-                        forwards += f
-                forwards += self._final_search(model, x, y, plan[0][1], best_x, best_dist)
-
-        broken = best_dist <= eps
-        x_adv = torch.where(broken.view(-1, *([1] * (x.dim() - 1))), best_x, x)
-        return FABResult(x_adv, broken, grad_evals=grad_evals, forwards=forwards, x_min=best_x, distance=best_dist)
-
-    def _final_search(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        success_target: torch.Tensor | None,
-        best_x: torch.Tensor,
-        best_dist: torch.Tensor,
-    ) -> int:
-        """Bisect the segment from ``x`` to ``best_x`` for a closer adversarial point; returns forwards.
+    def _finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, aim: Aim, best: Best, cost: Cost) -> None:
+        """Bisect the segment from ``x`` to the best point for a closer adversarial point.
 
         The iterates of FAB end slightly beyond the boundary (``eta`` overshoots it); this moves
         the best point back to it, up to ``2 ** -final_search`` of its length. Every point kept
@@ -363,94 +272,70 @@ class FAB(Attack):
         outside the ball are searched (for the others it would only shrink the norm).
         """
         floor = self.threat.eps if self.early_stop else 0.0
-        idx = (torch.isfinite(best_dist) & (best_dist > floor)).nonzero().squeeze(1)
+        dist = _distance(best)
+        idx = (torch.isfinite(dist) & (dist > floor)).nonzero().squeeze(1)
         if self.final_search == 0 or len(idx) == 0:
-            return 0
-        x0, direction = x[idx], best_x[idx] - x[idx]
+            return
+        x0, direction = x[idx], best.x[idx] - x[idx]
         ys = y[idx]
-        ts = None if success_target is None else success_target[idx]
+        ts = None if aim.success_target is None else aim.success_target[idx]
         view = (-1,) + (1,) * (x.dim() - 1)
         low = torch.zeros(len(idx), dtype=x.dtype, device=x.device)  # not adversarial (x itself)
         high = torch.ones_like(low)  # adversarial (the best point)
-        found = best_x[idx].clone()
-        with torch.no_grad():
-            for _ in range(self.final_search):
-                mid = (low + high) / 2
-                point = x0 + mid.view(view) * direction
-                adv = success_of(predict(model, point), ys, ts)
-                found[adv] = point[adv]
-                high = torch.where(adv, mid, high)
-                low = torch.where(adv, low, mid)
-        dist = self.threat.distance(x0, found)
-        closer = dist < best_dist[idx]
-        best_x[idx[closer]] = found[closer]
-        best_dist[idx[closer]] = dist[closer]
-        return self.final_search * len(idx)
+        found = best.x[idx].clone()
+        for _ in range(self.final_search):
+            mid = (low + high) / 2
+            point = x0 + mid.view(view) * direction
+            adv = success_of(predict(model, point), ys, ts)
+            found[adv] = point[adv]
+            high = torch.where(adv, mid, high)
+            low = torch.where(adv, low, mid)
+        found_adv = torch.ones(len(idx), dtype=torch.bool, device=x.device)  # every point in found is adversarial
+        best.offer(idx, found, found_adv, self.threat.distance(x0, found))
+        cost.forwards += self.final_search * len(idx)
 
-    def _run_once(
-        self,
-        model: nn.Module,
-        x0: torch.Tensor,
-        y: torch.Tensor,
-        hyper_target: torch.Tensor | None,
-        success_target: torch.Tensor | None,
-        idx: torch.Tensor,
-        best_x: torch.Tensor,
-        best_dist: torch.Tensor,
-        generator: torch.Generator,
-        random_start: bool,
-    ) -> tuple[int, int]:
-        """One run of Algorithm 1 on the clean points ``x0`` (rows ``idx`` of the batch).
+    def _search(self, s: Search) -> None:
+        """One run of Algorithm 1: from the clean input, or (restarts) from a random point near it.
 
-        Adversarial iterates closer than ``best_dist`` replace ``best_x`` (both updated in
-        place). Returns (grad_evals, forwards).
+        Adversarial iterates are offered to ``s.best``, which keeps the closest one.
         """
         threat, eps = self.threat, self.threat.eps
         lo, hi = threat.bounds
         p = threat.p
-        n = len(x0)
+        x0, n = s.x, len(s.x)
         view = (-1,) + (1,) * (x0.dim() - 1)
-        if random_start:
-            radius = best_dist[idx].clamp_max(eps) / 2
-            x_cur = (x0 + radius.view(view) * _sphere(x0, p, generator)).clamp(lo, hi)
+        if s.restart > 0:
+            radius = _distance(s.best)[s.rows].clamp_max(eps) / 2
+            x_cur = (x0 + radius.view(view) * threat.sphere(x0, s.generator)).clamp(lo, hi)
         else:
             x_cur = x0.clone()
         flat0 = x0.flatten(1)
-        grad_evals = forwards = 0
         everyone = torch.arange(n, device=x0.device)
         for _ in range(self.steps):
-            act = (best_dist[idx] > eps).nonzero().squeeze(1) if self.early_stop else everyone
+            act = (~s.best.broken[s.rows]).nonzero().squeeze(1) if self.early_stop else everyone
             if len(act) == 0:
                 break
-            xa, ya = x_cur[act], y[act]
-            ta = None if hyper_target is None else hyper_target[act]
-            sa = None if success_target is None else success_target[act]
-            g, w = self._hyperplane(model, xa, ya, ta, explicit=success_target is not None)
-            grad_evals += len(act)
-            with torch.no_grad():
-                fa, f0 = xa.flatten(1), flat0[act]
-                # the linearization at x_a: g + <w, z - x_a> = 0; from x_a and from x_orig
-                r = torch.cat([-g, -g - ((f0 - fa) * w).sum(dim=1)])
-                delta = hyperplane_box_projection(torch.cat([fa, f0]), torch.cat([w, w]), r, (lo, hi), p)
-                d_cur, d_orig = delta[: len(act)], delta[len(act):]
-                n_cur, n_orig = _norm(d_cur, p), _norm(d_orig, p)
-                denom = n_cur + n_orig
-                alpha = torch.where(denom > 0, n_cur / denom.clamp_min(torch.finfo(denom.dtype).tiny), 0.0)
-                alpha = alpha.clamp(0.0, self.alpha_max)[:, None]
-                x_new = ((1 - alpha) * (fa + self.eta * d_cur) + alpha * (f0 + self.eta * d_orig)).clamp(lo, hi)
-                x_new = x_new.view_as(xa)
-                logits = predict(model, x_new)
-                forwards += len(act)
-                adv = success_of(logits, ya, sa)
-                dist = threat.distance(x0[act], x_new)
-                rows = idx[act]
-                closer = adv & (dist < best_dist[rows])
-                best_x[rows[closer]] = x_new[closer]
-                best_dist[rows[closer]] = dist[closer]
-                x0a = x0[act]
-                x_new = torch.where(adv.view(view), x0a + self.beta * (x_new - x0a), x_new)
-                x_cur[act] = x_new
-        return grad_evals, forwards
+            xa, ya = x_cur[act], s.y[act]
+            ta = None if s.loss_target is None else s.loss_target[act]
+            g, w = self._hyperplane(s.model, xa, ya, ta, explicit=s.success_target is not None)
+            s.cost.grad_evals += len(act)
+            fa, f0 = xa.flatten(1), flat0[act]
+            # the linearization at x_a: g + <w, z - x_a> = 0; from x_a and from x_orig
+            r = torch.cat([-g, -g - ((f0 - fa) * w).sum(dim=1)])
+            delta = hyperplane_box_projection(torch.cat([fa, f0]), torch.cat([w, w]), r, (lo, hi), p)
+            d_cur, d_orig = delta[: len(act)], delta[len(act):]
+            n_cur, n_orig = _norm(d_cur, p), _norm(d_orig, p)
+            denom = n_cur + n_orig
+            alpha = torch.where(denom > 0, n_cur / denom.clamp_min(torch.finfo(denom.dtype).tiny), 0.0)
+            alpha = alpha.clamp(0.0, self.alpha_max)[:, None]
+            x_new = ((1 - alpha) * (fa + self.eta * d_cur) + alpha * (f0 + self.eta * d_orig)).clamp(lo, hi)
+            x_new = x_new.view_as(xa)
+            logits = predict(s.model, x_new)
+            s.cost.forwards += len(act)
+            adv = s.success(logits, act)
+            x0a = x0[act]
+            s.offer(x_new, adv, threat.distance(x0a, x_new), act)
+            x_cur[act] = torch.where(adv.view(view), x0a + self.beta * (x_new - x0a), x_new)
 
     def _hyperplane(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, explicit: bool

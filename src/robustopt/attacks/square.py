@@ -29,23 +29,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import KW_ONLY, dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from robustopt import losses
-from robustopt.attacks.base import (
-    Attack,
-    AttackResult,
-    _warn_if_probabilities,
-    check_batch,
-    check_labels,
-    eval_mode,
-    predict,
-    success_of,
-)
-from robustopt.threat import L2, Linf, ThreatModel
+from robustopt.attacks.base import Attack, Search, predict
+from robustopt.attacks.registry import register_attack
+from robustopt.threat import ThreatModel, random_signs
 
 __all__ = ["Square", "p_schedule", "window_side"]
 
@@ -85,10 +77,6 @@ def _windows(n: int, side: int, height: int, width: int, generator: torch.Genera
     return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
-def _random_signs(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    return torch.randint(0, 2, shape, generator=generator, device=like.device).to(like.dtype) * 2 - 1
-
-
 def _rings(rows: int, cols: int) -> torch.Tensor:
     """Concentric squares around the centre of a rows x cols block: ``sum_{k=d}^{n} 1/(k+1)^2``.
 
@@ -115,6 +103,12 @@ def _flat_sq(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).pow(2).sum(1)
 
 
+# The objectives the search improves; "margin" is the CW margin with kappa = 0 (losses.cw): it is
+# the paper's ``max_{j != y} z_j - z_y`` at every point not yet broken, the only points compared.
+_OBJECTIVES = {"margin": losses.cw, "ce": losses.ce}
+
+
+@register_attack("square")
 @dataclass(frozen=True)
 class Square(Attack):
     """Square Attack (Andriushchenko et al. 2020): random search on the logits, no gradients.
@@ -130,6 +124,11 @@ class Square(Attack):
         seed: seed of the random search when no generator is given.
         label: display name in tables (default "Square").
 
+    Returns of ``run``: ``grad_evals`` = 0 and ``forwards`` = every query: one clean pass per
+    example, then one per example per iteration while it is not broken. With ``targets=`` the
+    search aims at them (targeted margin ``z_t - max_{j != t} z_j`` or minus the CE of the
+    target) and stops on hitting them.
+
     Example:
         >>> x_adv = Square(Linf(8 / 255), queries=5000)(model, x, y)
     """
@@ -143,109 +142,40 @@ class Square(Attack):
     seed: int = 0
     label: str | None = None
 
+    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2")  # the L1 Square Attack is a later paper
+    clean_success_counts: ClassVar[bool] = True
+
     def __post_init__(self) -> None:
-        if not isinstance(self.threat, ThreatModel):
-            raise TypeError(f"threat must be a threat model such as ro.Linf(0.3), got {self.threat!r}.")
-        if not isinstance(self.threat, (Linf, L2)):
-            raise NotImplementedError(
-                f"Square supports Linf and L2 threat models, got {self.threat}; the L1 Square Attack "
-                "(a later paper) is not implemented. Use APGD or PGD for L1."
-            )
-        for name in ("queries", "restarts"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+        super().__post_init__()
+        self._check_counts("queries", "restarts")
         if not (isinstance(self.p_init, (int, float)) and 0.0 < self.p_init <= 1.0):
             raise ValueError(f"p_init must be a number in (0, 1], got {self.p_init!r}.")
-        if self.loss not in ("margin", "ce"):
+        if self.loss not in _OBJECTIVES:
             raise ValueError(f"loss must be 'margin' or 'ce', got {self.loss!r}.")
-        if not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}.")
+        self._check_seed()
 
     @property
     def steps(self) -> int:
-        """The query budget, shown in the Steps column of tables."""
+        """Iterations of the random search per restart, the initial point included: one query each."""
         return self.queries
 
-    # --- the objective (to maximize) ------------------------------------------------------
-    def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        if self.loss == "ce":
-            return losses.ce(logits, y, target).float()
-        cls = y if target is None else target
-        at = logits.gather(1, cls[:, None]).squeeze(1)
-        other = logits.masked_fill(F.one_hot(cls, logits.shape[1]).bool(), float("-inf")).amax(dim=1)
-        return (other - at if target is None else at - other).float()
-
-    # --- the attack ---------------------------------------------------------------------
-    def run(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        targets: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> AttackResult:
-        """Attack ``model`` on the batch ``(x, y)`` with at most ``queries`` queries per example and restart.
-
-        Args:
-            model: maps NCHW inputs in ``threat.bounds`` to logits (N, C); only its outputs are used.
-            x: clean images (N, C, H, W), floating, inside the bounds.
-            y: true labels (N,), integer.
-            targets: explicit target classes (N,); the search then aims at them (targeted margin
-                ``z_t - max_{j != t} z_j`` or minus the CE of the target) and stops on hitting them.
-            generator: source of randomness; default: a fresh one seeded with ``self.seed``.
-
-        Returns:
-            AttackResult with x_adv inside the ball and the bounds, ``grad_evals`` = 0 and
-            ``forwards`` = every query: one clean pass per example, then one per example per
-            iteration while it is not broken.
-        """
-        check_batch(x, y, self.threat)
+    # --- the hooks of the driver ---------------------------------------------------------
+    def _check_call(self, x: torch.Tensor, options: dict[str, Any]) -> None:
+        super()._check_call(x, options)
         if x.dim() != 4:
             raise ValueError(f"Square needs images of shape (N, C, H, W), got shape {tuple(x.shape)}.")
-        y = y.long()
-        if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        n = len(x)
-        best_x = x.detach().clone()
-        if n == 0:
-            return AttackResult(best_x, torch.zeros(0, dtype=torch.bool, device=x.device))
 
-        with eval_mode(model), torch.no_grad():
-            clean_logits = predict(model, x)
-            check_labels(clean_logits, y)
-            _warn_if_probabilities(model, clean_logits)
-            if targets is not None:
-                if not isinstance(targets, torch.Tensor) or targets.shape != y.shape:
-                    raise ValueError(f"targets must be a tensor of shape {tuple(y.shape)} (one class per example).")
-                targets = targets.to(device=y.device, dtype=torch.long)
-                check_labels(clean_logits, targets, "targets")
-            forwards = n
-            best_success = success_of(clean_logits, y, targets)
-            best_obj = torch.full((n,), float("-inf"), device=x.device)
-            if self.threat.eps == 0:
-                return AttackResult(best_x, best_success, forwards=forwards)
+    def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        return _OBJECTIVES[self.loss](logits, y, target).float()
 
-            for _ in range(self.restarts):
-                idx = (~best_success).nonzero().squeeze(1)
-                if len(idx) == 0:
-                    break
-                ts = targets[idx] if targets is not None else None
-                x_r, obj_r, success_r, queries = self._search(model, x[idx].detach(), y[idx], ts, generator)
-                forwards += queries
-                better = success_r | (obj_r > best_obj[idx])
-                sel = idx[better]
-                best_x[sel], best_obj[sel], best_success[sel] = x_r[better], obj_r[better], success_r[better]
-        return AttackResult(best_x, best_success, grad_evals=0, forwards=forwards)
-
-    def _search(self, model, x, y, target, generator):
-        """One random search from a fresh start. Returns (x_hat, objective, success, queries)."""
-        n = len(x)
-        x_hat = self._init(x, generator)
-        logits = predict(model, x_hat)
-        obj, success = self._objective(logits, y, target), success_of(logits, y, target)
-        queries = n
+    def _search(self, s: Search) -> None:
+        """One random search from a fresh start, until broken or out of queries; offers its final point."""
+        x, y, target = s.x, s.y, s.loss_target  # Square aims where it succeeds (explicit targets or none)
+        init, propose = _NORMS[self.threat.norm]
+        x_hat = init(self, x, s.generator)
+        logits = predict(s.model, x_hat)
+        obj, success = self._objective(logits, y, target), s.success(logits)
+        s.cost.forwards += len(x)
         height, width = x.shape[2:]
         for i in range(1, self.queries):
             active = (~success).nonzero().squeeze(1)
@@ -254,23 +184,26 @@ class Square(Attack):
             side = window_side(p_schedule(self.p_init, i, self.queries), height, width)
             xa, ya = x[active], y[active]
             ta = target[active] if target is not None else None
-            x_new = self._propose(xa, x_hat[active], side, generator)
-            logits = predict(model, x_new)
-            queries += len(active)
-            obj_new, success_new = self._objective(logits, ya, ta), success_of(logits, ya, ta)
+            x_new = propose(self, xa, x_hat[active], side, s.generator)
+            logits = predict(s.model, x_new)
+            s.cost.forwards += len(active)
+            obj_new, success_new = self._objective(logits, ya, ta), s.success(logits, active)
             accept = success_new | (obj_new > obj[active])
             sel = active[accept]
             x_hat[sel], obj[sel], success[sel] = x_new[accept], obj_new[accept], success_new[accept]
-        return x_hat, obj, success, queries
+        s.offer(x_hat, success, obj)
 
     # --- per norm: the start and the proposal -----------------------------------------------
-    def _init(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _init_linf(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Vertical stripes of +-eps, one sign per column and channel."""
+        n, channels, height, width = x.shape
+        stripes = random_signs((n, channels, 1, width), generator, x)
+        return self.threat.project(x + self.threat.eps * stripes, x)
+
+    def _init_l2(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A centred grid of pseudo-Gaussian blocks with random signs, scaled to norm eps."""
         n, channels, height, width = x.shape
         eps = self.threat.eps
-        if isinstance(self.threat, Linf):
-            stripes = _random_signs((n, channels, 1, width), generator, x)
-            return self.threat.project(x + eps * stripes, x)
-        # L2: a centred grid of pseudo-Gaussian blocks with random signs, scaled to norm eps.
         side = max(1, min(height, width) // 5)
         block = _block(side).to(device=x.device, dtype=x.dtype)
         rows, cols = height // side, width // side
@@ -278,21 +211,16 @@ class Square(Attack):
         delta = torch.zeros_like(x)
         for i in range(rows):
             for j in range(cols):
-                signs = _random_signs((n, channels, 1, 1), generator, x)
+                signs = random_signs((n, channels, 1, 1), generator, x)
                 r, c = r0 + i * side, c0 + j * side
                 delta[:, :, r : r + side, c : c + side] = signs * block
         delta = delta * (eps / _flat_sq(delta).sqrt().clamp_min(1e-12)).view(-1, 1, 1, 1)
         return self.threat.project(x + delta, x)
 
-    def _propose(self, x: torch.Tensor, x_hat: torch.Tensor, side: int, generator: torch.Generator) -> torch.Tensor:
-        if isinstance(self.threat, Linf):
-            return self._propose_linf(x, x_hat, side, generator)
-        return self._propose_l2(x, x_hat, side, generator)
-
     def _propose_linf(self, x, x_hat, side, generator):
         n, channels, height, width = x.shape
         window = _windows(n, side, height, width, generator, x.device)
-        signs = _random_signs((n, channels, 1, 1), generator, x)
+        signs = random_signs((n, channels, 1, 1), generator, x)
         vertex = lambda s: self.threat.clip_box(x + self.threat.eps * s)  # noqa: E731
         proposal = torch.where(window, vertex(signs), x_hat)
         unchanged = ~(proposal != x_hat).flatten(1).any(dim=1)
@@ -316,7 +244,7 @@ class Square(Attack):
         blocks = torch.where(transpose, block.T.expand(n, side, side), block.expand(n, side, side))
         placed = torch.zeros(n, 1, height, width, device=x.device, dtype=x.dtype)
         placed[w1] = blocks.reshape(-1)  # row-major order matches the window's pixels
-        rho = _random_signs((n, channels, 1, 1), generator, x)
+        rho = random_signs((n, channels, 1, 1), generator, x)
 
         def norm_hw(v):
             return v.pow(2).sum(dim=(2, 3), keepdim=True).sqrt()
@@ -327,3 +255,7 @@ class Square(Attack):
         available = (norm_hw(nu * both) ** 2 + unused / channels).sqrt()
         nu_new = nu * ~both + direction / norm_hw(direction).clamp_min(1e-12) * available
         return self.threat.project(x + nu_new, x)
+
+
+# The start and the proposal of each norm the attack supports (Square.norms).
+_NORMS = {"Linf": (Square._init_linf, Square._propose_linf), "L2": (Square._init_l2, Square._propose_l2)}

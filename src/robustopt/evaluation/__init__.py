@@ -1,6 +1,6 @@
 """Evaluation: the cascade, suites of attacks, the gradient-masking audit and epsilon sweeps."""
 
-from robustopt.evaluation import report, suites
+from robustopt.evaluation import card, report, suites
 from robustopt.evaluation.audit import Finding, audit, findings_table
 from robustopt.evaluation.evaluate import Evaluation, Row, evaluate, row_key
 from robustopt.evaluation.sweep import SweepCurve, sweep

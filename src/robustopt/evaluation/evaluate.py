@@ -31,10 +31,11 @@ from typing import Any, Iterable, Literal, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustopt import distributed
+from robustopt._checks import warn_eps
 from robustopt._io import atomic_write_json, atomic_write_text, json_default
+from robustopt._progress import progress_bar
 from robustopt.attacks.base import Attack, check_batch, eval_mode, predict
 
 __all__ = ["Row", "Evaluation", "evaluate"]
@@ -244,7 +245,9 @@ def evaluate(
         Evaluation with rows, per-example ``correct`` and ``robust`` flags and ``table()``.
 
     Raises:
-        ValueError: bad arguments, an attack leaving its threat model, or a ``progress_file``
+        ValueError: bad arguments, no examples, an eps beyond the input box (a larger eps than
+            the box's diameter is a unit mistake; EpsWarning above half of it, see
+            :mod:`robustopt._checks`), an attack leaving its threat model, or a ``progress_file``
             that is unreadable or belongs to another evaluation (delete it to start over).
 
     Example:
@@ -262,13 +265,16 @@ def evaluate(
     check_batch(x, y, attacks[0].threat if attacks else None)
     y = y.long()
     n = len(x)
+    if n == 0:
+        raise ValueError("data holds no examples: pass at least one (x, y) pair to evaluate.")
+    for threat in dict.fromkeys(a.threat for a in attacks):  # each distinct threat once, in order
+        warn_eps(threat.norm, threat.eps, x.shape[1:], threat.bounds)
     batches = lambda idx: [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]  # noqa: E731
 
     def misclassified(x_adv: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         with eval_mode(model), torch.no_grad():
             return predict(model, x_adv).argmax(1) != yb
 
-    per_attack = lambda: len(batches(correct.nonzero().squeeze(1)))  # noqa: E731
     # Under torchrun, batch j runs on rank j % world_size with batch j's generator and the
     # flags are merged after every round: the result is the single-process one, example by example.
     ctx = distributed.setup()
@@ -294,9 +300,6 @@ def evaluate(
         rows = state["rows"]
         first_attack, earlier_seconds, sessions = state["attack"], state["seconds"], state["sessions"] + 1
 
-    bar = tqdm(total=per_attack() * len(attacks), desc="evaluate", unit="batch", disable=not progress or not ctx.is_main,
-               leave=False)
-    bar.update(per_attack() * first_attack + (state["batch"] if state is not None else 0))
     for i, attack in enumerate(attacks):
         if i < first_attack:
             continue
@@ -310,8 +313,11 @@ def evaluate(
             todo = (robust if mode == "cascade" else correct).nonzero().squeeze(1)
             survived = correct.clone()
             grad_evals, attack_seconds, first_batch = 0, 0.0, 0
-        bar.set_description(f"{attack.name} ({attack.source})")
         todo_batches = batches(todo)
+        # One display per attack (row), counting the images it attacks.
+        bar = progress_bar(len(todo), f"{attack.name} ({attack.source})", "image", enabled=progress and ctx.is_main,
+                           leave=False)
+        bar.update(sum(len(b) for b in todo_batches[:first_batch]))  # done before an interruption
         for j0 in range(first_batch, len(todo_batches), ctx.world_size):  # a round: one batch per rank
             j, cost = j0 + ctx.rank, 0
             if j < len(todo_batches):
@@ -338,18 +344,17 @@ def evaluate(
                     "survived": _pack_flags(survived), "grad_evals": grad_evals,
                     "attack_seconds": attack_seconds + now - t0,
                 })
-            bar.update(done - j0)
+            bar.update(sum(len(todo_batches[k]) for k in range(j0, done)))
         if mode == "cascade":
             survived &= robust
         robust &= survived
-        bar.update(per_attack() - len(todo_batches))
+        bar.close()
         rows.append(Row(
             attack.name, attack.steps, attack.restarts, attack.source,
             accuracy=float(survived.float().mean()), worst_case=float(robust.float().mean()),
             attacked=len(todo), grad_evals=grad_evals, seconds=attack_seconds + time.perf_counter() - t0,
             attack=attack.describe(),
         ))
-    bar.close()
 
     info = {
         "threat": str(attacks[0].threat) if attacks else None,

@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from robustopt._io import atomic_write_bytes, atomic_write_text
+from robustopt._runfolder import hold, refuse_replacement
 from robustopt.evaluation import suites
 from robustopt.evaluation.audit import LEVELS, audit, findings_table
 from robustopt.evaluation.evaluate import Evaluation, row_key
@@ -57,6 +58,7 @@ __all__ = ["write_report", "madry_reference", "REPORT_MD", "REPORT_HTML", "AUDIT
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
+_REQUEST_LINE = "<!-- robustopt-report {} -->"  # report.md's first line: the runs it shows (invisible when rendered)
 AUDIT_SIZE = 200  # test images the audit probes
 GALLERY_SIZE = 8  # correctly classified test images in the gallery
 GALLERY_STEPS = 40  # PGD steps of the gallery's attack (step 2.5 * eps / steps, random start)
@@ -707,7 +709,7 @@ def _environment(runs: list[_RunContext], now: datetime.datetime) -> list[Block]
 
 # --- the entry point ----------------------------------------------------------------------
 def write_report(runs: PathLike | Iterable[PathLike], out: PathLike | None = None, *,
-                 root: PathLike | None = None) -> tuple[Path, Path]:
+                 root: PathLike | None = None, overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``report.md`` (with PNG figures beside it) and a self-contained ``report.html`` for run folders.
 
     Per run: ``run.json``, the training curve (``log.jsonl``), every ``eval-*.json`` as the paper's
@@ -719,6 +721,8 @@ def write_report(runs: PathLike | Iterable[PathLike], out: PathLike | None = Non
         runs: one run folder or a list of them (made by ``robustopt train`` / ``train_run``).
         out: folder for the report files (created); default: the first run folder.
         root: data root for the test images (default: ``$ROBUSTOPT_DATA``, else the user cache).
+        overwrite: replace a report of other runs in ``out`` (report.md records its runs on its
+            first line); a report of the same runs is always refreshed.
 
     Returns:
         ``(md_path, html_path)``.
@@ -728,6 +732,9 @@ def write_report(runs: PathLike | Iterable[PathLike], out: PathLike | None = Non
             or the test data is missing.
         ValueError: a path is a file, no runs were given, or a result file is damaged.
         ImportError: matplotlib is not installed (``pip install robustopt[report]``).
+        FileExistsError: ``out`` holds a report of other runs and ``overwrite`` is False.
+        OSError: ``out`` cannot be written, or another process holds it
+            (``robustopt._runfolder.RunFolderBusyError``).
 
     Example:
         >>> md_path, html_path = write_report(["runs/a"])   # runs/a/report.md, runs/a/report.html
@@ -737,7 +744,32 @@ def write_report(runs: PathLike | Iterable[PathLike], out: PathLike | None = Non
     out_dir = Path(out) if out is not None else folders[0]
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file; pass a folder for report.md, report.html and the figures.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # What defines a report: its runs, relative to the report (the same wherever the command runs from).
+    request = {"runs": [os.path.relpath(run.resolve(), out_dir.resolve()) for run in folders]}
+    with hold(out_dir, "report"):
+        refuse_replacement(out_dir / REPORT_MD, request, _report_request(out_dir / REPORT_MD),
+                           overwrite=overwrite, what="report")
+        return _write_report(folders, out_dir, root, request)
+
+
+def _report_request(md_path: Path) -> dict[str, Any] | None:
+    """The request recorded on the first line of an existing report.md (None if there is none)."""
+    try:
+        with open(md_path, encoding="utf-8") as f:
+            first = f.readline()
+    except OSError:
+        return None
+    match = re.fullmatch(_REQUEST_LINE.format(r"(\{.*\})") + r"\n?", first)
+    try:
+        request = json.loads(match.group(1)) if match else None
+    except ValueError:
+        return None
+    return request if isinstance(request, dict) else None
+
+
+def _write_report(folders: list[Path], out_dir: Path, root: PathLike | None,
+                  request: dict[str, Any]) -> tuple[Path, Path]:
+    """The body of :func:`write_report`, with ``out_dir`` held."""
     now = datetime.datetime.now().astimezone()
 
     contexts: list[_RunContext] = []
@@ -773,6 +805,6 @@ def write_report(runs: PathLike | Iterable[PathLike], out: PathLike | None = Non
                 for i, s in enumerate(summaries, 1)]),
     ]
     blocks = head + sections + _environment(contexts, now)
-    md_path = atomic_write_text(out_dir / REPORT_MD, _to_markdown(blocks))
+    md_path = atomic_write_text(out_dir / REPORT_MD, _REQUEST_LINE.format(json.dumps(request)) + "\n" + _to_markdown(blocks))
     html_path = atomic_write_text(out_dir / REPORT_HTML, _to_html(blocks, title))
     return md_path, html_path

@@ -10,7 +10,7 @@ from typing import Literal, Mapping
 
 from torch import nn
 
-from robustopt.attacks import APGD, FAB, FGSM, PGD, Attack, Square, Transfer
+from robustopt.attacks import Attack, Transfer, create
 from robustopt.threat import L2, Linf, ThreatModel
 
 __all__ = ["madry", "standard", "MADRY_REFERENCE"]
@@ -68,15 +68,29 @@ _TRANSFER = {
 }
 _REL_STEP = {"mnist": 1 / 30, "cifar10": 1 / 4}
 
+# AutoAttack's ensembles (Croce & Hein 2020) as (registered attack, configuration) rows, in its order.
+_STANDARD: dict[str, list[tuple[str, dict]]] = {
+    "standard": [
+        ("apgd", {"loss": "ce", "steps": 100}),
+        ("apgd", {"loss": "dlr", "targeted": True, "n_target_classes": 9, "steps": 100}),
+        ("fab", {"targeted": True, "n_target_classes": 9, "steps": 100, "restarts": 1}),
+        ("square", {"queries": 5000}),
+    ],
+    "fast": [
+        ("apgd", {"loss": "ce", "steps": 100}),
+        ("apgd", {"loss": "dlr", "targeted": True, "n_target_classes": 3, "steps": 100}),
+    ],
+}
+
 
 def _build(threat: ThreatModel, spec: tuple, preset: str, max_restarts: int | None) -> Attack:
     if spec[0] == "fgsm":
-        return FGSM(threat)
+        return create("fgsm", threat)
     loss, kappa, steps, restarts, *targeted = spec
     if max_restarts is not None:
         restarts = min(restarts, max_restarts)
-    return PGD(threat, steps=steps, restarts=restarts, rel_step_size=_REL_STEP[preset], loss=loss,
-               kappa=float(kappa), targeted=targeted[0] if targeted else None)
+    return create("pgd", threat, steps=steps, restarts=restarts, rel_step_size=_REL_STEP[preset], loss=loss,
+                  kappa=float(kappa), targeted=targeted[0] if targeted else None)
 
 
 def madry(
@@ -145,16 +159,6 @@ def standard(threat: ThreatModel, *, version: Literal["standard", "fast"] = "sta
             f"the standard suite is defined for Linf and L2 threat models, got {threat}; "
             "for L1 build a list yourself, e.g. [APGD(t, loss='ce'), APGD(t, loss='dlr', targeted=True)]."
         )
-    if version == "standard":
-        return [
-            APGD(threat, loss="ce", steps=100, seed=seed),
-            APGD(threat, loss="dlr", targeted=True, n_target_classes=9, steps=100, seed=seed),
-            FAB(threat, targeted=True, n_target_classes=9, steps=100, restarts=1, seed=seed),
-            Square(threat, queries=5000, seed=seed),
-        ]
-    if version == "fast":
-        return [
-            APGD(threat, loss="ce", steps=100, seed=seed),
-            APGD(threat, loss="dlr", targeted=True, n_target_classes=3, steps=100, seed=seed),
-        ]
-    raise ValueError(f"unknown version {version!r}; choose 'standard' or 'fast'.")
+    if version not in _STANDARD:
+        raise ValueError(f"unknown version {version!r}; choose one of {sorted(_STANDARD)}.")
+    return [create(name, threat, seed=seed, **config) for name, config in _STANDARD[version]]

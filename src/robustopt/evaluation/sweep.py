@@ -32,10 +32,11 @@ from typing import Any, Callable, Literal, Sequence, Union
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustopt import distributed
+from robustopt._checks import check_grid_size, warn_eps
 from robustopt._io import atomic_path, atomic_write_json, atomic_write_text
+from robustopt._progress import progress_bar
 from robustopt.attacks.base import Attack, check_batch, eval_mode, predict
 from robustopt.attacks.gradient import PGD
 from robustopt.evaluation.evaluate import _as_tensors
@@ -108,6 +109,7 @@ def _check_eps(eps_values: Any) -> list[float]:
         )
     if len(eps_values) == 0:
         raise ValueError("eps_values is empty: pass at least one eps, e.g. [0.0, 0.1, 0.2, 0.3].")
+    check_grid_size(len(eps_values))
     out = []
     for e in eps_values:
         if isinstance(e, bool) or not isinstance(e, numbers.Real):
@@ -340,7 +342,9 @@ def sweep(
         SweepCurve with the accuracy, cost and time per eps and each example's breaking eps.
 
     Raises:
-        ValueError: empty eps list, negative or non-finite eps, bad batch_size or data.
+        ValueError: empty eps list, more than 1,000 eps values, negative or non-finite eps, an eps beyond
+            the input box (see :mod:`robustopt._checks`; EpsWarning above half of it), bad batch_size
+            or data (none, or malformed).
 
     Example:
         >>> curve = sweep(model, (x, y), ro.Linf, [0, 0.1, 0.2, 0.3], attack=ro.attacks.PGD(ro.Linf(0), steps=20))
@@ -355,6 +359,9 @@ def sweep(
     check_batch(x, y, threats[0])
     y = y.long()
     n = len(x)
+    if n == 0:
+        raise ValueError("data holds no examples: pass at least one (x, y) pair to sweep.")
+    warn_eps(threats[-1].norm, threats[-1].eps, x.shape[1:], threats[-1].bounds)  # the largest eps of the grid
     batches = lambda idx: [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]  # noqa: E731
 
     def misclassified(x_in: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
@@ -381,7 +388,7 @@ def sweep(
     grad_evals: list[int] = []
     seconds: list[float] = []
     attacked: list[int] = []
-    bar = tqdm(total=len(eps_grid), desc="sweep", unit="eps", disable=not progress or not ctx.is_main, leave=False)
+    bar = progress_bar(len(eps_grid), "sweep", "eps value", enabled=progress and ctx.is_main, leave=False)
     for k, (eps, threat, attacks) in enumerate(zip(eps_grid, threats, attacks_per_eps)):
         t0 = time.perf_counter()
         bar.set_description(f"sweep {threat}")

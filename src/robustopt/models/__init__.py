@@ -17,6 +17,7 @@ from robustopt.models.registry import (
     count_parameters,
     create,
     default_config,
+    description,
     from_config,
     names,
     register_model,
@@ -31,4 +32,5 @@ __all__ = [
     "names",
     "default_config",
     "count_parameters",
+    "description",
 ]

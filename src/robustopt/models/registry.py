@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ __all__ = [
     "names",
     "default_config",
     "count_parameters",
+    "description",
 ]
 
 _REQUIRED_PARAMS = ("num_classes", "in_channels", "mean", "std")
@@ -211,6 +213,12 @@ def _bind(entry: _Entry, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
+def description(name: str) -> str:
+    """The first line of the model factory's docstring, e.g. for ``robustopt models list``."""
+    doc = inspect.getdoc(_lookup(name).factory) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
 def default_config(name: str, **kwargs: Any) -> ModelConfig:
     """The :class:`ModelConfig` that ``create(name, **kwargs)`` would attach.
 
@@ -234,28 +242,35 @@ def _make_config(entry: _Entry, args: dict[str, Any]) -> ModelConfig:
     )
 
 
-def create(name: str, **kwargs: Any) -> nn.Module:
+def create(name: str, *, weights: str | os.PathLike[str] | None = None, **kwargs: Any) -> nn.Module:
     """Build a registered model; the result carries ``model.config``.
 
     Args:
         name: Registry name, see :func:`names`.
+        weights: a plain PyTorch state dict file (``.pt``/``.pth`` read with
+            ``torch.load(weights_only=True)``, or ``.safetensors``) to load, e.g. weights
+            trained elsewhere; ``module.``/``model.`` prefixes are stripped. See
+            :func:`robustopt.checkpoint.load_weights`. None: random initialization.
         **kwargs: Factory arguments: ``num_classes``, ``in_channels``, ``mean``,
             ``std`` and architecture-specific ones.
 
     Returns:
-        A freshly initialized ``nn.Module`` (train mode, CPU, float32) mapping
-        ``(N, C, H, W)`` images in [0, 1] to ``(N, num_classes)`` logits, with
-        a :class:`ModelConfig` attribute ``config``.
+        A ``nn.Module`` (CPU, float32) mapping ``(N, C, H, W)`` images in [0, 1] to
+        ``(N, num_classes)`` logits, with a :class:`ModelConfig` attribute ``config``:
+        freshly initialized in train mode, or with ``weights`` loaded, in eval mode.
 
     Raises:
-        ValueError: Unknown name (the message suggests the closest one) or
-            invalid argument values.
+        ValueError: Unknown name (the message suggests the closest one), invalid
+            argument values, or weights that are not a state dict or do not fit
+            (the message names the missing and unexpected keys).
         TypeError: Unknown keyword arguments (the message lists valid ones).
+        FileNotFoundError: ``weights`` does not exist.
 
     Example:
         >>> model = create("small-cnn", num_classes=10)
         >>> model(torch.rand(2, 1, 28, 28)).shape  # doctest: +SKIP
         torch.Size([2, 10])
+        >>> model = create("preact-resnet18", weights="PreActResNet18.pt")  # doctest: +SKIP
     """
     entry = _lookup(name)
     args = _bind(entry, kwargs)
@@ -263,6 +278,10 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"factory for {name!r} returned {type(model).__name__}, not nn.Module")
     model.config = _make_config(entry, args)
+    if weights is not None:
+        from robustopt.checkpoint import load_weights  # checkpoint imports this module
+
+        load_weights(model, weights)
     return model
 
 

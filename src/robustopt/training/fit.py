@@ -20,6 +20,9 @@ Output folder (when ``out`` is given)::
                         resume point and, once the run ends, the final model (after a
                         stop: the restored weights; resuming a stopped run does nothing).
     out/best.json       with early stopping: the best epoch's model (.json + .safetensors)
+    out/partial.json    a mid-epoch checkpoint (``checkpoint_every`` / ``checkpoint_minutes``),
+                        the same files as model.*; removed once its epoch's model.* is written
+    out/.lock           held while ``fit`` runs (robustopt._runfolder): one process per folder
 
 Example:
     >>> model = ro.models.create("madry-mnist")
@@ -43,23 +46,26 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from robustopt import checkpoint, distributed
+from robustopt._checks import warn_eps
 from robustopt._device import resolve_device
 from robustopt._io import atomic_write_json, atomic_write_text
+from robustopt._progress import progress_bar
+from robustopt._runfolder import holding
 from robustopt.attacks import PGD
 from robustopt.attacks.base import check_batch, check_labels, eval_mode, predict
 from robustopt.threat import L1, L2, Linf, ThreatModel
 from robustopt.training.augment import AUGMENTATIONS, augment
 from robustopt.training.methods import as_updates, get_method, method_extras, updates_per_batch
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "CHECKPOINT_NAME", "BEST_NAME"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "CHECKPOINT_NAME", "BEST_NAME", "PARTIAL_NAME"]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "model"  # out/model.* is the checkpoint, updated after every epoch
 BEST_NAME = "best"  # out/best.*: the best epoch's checkpoint, kept while early stopping is on
+PARTIAL_NAME = "partial"  # out/partial.*: the mid-epoch checkpoint, removed once its epoch ends
 _NORMS: dict[str, type[ThreatModel]] = {"linf": Linf, "l2": L2, "l1": L1}
 _OPTIMIZERS = ("adam", "sgd")
 _SCHEDULES = ("constant", "cosine", "step", "piecewise", "cyclic")
@@ -67,7 +73,7 @@ _ATTACK_MODES = ("eval",)
 SINGLE_STEP_METHODS = ("fgsm-rs", "n-fgsm")  # the catastrophic-overfitting guard is on by default for these
 _GUARD_ACTIONS = ("stop", "continue")
 # Fields that may change between an interrupted run and its resumption.
-_RESUMABLE_CHANGES = frozenset({"epochs", "log_every", "device", "amp"})
+_RESUMABLE_CHANGES = frozenset({"epochs", "log_every", "device", "amp", "checkpoint_every", "checkpoint_minutes"})
 _EVAL_BATCH = 500  # batch size of the held-out evaluation; does not change the numbers
 
 
@@ -87,7 +93,7 @@ class TrainConfig:
             the attack_* fields), "trades"
             (Zhang et al. 2019: CE + beta * KL, its KL attack uses the attack_* fields)
             or "free" (Shafahi et al. 2019: each minibatch replayed ``replay`` times).
-        epochs: number of passes over the training split. With "free" every pass
+        epochs: number of passes over the training split, >= 1. With "free" every pass
             replays each minibatch ``replay`` times, so an epoch costs ``replay``
             natural epochs (the paper's "epochs / m" is ``epochs`` here).
         batch_size: examples per optimizer step (the last batch of an epoch may be smaller).
@@ -162,6 +168,14 @@ class TrainConfig:
             ``fit`` raises ValueError (float16 autocast is a CUDA feature; there is no
             silent bfloat16 fallback on CPU).
         log_every: refresh the progress bar's loss/accuracy every this many steps.
+        checkpoint_every: also checkpoint inside an epoch (``out/partial.*``), at the first batch
+            boundary after this many optimizer steps since the last checkpoint; 0 = off.
+        checkpoint_minutes: also checkpoint inside an epoch at the first batch boundary after this
+            many minutes since the last checkpoint; None or 0 = off. Resuming from a mid-epoch
+            checkpoint gives the same weights, bit for bit, as an uninterrupted run (same epoch
+            permutation and position in it, RNG states, method state, guard and early-stopping
+            state, LR schedule position; under torchrun every rank's). Neither field changes the
+            result, so both may change on resume.
     """
 
     method: str = "pgd"
@@ -194,6 +208,8 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = False
     log_every: int = 10
+    checkpoint_every: int = 0
+    checkpoint_minutes: float | None = 10.0
 
     def __post_init__(self) -> None:
         get_method(self.method)
@@ -206,10 +222,15 @@ class TrainConfig:
                 f"attack_mode must be 'eval', got {self.attack_mode!r}: the attack engine always runs "
                 "the model in eval mode (batch norm with running statistics, no dropout)."
             )
-        for name, minimum in (("epochs", 0), ("batch_size", 1), ("attack_steps", 1), ("replay", 1),
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("attack_steps", 1), ("replay", 1),
                               ("eps_warmup_epochs", 0), ("val_attack_steps", 0), ("early_stopping_patience", 0),
-                              ("log_every", 0)):
+                              ("log_every", 0), ("checkpoint_every", 0)):
             _integer(name, getattr(self, name), minimum)
+        if self.checkpoint_minutes is not None:
+            minutes = _number("checkpoint_minutes", self.checkpoint_minutes)
+            if minutes < 0:
+                raise ValueError(f"checkpoint_minutes must be >= 0 (0 or None: no checkpoints by time), got {minutes}.")
+            object.__setattr__(self, "checkpoint_minutes", minutes)
         _integer("seed", self.seed, 0)
         if self.val_size is not None:
             _integer("val_size", self.val_size, 0)
@@ -287,6 +308,7 @@ class TrainResult:
     stopped: str | None = None
 
 
+@holding(lambda a: a["out"], "train")  # one process per output folder (released on exit, crash or kill)
 def fit(
     model: nn.Module,
     train_data: tuple[torch.Tensor, torch.Tensor],
@@ -308,9 +330,12 @@ def fit(
     the checkpoint ``out/model`` (see the module docstring).
 
     Runs are reproducible: the same seed, data and initial weights give identical
-    weights on CPU, and a run interrupted after an epoch and resumed with
+    weights on CPU, and a run interrupted (even by ``kill -9``) and resumed with
     ``resume=True`` ends with the same weights, bit for bit, as an uninterrupted one
-    (on CPU; CUDA kernels may be non-deterministic). Note that ``fit`` sets the global
+    (on CPU; CUDA kernels may be non-deterministic); it resumes from the last epoch's
+    checkpoint or from a later mid-epoch one (``checkpoint_every``, ``checkpoint_minutes``).
+    While ``fit`` runs it holds ``out`` (a lock freed when the process ends, however it
+    ends): a second process training into the same folder is refused. Note that ``fit`` sets the global
     torch seed (``torch.manual_seed(config.seed)``).
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) the loop is data-parallel: each process
@@ -328,9 +353,11 @@ def fit(
         config: the configuration; default ``TrainConfig()``.
         out: folder for config.json, log.jsonl and the checkpoint; None writes nothing.
         resume: continue from the checkpoint in ``out`` if there is one (weights,
-            optimizer, RNG states, epoch, method state). Only ``epochs``, ``log_every``,
-            ``device`` and ``amp`` may differ from the checkpoint's configuration.
-        progress: show a tqdm progress bar per epoch.
+            optimizer, RNG states, epoch and position in it, method state). Only ``epochs``,
+            ``log_every``, ``device``, ``amp`` and the ``checkpoint_*`` fields may differ from
+            the checkpoint's configuration.
+        progress: show a progress bar per epoch (plain lines when stderr is not a terminal,
+            see :mod:`robustopt._progress`).
         **overrides: TrainConfig fields replacing those of ``config``, e.g. ``eps=0.3``.
 
     Returns:
@@ -343,6 +370,8 @@ def fit(
             stopping without a validation robust accuracy, or a resume whose
             configuration or data differs from the checkpoint's.
         FileExistsError: ``out`` holds a checkpoint and ``resume`` is False.
+        OSError: ``out`` cannot be written, or another process trains into it
+            (``robustopt._runfolder.RunFolderBusyError``, naming its PID).
 
     Example:
         >>> res = fit(model, (x, y), method="pgd", eps=0.3, epochs=10, out="runs/a")
@@ -356,6 +385,7 @@ def fit(
     if not params:
         raise ValueError("the model has no parameters that require grad; there is nothing to train.")
     x, y = _check_data(train_data)
+    warn_eps(config.norm, config.eps, x.shape[1:])  # refuse an eps beyond the [0, 1] box, warn above the usual
     ctx = distributed.setup()  # torchrun: one process per device, data-parallel (robustopt.distributed)
     device = ctx.device(resolve_device(config.device))
     n_val = _val_size(config, len(x))
@@ -394,29 +424,43 @@ def fit(
 
     out = Path(out) if out is not None else None
     ckpt = out / CHECKPOINT_NAME if out is not None else None
-    if ckpt is not None and checkpoint.exists(ckpt):  # a committed checkpoint (its .json)
-        if not resume:
-            raise FileExistsError(
-                f"{out} already holds a training checkpoint ({ckpt}); pass resume=True to continue "
-                "that run, or choose another output folder. Nothing was overwritten."
-            )
-        state = _check_resume(checkpoint.read_metadata(ckpt), config, data_info, ckpt)  # before touching the model
-        checkpoint.load(ckpt, model, map_location=device, optimizer=optimizer)
-        start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
-        stopped = state.get("stopped")
-        method_state = _rank_state(checkpoint.load_tensors(ckpt, map_location=device), ctx.rank)
+    partial = out / PARTIAL_NAME if out is not None else None  # the mid-epoch checkpoint
+
+    def restore(path: Path) -> dict[str, Any]:
+        """Load checkpoint ``path`` into the model, optimizer, scaler, generators and method state."""
+        nonlocal method_state
+        state = _check_resume(checkpoint.read_metadata(path), config, data_info, path)  # before touching the model
+        checkpoint.load(path, model, map_location=device, optimizer=optimizer)
+        method_state = _rank_state(checkpoint.load_tensors(path, map_location=device), ctx.rank)
         if config.amp and state.get("amp_scaler"):
             scaler.load_state_dict(state["amp_scaler"])
         fresh = _get_rng_states(shuffle_gen, attack_gen, device)
         _set_rng_states(distributed.resume_rng_states(state, ctx, fresh), shuffle_gen, attack_gen, device)
-        logger.info("resuming %s from epoch %d (step %d)%s", ckpt, start_epoch, step,
-                    f"; it was stopped ({stopped}), nothing to do" if stopped else "")
-    ctx.check_same(start_epoch, f"the epoch to resume {ckpt} from")
-    net = ctx.wrap(model, device)  # DDP under torchrun (weight updates only), else the model itself
-    extra_args = {k: v for k, v in (("forward", net), ("state", method_state)) if k in method_extras(method)}
+        return state
+
+    if ckpt is not None and not resume and (checkpoint.exists(ckpt) or checkpoint.exists(partial)):
+        raise FileExistsError(
+            f"{out} already holds a training checkpoint ({ckpt}); pass resume=True to continue "
+            "that run, or choose another output folder. Nothing was overwritten."
+        )
+    if resume and ckpt is not None and checkpoint.exists(ckpt):  # a committed checkpoint (its .json)
+        state = restore(ckpt)
+        start_epoch, step, history = state["epoch"], state["step"], list(state["history"])
+        stopped = state.get("stopped")
     # Restore points: the last epoch the guard accepted (the checkpoint always holds it), the best epoch.
     good = _Snapshot.take(start_epoch, model, optimizer, scaler) if guard else None
     best_weights = _best_weights(out, model, history, start_epoch, device) if config.early_stopping_patience else None
+    position = _Position()  # where the first epoch starts: its beginning, or where a mid-epoch checkpoint left it
+    if resume and partial is not None and ctx.run_on_main(lambda: _partial_continues(partial, start_epoch)):
+        state = restore(partial)
+        step, position = state["step"], _Position.of(state["position"], ctx)
+        model.train(position.train_mode)
+    if step:
+        logger.info("resuming %s after epoch %d, batch %d (step %d)%s", out, start_epoch, position.batch, step,
+                    f"; it was stopped ({stopped}), nothing to do" if stopped else "")
+    ctx.check_same((start_epoch, position.batch), f"the epoch and batch to resume {ckpt} from")
+    net = ctx.wrap(model, device)  # DDP under torchrun (weight updates only), else the model itself
+    extra_args = {k: v for k, v in (("forward", net), ("state", method_state)) if k in method_extras(method)}
     if out is not None and ctx.is_main:
         atomic_write_json(out / "config.json", config.to_dict())
         _write_log(out, history)  # drops lines of an epoch whose checkpoint never landed
@@ -424,16 +468,38 @@ def fit(
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     total_steps = config.epochs * steps_per_epoch * per_batch  # optimizer steps, for the lr schedule
     val_threat = _NORMS[config.norm](config.eps)
+
+    def save(path: Path, **extra: Any) -> None:
+        """Checkpoint ``path`` with all a resume needs; under torchrun every rank calls it (rank 0 writes)."""
+        # Every rank's RNG states and method state go in, so that a distributed run resumes exactly.
+        rng_ranks = ctx.gather(_get_rng_states(shuffle_gen, attack_gen, device)) if ctx.enabled else None
+        stateful = "state" in extra_args
+        state_ranks = ctx.gather(_cpu(method_state)) if ctx.enabled and stateful else [method_state]
+        if not ctx.is_main:
+            return
+        extra.update(step=step, history=history, data=data_info, rng=_get_rng_states(shuffle_gen, attack_gen, device))
+        if rng_ranks is not None:
+            extra.update(world_size=ctx.world_size, rng_ranks=rng_ranks)
+        if config.amp:
+            extra["amp_scaler"] = scaler.state_dict()
+        tensors = {f"{rank}/{k}": v for rank, st in enumerate(state_ranks) for k, v in st.items()}
+        checkpoint.save(path, model, config=config.to_dict(), optimizer=optimizer, extra=extra, tensors=tensors or None)
+
+    saved_at = (step, time.monotonic())  # the last checkpoint (or the start): mid-epoch ones count from there
     try:
         for epoch in range(start_epoch, start_epoch if stopped else config.epochs):
-            t_epoch = time.perf_counter()
+            t_epoch = time.perf_counter() - position.seconds
             eps = _eps_at(config, epoch)
             threat = _NORMS[config.norm](eps)
-            perm = torch.randperm(n_train, generator=shuffle_gen).to(x_train.device)
-            loss_sum, correct, seen, grad_evals = 0.0, 0, 0, 0
-            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
-                       disable=not progress or not ctx.is_main)
-            for i in range(steps_per_epoch):
+            # The epoch's permutation; resuming inside the epoch draws it again from the state it came from.
+            epoch_shuffle = _as_state(position.shuffle) if position.batch else shuffle_gen.get_state()
+            perm_gen = torch.Generator().set_state(epoch_shuffle) if position.batch else shuffle_gen
+            perm = torch.randperm(n_train, generator=perm_gen).to(x_train.device)
+            loss_sum, correct, seen, grad_evals = position.sums
+            bar = progress_bar(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", "step",
+                               enabled=progress and ctx.is_main)
+            bar.update(position.batch)
+            for i in range(position.batch, steps_per_epoch):
                 global_idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
                 if config.augment == "none":
                     idx = ctx.shard(global_idx)  # this rank's slice of the global batch
@@ -474,7 +540,17 @@ def fit(
                                        "for a batch.")
                 bar.update()
                 if config.log_every and (i + 1) % config.log_every == 0:
-                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}", eps=f"{eps:.3g}")
+                    bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
+                                    **({} if config.method == "natural" else {"eps": f"{eps:.3g}"}))
+                # A mid-epoch checkpoint (the last batch is followed by the epoch's own checkpoint).
+                if partial is not None and i + 1 < steps_per_epoch and _checkpoint_due(config, step, saved_at, ctx):
+                    save(partial, epoch=epoch, position={
+                        "batch": i + 1, "shuffle": _hex(epoch_shuffle), "train_mode": model.training,
+                        "sums": ctx.gather((loss_sum, correct, seen, grad_evals)),  # per rank, summed after the epoch
+                        "seconds": time.perf_counter() - t_epoch})
+                    ctx.barrier()  # the other ranks wait until rank 0 has written it
+                    saved_at = (step, time.monotonic())
+            position = _Position()  # the next epochs start at their beginning
 
             model.eval()
             loss_sum, correct, seen, grad_evals = ctx.sum(loss_sum, correct, seen, grad_evals)
@@ -526,32 +602,17 @@ def fit(
             bar.close()
             logger.info("epoch %d: %s", epoch + 1, json.dumps(record))
 
-            # Every rank's RNG states go into the checkpoint, so that a distributed run resumes exactly.
-            rng_ranks = ctx.gather(_get_rng_states(shuffle_gen, attack_gen, device)) if ctx.enabled and out else None
-            stateful = "state" in extra_args
-            state_ranks = ctx.gather(_cpu(method_state)) if ctx.enabled and out and stateful else [method_state]
-            if out is not None and ctx.is_main:
-                _write_log(out, history)
-                extra = {
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "metrics": record,
-                    "history": history,
-                    "data": data_info,
-                    "rng": _get_rng_states(shuffle_gen, attack_gen, device),
-                }
-                if rng_ranks is not None:
-                    extra.update(world_size=ctx.world_size, rng_ranks=rng_ranks)
-                if stopped:
-                    extra["stopped"] = stopped  # resuming a stopped run does nothing
-                if config.amp:
-                    extra["amp_scaler"] = scaler.state_dict()
-                tensors = {f"{rank}/{k}": v for rank, st in enumerate(state_ranks) for k, v in st.items()}
-                checkpoint.save(ckpt, model, config=config.to_dict(), optimizer=optimizer, extra=extra,
-                                tensors=tensors or None)
-                if improved:  # after model.*: a crash in between leaves best = the checkpoint's epoch
-                    checkpoint.save(out / BEST_NAME, model, config=config.to_dict(),
-                                    extra={"epoch": epoch + 1, "metrics": record})
+            if out is not None:
+                if ctx.is_main:
+                    _write_log(out, history)
+                # "stopped": resuming a stopped run does nothing
+                save(ckpt, epoch=epoch + 1, metrics=record, **({"stopped": stopped} if stopped else {}))
+                if ctx.is_main:
+                    if improved:  # after model.*: a crash in between leaves best = the checkpoint's epoch
+                        checkpoint.save(out / BEST_NAME, model, config=config.to_dict(),
+                                        extra={"epoch": epoch + 1, "metrics": record})
+                    checkpoint.remove(partial)  # after model.*: a crash in between leaves a stale one, ignored
+                saved_at = (step, time.monotonic())
             ctx.barrier()  # the other ranks wait until rank 0 has written the checkpoint
             if stopped:
                 break
@@ -767,36 +828,110 @@ def _fingerprint(x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     }
 
 
-def _get_rng_states(shuffle_gen: torch.Generator, attack_gen: torch.Generator, device: torch.device) -> dict[str, Any]:
-    """RNG states as hex strings of their bytes (compact in the checkpoint's JSON)."""
-    def as_hex(state: torch.Tensor) -> str:
-        return state.numpy().tobytes().hex()
+def _hex(state: torch.Tensor) -> str:
+    """An RNG state as the hex string of its bytes (compact in the checkpoint's JSON)."""
+    return state.numpy().tobytes().hex()
 
+
+def _as_state(hex_bytes: str) -> torch.Tensor:
+    """The inverse of :func:`_hex`."""
+    return torch.tensor(list(bytes.fromhex(hex_bytes)), dtype=torch.uint8)
+
+
+def _get_rng_states(shuffle_gen: torch.Generator, attack_gen: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """RNG states as hex strings of their bytes."""
     states = {
-        "shuffle": as_hex(shuffle_gen.get_state()),
-        "attack": as_hex(attack_gen.get_state()),
+        "shuffle": _hex(shuffle_gen.get_state()),
+        "attack": _hex(attack_gen.get_state()),
         "attack_device": device.type,
-        "torch": as_hex(torch.get_rng_state()),
+        "torch": _hex(torch.get_rng_state()),
     }
     if device.type == "cuda":
-        states["cuda"] = as_hex(torch.cuda.get_rng_state(device))
+        states["cuda"] = _hex(torch.cuda.get_rng_state(device))
     return states
 
 
 def _set_rng_states(states: Mapping[str, Any], shuffle_gen: torch.Generator, attack_gen: torch.Generator, device: torch.device) -> None:
-    def as_state(hex_bytes: str) -> torch.Tensor:
-        return torch.tensor(list(bytes.fromhex(hex_bytes)), dtype=torch.uint8)
-
-    shuffle_gen.set_state(as_state(states["shuffle"]))
+    shuffle_gen.set_state(_as_state(states["shuffle"]))
     if states.get("attack_device", "cpu") == device.type:
-        attack_gen.set_state(as_state(states["attack"]))
+        attack_gen.set_state(_as_state(states["attack"]))
     else:  # CPU and CUDA generators have different state formats
         logger.warning("resuming on %s a run saved on %s: the attack's random starts are reseeded, "
                        "so the result will not match an uninterrupted run bit for bit",
                        device.type, states.get("attack_device"))
-    torch.set_rng_state(as_state(states["torch"]))
+    torch.set_rng_state(_as_state(states["torch"]))
     if device.type == "cuda" and "cuda" in states:
-        torch.cuda.set_rng_state(as_state(states["cuda"]), device)
+        torch.cuda.set_rng_state(_as_state(states["cuda"]), device)
+
+
+# --- mid-epoch checkpoints -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Position:
+    """Where an epoch starts: its beginning, or where a mid-epoch checkpoint left it.
+
+    Attributes:
+        batch: batches of the epoch already done.
+        shuffle: hex state of the shuffling generator before the epoch drew its permutation.
+        sums: this rank's training loss sum, correct count, example count and gradient evaluations so far.
+        seconds: time the epoch ran before the checkpoint.
+        train_mode: the model's mode at the checkpoint.
+    """
+
+    batch: int = 0
+    shuffle: str | None = None
+    sums: tuple[float, int, int, int] = (0.0, 0, 0, 0)
+    seconds: float = 0.0
+    train_mode: bool = False
+
+    @classmethod
+    def of(cls, saved: Mapping[str, Any], ctx: distributed.Context) -> _Position:
+        """This rank's position from a mid-epoch checkpoint's ``extra["position"]``."""
+        sums = saved["sums"]  # one entry per rank that wrote it
+        if len(sums) == ctx.world_size:
+            mine = sums[ctx.rank]
+        else:  # another number of processes: rank 0 carries the totals
+            mine = [sum(column) for column in zip(*sums)] if ctx.is_main else (0.0, 0, 0, 0)
+        return cls(int(saved["batch"]), saved["shuffle"], (float(mine[0]), int(mine[1]), int(mine[2]), int(mine[3])),
+                   float(saved["seconds"]), bool(saved["train_mode"]))
+
+
+def _partial_continues(partial: Path, epoch: int) -> bool:
+    """Whether the mid-epoch checkpoint ``partial`` continues a run whose last finished epoch is ``epoch``.
+
+    One from an earlier epoch (the run was killed after writing that epoch's checkpoint and
+    before removing it) is stale: it is removed.
+    """
+    if not checkpoint.exists(partial):
+        return False
+    saved = checkpoint.read_metadata(partial).get("extra") or {}
+    if not isinstance(saved.get("epoch"), int) or not isinstance(saved.get("position"), dict):
+        raise ValueError(f"{partial} is not a mid-epoch checkpoint written by robustopt.training.fit; remove "
+                         "its files to resume from the last finished epoch.")
+    if saved["epoch"] < epoch:
+        checkpoint.remove(partial)
+        return False
+    if saved["epoch"] > epoch:
+        raise ValueError(f"cannot resume from {partial}: it lies inside epoch {saved['epoch'] + 1}, but the "
+                         f"checkpoint of the epochs before it is missing (the last finished epoch found is {epoch}). "
+                         "Use another output folder for a new run.")
+    return True
+
+
+def _checkpoint_due(config: TrainConfig, step: int, saved_at: tuple[int, float], ctx: distributed.Context) -> bool:
+    """Whether a mid-epoch checkpoint is due after optimizer step ``step``: the same answer on every rank.
+
+    Args:
+        saved_at: optimizer step and ``time.monotonic()`` of the last checkpoint (or of the start).
+    """
+    last_step, last_time = saved_at
+    if config.checkpoint_every and step - last_step >= config.checkpoint_every:
+        return True  # a function of the step alone: every rank agrees
+    if not config.checkpoint_minutes:
+        return False
+    due = time.monotonic() - last_time >= 60 * config.checkpoint_minutes
+    return ctx.broadcast(due) if ctx.enabled else due  # clocks differ between ranks: rank 0 decides
 
 
 # --- argument checks ---------------------------------------------------------------------------

@@ -118,11 +118,13 @@ class Method(Protocol):
 
 METHODS: dict[str, Method] = {}
 _UPDATES_PER_BATCH: dict[str, Callable[[Any], int]] = {}
+_GRAD_EVALS: dict[str, Callable[[Any], int]] = {}
 _EXTRAS = ("forward", "state")  # optional keyword-only parameters the loop fills in
 
 
 def register_method(
-    name: str, *, updates_per_batch: Callable[[TrainConfig], int] | None = None
+    name: str, *, updates_per_batch: Callable[[TrainConfig], int] | None = None,
+    grad_evals: Callable[[TrainConfig], int] | None = None,
 ) -> Callable[[Method], Method]:
     """Decorator adding a method to :data:`METHODS` under ``name``.
 
@@ -131,6 +133,10 @@ def register_method(
         updates_per_batch: for a method that yields several updates per minibatch, their
             number as a function of the configuration (e.g. Free's ``config.replay``);
             the learning-rate schedule counts on it. Default: one update.
+        grad_evals: image-gradient evaluations (forward + backward passes) the method spends
+            per training example and epoch, as a function of the configuration (e.g. PGD's
+            ``attack_steps + 1``); ``robustopt train`` prints the run's cost with it.
+            Default: unknown.
 
     Raises:
         ValueError: If ``name`` is already registered.
@@ -140,10 +146,11 @@ def register_method(
         if name in METHODS:
             raise ValueError(f"training method {name!r} is already registered")
         METHODS[name] = fn
-        if updates_per_batch is not None:
-            _UPDATES_PER_BATCH[name] = updates_per_batch
-        else:
-            _UPDATES_PER_BATCH.pop(name, None)
+        for table, value in ((_UPDATES_PER_BATCH, updates_per_batch), (_GRAD_EVALS, grad_evals)):
+            if value is not None:
+                table[name] = value
+            else:
+                table.pop(name, None)
         return fn
 
     return decorator
@@ -165,6 +172,12 @@ def updates_per_batch(name: str, config: TrainConfig) -> int:
     """Weight updates the method ``name`` takes per minibatch (1 unless it registered a count)."""
     count = _UPDATES_PER_BATCH.get(name)
     return 1 if count is None else int(count(config))
+
+
+def grad_evals_per_example(name: str, config: TrainConfig) -> int | None:
+    """Image-gradient evaluations per training example and epoch of method ``name`` (None: not declared)."""
+    cost = _GRAD_EVALS.get(name)
+    return None if cost is None else int(cost(config))
 
 
 def method_extras(method: Method) -> frozenset[str]:
@@ -221,7 +234,7 @@ def kl_per_example(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tens
     return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1)
 
 
-@register_method("natural")
+@register_method("natural", grad_evals=lambda config: 1)
 def natural(
     model: nn.Module,
     x: torch.Tensor,
@@ -235,7 +248,7 @@ def natural(
     return Crafted(x, 0)
 
 
-@register_method("pgd")
+@register_method("pgd", grad_evals=lambda config: config.attack_steps + 1)
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -259,7 +272,7 @@ def pgd(
     return _craft(attack, model, x, y, generator)
 
 
-@register_method("fgsm-rs")
+@register_method("fgsm-rs", grad_evals=lambda config: 2)
 def fgsm_rs(
     model: nn.Module,
     x: torch.Tensor,
@@ -279,7 +292,7 @@ def fgsm_rs(
     return _craft(attack, model, x, y, generator)
 
 
-@register_method("n-fgsm")
+@register_method("n-fgsm", grad_evals=lambda config: 2)
 def n_fgsm(
     model: nn.Module,
     x: torch.Tensor,
@@ -317,7 +330,7 @@ def _craft(attack: GradientAttack, model: nn.Module, x: torch.Tensor, y: torch.T
     return Crafted(result.x_adv.detach(), result.grad_evals)
 
 
-@register_method("trades")
+@register_method("trades", grad_evals=lambda config: config.attack_steps + 2)
 def trades(
     model: nn.Module,
     x: torch.Tensor,
@@ -360,7 +373,7 @@ def trades(
     return Update(loss, logits_adv, attack_evals + 2 * len(y), x=x_adv)
 
 
-@register_method("free", updates_per_batch=lambda config: config.replay)
+@register_method("free", updates_per_batch=lambda config: config.replay, grad_evals=lambda config: config.replay)
 def free(
     model: nn.Module,
     x: torch.Tensor,

@@ -1,0 +1,40 @@
+"""bench/compare_autoattack.py: its cache of finished sides is read with weights_only=True (issue 16, item 9)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from planted import Planted
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+compare = pytest.importorskip("compare_autoattack")
+
+KEY = {"model": "abc", "data": "mnist-mini", "n": 8, "threat": "Linf(eps=0.3)", "version": "fast",
+       "aa_attacks": None, "seed": 0, "batch_size": 8, "threads": 1, "device": "cpu"}
+
+
+def test_sides_round_trip(tmp_path):
+    ro_side = ({"clean_accuracy": 0.5, "rows": [{"name": "APGD-CE", "steps": 100}], "meta": {"seed": 0}}, 1.5, 1.2)
+    aa_side = (torch.rand(8, 1, 28, 28), ["apgd-ce - 1/8 - 3 out of 4 successfully perturbed"], 2.0, 1.9)
+    for name, value in (("ro", ro_side), ("aa", aa_side)):
+        path = tmp_path / f"out.{name}-side.pt"
+        compare.save_side(path, KEY, value)
+        blob = compare.load_side(path, KEY)
+        assert blob["key"] == KEY and isinstance(blob["finished_utc"], str)
+        assert repr(blob["value"][1:]) == repr(value[1:])
+    assert torch.equal(compare.load_side(tmp_path / "out.aa-side.pt", KEY)["value"][0], aa_side[0])
+    assert compare.load_side(tmp_path / "out.ro-side.pt", {**KEY, "seed": 1}) is None  # other settings
+    assert compare.load_side(tmp_path / "missing.pt", KEY) is None
+
+
+def test_planted_pickle_is_refused_not_run(tmp_path, capsys):
+    marker = tmp_path / "marker"
+    path = tmp_path / "out.ro-side.pt"
+    torch.save({"key": KEY, "value": Planted(marker), "finished_utc": "", "loadavg": None}, path)
+    assert compare.load_side(path, KEY) is None
+    assert not marker.exists()
+    assert "not a plain tensor file" in capsys.readouterr().err
