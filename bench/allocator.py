@@ -13,7 +13,8 @@ a slow drift of the machine does not favour one of them. "glibc-tuned" is glibc 
 ``ro.tune_malloc()`` (what the ``robustopt`` command applies at start-up): no preload, the same
 subprocess with ``throughput.py --malloc tuned``.
 
-Results: ``OUT.json`` and ``OUT.md`` (default ``bench/results/allocator[-quick]``): per allocator
+Results: ``OUT.json`` and ``OUT.md`` (default ``bench/results/allocator/full``, with ``--quick``
+``.../quick``): per allocator
 the median rate of every timed call over the rounds, the ratio to glibc, minor page faults per
 step and peak RSS, with the command, git commit, machine and date; each subprocess's own result
 under ``OUT/``. Allocators whose library is not installed are skipped and listed (Debian:
@@ -37,14 +38,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import REPO, RESULTS, header, provenance_md, publish, rel
+if not __package__:  # run as `python bench/allocator.py`: import bench/ as a package (bench/harness.py)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.harness import header, log, out_prefix, provenance_md, publish, rel, script_command, set_threads  # noqa: E402
 
 # name -> ctypes name of the library to preload; glibc-tuned is glibc with ro.tune_malloc() (throughput.py --malloc tuned)
 LIBRARIES = {"glibc": None, "glibc-tuned": None, "jemalloc": "jemalloc", "tcmalloc": "tcmalloc_minimal"}
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def parse_args(argv=None):
@@ -58,7 +58,8 @@ def parse_args(argv=None):
     p.add_argument("--reps", type=int, default=2, help="timed calls per tool in each round (default 2)")
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds over the allocators (default 2)")
     p.add_argument("--threads", type=int, help="torch threads of every subprocess")
-    p.add_argument("--out", help="output path without suffix (default bench/results/allocator[-quick])")
+    p.add_argument("--out", help="output path without suffix (default bench/results/allocator/full, "
+                                 "with --quick .../quick)")
     args = p.parse_args(argv)
     if args.quick:
         args.model, args.steps, args.batch, args.reps, args.rounds = "madry-mnist", 3, 32, 1, 1
@@ -85,9 +86,9 @@ def preload(name: str) -> str | None:
 def run_one(name: str, lib: str, rnd: int, args, folder: Path) -> dict[str, Any]:
     """``throughput.py`` for the limit and robustopt under one allocator; its report."""
     out = folder / f"{name}-{rnd}"
-    cmd = [os.path.relpath(sys.executable), os.path.relpath(REPO / "bench" / "throughput.py"),  # in our cwd, as typed
-           "--models", args.model, "--tools", "limit,robustopt", "--norms", "linf", "--steps", str(args.steps),
-           "--batch-sizes", str(args.batch), "--reps", str(args.reps), "--out", str(out)]
+    cmd = script_command("throughput", "--models", args.model, "--tools", "limit,robustopt", "--norms", "linf",
+                         "--steps", str(args.steps), "--batch-sizes", str(args.batch), "--reps", str(args.reps),
+                         "--out", str(out))  # in our cwd, as typed
     cmd += ["--threads", str(args.threads)] if args.threads else []
     cmd += ["--malloc", "tuned"] if name == "glibc-tuned" else []
     env = {**os.environ, "LD_PRELOAD": lib} if lib else {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
@@ -136,10 +137,7 @@ def markdown(r: dict[str, Any]) -> str:
 
 def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)  # recorded in the machine line; the subprocesses get --threads
+    set_threads(args.threads)  # recorded in the machine line; the subprocesses get --threads
     t_start = time.perf_counter()
     report = header("allocator", quick=args.quick)
     names = [a.strip() for a in args.allocators.split(",") if a.strip()]
@@ -150,7 +148,7 @@ def main(argv=None) -> dict[str, Any]:
     for n in skipped:
         log(f"note: {n} skipped: its library is not installed or does not preload")
     libs = {n: lib for n, lib in libs.items() if lib is not None}
-    out = Path(args.out) if args.out else RESULTS / ("allocator-quick" if args.quick else "allocator")
+    out = out_prefix(args.out, "allocator", args.quick)
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in libs}
     for rnd in range(1, args.rounds + 1):
         for name, lib in libs.items():

@@ -31,10 +31,10 @@ Examples:
     # the real comparison (full-MNIST model A of bench/full_mnist.sh)
     ROBUSTOPT_DATA=../shared/data .venv/bin/python bench/compare_autoattack.py \\
         --run bench/results/full-mnist/A --n 1000 --norm linf --eps 0.3 --version standard \\
-        --batch-size 500 --seed 0 --threads 2 --diagnose --out bench/results/full-mnist-A-standard
+        --batch-size 500 --seed 0 --threads 2 --diagnose --out bench/results/autoattack/full-mnist-A-standard
     # a smoke test on a tiny model trained in seconds on the shipped mnist-mini
     .venv/bin/python bench/compare_autoattack.py --model-from small-cnn-mini --n 100 \\
-        --version fast --out bench/results/smoke-small-cnn-mini-fast
+        --version fast --out bench/results/autoattack/smoke-small-cnn-mini-fast
 """
 
 from __future__ import annotations
@@ -44,39 +44,39 @@ import contextlib
 import importlib
 import inspect
 import io
-import json
 import logging
-import os
 import re
 import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from _common import (  # bench/_common.py: helpers shared by the bench scripts
+if not __package__:  # run as `python bench/compare_autoattack.py`: import bench/ as a package (bench/harness.py)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.harness import (  # noqa: E402
     MODEL_RECIPES,
-    REPO,
-    command_line,
-    git_info,
+    ModelUnderTest,
+    default_out,
+    header,
+    load_model,
     loadavg,
-    machine_info,
+    log,
     perturbation_stats,
     predictions,
+    now_utc,
+    publish,
     rel,
+    set_threads,
     state_digest,
-    trained_recipe,
 )
-from robustopt import data as ro_data
-from robustopt.attacks.base import predict
-from robustopt._io import atomic_write_bytes, atomic_write_text
-from robustopt.evaluation import evaluate, suites
-from robustopt.evaluation.evaluate import Evaluation
-from robustopt.experiments import load_run, threat_of
+from robustopt import Evaluation, evaluate, suites  # noqa: E402
+from robustopt._io import atomic_write_bytes  # noqa: E402
+from robustopt.attacks.base import predict  # noqa: E402
 
 AA_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square",
             "apgd-dlr": "APGD-DLR", "fab": "FAB"}
@@ -177,7 +177,7 @@ def run_autoattack(aa, x: torch.Tensor, y: torch.Tensor, batch_size: int, echo_l
     lines = handler.lines + [ln for ln in stdout.getvalue().splitlines() if ln.strip()]
     if echo_log:
         for ln in lines:
-            print(f"  [autoattack] {ln}", file=sys.stderr)
+            log(f"  [autoattack] {ln}")
     x_adv = out[0] if isinstance(out, (tuple, list)) else out
     return x_adv.detach(), lines, seconds
 
@@ -196,18 +196,16 @@ def parse_aa_cascade(lines: list[str], n: int) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def get_model(args) -> tuple[torch.nn.Module, dict[str, Any], str, contextlib.AbstractContextManager]:
-    """(model, run info, description, cleanup) from --run or --model-from."""
+def get_model(args) -> tuple[ModelUnderTest, contextlib.AbstractContextManager]:
+    """(the model under test, cleanup) from --run, or --model-from (in --model-dir or a temporary folder)."""
     if args.run:
-        model, info = load_run(args.run)
-        return model, info, f"run {args.run}", contextlib.nullcontext()
+        return load_model(args.run), contextlib.nullcontext()
     if args.model_dir:
         folder, cleanup = Path(args.model_dir), contextlib.nullcontext()
     else:
         tmp = tempfile.mkdtemp(prefix="compare-aa-model-")
         folder, cleanup = Path(tmp) / args.model_from, _rmtree_after(tmp)
-    model, info = trained_recipe(args.model_from, folder, log=lambda msg: print(msg, file=sys.stderr))
-    return model, info, f"tiny model {args.model_from} (trained on the fly: {info['recipe']})", cleanup
+    return load_model(recipe=args.model_from, folder=folder), cleanup
 
 
 @contextlib.contextmanager
@@ -226,8 +224,8 @@ def diagnose(model, threat, ro_attacks, AutoAttack, aa_kwargs, x, y, idx, batch_
         t0 = time.perf_counter()
         res = attack.run(model, xs, ys, generator=torch.Generator(device=xs.device).manual_seed(seed))
         broken = predictions(model, res.x_adv, batch_size) != ys
-        print(f"  [diagnose] robustopt {attack.name} alone: breaks {int(broken.sum())}/{len(idx)} "
-              f"({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+        log(f"  [diagnose] robustopt {attack.name} alone: breaks {int(broken.sum())}/{len(idx)} "
+              f"({time.perf_counter() - t0:.1f} s)")
         for k, p in enumerate(per_point):
             p.setdefault("robustopt_alone", {})[attack.name] = bool(broken[k])
     for name in aa_kwargs["attacks_to_run"]:
@@ -238,8 +236,7 @@ def diagnose(model, threat, ro_attacks, AutoAttack, aa_kwargs, x, y, idx, batch_
         x_adv, _, seconds = run_autoattack(aa, xs, ys, batch_size, echo_log=False)
         broken = predictions(model, x_adv, batch_size) != ys
         label = AA_NAMES.get(name, name)
-        print(f"  [diagnose] AutoAttack {label} alone: breaks {int(broken.sum())}/{len(idx)} ({seconds:.1f} s)",
-              file=sys.stderr)
+        log(f"  [diagnose] AutoAttack {label} alone: breaks {int(broken.sum())}/{len(idx)} ({seconds:.1f} s)")
         for k, p in enumerate(per_point):
             p.setdefault("autoattack_alone", {})[label] = bool(broken[k])
     return per_point
@@ -252,9 +249,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="See bench/README.md.")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--run", help="robustopt run folder (loaded with robustopt.experiments.load_run)")
+    src.add_argument("--run", help="robustopt run folder (loaded with ro.load_run)")
     src.add_argument("--model-from", choices=sorted(MODEL_RECIPES),
-                     help="train a tiny model on the fly instead (smoke test); see MODEL_RECIPES in bench/_common.py")
+                     help="train a tiny model on the fly instead (smoke test); see MODEL_RECIPES in bench/harness.py")
     p.add_argument("--model-dir", help="with --model-from: keep/reuse the tiny model's run folder here "
                                        "(default: a temporary folder, removed at the end)")
     p.add_argument("--data", help="dataset name for robustopt.data.load (default: the run's dataset)")
@@ -275,7 +272,7 @@ def parse_args(argv=None):
                    help="run each attack of both suites alone on the points where they disagree")
     p.add_argument("--label", help="free text shown at the top of the Markdown (e.g. 'smoke test')")
     p.add_argument("--out", help="output path without suffix; writes OUT.json and OUT.md "
-                                 "(default bench/results/compare-autoattack-DATA-VERSION-nN)")
+                                 "(default bench/results/autoattack/DATA-VERSION-nN)")
     p.add_argument("--verbose", action="store_true", help="echo AutoAttack's log and robustopt's progress bar")
     return p.parse_args(argv)
 
@@ -286,16 +283,14 @@ def main(argv=None) -> dict[str, Any]:
         raise SystemExit("--n must be >= 1")
     if args.model_dir and not args.model_from:
         raise SystemExit("--model-dir only goes with --model-from")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    machine = machine_info()
-    command = command_line()
+    set_threads(args.threads)
+    t0 = time.perf_counter()
+    report = header("smoke test on a tiny model (NOT the real comparison)" if args.model_from else "comparison")
     aa_module, AutoAttack = import_autoattack()
 
-    model, info, model_desc, cleanup = get_model(args)
+    subject, cleanup = get_model(args)
     with cleanup:
-        return _compare(args, model, info, model_desc, machine, command, started, aa_module, AutoAttack)
+        return _compare(args, subject, report, t0, aa_module, AutoAttack)
 
 
 def load_side(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
@@ -309,18 +304,17 @@ def load_side(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle.UnpicklingError for a file that needs more than tensors
-        print(f"{path} is not a plain tensor file ({type(err).__name__}); ignoring it, it will be replaced",
-              file=sys.stderr)
+        log(f"{path} is not a plain tensor file ({type(err).__name__}); ignoring it, it will be replaced")
         return None
     if not isinstance(blob, dict) or blob.get("key") != key:
-        print(f"{path} was made with other settings; ignoring it", file=sys.stderr)
+        log(f"{path} was made with other settings; ignoring it")
         return None
     return blob
 
 
 def save_side(path: Path, key: dict[str, Any], value: Any) -> dict[str, Any]:
     """Save a finished side (tensors, numbers, strings, lists and dicts only) atomically; return it."""
-    blob = {"key": key, "value": value, "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    blob = {"key": key, "value": value, "finished_utc": now_utc(),
             "loadavg": loadavg()}
     buf = io.BytesIO()
     torch.save(blob, buf)
@@ -328,19 +322,18 @@ def save_side(path: Path, key: dict[str, Any], value: Any) -> dict[str, Any]:
     return blob
 
 
-def _compare(args, model, info, model_desc, machine, command, started, aa_module, AutoAttack) -> dict[str, Any]:
-    data_name = args.data or info["data"]
-    norm = args.norm or info.get("norm", "linf")
-    eps = args.eps if args.eps is not None else float(info.get("eps", 0.3))
+def _compare(args, subject: ModelUnderTest, report: dict[str, Any], t0: float, aa_module, AutoAttack) -> dict[str, Any]:
+    model, info = subject.model, subject.info
+    data_name = args.data or subject.data
+    norm = (args.norm or info.get("norm", "linf")).lower()
     if norm not in ("linf", "l2"):
         raise SystemExit(f"norm {norm!r}: this comparison supports linf and l2 (robustopt's standard suite).")
-    threat = threat_of(norm, eps)
+    threat = subject.threat(norm, args.eps)
+    eps = threat.eps
     aa_norm = {"linf": "Linf", "l2": "L2"}[norm]
 
-    x, y = ro_data.load(data_name, "test", root=args.root)
-    if args.n > len(x):
-        raise SystemExit(f"--n {args.n} is more than the {len(x)} test images of {data_name}.")
-    x, y = x[: args.n].contiguous().to(args.device), y[: args.n].long().to(args.device)
+    x, y = subject.test_set(args.n, root=args.root, data=data_name)
+    x, y = x.to(args.device), y.long().to(args.device)
     model.to(args.device).eval()
     digest = state_digest(model)
 
@@ -354,10 +347,9 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
     with torch.no_grad():
         predict(model, x[: args.batch_size])
 
-    out_prefix = Path(args.out) if args.out else REPO / "bench" / "results" / f"compare-autoattack-{data_name}-{args.version}-n{args.n}"
-    print(f"model: {model_desc}; data: first {args.n} test images of {data_name}; threat {threat}; "
-          f"version {args.version}; batch {args.batch_size}; seed {args.seed}; torch threads {torch.get_num_threads()}",
-          file=sys.stderr)
+    out_prefix = Path(args.out) if args.out else default_out("compare_autoattack", f"{data_name}-{args.version}-n{args.n}")
+    log(f"model: {subject.source}; data: first {args.n} test images of {data_name}; threat {threat}; "
+          f"version {args.version}; batch {args.batch_size}; seed {args.seed}; torch threads {torch.get_num_threads()}")
 
     results: dict[str, Any] = {}
     # Each side, once finished, is saved next to OUT (atomically), keyed by everything that defines it; a
@@ -371,27 +363,27 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
     def saved(name):
         blob = load_side(side_path[name], key)
         if blob is not None:
-            print(f"{name} side: reusing {side_path[name]} (run {blob['finished_utc']}, load average at its end "
-                  f"{blob['loadavg']})", file=sys.stderr)
+            log(f"{name} side: reusing {side_path[name]} (run {blob['finished_utc']}, load average at its end "
+                  f"{blob['loadavg']})")
         return blob
 
     def save(name, value):
         return save_side(side_path[name], key, value)
 
     def run_ro():
-        print(f"robustopt suites.standard(version={args.version!r}): {[a.name for a in ro_attacks]} ...", file=sys.stderr)
+        log(f"robustopt suites.standard(version={args.version!r}): {[a.name for a in ro_attacks]} ...")
         t0, c0 = time.perf_counter(), time.process_time()
         ev = evaluate(model, (x, y), ro_attacks, batch_size=args.batch_size, seed=args.seed, mode="cascade",
                       progress=args.verbose)
         value = (ev.to_dict(), time.perf_counter() - t0, time.process_time() - c0)
-        print(f"  done in {value[1]:.1f} s: robust accuracy {100 * ev.robust_accuracy:.2f}%", file=sys.stderr)
+        log(f"  done in {value[1]:.1f} s: robust accuracy {100 * ev.robust_accuracy:.2f}%")
         return value
 
     def run_aa():
-        print(f"AutoAttack {aa_cfg['attacks_to_run']} ...", file=sys.stderr)
+        log(f"AutoAttack {aa_cfg['attacks_to_run']} ...")
         c0 = time.process_time()
         x_adv, lines, seconds = run_autoattack(aa, x.clone(), y.clone(), args.batch_size, echo_log=args.verbose)
-        print(f"  done in {seconds:.1f} s", file=sys.stderr)
+        log(f"  done in {seconds:.1f} s")
         return (x_adv.cpu(), lines, seconds, time.process_time() - c0)
 
     sides = {"ro": run_ro, "aa": run_aa}
@@ -408,7 +400,7 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
     clean_pred = predictions(model, x, args.batch_size)
     correct = (clean_pred == y).cpu()
     if not torch.equal(correct, ev.correct):
-        print("WARNING: clean predictions differ between this check and robustopt's evaluate()", file=sys.stderr)
+        log("WARNING: clean predictions differ between this check and robustopt's evaluate()")
     stats = perturbation_stats(threat, x, x_adv)
     inside = threat.contains(x_adv, x).cpu()
     adv_pred = predictions(model, x_adv, args.batch_size)
@@ -443,30 +435,24 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
     diag = None
     if args.diagnose and (len(only_ro) + len(only_aa)):
         idx = torch.cat([only_ro, only_aa]).sort().values
-        print(f"diagnose: {len(idx)} disagreement points, every attack alone ...", file=sys.stderr)
+        log(f"diagnose: {len(idx)} disagreement points, every attack alone ...")
         diag = diagnose(model, threat, ro_attacks, AutoAttack,
                         {"attacks_to_run": aa_cfg["attacks_to_run"], "norm": aa_norm, "eps": eps, "version": args.version,
                          "apgd_t_targets": aa_cfg["apgd_t"]["n_target_classes"]},
                         x, y, idx, args.batch_size, args.seed)
 
-    machine["loadavg_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    report: dict[str, Any] = {
-        "kind": "smoke test on a tiny model (NOT the real comparison)" if args.model_from else "comparison",
+    report.update({
         "label": args.label,
-        "started_utc": started,
-        "command": command,
-        "cwd": rel(os.getcwd()),
-        "machine": machine,
-        "git": git_info(),
         "autoattack": {"module": aa_module.__name__, "package_version": aa_version_of(aa_module),
                        "file": rel(getattr(aa_module, "__file__", ""))},
-        "model": {"source": model_desc, "run_info": info, "state_sha256_16": digest,
+        "model": {"source": subject.source, "run_info": info, "state_sha256_16": digest,
                   "parameters": sum(p.numel() for p in model.parameters())},
         "data": {"name": data_name, "split": "test", "n": n, "first_index": 0},
         "threat": {"norm": norm, "eps": eps, "repr": str(threat)},
         "version": args.version,
         "device": args.device,
-        "device_name": torch.cuda.get_device_name(torch.device(args.device)) if str(args.device).startswith("cuda") else machine["cpu_model"],
+        "device_name": (torch.cuda.get_device_name(torch.device(args.device)) if str(args.device).startswith("cuda")
+                        else report["machine"]["cpu_model"]),
         "batch_size": args.batch_size,
         "seed": args.seed,
         "order": args.order,
@@ -504,15 +490,8 @@ def _compare(args, model, info, model_desc, machine, command, started, aa_module
             "only_autoattack_details": only_aa_details,
         },
         "diagnose": diag,
-    }
-    out_json = out_prefix.with_name(out_prefix.name + ".json")
-    out_md = out_prefix.with_name(out_prefix.name + ".md")
-    out_json.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_json, json.dumps(report, indent=2) + "\n")
-    md = markdown(report)
-    atomic_write_text(out_md, md)
-    print(md)
-    print(f"written: {out_json}, {out_md}", file=sys.stderr)
+    })
+    publish(out_prefix, report, markdown, t0)
     return report
 
 

@@ -16,8 +16,8 @@ Two measurements on the same model and the same points:
 
 The model is a small-cnn trained here with a few hundred steps of PGD-AT on the shipped mnist-mini
 (cached in ``bench/.cache/``, shared with ``throughput.py``), or the trained run given with
-``--run``. Results: ``OUT.json`` and ``OUT.md`` (default ``bench/results/eval_cost[-quick]``) with
-the command, git commit, machine, date and peak RSS.
+``--run``. Results: ``OUT.json`` and ``OUT.md`` (default ``bench/results/eval-cost/full``, with
+``--quick`` ``.../quick``) with the command, git commit, machine, date and peak RSS.
 
 Examples:
     .venv/bin/python bench/eval_cost.py --threads 2                      # 1000 points, 20 restarts
@@ -35,23 +35,22 @@ from typing import Any
 
 import torch
 
-import robustopt as ro
-from _common import CACHE, RESULTS, header, provenance_md, publish, rel, state_digest, trained_recipe
-from robustopt.experiments import load_run, threat_of
+if not __package__:  # run as `python bench/eval_cost.py`: import bench/ as a package (bench/harness.py)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-RECIPE = "small-cnn-mini-at"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def load_subject(args) -> tuple[torch.nn.Module, dict[str, Any], str]:
-    if args.run:
-        model, info = load_run(args.run)
-        return model, info, f"trained run {args.run}"
-    model, info = trained_recipe(RECIPE, Path(args.cache) / RECIPE, log=log)
-    return model, info, f"small-cnn PGD-AT on mnist-mini (recipe {RECIPE} in bench/_common.py, cached in {rel(info['folder'])})"
+import robustopt as ro  # noqa: E402
+from bench.harness import (  # noqa: E402
+    CACHE,
+    DEFAULT_RECIPE,
+    header,
+    load_model,
+    log,
+    out_prefix,
+    provenance_md,
+    publish,
+    set_threads,
+    state_digest,
+)
 
 
 def suite_cost(model, x, y, threat, args) -> dict[str, Any]:
@@ -205,7 +204,8 @@ def parse_args(argv=None):
     p.add_argument("--no-independent-sweep", action="store_true", help="skip the sweep(independent=True) check")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output path without suffix (default bench/results/eval_cost[-quick])")
+    p.add_argument("--out", help="output path without suffix (default bench/results/eval-cost/full, "
+                                 "with --quick .../quick)")
     args = p.parse_args(argv)
     if args.quick:
         args.n = args.n or 100
@@ -218,28 +218,21 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict[str, Any]:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     t_start = time.perf_counter()
     report = header("eval_cost", quick=args.quick)
-    model, info, source = load_subject(args)
-    model.eval()
-    norm = args.norm or info.get("norm", "linf")
-    eps = args.eps if args.eps is not None else float(info.get("eps", 0.3))
-    threat = threat_of(norm, eps)
-    x, y = ro.data.load(info["data"], "test", root=args.root)
-    if args.n > len(x):
-        raise SystemExit(f"--n {args.n} is more than the {len(x)} test images of {info['data']}.")
-    x, y = x[: args.n].contiguous(), y[: args.n]
+    subject = load_model(args.run, folder=Path(args.cache) / DEFAULT_RECIPE)
+    model = subject.model
+    threat = subject.threat(args.norm, args.eps)
+    x, y = subject.test_set(args.n, root=args.root)
     grid = ([float(v) for v in args.sweep_eps.split(",")] if args.sweep_eps
-            else [round(eps * k / 6, 6) for k in range(1, 11)])
-    report.update({"model": {"source": source, "run_info": info, "state_sha256_16": state_digest(model)},
-                   "data": info["data"], "n": args.n, "threat": str(threat), "batch_size": args.batch_size,
+            else [round(threat.eps * k / 6, 6) for k in range(1, 11)])
+    report.update({"model": {"source": subject.source, "run_info": subject.info, "state_sha256_16": state_digest(model)},
+                   "data": subject.data, "n": args.n, "threat": str(threat), "batch_size": args.batch_size,
                    "seed": args.seed})
     report["suite"] = suite_cost(model, x, y, threat, args)
     report["sweep"] = sweep_cost(model, x, y, type(threat), grid, args)
-    out = Path(args.out) if args.out else RESULTS / ("eval_cost-quick" if args.quick else "eval_cost")
-    publish(out, report, markdown, t_start)
+    publish(out_prefix(args.out, "eval_cost", args.quick), report, markdown, t_start)
     return report
 
 

@@ -11,7 +11,8 @@ stays near one batch's activations, plus per-example bookkeeping that is small b
 
 The model is the small-cnn of the other scripts (PGD-AT on mnist-mini, cached in
 ``bench/.cache/``) or the trained run given with ``--run``. Results: ``OUT.json`` and ``OUT.md``
-(default ``bench/results/memory[-quick]``) with the command, git commit, machine and date.
+(default ``bench/results/memory/full``, with ``--quick`` ``.../quick``) with the command, git
+commit, machine and date.
 
 Examples:
     # model A on 1,000 and 10,000 full-MNIST test points (by default a tenth of the test set and all of it)
@@ -29,18 +30,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
+if not __package__:  # run as `python bench/memory.py`: import bench/ as a package (bench/harness.py)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import robustopt as ro
-from _common import CACHE, RESULTS, header, peak_rss_mib, provenance_md, publish, rel, trained_recipe
-from robustopt.attacks import FGSM, PGD
-from robustopt.experiments import load_run, threat_of
-
-RECIPE = "small-cnn-mini-at"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+import robustopt as ro  # noqa: E402
+from bench.harness import (  # noqa: E402
+    CACHE,
+    DEFAULT_RECIPE,
+    ModelUnderTest,
+    header,
+    load_model,
+    log,
+    out_prefix,
+    peak_rss_mib,
+    provenance_md,
+    publish,
+    script_command,
+    set_threads,
+)
+from robustopt.attacks import FGSM, PGD  # noqa: E402
 
 
 def _status_mib(field: str) -> float | None:
@@ -63,21 +71,17 @@ def _reset_peak() -> bool:
         return False
 
 
-def load_subject(args) -> tuple[torch.nn.Module, dict[str, Any], torch.Tensor, torch.Tensor]:
-    """The model, its run information and its test set."""
-    if args.run:
-        model, info = load_run(args.run)
-    else:
-        model, info = trained_recipe(RECIPE, Path(args.cache) / RECIPE, log=log)
-    x, y = ro.data.load(info["data"], "test", root=args.root)
-    return model.eval(), info, x, y
+def load_subject(args) -> tuple[ModelUnderTest, torch.Tensor, torch.Tensor]:
+    """The model under test and its whole test set."""
+    subject = load_model(args.run, folder=Path(args.cache) / DEFAULT_RECIPE)
+    return subject, *subject.test_set(root=args.root)
 
 
 def child(args) -> dict[str, Any]:
     """One measurement in this process: load, note RSS, evaluate, note the peak."""
-    model, info, x, y = load_subject(args)
-    eps = args.eps if args.eps is not None else float(info.get("eps", 0.3))
-    threat = threat_of(args.norm or info.get("norm", "linf"), eps)
+    subject, x, y = load_subject(args)
+    model = subject.model
+    threat = subject.threat(args.norm, args.eps)
     x, y = x[: args.child].contiguous(), y[: args.child].contiguous()
     attacks = [FGSM(threat), PGD(threat, steps=args.steps, step_size=2.5 * threat.eps / args.steps)]
     before = _status_mib("VmRSS") or peak_rss_mib()
@@ -87,12 +91,11 @@ def child(args) -> dict[str, Any]:
                      progress=False)
     seconds = time.perf_counter() - t0
     peak = (_status_mib("VmHWM") if reset else None) or peak_rss_mib()
-    return {"n": args.child, "data": info["data"], "threat": str(threat), "attacks": [a.describe() for a in attacks],
+    return {"n": args.child, "data": subject.data, "threat": str(threat), "attacks": [a.describe() for a in attacks],
             "data_mib": x.numel() * x.element_size() / 2**20, "rss_before_mib": before, "peak_mib": peak,
             "peak_is_of_the_evaluation": reset, "growth_mib": peak - before, "seconds": seconds,
             "grad_evals": sum(r.grad_evals for r in ev.rows), "robust_accuracy": ev.robust_accuracy,
-            "source": f"trained run {args.run}" if args.run
-            else f"small-cnn PGD-AT on mnist-mini (cached in {rel(info['folder'])})"}
+            "source": subject.source}
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -134,7 +137,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, help="examples per attack call (default: 500, at most a tenth of the "
                                                    "test set)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output path without suffix (default bench/results/memory[-quick])")
+    p.add_argument("--out", help="output path without suffix (default bench/results/memory/full, "
+                                 "with --quick .../quick)")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)  # one measurement, JSON on stdout
     args = p.parse_args(argv)
     args.steps = args.steps or (5 if args.quick else 10)
@@ -145,14 +149,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict[str, Any] | None:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.child:
         print(json.dumps(child(args)))
         return None
     t_start = time.perf_counter()
     report = header("memory", quick=args.quick)
-    size = len(load_subject(args)[2])  # the children get the resolved --n and --batch-size
+    size = len(load_subject(args)[1])  # the children get the resolved --n and --batch-size
     args.n = args.n or [size // 10, size]
     args.batch_size = args.batch_size or min(500, size // 10)
     if max(args.n) > size:
@@ -164,16 +167,14 @@ def main(argv=None) -> dict[str, Any] | None:
     passed = list(argv if argv is not None else sys.argv[1:])
     for n in args.n:
         log(f"{n} points ...")
-        cmd = [sys.executable, str(Path(__file__).resolve()), *passed,
-               "--batch-size", str(args.batch_size), "--child", str(n)]
+        cmd = script_command("memory", *passed, "--batch-size", str(args.batch_size), "--child", str(n))
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # in our cwd: paths as typed
         if proc.returncode != 0:
             raise SystemExit(f"the measurement at {n} points failed (exit {proc.returncode}; its message is above)")
         e = json.loads(proc.stdout.strip().splitlines()[-1])
         log(f"  RSS {e['rss_before_mib']:.0f} MiB before, peak {e['peak_mib']:.0f} MiB, {e['seconds']:.1f} s")
         report["measurements"].append(e)
-    out = Path(args.out) if args.out else RESULTS / ("memory-quick" if args.quick else "memory")
-    publish(out, report, markdown, t_start)
+    publish(out_prefix(args.out, "memory", args.quick), report, markdown, t_start)
     return report
 
 

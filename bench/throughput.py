@@ -26,8 +26,8 @@ meaningful; the strength model is a small-cnn trained here with a few hundred st
 the shipped mnist-mini (cached in ``bench/.cache/``), or the trained run given with ``--run``.
 
 Peers that are not installed are skipped with a note. Results: ``OUT.json`` and ``OUT.md``
-(default ``bench/results/throughput[-quick]``) with the command, git commit, machine, date and
-peak RSS.
+(default ``bench/results/throughput/full``, with ``--quick`` ``.../quick``) with the command, git
+commit, machine, date and peak RSS.
 
 Examples:
     # the full grid, on an otherwise idle machine (see bench/README.md for the time it takes)
@@ -54,31 +54,34 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import robustopt as ro
-from _common import (
+if not __package__:  # run as `python bench/throughput.py`: import bench/ as a package (bench/harness.py)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import robustopt as ro  # noqa: E402
+from bench.harness import (  # noqa: E402
     CACHE,
-    RESULTS,
+    DEFAULT_RECIPE,
     cpu_counters,
     finish,
     header,
+    load_model,
+    log,
     other_runnable,
+    out_prefix,
     package_version,
     peak_rss_mib,
     perturbation_stats,
-    publish,
     predictions,
     provenance_md,
-    rel,
+    publish,
+    set_threads,
     state_digest,
-    trained_recipe,
     write_report,
 )
-from robustopt._device import resolve_device
-from robustopt.experiments import load_run
+from robustopt._device import resolve_device  # noqa: E402
 
 TOOLS = ["limit", "robustopt", "torchattacks", "art", "foolbox"]
 PEERS = {"torchattacks": "torchattacks", "art": "adversarial-robustness-toolbox", "foolbox": "foolbox"}
-STRENGTH_RECIPE = "small-cnn-mini-at"
 
 # eps per data family (pixel space); the step size is Madry et al.'s 2.5 * eps / steps (absolute).
 EPS = {"mnist": {"linf": 0.3, "l2": 2.0}, "cifar10": {"linf": 8 / 255, "l2": 0.5}}
@@ -98,10 +101,6 @@ QUICK_GRID = {
     "strength": dict(steps=[10], batch_sizes=[100]),
 }
 CIFAR_MODELS = ("preact-resnet18", "resnet9")  # random-init CIFAR-10 networks (--cifar-steps applies to them)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,15 +139,6 @@ def _cifar_data(n: int, root: str | None, seed: int) -> tuple[torch.Tensor, torc
     return x, y, f"synthetic uniform images (torch.rand, seed {seed}; ROBUSTOPT_DATA not set), random labels"
 
 
-def _train_steps(folder: str) -> int | str:
-    """Optimizer steps of a training run, from the last line of its log."""
-    try:
-        last = Path(folder, "log.jsonl").read_text().strip().splitlines()[-1]
-        return int(json.loads(last)["step"])
-    except (OSError, IndexError, KeyError, ValueError):
-        return "?"
-
-
 def build_subject(key: str, n: int, args) -> Subject:
     if key == "madry-mnist":
         with torch.random.fork_rng(devices=[]):
@@ -165,20 +155,13 @@ def build_subject(key: str, n: int, args) -> Subject:
         return Subject(key, f"{key} (random init)", _freeze(model), x, y, "cifar10",
                        f"random init (torch seed {args.seed})", desc, False)
     if key == "strength":
-        if args.run:
-            model, info = load_run(args.run)
-            data_name = info["data"]
-            weights = f"trained run {args.run} ({info.get('method')} on {data_name}, {info.get('norm')} eps {info.get('eps')})"
-        else:
-            model, info = trained_recipe(STRENGTH_RECIPE, Path(args.cache) / STRENGTH_RECIPE, log=log)
-            data_name = info["data"]
-            weights = (f"small-cnn, {_train_steps(info['folder'])} steps of PGD-AT (recipe {STRENGTH_RECIPE} in "
-                       f"bench/_common.py: {info['recipe']}) on mnist-mini, cached in {rel(info['folder'])}")
-        x, y = ro.data.load(data_name, "test", root=args.root)
+        subject = load_model(args.run, folder=Path(args.cache) / DEFAULT_RECIPE)
+        x, y = subject.test_set(n, root=args.root)
         family = "cifar10" if x.shape[1] == 3 else "mnist"
+        model = subject.model
         name = model.config.name if hasattr(model, "config") else type(model).__name__
-        return Subject(key, f"{name} (trained)", _freeze(model), x[:n].contiguous(), y[:n], family, weights,
-                       f"{data_name} test images (first {n})", True, {"run_info": info})
+        return Subject(key, f"{name} (trained)", _freeze(model), x, y, family, subject.source,
+                       f"{subject.data} test images (first {n})", True, {"run_info": subject.info})
     raise ValueError(key)
 
 
@@ -512,7 +495,8 @@ def parse_args(argv=None):
     p.add_argument("--root", help="data root (default $ROBUSTOPT_DATA; CIFAR-10 is synthetic when neither is set)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: model and data of every tool")
-    p.add_argument("--out", help="output path without suffix (default bench/results/throughput[-quick])")
+    p.add_argument("--out", help="output path without suffix (default bench/results/throughput/full, "
+                                 "with --quick .../quick)")
     p.add_argument("--resume", action="store_true", help="keep the rows already in OUT.json (same settings and "
                                                           "weights; each row keeps its own --reps) and measure only "
                                                           "the others")
@@ -559,8 +543,7 @@ def main(argv=None) -> dict[str, Any]:
         report = json.loads(Path(args.render).read_text())
         write_report(Path(args.render).with_suffix(""), report, markdown(report))
         return report
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.malloc == "tuned" and not ro.tune_malloc():
         raise SystemExit("--malloc tuned: this system has no glibc mallopt")
     try:
@@ -596,7 +579,7 @@ def main(argv=None) -> dict[str, Any]:
                                                                and report["machine"]["loadavg_at_start"][0] > 0.5),
         "subjects": [], "measurements": [], "art_implementation": None,
     })
-    out = Path(args.out) if args.out else RESULTS / ("throughput-quick" if args.quick else "throughput")
+    out = out_prefix(args.out, "throughput", args.quick)
     done, earlier_subjects = _resumable(out, report, tools) if args.resume else ({}, [])
 
     for key in keys:

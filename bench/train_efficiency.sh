@@ -21,4 +21,4 @@ $RO train $COMMON --method trades --beta 6 --steps 5 --step-size 0.1 --epochs 5 
 for run in natural pgd-40 pgd-5 fgsm-rs free-4 trades-5; do
     $RO eval "$RUNS/$run" --suite fast --n 1000
 done
-.venv/bin/python bench/training_curves.py "$RUNS"/* --out "bench/results/train-efficiency-$MODEL"
+.venv/bin/python bench/training_curves.py "$RUNS"/* --out "bench/results/train-efficiency/$MODEL"

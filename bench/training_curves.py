@@ -4,7 +4,7 @@ Reads each run folder's ``log.jsonl`` (per epoch: cumulative-able ``grad_evals``
 ``val_clean_acc``, ``val_robust_acc``) and, when present, ``eval-fast.json`` / ``eval-standard.json``
 (the final model's worst case on test images). Writes ``OUT.md``, ``OUT.json`` and ``OUT.png``.
 
-    .venv/bin/python bench/training_curves.py runs/efficiency/* --out bench/results/train-efficiency-small-cnn
+    .venv/bin/python bench/training_curves.py runs/efficiency/* --out bench/results/train-efficiency/small-cnn
 """
 
 from __future__ import annotations
@@ -14,16 +14,23 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import finish, header, provenance_md, write_report  # noqa: E402
+if not __package__:  # run as `python bench/training_curves.py`: import bench/ as a package (bench/harness.py)
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.harness import header, log, provenance_md, publish  # noqa: E402
+
+
+def pct(v: float | None) -> str:
+    return "" if v is None else f"{100 * v:.1f}%"
 
 
 def read_run(path: Path) -> dict:
-    log = [json.loads(line) for line in (path / "log.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [json.loads(line) for line in (path / "log.jsonl").read_text().splitlines() if line.strip()]
     config = json.loads((path / "config.json").read_text())
     grad, secs, points = 0, 0.0, []
-    for row in log:
+    for row in epochs:
         grad += int(row.get("grad_evals") or 0)
         secs += float(row.get("seconds") or 0.0)
         points.append({"epoch": row["epoch"], "grad_evals": grad, "seconds": secs,
@@ -38,34 +45,35 @@ def read_run(path: Path) -> dict:
     return {"run": path.name, "method": config["method"], "config": config, "curve": points, "final": final}
 
 
-def main() -> None:
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["| run | method | epochs | image-grad evals | train time (s) | val clean | val robust (PGD-10) "
+             "| test clean | test robust (fast suite) |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["runs"]:
+        last, fin = r["curve"][-1], r["final"].get("standard") or r["final"].get("fast") or {}
+        lines.append(f"| {r['run']} | {r['method']} | {last['epoch']} | {last['grad_evals'] / 1e6:.2f}M | "
+                     f"{last['seconds']:.0f} | {pct(last['val_clean'])} | {pct(last['val_robust'])} | "
+                     f"{pct(fin.get('clean'))} | {pct(fin.get('robust'))} |")
+    return "\n".join(["# Robust accuracy against training cost", ""] + provenance_md(report) + lines) + "\n"
+
+
+def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--out", type=Path, required=True, help="output path without extension")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     t0 = time.perf_counter()
     report = header("training-curves")
     runs = [read_run(r) for r in args.runs if (r / "log.jsonl").is_file()]
     if not runs:
         sys.exit("no run folder with a log.jsonl among the arguments")
-    lines = ["| run | method | epochs | image-grad evals | train time (s) | val clean | val robust (PGD-10) "
-             "| test clean | test robust (fast suite) |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in runs:
-        last, fin = r["curve"][-1], r["final"].get("standard") or r["final"].get("fast") or {}
-        pct = lambda v: "" if v is None else f"{100 * v:.1f}%"  # noqa: E731
-        lines.append(f"| {r['run']} | {r['method']} | {last['epoch']} | {last['grad_evals'] / 1e6:.2f}M | "
-                     f"{last['seconds']:.0f} | {pct(last['val_clean'])} | {pct(last['val_robust'])} | "
-                     f"{pct(fin.get('clean'))} | {pct(fin.get('robust'))} |")
     report["runs"] = runs
-    finish(report, t0)
-    md = "\n".join(["# Robust accuracy against training cost", ""] + provenance_md(report) + lines) + "\n"
-    write_report(args.out, report, md)
+    publish(args.out, report, markdown, t0)
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: no plot")
+        log("matplotlib is not installed: no plot")
     else:
         fig, ax = plt.subplots(figsize=(6.4, 4))
         for r in runs:
@@ -78,7 +86,6 @@ def main() -> None:
         ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(args.out.with_name(args.out.name + ".png"), dpi=120)
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-allocator = pytest.importorskip("allocator")
+from bench_package import bench_script
+
+allocator = bench_script("allocator")
 
 
 def test_measures_each_allocator_in_its_own_process_and_skips_missing_ones(tmp_path: Path,

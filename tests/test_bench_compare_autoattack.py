@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from bench_package import bench_script
 from planted import Planted
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-compare = pytest.importorskip("compare_autoattack")
+compare = bench_script("compare_autoattack")
 
 KEY = {"model": "abc", "data": "mnist-mini", "n": 8, "threat": "Linf(eps=0.3)", "version": "fast",
        "aa_attacks": None, "seed": 0, "batch_size": 8, "threads": 1, "device": "cpu"}
@@ -38,3 +35,15 @@ def test_planted_pickle_is_refused_not_run(tmp_path, capsys):
     assert compare.load_side(path, KEY) is None
     assert not marker.exists()
     assert "not a plain tensor file" in capsys.readouterr().err
+
+
+def test_a_small_comparison_is_published_with_its_provenance(tiny_run, tmp_path):
+    pytest.importorskip("pyautoattack")
+    report = compare.main(["--run", str(tiny_run), "--n", "8", "--version", "fast", "--batch-size", "8",
+                           "--threads", "1", "--out", str(tmp_path / "cmp")])
+    assert report["kind"] == "comparison" and report["threat"]["norm"] == "linf" and report["data"]["n"] == 8
+    assert report["agreement"]["clean_correct"] == round(8 * report["clean_accuracy"])
+    saved = (tmp_path / "cmp.json").read_text()
+    for field in ('"command"', '"git"', '"machine"', '"finished_utc"', '"peak_rss_mib"'):
+        assert field in saved
+    assert "robustopt `suites.standard` vs AutoAttack" in (tmp_path / "cmp.md").read_text()

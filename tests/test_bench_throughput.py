@@ -4,13 +4,13 @@ interruption) and refuses other settings."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-throughput = pytest.importorskip("throughput")
+from bench_package import bench_script
+
+throughput = bench_script("throughput")
 
 BASE = ["--quick", "--models", "madry-mnist", "--tools", "limit,robustopt", "--norms", "linf", "--threads", "1"]
 

@@ -1,9 +1,19 @@
-"""Helpers shared by the bench scripts: what a result records, tiny models, and small checks.
+"""The bench harness: what every bench script shares, in one place.
 
-Every bench result records the exact command, the git commit, the machine (CPU model and
-count, torch version and threads, nice, load average), the date and the peak RSS of the
-process, so that a number can be traced back to how it was made. Import this module from a
-script in ``bench/`` (``python bench/x.py`` puts ``bench/`` on ``sys.path``).
+* **where results go**: ``bench/results/<question>/``, one folder per question (:data:`QUESTIONS`);
+  a script's default ``--out`` is ``bench/results/<question>/full`` (``quick`` with ``--quick``);
+* **one logger**: :func:`log` (progress on stderr; stdout carries the result's Markdown);
+* **one model loader**: :func:`load_model` gives the model under test, either a trained run folder
+  (``--run``) or a tiny model trained once from a recipe (:data:`MODEL_RECIPES`) and cached;
+* **one publisher**: :func:`header` opens a result, :func:`publish` closes it and writes
+  ``OUT.json`` and ``OUT.md`` (:func:`write_report` alone for a partial result). Every result
+  records the exact command, the git commit, the machine (CPU model and count, torch version and
+  threads, nice, load average), the date and the peak RSS of the process, so that a number can be
+  traced back to how it was made;
+* **subprocesses**: :func:`script_command` runs another bench script.
+
+``bench`` is a package: the scripts run as ``python bench/x.py`` or ``python -m bench.x`` from
+the repository root, and tests import them as ``bench.x`` (``tests/bench_package.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -29,8 +40,21 @@ from robustopt._io import atomic_write_text
 from robustopt.attacks.base import predict
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
-CACHE = REPO / "bench" / ".cache"  # gitignored: tiny models trained by the bench scripts
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+CACHE = BENCH / ".cache"  # gitignored: tiny models trained by the bench scripts
+
+# Each script's question: its results go to RESULTS / QUESTIONS[script] (bench/results/README.md).
+QUESTIONS = {
+    "throughput": "throughput",
+    "allocator": "allocator",
+    "eval_cost": "eval-cost",
+    "memory": "memory",
+    "compare_autoattack": "autoattack",
+    "pgd_restarts": "pgd-restarts",
+    "training_curves": "train-efficiency",
+    "run": "run",
+}
 
 # Tiny models for smoke tests and strength checks, trained on the fly on the shipped mnist-mini
 # (5000 training images, 500 of them held out) and reusable from a folder.
@@ -39,7 +63,7 @@ CACHE = REPO / "bench" / ".cache"  # gitignored: tiny models trained by the benc
 #   sometimes stays at chance (and one epoch of batch 100 always did here).
 # small-cnn-mini-at: the same for 4 epochs (360 steps, ~30 s on one busy core): ~98% clean and
 #   ~44% robust under PGD-40 at Linf 0.3 on 200 test images, i.e. robust enough that the robust
-#   accuracies of different attacks mean something.
+#   accuracies of different attacks mean something. The default model under test.
 MODEL_RECIPES: dict[str, dict[str, Any]] = {
     "small-cnn-mini": dict(data="mnist-mini", model="small-cnn", method="pgd", epochs=2, eps_warmup_epochs=2,
                            attack_steps=3, attack_step_size=0.1, batch_size=50, lr=1e-3, eps=0.3, norm="linf",
@@ -48,6 +72,47 @@ MODEL_RECIPES: dict[str, dict[str, Any]] = {
                               attack_steps=3, attack_step_size=0.1, batch_size=50, lr=1e-3, eps=0.3, norm="linf",
                               seed=0),
 }
+DEFAULT_RECIPE = "small-cnn-mini-at"
+
+
+# --------------------------------------------------------------------------------------------
+# logging, paths, subprocesses
+# --------------------------------------------------------------------------------------------
+def log(msg: str) -> None:
+    """Progress for the person watching: stderr, flushed (stdout is the result's Markdown)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def default_out(script: str, stem: str = "full") -> Path:
+    """``bench/results/<question>/STEM``: a result of ``script`` in its question's folder."""
+    return RESULTS / QUESTIONS[script] / stem
+
+
+def out_prefix(out: str | Path | None, script: str, quick: bool | None = False) -> Path:
+    """``--out`` as given, else ``bench/results/<question>/quick`` (``--quick``) or ``.../full``."""
+    return Path(out) if out else default_out(script, "quick" if quick else "full")
+
+
+def script_command(script: str, *args: str) -> list[str]:
+    """The command that runs ``bench/SCRIPT.py`` with this Python, paths relative to our cwd (as typed)."""
+    paths = [sys.executable, str(BENCH / f"{script}.py")]
+    with contextlib.suppress(ValueError):  # another drive (Windows): keep them absolute
+        paths = [os.path.relpath(p) for p in paths]
+    return [*paths, *args]
+
+
+def rel(path: str | Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (for readable tables)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
+
+
+def set_threads(threads: int | None) -> None:
+    """``torch.set_num_threads(threads)`` when given (before :func:`header`, which records it)."""
+    if threads:
+        torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,12 +196,15 @@ def machine_info() -> dict[str, Any]:
 
 
 def command_line() -> str:
+    """This process's command as typed (``python bench/x.py ...`` or ``python -m bench.x ...``)."""
     exe = sys.executable
     with contextlib.suppress(ValueError):
         exe = os.path.relpath(exe)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    script = ["-m", spec.name] if spec is not None and spec.name.startswith("bench.") else sys.argv[:1]
     env = f"ROBUSTOPT_DATA={shlex.quote(os.environ['ROBUSTOPT_DATA'])} " if os.environ.get("ROBUSTOPT_DATA") else ""
     prefix = f"nice -n {os.nice(0)} " if hasattr(os, "nice") and os.nice(0) > 0 else ""
-    return prefix + env + " ".join(shlex.quote(a) for a in [exe, *sys.argv])
+    return prefix + env + " ".join(shlex.quote(a) for a in [exe, *script, *sys.argv[1:]])
 
 
 def peak_rss_mib(children: bool = False) -> float:
@@ -156,7 +224,7 @@ def package_version(name: str) -> str | None:
 
 
 def header(kind: str, *, quick: bool | None = None) -> dict[str, Any]:
-    """The fields every bench result starts with (command, git, machine, date)."""
+    """Open a result: the fields every bench result starts with (command, git, machine, date)."""
     out: dict[str, Any] = {"kind": kind, "started_utc": now_utc(), "command": command_line(), "cwd": rel(os.getcwd()),
                            "git": git_info(), "machine": machine_info()}
     if quick is not None:
@@ -202,7 +270,11 @@ def provenance_md(r: dict[str, Any]) -> list[str]:
 
 
 def write_report(prefix: Path, report: dict[str, Any], md: str) -> tuple[Path, Path]:
-    """Write ``PREFIX.json`` and ``PREFIX.md``, each atomically (an interrupted write leaves the old file)."""
+    """Write ``PREFIX.json`` and ``PREFIX.md``, each atomically (an interrupted write leaves the old file).
+
+    :func:`publish` calls it at the end; a script that measures row by row calls it after each
+    row too, so that an interruption keeps what was measured.
+    """
     prefix = Path(prefix)
     out_json, out_md = prefix.with_name(prefix.name + ".json"), prefix.with_name(prefix.name + ".md")
     out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -216,13 +288,92 @@ def publish(prefix: Path, report: dict[str, Any], markdown: Callable[[dict[str, 
     finish(report, t0)
     md = markdown(report)
     paths = write_report(prefix, report, md)
-    print(md)
-    print(f"written: {paths[0]}, {paths[1]}", file=sys.stderr, flush=True)
+    print(md, flush=True)
+    log(f"written: {paths[0]}, {paths[1]}")
     return md
 
 
 # --------------------------------------------------------------------------------------------
-# models and checks
+# the model under test
+# --------------------------------------------------------------------------------------------
+def threat(norm: str, eps: float) -> robustopt.ThreatModel:
+    """The threat model of a norm name ("linf", "l2", "l1") and a radius in pixel space."""
+    from robustopt.experiments import threat_of
+
+    return threat_of(norm, eps)
+
+
+@dataclass
+class ModelUnderTest:
+    """A model to measure, with what it was trained on (``info``: its ``run.json``)."""
+
+    model: torch.nn.Module  # eval mode
+    info: dict[str, Any]  # run.json; for a recipe model also recipe, folder, train_seconds (None: cached)
+    source: str  # one line for the tables: where the weights come from
+    run: str | None = None  # the run folder given with --run (None: a recipe model)
+
+    @property
+    def data(self) -> str:
+        return self.info["data"]
+
+    def threat(self, norm: str | None = None, eps: float | None = None) -> robustopt.ThreatModel:
+        """The threat model it was trained against, or another ``norm`` / ``eps``."""
+        return threat(norm or self.info.get("norm", "linf"), eps if eps is not None else float(self.info.get("eps", 0.3)))
+
+    def test_set(self, n: int | None = None, *, root: str | None = None,
+                 data: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``n`` (default: all) test images of its dataset (or ``data``), contiguous."""
+        name = data or self.data
+        x, y = robustopt.data.load(name, "test", root=root)
+        if n is not None and n > len(x):
+            raise SystemExit(f"{n:,} test images asked for, but {name} has {len(x):,} "
+                             "(set ROBUSTOPT_DATA or --root for a full dataset).")
+        return (x, y) if n is None else (x[:n].contiguous(), y[:n].contiguous())
+
+
+def load_model(run: str | Path | None = None, *, recipe: str = DEFAULT_RECIPE,
+               folder: str | Path | None = None) -> ModelUnderTest:
+    """The model under test: the trained run folder ``run`` (``--run``), else the tiny model
+    ``MODEL_RECIPES[recipe]`` from ``folder`` (default ``bench/.cache/RECIPE``), trained there first
+    if needed (a folder trained with other settings is refused)."""
+    if run is not None:
+        model, info = robustopt.load_run(run)
+        source = (f"trained run {rel(run)} ({info.get('method')} on {info.get('data')}, {info.get('norm')} eps "
+                  f"{info.get('eps')})")
+        return ModelUnderTest(model.eval(), info, source, str(run))
+    from robustopt.experiments import train_run
+
+    settings = dict(MODEL_RECIPES[recipe])
+    folder = Path(folder) if folder is not None else CACHE / recipe
+    train_seconds = None
+    if not (folder / "run.json").is_file():
+        t0 = time.perf_counter()
+        log(f"training tiny model {recipe} -> {folder}: {settings}")
+        train_run(folder, progress=False, **settings)
+        train_seconds = time.perf_counter() - t0
+        log(f"  trained in {train_seconds:.1f} s")
+    model, info = robustopt.load_run(folder)
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    stale = {k: v for k, v in settings.items() if k in info and info[k] != v or k in config and config[k] != v}
+    if stale:
+        raise SystemExit(f"{folder} holds a model trained with other settings ({stale} differ from {settings}); "
+                         "delete it or pick another folder.")
+    source = (f"{settings['model']}, {_train_steps(folder)} steps of {settings['method']} training on "
+              f"{settings['data']} (recipe {recipe} in bench/harness.py: {settings}), in {rel(folder)}")
+    info = {**info, "recipe": settings, "train_seconds": train_seconds, "folder": rel(folder)}
+    return ModelUnderTest(model.eval(), info, source)
+
+
+def _train_steps(folder: Path) -> int | str:
+    """Optimizer steps of a training run, from the last line of its log."""
+    try:
+        return int(json.loads((folder / "log.jsonl").read_text().strip().splitlines()[-1])["step"])
+    except (OSError, IndexError, KeyError, ValueError):
+        return "?"
+
+
+# --------------------------------------------------------------------------------------------
+# small checks on models and points
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def predictions(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -252,37 +403,3 @@ def perturbation_stats(threat, x: torch.Tensor, x_adv: torch.Tensor) -> dict[str
         "max_value": float(x_adv.max()),
         "n_nonfinite": int((~torch.isfinite(x_adv)).flatten(1).any(1).sum()),
     }
-
-
-def rel(path: str | Path) -> str:
-    """``path`` relative to the repository root when it lies inside it (for readable tables)."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
-def trained_recipe(name: str, folder: str | Path, *, log=print) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load the tiny model ``MODEL_RECIPES[name]`` from ``folder``, training it there first if needed.
-
-    Returns (model in eval mode, info: run.json + recipe + folder + train_seconds (None if cached)).
-    Refuses a folder trained with other settings.
-    """
-    from robustopt.experiments import load_run, train_run
-
-    recipe = dict(MODEL_RECIPES[name])
-    folder = Path(folder)
-    train_seconds = None
-    if not (folder / "run.json").is_file():
-        t0 = time.perf_counter()
-        log(f"training tiny model {name} -> {folder}: {recipe}")
-        train_run(folder, progress=False, **recipe)
-        train_seconds = time.perf_counter() - t0
-        log(f"  trained in {train_seconds:.1f} s")
-    model, info = load_run(folder)
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
-    stale = {k: v for k, v in recipe.items() if k in info and info[k] != v or k in config and config[k] != v}
-    if stale:
-        raise SystemExit(f"{folder} holds a model trained with other settings ({stale} differ from {recipe}); "
-                         "delete it or pick another folder.")
-    return model, {**info, "recipe": recipe, "train_seconds": train_seconds, "folder": rel(folder)}

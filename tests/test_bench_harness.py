@@ -1,0 +1,72 @@
+"""bench/harness.py: one model loader, one logger, one publisher, one results layout for every bench script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench_package import BENCH, bench_script
+
+harness = bench_script("harness")
+SCRIPTS = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("__init__", "harness", "make_mnist_mini"))
+
+
+def test_every_script_has_a_question_folder_and_no_helpers_of_its_own() -> None:
+    assert SCRIPTS == sorted(harness.QUESTIONS)  # a new script gets its results folder here
+    for name in SCRIPTS:
+        source = (BENCH / f"{name}.py").read_text()
+        assert "from bench.harness import" in source, name
+        for own in ("def log(", "load_run(", "trained_recipe(", "atomic_write_text(", "sys.path.insert"):
+            assert own not in source, f"bench/{name}.py: {own} belongs to bench/harness.py"
+
+
+def test_default_outputs_lie_in_the_question_folder() -> None:
+    assert harness.out_prefix(None, "eval_cost", quick=True) == harness.RESULTS / "eval-cost" / "quick"
+    assert harness.out_prefix(None, "throughput") == harness.RESULTS / "throughput" / "full"
+    assert harness.out_prefix("x/y", "throughput", quick=True) == Path("x/y")
+
+
+def test_load_model_from_a_run_folder(tiny_run: Path) -> None:
+    subject = harness.load_model(tiny_run)
+    assert not subject.model.training and subject.run == str(tiny_run) and subject.data == "mnist-mini"
+    assert str(tiny_run.name) in subject.source and "mnist-mini" in subject.source
+    assert subject.threat() == harness.threat(subject.info["norm"], subject.info["eps"])
+    assert subject.threat("l2", 1.5).eps == 1.5
+    x, y = subject.test_set(7)
+    assert x.shape == (7, 1, 28, 28) and x.is_contiguous() and len(y) == 7
+    with pytest.raises(SystemExit, match="test images asked for"):
+        subject.test_set(10**6)
+
+
+def test_a_recipe_folder_trained_otherwise_is_refused(tiny_run: Path) -> None:
+    with pytest.raises(SystemExit, match="trained with other settings"):
+        harness.load_model(recipe="small-cnn-mini-at", folder=tiny_run)
+
+
+def test_publish_writes_json_and_markdown_with_provenance(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t0 = 0.0
+    report = harness.header("check", quick=True)
+    report["value"] = 3
+    md = harness.publish(tmp_path / "q" / "quick", report, lambda r: f"# value {r['value']}\n", t0)
+    saved = json.loads((tmp_path / "q" / "quick.json").read_text())
+    assert (tmp_path / "q" / "quick.md").read_text() == md == "# value 3\n"
+    assert saved["value"] == 3 and saved["quick"] is True and saved["machine"]["torch"] == torch.__version__
+    for field in ("command", "git", "started_utc", "finished_utc", "peak_rss_mib", "wall_seconds"):
+        assert field in saved, field
+    out, err = capsys.readouterr()
+    assert out.strip() == "# value 3" and "written:" in err  # the result on stdout, the log on stderr
+
+
+@pytest.mark.slow
+def test_a_script_runs_by_its_path_from_any_directory(tmp_path: Path) -> None:
+    # `python bench/x.py` (the documented commands) and `python -m bench.x` both import the bench package
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    by_path = subprocess.run([sys.executable, str(BENCH / "pgd_restarts.py"), "--help"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True)
+    assert by_path.returncode == 0 and "--restarts" in by_path.stdout, by_path.stderr
