@@ -8,9 +8,11 @@ checkout's ``autoattack`` is accepted too) as ``AutoAttack(...).run_standard_eva
 AutoAttack's robust accuracy is recomputed here from the points it returns, on the same
 model, after checking that they lie inside the threat model (max distance reported).
 
-Reported: clean and robust accuracy and wall time of each, AutoAttack's per-attack cascade
-(from its log), and per-example agreement: how many points each breaks that the other does
-not. ``--diagnose`` also runs every attack of both suites alone on the points where the two
+Reported: clean and robust accuracy and wall time of each, their gradient evaluations and
+forward passes per point (counted the same way for both by a wrapper around the model, see
+``PassCounter``; robustopt's own counters beside), AutoAttack's per-attack cascade (from its
+log), robustopt's budget per stage (``--version adaptive``), and per-example agreement: how
+many points each breaks that the other does not. ``--diagnose`` also runs every attack of both suites alone on the points where the two
 disagree, to say which attack makes the difference. Results go to ``OUT.json`` and
 ``OUT.md`` (with the exact command and the machine) and are printed. Each side, once finished,
 is saved as ``OUT.ro-side.pt`` / ``OUT.aa-side.pt`` (keyed by model digest, points, threat,
@@ -23,6 +25,9 @@ The suites (``--version``):
   version='standard': APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square 5000.
 * ``fast``: robustopt APGD-CE, APGD-T (3 targets); AutoAttack has no such version, so it
   runs version='custom' with ['apgd-ce', 'apgd-t'], 1 restart, 3 target classes.
+* ``adaptive``: robustopt ``AdaptiveAutoAttack`` (the same families scheduled by evidence per
+  example, ``robustopt.attacks.adaptive``) against AutoAttack's version='standard', the reference
+  it must match in robust accuracy (issue 15: at most +0.1 points, in at most 0.2x the time).
 
 ``--aa-attacks apgd-ce,apgd-t,square`` runs AutoAttack as a custom list instead (with the
 standard version's settings), e.g. without FAB-T for a like-for-like comparison.
@@ -32,6 +37,10 @@ Examples:
     ROBUSTOPT_DATA=../shared/data .venv/bin/python bench/compare_autoattack.py \\
         --run bench/results/full-mnist/A --n 1000 --norm linf --eps 0.3 --version standard \\
         --batch-size 500 --seed 0 --threads 2 --diagnose --out bench/results/autoattack/full-mnist-A-standard
+    # the adaptive suite against AutoAttack's standard version, on the same points
+    ROBUSTOPT_DATA=../shared/data .venv/bin/python bench/compare_autoattack.py \\
+        --run bench/results/full-mnist/A --n 1000 --norm linf --eps 0.3 --version adaptive \\
+        --batch-size 500 --seed 0 --threads 2 --out bench/results/autoattack/full-mnist-A-adaptive
     # a smoke test on a tiny model trained in seconds on the shipped mnist-mini
     .venv/bin/python bench/compare_autoattack.py --model-from small-cnn-mini --n 100 \\
         --version fast --out bench/results/autoattack/smoke-small-cnn-mini-fast
@@ -77,9 +86,41 @@ from bench.harness import (  # noqa: E402
 from robustopt import Evaluation, evaluate, suites  # noqa: E402
 from robustopt._io import atomic_write_bytes  # noqa: E402
 from robustopt.attacks.base import predict  # noqa: E402
+from robustopt.evaluation.records import budget_table  # noqa: E402
 
 AA_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square",
             "apgd-dlr": "APGD-DLR", "fab": "FAB"}
+
+
+class PassCounter(torch.nn.Module):
+    """The model, counting per example its forward passes and the backward passes through its output.
+
+    Both suites are counted by this one rule, whatever their own bookkeeping: every row of a
+    forward call is a forward pass; every backward pass through the output (a gradient, or one
+    row of a Jacobian) is a gradient evaluation of that row. ``forward_only`` = forwards whose
+    output joined no graph (queries, clean passes, checks).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.forwards = self.graph_forwards = self.backwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        n = int(x.shape[0])
+        self.forwards += n
+        if out.requires_grad:
+            self.graph_forwards += n
+            out.register_hook(lambda grad: self._backward(n))
+        return out
+
+    def _backward(self, n: int) -> None:
+        self.backwards += n
+
+    def counts(self) -> dict[str, int]:
+        return {"grad_evals": self.backwards, "forward_only": self.forwards - self.graph_forwards,
+                "forwards": self.forwards}
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +300,8 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=1000, help="first N test images (default 1000)")
     p.add_argument("--norm", choices=["linf", "l2"], help="threat norm (default: the run's; AutoAttack: Linf / L2)")
     p.add_argument("--eps", type=float, help="radius in pixel space (default: the run's eps)")
-    p.add_argument("--version", choices=["standard", "fast"], default="standard")
+    p.add_argument("--version", choices=["standard", "fast", "adaptive"], default="standard",
+                   help="robustopt's suite; AutoAttack runs its standard version (a custom list for fast)")
     p.add_argument("--aa-attacks", help="run AutoAttack as this custom list instead of --version's, "
                                         "e.g. apgd-ce,apgd-t,square (standard settings)")
     p.add_argument("--batch-size", type=int, default=500)
@@ -339,8 +381,9 @@ def _compare(args, subject: ModelUnderTest, report: dict[str, Any], t0: float, a
 
     ro_attacks = suites.standard(threat, version=args.version, seed=args.seed)
     aa_list = [a.strip() for a in args.aa_attacks.split(",")] if args.aa_attacks else None
-    aa = make_autoattack(AutoAttack, model, norm=aa_norm, eps=eps, seed=args.seed, version=args.version, attacks=aa_list,
-                         device=args.device)
+    aa_counter = PassCounter(model)  # AutoAttack attacks the model through it: its passes are counted
+    aa = make_autoattack(AutoAttack, aa_counter, norm=aa_norm, eps=eps, seed=args.seed, version=args.version,
+                         attacks=aa_list, device=args.device)
     aa_cfg = aa_config(aa)
 
     # warm-up (oneDNN kernels, allocator) so that neither side pays it inside its timing
@@ -357,7 +400,7 @@ def _compare(args, subject: ModelUnderTest, report: dict[str, Any], t0: float, a
     # than one sitting is not lost. The report says which side came from a saved run and when it ran.
     key = {"model": digest, "data": data_name, "n": args.n, "threat": str(threat), "version": args.version,
            "aa_attacks": aa_list, "seed": args.seed, "batch_size": args.batch_size,
-           "threads": torch.get_num_threads(), "device": str(args.device)}
+           "threads": torch.get_num_threads(), "device": str(args.device), "counted": 1}
     side_path = {name: out_prefix.with_name(f"{out_prefix.name}.{name}-side.pt") for name in ("ro", "aa")}
 
     def saved(name):
@@ -372,10 +415,11 @@ def _compare(args, subject: ModelUnderTest, report: dict[str, Any], t0: float, a
 
     def run_ro():
         log(f"robustopt suites.standard(version={args.version!r}): {[a.name for a in ro_attacks]} ...")
+        counter = PassCounter(model)
         t0, c0 = time.perf_counter(), time.process_time()
-        ev = evaluate(model, (x, y), ro_attacks, batch_size=args.batch_size, seed=args.seed, mode="cascade",
+        ev = evaluate(counter, (x, y), ro_attacks, batch_size=args.batch_size, seed=args.seed, mode="cascade",
                       progress=args.verbose)
-        value = (ev.to_dict(), time.perf_counter() - t0, time.process_time() - c0)
+        value = (ev.to_dict(), time.perf_counter() - t0, time.process_time() - c0, counter.counts())
         log(f"  done in {value[1]:.1f} s: robust accuracy {100 * ev.robust_accuracy:.2f}%")
         return value
 
@@ -384,16 +428,16 @@ def _compare(args, subject: ModelUnderTest, report: dict[str, Any], t0: float, a
         c0 = time.process_time()
         x_adv, lines, seconds = run_autoattack(aa, x.clone(), y.clone(), args.batch_size, echo_log=args.verbose)
         log(f"  done in {seconds:.1f} s")
-        return (x_adv.cpu(), lines, seconds, time.process_time() - c0)
+        return (x_adv.cpu(), lines, seconds, time.process_time() - c0, aa_counter.counts())
 
     sides = {"ro": run_ro, "aa": run_aa}
     provenance = {}
     for name in (["ro", "aa"] if args.order == "robustopt-first" else ["aa", "ro"]):
         blob = saved(name) or save(name, sides[name]())
         results[name], provenance[name] = blob["value"], {"finished_utc": blob["finished_utc"], "loadavg": blob["loadavg"]}
-    ev_dict, ro_seconds, ro_cpu = results["ro"]
+    ev_dict, ro_seconds, ro_cpu, ro_counted = results["ro"]
     ev = Evaluation.from_dict(ev_dict)
-    x_adv, aa_lines, aa_seconds, aa_cpu = results["aa"]
+    x_adv, aa_lines, aa_seconds, aa_cpu, aa_counted = results["aa"]
     x_adv = x_adv.to(args.device)
 
     # --- AutoAttack's accuracy, recomputed here on the same model -----------------------------
@@ -466,7 +510,11 @@ def _compare(args, subject: ModelUnderTest, report: dict[str, Any], t0: float, a
             "seconds": ro_seconds,
             "cpu_seconds": ro_cpu,
             "rows": [{"attack": r.name, "robust_accuracy_after": r.worst_case, "attacked": r.attacked,
-                      "seconds": r.seconds, "grad_evals": r.grad_evals} for r in ev.rows],
+                      "seconds": r.seconds, "grad_evals": r.grad_evals, "forwards": r.forwards} for r in ev.rows],
+            "grad_evals": sum(r.grad_evals for r in ev.rows),
+            "forwards": sum(r.forwards for r in ev.rows),
+            "counted": ro_counted,
+            "budget_per_stage": budget_table(ev, "markdown"),
         },
         "autoattack_run": {
             "config": aa_cfg,
@@ -478,6 +526,7 @@ def _compare(args, subject: ModelUnderTest, report: dict[str, Any], t0: float, a
             "n_outside_counted_robust": int((correct & ~inside).sum()),
             "cascade_from_log": parse_aa_cascade(aa_lines, n),
             "log": aa_lines,
+            "counted": aa_counted,
         },
         "agreement": {
             "clean_correct": int(correct.sum()),
@@ -506,7 +555,8 @@ def markdown(r: dict[str, Any]) -> str:
     ro, aa, ag, m = r["robustopt"], r["autoattack_run"], r["agreement"], r["machine"]
     n = r["data"]["n"]
     pct = lambda v: f"{100 * v:.2f}%"  # noqa: E731
-    title = "robustopt `suites.standard` vs AutoAttack"
+    title = "robustopt `suites.standard` vs AutoAttack" + ("" if r["version"] == "standard" else f" (robustopt version `{r['version']}`)")
+    per = lambda c, k: f"{c[k] / n:,.1f}" if c else ""  # noqa: E731
     lines = [f"# {title}" + (" — SMOKE TEST (tiny model, not the real comparison)" if r["kind"].startswith("smoke") else ""), ""]
     if r["label"]:
         lines += [f"**{r['label']}**", ""]
@@ -521,13 +571,24 @@ def markdown(r: dict[str, Any]) -> str:
         f"- robustopt {m['robustopt']} (git {str(r['git']['commit'])[:10]}{' dirty' if r['git']['dirty'] else ''}): "
         + ", ".join(f"{a['name']} ({_budget(a)})" for a in ro["attacks"]),
         "",
-        "| | robust accuracy | robust / n | wall time | CPU time (process) |",
-        "|---|---|---|---|---|",
-        f"| clean | {pct(r['clean_accuracy'])} | {ag['clean_correct']} / {n} | | |",
-        f"| robustopt `suites.standard` | {pct(ro['robust_accuracy'])} | {ro['robust']} / {n} | {ro['seconds']:.1f} s "
-        f"| {ro['cpu_seconds']:.1f} s |",
+        "| | robust accuracy | robust / n | wall time | CPU time (process) | grad evals / point "
+        "| forward-only passes / point |",
+        "|---|---|---|---|---|---|---|",
+        f"| clean | {pct(r['clean_accuracy'])} | {ag['clean_correct']} / {n} | | | | |",
+        f"| robustopt `{r['version']}` | {pct(ro['robust_accuracy'])} | {ro['robust']} / {n} | {ro['seconds']:.1f} s "
+        f"| {ro['cpu_seconds']:.1f} s | {per(ro.get('counted'), 'grad_evals')} | {per(ro.get('counted'), 'forward_only')} |",
         f"| AutoAttack | {pct(aa['robust_accuracy'])} | {aa['robust']} / {n} | {aa['seconds']:.1f} s "
-        f"| {aa['cpu_seconds']:.1f} s |",
+        f"| {aa['cpu_seconds']:.1f} s | {per(aa.get('counted'), 'grad_evals')} | {per(aa.get('counted'), 'forward_only')} |",
+        f"| robustopt / AutoAttack | | | {ro['seconds'] / max(aa['seconds'], 1e-9):.2f}x | | "
+        + (f"{ro['counted']['grad_evals'] / max(aa['counted']['grad_evals'], 1):.2f}x | "
+           f"{ro['counted']['forward_only'] / max(aa['counted']['forward_only'], 1):.2f}x |"
+           if ro.get("counted") and aa.get("counted") else " | |"),
+        "",
+        "Passes are counted for both by the same wrapper around the model (`PassCounter`): a backward "
+        "pass through the output is a gradient evaluation of each of its rows, a forward pass whose output "
+        "joins no graph a forward-only pass. robustopt's own counters: "
+        f"{ro.get('grad_evals', 0) / n:,.1f} gradient evaluations and {ro.get('forwards', 0) / n:,.1f} forward "
+        "passes per point.",
         "",
         "Each side finished at (UTC; load average at its end): "
         + "; ".join(f"{label} {r['sides_finished'][k]['finished_utc']} ({r['sides_finished'][k]['loadavg']})"
@@ -560,6 +621,8 @@ def markdown(r: dict[str, Any]) -> str:
             + " | | "
             + (f"{b['attack']} | {pct(b['robust_accuracy'])} | {b['cumulative_seconds']:.1f} |" if b else " | | |")
         )
+    if ro.get("budget_per_stage"):
+        lines += ["", ro["budget_per_stage"]]
     if ag["only_autoattack_details"]:
         lines += ["", "Points only AutoAttack breaks (adv class rank = rank of the class it reached among the "
                       "other classes' clean logits; robustopt's APGD-T aims at the top-k):", "",

@@ -13,6 +13,9 @@ gradient-based attacks in one of the classic ways (Athalye et al. 2018,
 * ``Shattered``: preprocessing ``x + (a / w) sin(w x)``: the function barely changes
   (at most ``a / w`` per pixel) but its derivative ``1 + a cos(w x)`` is huge and
   oscillates, so the input gradient points in an essentially random direction.
+* ``ScaledLogits``: logits times 1000: the softmax saturates and the CE gradient vanishes.
+* ``fgsm_overfit_model()``: the base architecture trained with FGSM until it overfits
+  catastrophically (robust to FGSM, not to PGD).
 
 None of them is actually robust: an attack that does not follow their gradients
 (transfer from the base model, or a score-based attack) breaks them.
@@ -21,6 +24,7 @@ None of them is actually robust: an attack that does not follow their gradients
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -38,20 +42,29 @@ def prototype_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return x, y
 
 
-@functools.lru_cache(maxsize=None)
-def _trained_state() -> dict[str, torch.Tensor]:
+def _fit(adversary: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The weights of the base architecture after 300 (with an ``adversary``: 400) Adam steps on prototype
+    data, each on the batch itself or on the points ``adversary(model, x, y)`` makes of it."""
     x, y = prototype_data(4000, seed=1)
     g = torch.Generator().manual_seed(2)
     torch.manual_seed(0)
     model = _architecture()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(300):
+    for _ in range(300 if adversary is None else 400):
         idx = torch.randint(0, len(x), (128,), generator=g)
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+        xb, yb = x[idx], y[idx]
+        if adversary is not None:
+            xb = adversary(model, xb, yb)
+        loss = nn.functional.cross_entropy(model(xb), yb)
         opt.zero_grad()
         loss.backward()
         opt.step()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@functools.lru_cache(maxsize=None)
+def _trained_state() -> dict[str, torch.Tensor]:
+    return _fit()
 
 
 def _architecture() -> nn.Sequential:
@@ -121,3 +134,43 @@ class Shattered(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.base(x + (self.amplitude / self.frequency) * torch.sin(self.frequency * x))
+
+
+class ScaledLogits(nn.Module):
+    """(e) ``scale * base(x)``: logits scaled up (1000x), as in defensive distillation at test time.
+
+    The softmax saturates to exactly 0 and 1 in float32, so the cross-entropy gradient vanishes
+    (CE attacks are fooled) while every scale-invariant attack (DLR, the CW margin, Square's
+    margin, FAB's hyperplanes) sees the base model.
+    """
+
+    def __init__(self, base: nn.Module, scale: float = 1000.0) -> None:
+        super().__init__()
+        self.base, self.scale = base, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * self.base(x)
+
+
+FGSM_EPS = 0.25  # the radius the FGSM model below was trained (and overfitted) at
+
+
+def _fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One FGSM step of size ``FGSM_EPS`` from the clean point (no random start)."""
+    delta = torch.zeros_like(x, requires_grad=True)
+    (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(x + delta), y), delta)
+    return (x + FGSM_EPS * grad.sign()).clamp(0, 1)
+
+
+@functools.lru_cache(maxsize=None)
+def _fgsm_state() -> dict[str, torch.Tensor]:
+    return _fit(_fgsm)
+
+
+def fgsm_overfit_model() -> nn.Sequential:
+    """(f) The base CNN trained with FGSM at eps 0.25 (no random start, step = eps), which overfits
+    catastrophically: at ``Linf(FGSM_EPS)`` FGSM leaves about 44% of 300 test points accurate,
+    PGD-20 and every suite 0% (about 12 s of training, once per session)."""
+    model = _architecture()
+    model.load_state_dict(_fgsm_state())
+    return model.eval()

@@ -44,13 +44,18 @@ VARIANTS: dict[str, dict[str, dict]] = {
         "cw-restarts": {"steps": 4, "loss": "cw", "restarts": 2},
         "t": {"steps": 4, "loss": "dlr", "targeted": True, "n_target_classes": 2},
         "t-ce": {"steps": 4, "loss": "ce", "targeted": True, "n_target_classes": 2},
+        "early-exit": {"steps": 6, "early_exit": True},
+        "t-early-exit": {"steps": 6, "loss": "dlr", "targeted": True, "n_target_classes": 2, "early_exit": True},
     },
     "fab": {
         "default": {"steps": 8},
         "restarts": {"steps": 5, "restarts": 2, "early_stop": False},
         "t": {"steps": 5, "targeted": True, "n_target_classes": 2},
     },
-    "square": {"margin": {"queries": 40}, "ce": {"queries": 40, "loss": "ce"}},
+    "square": {"margin": {"queries": 40}, "ce": {"queries": 40, "loss": "ce"},
+               "early-exit": {"queries": 40, "early_exit": True}},
+    "adaptive": {"default": {"steps": 6, "fab_steps": 3, "queries": 30, "n_target_classes": 2, "min_sample": 2},
+                 "malt": {"steps": 4, "fab_steps": 2, "queries": 20, "target_score": "malt", "min_sample": 2}},
 }
 
 THREATS = {
@@ -97,10 +102,27 @@ def assert_truthful(atk: Attack, model: nn.Module, x, y, res, targets=None) -> N
 
 
 def results_equal(a, b) -> bool:
-    """Every field of two results is the same (x_adv, success, counts, and e.g. FAB's x_min)."""
-    same = [torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v
-            for u, v in zip(dataclasses.astuple(a), dataclasses.astuple(b))]
-    return type(a) is type(b) and all(same)
+    """Every field of two results is the same (x_adv, success, counts, notes, and e.g. FAB's x_min)."""
+
+    def same(u, v) -> bool:
+        if isinstance(u, torch.Tensor):
+            return isinstance(v, torch.Tensor) and torch.equal(u, v)
+        if isinstance(u, dict):
+            return isinstance(v, dict) and u.keys() == v.keys() and all(same(u[k], v[k]) for k in u)
+        if isinstance(u, (list, tuple)):
+            return isinstance(v, (list, tuple)) and len(u) == len(v) and all(same(p, q) for p, q in zip(u, v))
+        return u == v
+
+    fields = [f.name for f in dataclasses.fields(a)]
+    # the seconds a schedule records per stage are not part of its result
+    strip = lambda r: {k: (_no_seconds(getattr(r, k)) if k == "summary" else getattr(r, k)) for k in fields}  # noqa: E731
+    return type(a) is type(b) and same(strip(a), strip(b))
+
+
+def _no_seconds(summary):
+    if not isinstance(summary, dict):
+        return summary
+    return {**summary, "stages": [{k: v for k, v in st.items() if k != "seconds"} for st in summary.get("stages", [])]}
 
 
 # --- the output -------------------------------------------------------------------------------------

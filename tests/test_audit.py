@@ -288,6 +288,15 @@ def test_finding_and_registry():
         audit(None, evaluation={"rows": []})
 
 
+def test_findings_round_trip_through_json():
+    import json
+
+    fs = audit(None, evaluation=table(row("FGSM", 0.5), row("PGD", 0.9, steps=40)))
+    assert fs  # fgsm-beats-pgd, with numbers in its details
+    back = [Finding.from_dict(d) for d in json.loads(json.dumps([f.to_dict() for f in fs]))]
+    assert back == fs and [b.details for b in back] == [f.details for f in fs]  # details are not compared by ==
+
+
 def test_findings_table():
     assert "no problems" in findings_table([])
     fs = [Finding("error", "zero-gradient", "word " * 60), Finding("info", "transfer-beats-whitebox", "fine")]

@@ -47,3 +47,28 @@ def test_a_small_comparison_is_published_with_its_provenance(tiny_run, tmp_path)
     for field in ('"command"', '"git"', '"machine"', '"finished_utc"', '"peak_rss_mib"'):
         assert field in saved
     assert "robustopt `suites.standard` vs AutoAttack" in (tmp_path / "cmp.md").read_text()
+
+
+def test_pass_counter_counts_forwards_and_backwards_per_row():
+    counter = compare.PassCounter(torch.nn.Linear(3, 2))
+    x = torch.rand(5, 3, requires_grad=True)
+    out = counter(x)
+    torch.autograd.grad(out[:, 0].sum(), x, retain_graph=True)  # a Jacobian: two backward passes
+    torch.autograd.grad(out[:, 1].sum(), x)
+    with torch.no_grad():
+        counter(x[:2])  # a query
+    assert counter.counts() == {"grad_evals": 10, "forward_only": 2, "forwards": 7}
+
+
+@pytest.mark.slow
+def test_the_adaptive_version_is_compared_with_autoattacks_standard_version(tiny_run, tmp_path):
+    pytest.importorskip("pyautoattack")
+    report = compare.main(["--run", str(tiny_run), "--n", "8", "--version", "adaptive", "--batch-size", "8",
+                           "--threads", "1", "--out", str(tmp_path / "cmp")])
+    assert report["autoattack_run"]["config"]["attacks_to_run"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    ro, aa = report["robustopt"], report["autoattack_run"]
+    assert ro["attacks"][0]["type"] == "AdaptiveAutoAttack" and "Budget per stage" in ro["budget_per_stage"]
+    assert set(ro["counted"]) == set(aa["counted"]) == {"grad_evals", "forward_only", "forwards"}
+    assert ro["counted"]["grad_evals"] > 0 and aa["counted"]["grad_evals"] > 0
+    md = (tmp_path / "cmp.md").read_text()
+    assert "grad evals / point" in md and "Budget per stage of AA-adaptive" in md

@@ -99,9 +99,9 @@ def test_n_fgsm_training_costs_two_gradients_per_example_and_keeps_the_guard_on(
     res = fit(mlp(), (x, y), method="n-fgsm", epochs=1, batch_size=32, lr=1e-2, eps=0.1, val_attack_steps=3,
               progress=False)
     assert res.history[0]["grad_evals"] == 72 * 2
-    from robustopt.training.fit import _guard_enabled
+    from robustopt.training.config import guard_enabled
 
-    assert _guard_enabled(res.config, has_robust_val=True)
+    assert guard_enabled(res.config, has_robust_val=True)
 
 
 # --- presets --------------------------------------------------------------------------------------

@@ -125,6 +125,34 @@ def test_json_round_trip_and_tables(problem, tmp_path):
         Evaluation.from_json(tmp_path / "bad.json")
 
 
+def test_evaluation_is_typed_data_that_round_trips_through_json(problem):
+    model, x, y = problem
+    threat = ro.Linf(1 / 30)  # not exact in 4 digits: the dict keeps every bit
+    ev = evaluate(model, (x, y), _deterministic_attacks(threat), progress=False, meta={"data": "toy"})
+    assert ev.meta["threat"] == threat.to_dict() and ev.threat == threat
+    d = json.loads(json.dumps(ev.to_dict()))
+    back = Evaluation.from_dict(d)
+    assert back.to_dict() == d and back.threat == threat and back.rows == ev.rows
+    assert back.table() == ev.table() and f"threat {threat}" in ev.table()
+    header, lines, caption = ev.cells(reference={("FGSM", 1, 1, "A"): 95.6})
+    assert header[-1] == "Paper" and lines[1][:2] == ["FGSM", "1"] and lines[1][-1] == "95.6%"
+    assert lines[-1][0] == "Worst case (all rows)" and caption.endswith(f"threat {threat}")
+
+
+def test_files_that_stored_the_threat_as_a_string_are_still_read(problem):
+    # Results written before the threat was a dict: meta["threat"] is "Linf(eps=0.03333)", eps to 4 digits;
+    # the rows' attack configuration holds the exact one.
+    model, x, y = problem
+    threat = ro.Linf(1 / 30)
+    d = evaluate(model, (x, y), _deterministic_attacks(threat), progress=False).to_dict()
+    d["meta"]["threat"] = str(threat)
+    old = Evaluation.from_dict(d)
+    assert old.threat == threat and f"threat {threat}" in old.table()
+    for r in d["rows"]:  # and with no attack configuration either: the string, to 4 digits
+        r["attack"] = {}
+    assert Evaluation.from_dict(d).threat == ro.Linf(0.03333)
+
+
 def test_data_as_iterable_of_batches(problem):
     model, x, y = problem
     attacks = [FGSM(ro.Linf(0.05))]
@@ -249,3 +277,13 @@ def test_capped_restarts_do_not_duplicate_rows():
     keys = [(a.name, a.steps, a.restarts, a.source) for a in rows]
     assert len(keys) == len(set(keys))
     assert ("PGD", 40, 1, "A") in keys and ("PGD", 100, 1, "A") in keys and ("PGD", 100, 1, "A'") in keys
+
+
+def test_a_threat_model_unknown_where_the_file_is_read_is_no_error(problem):
+    model, x, y = problem
+    d = evaluate(model, (x, y), [FGSM(ro.Linf(0.05))], progress=False).to_dict()
+    d["meta"]["threat"] = {"norm": "Hexagon", "eps": 0.05, "bounds": [0.0, 1.0]}  # its class is not imported
+    for r in d["rows"]:
+        r["attack"].pop("threat", None)
+    ev = Evaluation.from_dict(d)
+    assert ev.threat is None and "threat" not in ev.table().splitlines()[-1]

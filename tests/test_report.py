@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from robustopt.cli import main
 from robustopt.evaluation import Evaluation
-from robustopt.evaluation.report import madry_reference, write_report
-from robustopt.experiments import eval_run, sweep_run, train_run
+from robustopt.evaluation.report import madry_reference
+from robustopt.experiments import eval_run, sweep_run, train_run, write_report
 
 pytest.importorskip("matplotlib")
 
@@ -127,3 +127,40 @@ def test_cli_report(run, tmp_path):
     assert "report.html" in res.output and (out / "report.html").is_file() and (out / "report.md").is_file()
     res = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "run.json" in res.output
+
+
+def test_render_draws_objects_and_touches_no_file(tmp_path, monkeypatch):
+    import torch
+
+    import robustopt as ro
+    from robustopt.evaluation import Finding, Row
+    from robustopt.evaluation.report import Gallery, RunReport, render
+
+    monkeypatch.chdir(tmp_path)
+    threat = ro.Linf(0.3)
+    ev = Evaluation(rows=[Row("Natural", None, None, "", 0.9, 0.9),
+                          Row("PGD | CW", 40, 1, "A", 0.5, 0.5, attack={"type": "PGD", "threat": threat.to_dict()})],
+                    correct=torch.ones(10, dtype=torch.bool), robust=torch.zeros(10, dtype=torch.bool),
+                    mode="independent", seed=0, meta={"threat": threat.to_dict()})
+    x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    gallery = Gallery(x=x, x_adv=(x + 0.3).clamp(0, 1), y=torch.tensor([1, 2]), pred_adv=torch.tensor([1, 0]),
+                      threat=threat, steps=7, seed=3, probed=5)
+    run = RunReport(path=tmp_path / "a", info={"data": "toy", "model": "m", "method": "pgd", "norm": "linf", "eps": 0.3},
+                    evaluations=[("eval-x.json", ev)], gallery=gallery, class_names=["zero", "one", "two"],
+                    audits=[("Model", [Finding("warning", "zero-gradient", "a | b")]), ("eval-x.json", [])])
+    doc = render([run])
+    assert list(tmp_path.iterdir()) == []  # a view: nothing read or written
+    # Tables come from the objects, so a cell may hold "|" (re-parsed Markdown split it into two cells).
+    assert "| PGD \\| CW | 40 | 1 | A | 50.0% |" in doc.markdown and "<td>PGD | CW</td>" in doc.html
+    assert "*10 examples, mode=independent (each row: that attack alone), threat Linf(eps=0.3)*" in doc.markdown
+    assert ('<tr class="level-warning"><td>warning</td><td><code>zero-gradient</code></td><td>a | b</td></tr>'
+            in doc.html)
+    assert "Audit: 0 error, 1 warning, 0 info." in doc.markdown and '<p class="ok">Audit: no problems found.</p>' in doc.html
+    assert "No training log" in doc.markdown and "No sweep yet" in doc.markdown
+    assert list(doc.figures) == ["report-a-adversarial.png"] and doc.figures["report-a-adversarial.png"].startswith(PNG)
+    assert "![adversarial examples of" in doc.markdown and "(report-a-adversarial.png)" in doc.markdown
+    assert "PGD, 7 steps of 2.5·eps/7, random start, seed 3" in doc.markdown and "(1 of 2 fooled)" in doc.markdown
+    none_correct = RunReport(path=tmp_path / "b", info=run.info, gallery=Gallery(
+        x=x[:0], x_adv=x[:0], y=torch.tensor([], dtype=torch.long), pred_adv=torch.tensor([], dtype=torch.long),
+        threat=threat, steps=7, seed=3, probed=5))
+    assert "classifies none of the first 5 test images" in render([none_correct]).markdown

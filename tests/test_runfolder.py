@@ -1,4 +1,4 @@
-"""Run-folder safety (robustopt._runfolder): one writer per folder, no silent replacement, clear errors.
+"""Run-folder safety (robustopt._lock, robustopt.runs): one writer per folder, no silent replacement, clear errors.
 
 A lock is held by a live process and dies with it; a second process gets one line naming the
 folder and the holder's PID. eval / sweep / report refuse to replace a result made with other
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from robustopt._runfolder import LOCK_NAME, RunFolderBusyError, hold
+from robustopt._lock import LOCK_NAME, RunFolderBusyError, hold
 from robustopt.cli import main
 
 TINY = ["--data", "mnist-mini", "--model", "small-cnn", "--train-size", "200", "--epochs", "1", "--steps", "1",
@@ -95,7 +95,7 @@ def test_two_trainings_into_one_folder_one_wins_the_other_gets_one_line(tmp_path
 @pytest.mark.slow
 def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     out = tmp_path / "run"
-    child = _holder(out, f"import time; from robustopt._runfolder import hold\nwith hold({str(out)!r}, 'train'):\n"
+    child = _holder(out, f"import time; from robustopt._lock import hold\nwith hold({str(out)!r}, 'train'):\n"
                          "    time.sleep(600)")
     with pytest.raises(RunFolderBusyError, match=f"PID {child.pid}"):
         with hold(out, "train"):

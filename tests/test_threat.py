@@ -478,3 +478,61 @@ def test_check_images_messages():
     with pytest.raises(ValueError, match="batch"):
         check_images(torch.tensor([0.5, 0.5]))
     check_images(torch.tensor([[-1.0, 2.0]]), bounds=(-1.0, 2.0))
+
+
+# --- threat models as data: the one name table, and the dict form of result files -----------------
+
+
+@pytest.mark.parametrize("threat", [ro.Linf(8 / 255), ro.L2(0.5, bounds=(-1.0, 2.0)), ro.L1(12.0, step_quantile=0.9)])
+def test_dict_round_trip_is_exact_through_json(threat):
+    import json
+
+    d = json.loads(json.dumps(threat.to_dict()))
+    assert d["norm"] == threat.norm and d["eps"] == threat.eps and d["bounds"] == list(threat.bounds)
+    back = ro.ThreatModel.from_dict(d)
+    assert back == threat and type(back) is type(threat)  # eps to the last bit, bounds and L1's quantile too
+
+
+def test_names_and_lookup():
+    from robustopt.threat import by_name, names, threat_from_name
+
+    assert names() == ["linf", "l2", "l1"]
+    assert [by_name(n) for n in names()] == [ro.Linf, ro.L2, ro.L1]
+    assert by_name("Linf") is by_name("LINF") is ro.Linf  # the class names (result files) and the CLI names
+    assert threat_from_name("l2", 0.5, bounds=(-1, 1)) == ro.L2(0.5, bounds=(-1.0, 1.0))
+    with pytest.raises(ValueError, match=r"unknown norm 'l3'.*\['linf', 'l2', 'l1'\]"):
+        by_name("l3")
+    with pytest.raises(ValueError, match="unknown norm"):
+        ro.ThreatModel.from_dict({"norm": "l0", "eps": 1.0})
+    with pytest.raises(ValueError, match="step_quantile"):
+        ro.ThreatModel.from_dict({"norm": "Linf", "eps": 0.3, "step_quantile": 0.5})  # L1's field on Linf
+
+
+def test_parse_reads_the_string_form_of_older_result_files():
+    assert ro.ThreatModel.parse("Linf(eps=0.3)") == ro.Linf(0.3)
+    assert ro.ThreatModel.parse(str(ro.L2(1.5))) == ro.L2(1.5)
+    assert ro.ThreatModel.parse(str(ro.Linf(8 / 255))).eps == pytest.approx(8 / 255, rel=1e-4)  # 4 digits
+    with pytest.raises(ValueError, match="not a threat model"):
+        ro.ThreatModel.parse("eps 0.3")
+
+
+def test_a_threat_model_of_ones_own_is_found_by_name_and_read_back():
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from robustopt.threat import _BY_NAME, by_name
+
+    @dataclass(frozen=True)
+    class Box(ro.Linf):  # inherits Linf's name: does not take its place
+        pass
+
+    @dataclass(frozen=True)
+    class Cube(ro.Linf):
+        norm: ClassVar[str] = "Cube"
+
+    try:
+        assert by_name("linf") is ro.Linf and by_name("cube") is Cube
+        assert ro.ThreatModel.from_dict(Cube(0.2).to_dict()) == Cube(0.2)
+    finally:
+        del _BY_NAME["cube"]
+    assert Box(0.1).to_dict()["norm"] == "Linf"

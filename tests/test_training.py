@@ -14,7 +14,6 @@ from torch import nn
 import robustopt as ro
 from robustopt import checkpoint
 from robustopt.training import METHODS, Crafted, TrainConfig, fit, get_method, register_method
-from robustopt.training.fit import _lr_at
 from tiny_problem import separable
 
 LOG_KEYS = {
@@ -228,9 +227,9 @@ def test_eps_warmup_and_lr_schedules():
     assert res.history[0]["val_clean_acc"] is None and res.history[0]["val_robust_acc"] is None
 
     cfg = TrainConfig(lr=1.0, lr_schedule="cosine")
-    assert _lr_at(cfg, 0, 100) == 1.0 and _lr_at(cfg, 50, 100) == pytest.approx(0.5)
+    assert cfg.lr_at(0, 100) == 1.0 and cfg.lr_at(50, 100) == pytest.approx(0.5)
     cfg = TrainConfig(lr=1.0, lr_schedule="step")
-    assert [_lr_at(cfg, s, 100) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert [cfg.lr_at(s, 100) for s in (0, 49, 50, 74, 75, 99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
 def test_registry_model_checkpoint_loads_without_the_model(tmp_path):
@@ -311,6 +310,10 @@ def test_config_round_trips_through_json():
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(TypeError, match="valid ones"):
         TrainConfig.from_dict({"epsilon": 0.3})
+    # config.json of runs made while TrainConfig had attack_mode, whose only accepted value was "eval"
+    assert TrainConfig.from_dict({**cfg.to_dict(), "attack_mode": "eval"}) == cfg
+    with pytest.raises(ValueError, match="eval mode"):
+        TrainConfig.from_dict({"attack_mode": "train"})
 
 
 @pytest.mark.parametrize(
@@ -322,7 +325,7 @@ def test_config_round_trips_through_json():
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"norm": "linfinity"}, ValueError, "norm"),
         ({"optimizer": "rmsprop"}, ValueError, "optimizer"),
-        ({"attack_mode": "train"}, ValueError, "eval mode"),
+        ({"attack_mode": "eval"}, TypeError, "valid ones are"),  # a removed field (only config.json has it)
         ({"lr": 0.0}, ValueError, "lr"),
         ({"attack_step_size": -1.0}, ValueError, "attack_step_size"),
         ({"epsilon": 0.3}, TypeError, "valid ones are"),

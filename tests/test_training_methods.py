@@ -19,11 +19,11 @@ import robustopt as ro
 from robustopt import checkpoint
 from robustopt.cli import main
 from robustopt.training import METHODS, Crafted, TrainConfig, Update, fit, get_method, register_method
-from robustopt.training.fit import _lr_at
+from robustopt.training.config import guard_enabled
 from robustopt.training.methods import as_updates, updates_per_batch
 from tiny_problem import mlp, separable
 
-fit_module = importlib.import_module("robustopt.training.fit")  # the module (the package exports the function)
+loop_module = importlib.import_module("robustopt.training.loop")  # the module of fit()
 
 FAST = dict(batch_size=32, lr=1e-2, eps=0.1, attack_steps=3, attack_step_size=0.05, val_attack_steps=3, progress=False)
 
@@ -193,9 +193,9 @@ def test_fgsm_rs_results_do_not_depend_on_the_guard_when_nothing_collapses():
     assert same(weights(on.model), weights(off.model))
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in on.history] == \
         [{k: v for k, v in r.items() if k != "seconds"} for r in off.history]
-    assert fit_module._guard_enabled(TrainConfig(method="fgsm-rs"), True)
-    assert not fit_module._guard_enabled(TrainConfig(method="pgd"), True)
-    assert not fit_module._guard_enabled(TrainConfig(method="fgsm-rs"), False)  # no validation: off, warned
+    assert guard_enabled(TrainConfig(method="fgsm-rs"), True)
+    assert not guard_enabled(TrainConfig(method="pgd"), True)
+    assert not guard_enabled(TrainConfig(method="fgsm-rs"), False)  # no validation: off, warned
 
 
 # --- catastrophic-overfitting guard ----------------------------------------------------------------
@@ -270,7 +270,7 @@ def test_early_stopping_stops_and_keeps_the_best_epoch(tmp_path, monkeypatch):
     ref = fit(mlp(), (x, y), epochs=2, **kw)  # the weights after epoch 2
 
     scores = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95])  # the validation robust accuracy of epochs 1, 2, ...
-    monkeypatch.setattr(fit_module, "_validate", lambda *args: (1.0, next(scores)))
+    monkeypatch.setattr(loop_module, "_validate", lambda *args: (1.0, next(scores)))
     res = fit(mlp(), (x, y), epochs=6, early_stopping_patience=2, out=tmp_path, **kw)
 
     assert res.stopped == "early_stopping" and len(res.history) == 4  # epochs 3 and 4 did not beat epoch 2
@@ -292,7 +292,7 @@ def test_early_stopping_resumes_with_its_best_epoch(tmp_path, monkeypatch):
         epoch[0] += 1
         return 1.0, values[epoch[0] - 1]
 
-    monkeypatch.setattr(fit_module, "_validate", validate)
+    monkeypatch.setattr(loop_module, "_validate", validate)
     full = fit(mlp(), (x, y), epochs=4, **kw)
     epoch[0] = 0
     fit(mlp(), (x, y), epochs=3, out=tmp_path, **kw)  # interrupted after epoch 3 (best: epoch 2, in best.*)
@@ -306,17 +306,17 @@ def test_early_stopping_resumes_with_its_best_epoch(tmp_path, monkeypatch):
 
 def test_cyclic_and_piecewise_schedules():
     cfg = TrainConfig(lr=0.2, lr_schedule="cyclic")
-    assert [_lr_at(cfg, s, 100) for s in (0, 25, 50, 75, 99)] == pytest.approx([0, 0.1, 0.2, 0.1, 0.004])
+    assert [cfg.lr_at(s, 100) for s in (0, 25, 50, 75, 99)] == pytest.approx([0, 0.1, 0.2, 0.1, 0.004])
     # default piecewise: the piecewise-linear one-cycle, 0 -> lr at 40% of the epochs -> 0
     cfg = TrainConfig(lr=1.0, lr_schedule="piecewise", epochs=10)
-    assert [_lr_at(cfg, s, 1000) for s in (0, 200, 400, 700, 1000)] == pytest.approx([0, 0.5, 1, 0.5, 0])
+    assert [cfg.lr_at(s, 1000) for s in (0, 200, 400, 700, 1000)] == pytest.approx([0, 0.5, 1, 0.5, 0])
     # user milestones (epochs) and values (multipliers of lr); a repeated milestone is a jump
     cfg = TrainConfig(lr=0.1, lr_schedule="piecewise", epochs=200, lr_milestones=(0, 100, 100, 150, 150),
                       lr_values=(1, 1, 0.1, 0.1, 0.01))
     steps = [0, 99 * 10 + 9, 100 * 10, 149 * 10 + 9, 150 * 10, 1999]  # 10 steps per epoch
-    assert [_lr_at(cfg, s, 2000) for s in steps] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert [cfg.lr_at(s, 2000) for s in steps] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
     cfg = TrainConfig(lr=1.0, lr_schedule="piecewise", epochs=4, lr_milestones=(1, 3), lr_values=(0.5, 1.5))
-    assert [_lr_at(cfg, s, 40) for s in (0, 10, 20, 30, 39)] == pytest.approx([0.5, 0.5, 1.0, 1.5, 1.5])
+    assert [cfg.lr_at(s, 40) for s in (0, 10, 20, 30, 39)] == pytest.approx([0.5, 0.5, 1.0, 1.5, 1.5])
 
 
 def test_schedules_count_every_replay_as_a_step():
@@ -324,8 +324,8 @@ def test_schedules_count_every_replay_as_a_step():
     res = fit(mlp(), (x, y), method="free", replay=2, epochs=2, lr_schedule="cyclic", **FAST)
     cfg = res.config
     assert res.history[-1]["step"] == 12
-    assert res.history[0]["lr"] == pytest.approx(_lr_at(cfg, 5, 12)) and res.history[-1]["lr"] == pytest.approx(
-        _lr_at(cfg, 11, 12))
+    assert res.history[0]["lr"] == pytest.approx(cfg.lr_at(5, 12)) and res.history[-1]["lr"] == pytest.approx(
+        cfg.lr_at(11, 12))
 
 
 # --- AMP, configuration and CLI -----------------------------------------------------------------------

@@ -29,8 +29,8 @@ from robustopt.cli import main
 from robustopt.training import TrainConfig, fit
 from tiny_problem import separable
 
-fit_module = importlib.import_module("robustopt.training.fit")  # the module (robustopt.training.fit is the function)
-REAL_GET_METHOD = fit_module.get_method
+loop_module = importlib.import_module("robustopt.training.loop")  # the module of fit()
+REAL_GET_METHOD = loop_module.get_method
 
 
 class Interrupted(Exception):
@@ -73,7 +73,7 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, batch: int | None) -> None:
 
         return wrapped
 
-    monkeypatch.setattr(fit_module, "get_method", get_method)
+    monkeypatch.setattr(loop_module, "get_method", get_method)
 
 
 DATA = separable(150)  # 120 training examples, 30 held out
@@ -254,3 +254,23 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tmp_path):
                      checkpoint.load(tmp_path / "full" / "model")[0].state_dict())
     assert log(out) == log(tmp_path / "full")
     assert not checkpoint.exists(out / "partial") and not (out / ".lock").exists()
+
+
+def test_a_checkpoint_of_an_older_robustopt_with_attack_mode_resumes(tmp_path, monkeypatch):
+    # Checkpoints and config.json written while TrainConfig had attack_mode (only "eval" was accepted).
+    interrupt_at(monkeypatch, None)
+    kw = dict(batch_size=25, lr=1e-2, eps=0.1, attack_steps=2, attack_step_size=0.05, val_attack_steps=2,
+              progress=False, seed=3)
+    full = net()
+    fit(full, DATA, out=tmp_path / "full", epochs=2, **kw)
+    out = tmp_path / "old"
+    fit(net(), DATA, out=out, epochs=1, **kw)
+    for name in ("model.json", "config.json"):
+        meta = json.loads((out / name).read_text())
+        config = meta["config"] if name == "model.json" else meta
+        config["attack_mode"] = "eval"
+        (out / name).write_text(json.dumps(meta))
+    assert TrainConfig.from_dict(json.loads((out / "config.json").read_text())).epochs == 1
+    resumed = net()
+    fit(resumed, DATA, out=out, resume=True, epochs=2, **kw)
+    assert_identical(state(full), state(resumed))

@@ -6,15 +6,15 @@
     ev = ro.evaluate(model, (x, y), ro.suites.madry(t), mode="independent")
 """
 
-from robustopt import attacks, checkpoint, data, losses, models, training
+from robustopt import attacks, checkpoint, data, losses, models, runs, threat, training
 from robustopt.evaluation import Evaluation, Finding, SweepCurve, audit, evaluate, findings_table, suites, sweep
 from robustopt.threat import L1, L2, Linf, ThreatModel
-from robustopt.experiments import load_run
+from robustopt.runs import load_run
 from robustopt.malloc import tune_malloc
 
 __version__ = "0.1.0"
 __all__ = [
-    "attacks", "checkpoint", "data", "losses", "models", "training", "suites",
+    "attacks", "checkpoint", "data", "losses", "models", "runs", "threat", "training", "suites",
     "evaluate", "Evaluation", "audit", "Finding", "findings_table", "sweep", "SweepCurve", "Linf", "L2", "L1", "ThreatModel",
     "load_run", "tune_malloc",
 ]

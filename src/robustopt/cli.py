@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 import robustopt as _registry  # imported with robustopt.cli anyway; the help texts list its registries
+from robustopt import experiments as _experiments
 from robustopt._checks import EpsWarning, check_grid_size
 
 __all__ = ["main", "parse_eps"]
@@ -52,6 +53,14 @@ class _Numbers(click.ParamType):
 
 _NUMBERS = _Numbers()
 
+# Options that eval and sweep share.
+_ATTACK_DEVICE = click.option("--device", default="cpu", show_default=True,
+                              help="cpu | cuda | cuda:N | auto; under torchrun, cuda means each process's own GPU.")
+_WEIGHTS = click.option("--weights", type=click.Choice(list(_registry.runs.WEIGHTS)), default="final",
+                        show_default=True,
+                        help="final: the weights training ended with (model.*); best: the best validation epoch "
+                             "(best.*, kept with --early-stopping-patience). Results of best go to *-best.* files.")
+
 
 def _models_by_input() -> str:
     """The registered models grouped by input shape, for ``train --help``."""
@@ -85,8 +94,8 @@ def _fail(err: Exception) -> None:
 def main() -> None:
     """robustopt: attacks, adversarial training and honest robustness evaluation (Madry et al. 2018).
 
-    On glibc the command keeps freed activation memory for reuse (1.2-1.3x faster on a CPU, see
-    robustopt.malloc); ROBUSTOPT_MALLOC=default keeps glibc's defaults.
+    On glibc the command keeps freed activation memory for reuse instead of faulting it in at every
+    step (robustopt.malloc); ROBUSTOPT_MALLOC=default keeps glibc's defaults.
     """
     if os.environ.get("ROBUSTOPT_MALLOC", "tuned") != "default":
         from robustopt.malloc import tune_malloc
@@ -102,21 +111,28 @@ def main() -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
-              help="Run folder for the four models, the table and its JSON.")
+              help="Run folder for the four models, the tables, the sweeps and the report.")
 @click.option("--data", default="mnist-mini", show_default=True, help="Dataset (mnist-mini ships with the package).")
 @click.option("--seed", default=0, show_default=True)
 def demo(out: Path, data: str, seed: int) -> None:
-    """The paper's experiment, small and offline: train A, A', B, A_nat; print the attack table."""
-    from robustopt.experiments import DEMO, run_madry_experiment
+    """The paper's experiment, small and offline: `robustopt reproduce madry-mnist --budget demo`.
 
+    Trains A, A', B, A_nat and prints the attack table beside the paper's; then the standard
+    suite, eps sweeps and the report (OUT/report.md, OUT/report.html).
+    """
+    _reproduce("madry-mnist", "demo", out=out, data=data, seed=seed)
+
+
+def _reproduce(experiment: str, budget: str, **kwargs: object) -> None:
+    """``reproduce`` and ``demo``: ``experiments.reproduce`` with its lines on stdout and its errors as one line."""
     try:
-        run_madry_experiment(DEMO, out=out, data=data, seed=seed, echo=click.echo)
-    except (ValueError, TypeError, OSError) as err:  # OSError: FileExistsError, an unwritable or busy --out, ...
+        _experiments.reproduce(experiment, budget, echo=click.echo, **kwargs)
+    except (ValueError, TypeError, OSError, ImportError) as err:  # OSError: an unwritable or busy --out, ...
         _fail(err)
 
 
 @main.command()
-@click.argument("experiment", type=click.Choice(["madry-mnist", "madry-cifar10"]))
+@click.argument("experiment", type=click.Choice(sorted(_experiments.REPRODUCE)))
 @click.option("--budget", type=click.Choice(["demo", "cpu", "paper"]), default="demo", show_default=True,
               help="demo: minutes, offline (mnist-mini); cpu: the full dataset on 2 CPU cores (MNIST about 1 h 15 min; "
                    "CIFAR-10 hours, see docs/results.md); "
@@ -136,14 +152,8 @@ def reproduce(experiment: str, budget: str, out: Path | None, seed: int, root: P
 
     An interrupted run continues where it stopped when started again with the same --out.
     """
-    from robustopt.experiments import reproduce as run
-
-    try:
-        run(experiment, budget, out=out or Path("runs") / f"{experiment}-{budget}", seed=seed, root=root,
-            echo=click.echo, only=None if only is None else tuple(n.strip() for n in only.split(",") if n.strip()),
-            device=device)
-    except (ValueError, TypeError, OSError, ImportError) as err:
-        _fail(err)
+    _reproduce(experiment, budget, out=out or Path("runs") / f"{experiment}-{budget}", seed=seed, root=root,
+               only=None if only is None else tuple(n.strip() for n in only.split(",") if n.strip()), device=device)
 
 
 @main.group()
@@ -208,7 +218,7 @@ def models_list() -> None:
 
 
 @main.command()
-@click.option("--preset", type=click.Choice(sorted(_registry.experiments.TRAIN_PRESETS)), default=None,
+@click.option("--preset", type=click.Choice(sorted(_experiments.TRAIN_PRESETS)), default=None,
               help="A named recipe (fast-at-cifar10: Fast-AT, preact-resnet18, 15 epochs of FGSM-RS, AMP on "
                    "CUDA); the options given explicitly override it.")
 @click.option("--data", "dataset", default=None,
@@ -217,7 +227,7 @@ def models_list() -> None:
               help=f"{_models_by_input()}; see robustopt models list.  [default: madry-mnist]")
 @click.option("--method", default=None,
               help=f"{' | '.join(_registry.training.METHODS)} (robustopt.training.METHODS).  [default: pgd]")
-@click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default=None,
+@click.option("--norm", type=click.Choice(_registry.threat.names()), default=None,
               help="Threat model of the training attack and the validation.  [default: linf]")
 @click.option("--eps", type=EPS, default=None, help="Radius in pixel space, e.g. 0.3 or 8/255.  [default: 0.3]")
 @click.option("--steps", "attack_steps", type=int, default=None, help="Inner PGD steps.  [default: 40]")
@@ -288,11 +298,12 @@ def train(preset, dataset, model_name, method, norm, eps, train_size, out, resum
 
 @main.command("eval")
 @click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--suite", type=click.Choice(["madry", "standard", "fast"]), default="madry", show_default=True,
-              help="madry: the paper's rows; standard: APGD-CE, APGD-T, FAB-T, Square (cascade); fast: APGD only.")
+@click.option("--suite", type=click.Choice(["madry", "standard", "fast", "adaptive"]), default="madry", show_default=True,
+              help="madry: the paper's rows; standard: APGD-CE, APGD-T, FAB-T, Square (cascade); fast: APGD only; "
+                   "adaptive: the standard attacks scheduled by evidence per example (prints the budget per stage).")
 @click.option("--source", "sources", multiple=True, metavar="NAME=RUN",
               help="Transfer source, e.g. \"A'=runs/a2\" or B=runs/b; repeatable.")
-@click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default=None, help="Default: the run's training norm.")
+@click.option("--norm", type=click.Choice(_registry.threat.names()), default=None, help="Default: the run's training norm.")
 @click.option("--eps", type=EPS, default=None, help="Default: the run's training eps.")
 @click.option("--n", "limit", type=int, default=None, help="Evaluate the first N test images (default: all).")
 @click.option("--max-restarts", type=int, default=None, help="Cap on restarts (the paper uses up to 20).")
@@ -303,11 +314,8 @@ def train(preset, dataset, model_name, method, norm, eps, train_size, out, resum
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
 @click.option("--restart", is_flag=True, default=False,
               help="Discard the saved progress of an interrupted evaluation (RUN/eval-SUITE.progress.json) and start over.")
-@click.option("--device", default="cpu", show_default=True,
-              help="cpu | cuda | cuda:N | auto; under torchrun, cuda means each process's own GPU.")
-@click.option("--weights", type=click.Choice(["final", "best"]), default="final", show_default=True,
-              help="final: the weights training ended with (model.*); best: the best validation epoch "
-                   "(best.*, kept with --early-stopping-patience). Results of best go to *-best.* files.")
+@_ATTACK_DEVICE
+@_WEIGHTS
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace an RUN/eval-SUITE.json made with other settings (n, restarts, threat, sources, mode, "
                    "seed, ...); without it such a file is kept and the command refuses.")
@@ -353,7 +361,7 @@ def parse_eps_grid(text: str) -> list[float]:
 
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--norm", type=click.Choice(["linf", "l2", "l1"]), default="linf", show_default=True)
+@click.option("--norm", type=click.Choice(_registry.threat.names()), default="linf", show_default=True)
 @click.option("--eps", "grid", default="0:0.5:0.05", show_default=True,
               help="Grid START:STOP:STEP (inclusive) or a comma list, e.g. 0:30/255:2/255.")
 @click.option("--steps", type=int, default=40, show_default=True, help="PGD steps at each eps (step 2.5*eps/steps).")
@@ -361,14 +369,11 @@ def parse_eps_grid(text: str) -> list[float]:
 @click.option("--batch-size", type=int, default=500, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
-@click.option("--device", default="cpu", show_default=True,
-              help="cpu | cuda | cuda:N | auto; under torchrun, cuda means each process's own GPU.")
+@_ATTACK_DEVICE
 @click.option("--independent", is_flag=True,
               help="Attack every clean-correct example at every eps (no cascade; the reference cost). "
                    "Writes RUN/sweep-NORM-independent.*.")
-@click.option("--weights", type=click.Choice(["final", "best"]), default="final", show_default=True,
-              help="final: the weights training ended with (model.*); best: the best validation epoch "
-                   "(best.*, kept with --early-stopping-patience). Results of best go to *-best.* files.")
+@_WEIGHTS
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace an RUN/sweep-NORM.json made with other settings (eps grid, steps, n, seed, ...); "
                    "without it such a file is kept and the command refuses.")
@@ -394,10 +399,8 @@ def sweep(run, norm, grid, steps, limit, batch_size, seed, root, device, indepen
               help="Replace a report of other runs in the --out folder; without it the command refuses.")
 def report(runs, out, root, overwrite) -> None:
     """Markdown + self-contained HTML report of RUN folders: tables, curves, sweeps, audit, adversarial examples."""
-    from robustopt.evaluation.report import write_report
-
     try:
-        md_path, html_path = write_report(runs, out=out, root=root, overwrite=overwrite)
+        md_path, html_path = _experiments.write_report(runs, out=out, root=root, overwrite=overwrite)
     except (ValueError, TypeError, OSError, ImportError) as err:
         _fail(err)
     click.echo(f"written: {md_path}")
@@ -427,11 +430,9 @@ def card(run, weights, evaluation, out, name, architecture, link, authors, venue
     The card has RobustBench's fields (name, dataset, eps, architecture, clean_acc,
     autoattack_acc, number_forward_passes, ...) plus threat_model and a robustopt block.
     """
-    from robustopt.evaluation.card import write_card
-
     fields = {k: v for k, v in dict(name=name, architecture=architecture, reported=reported).items() if v is not None}
     try:
-        path = write_card(run, weights=weights, evaluation=evaluation, out=out, link=link, authors=authors,
+        path = _registry.runs.write_card(run, weights=weights, evaluation=evaluation, out=out, link=link, authors=authors,
                           venue=venue, **fields)
     except (ValueError, TypeError, OSError) as err:
         _fail(err)

@@ -1,15 +1,14 @@
-"""Runs on disk: train a model into a run folder, evaluate a run, and the paper's whole experiment.
+"""The pipeline: train into a run folder, evaluate and sweep a run, report on runs, the paper's experiment.
 
-A run folder holds ``run.json`` (dataset, model, threat), the training log and
-checkpoint written by ``ro.training.fit``, and evaluation results
-(``eval-SUITE.json`` / ``.md``). The CLI commands ``train``, ``eval`` and
-``demo`` are thin wrappers around the functions here.
+The CLI commands ``train``, ``eval``, ``sweep``, ``report``, ``reproduce`` and ``demo`` are thin
+wrappers around the functions here, and the presets they name are here too (``DEMO``,
+``REPRODUCE``, ``TRAIN_PRESETS``). What a run folder holds, how a run is loaded and how results
+are named and protected from silent replacement is :mod:`robustopt.runs`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -17,38 +16,34 @@ import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from robustopt import checkpoint, data as datasets, distributed, models
+from robustopt import data as datasets, distributed, models
 from robustopt._checks import check_count, check_eps, check_grid_size, check_input_shape
 from robustopt._device import resolve_device
-from robustopt._io import atomic_write_json, atomic_write_text
+from robustopt._io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from robustopt._lock import hold, holding
 from robustopt._progress import format_seconds
-from robustopt._runfolder import holding, refuse_replacement, saved_request
 from robustopt.attacks import PGD
-from robustopt.evaluation import Evaluation, SweepCurve, evaluate, suites, sweep
-from robustopt.threat import L1, L2, Linf, ThreatModel
-from robustopt.training import BEST_NAME, CHECKPOINT_NAME, TrainConfig, TrainResult, fit
-from robustopt.training.fit import PARTIAL_NAME, _val_size
+from robustopt.attacks.base import eval_mode, predict
+from robustopt.evaluation import Evaluation, Finding, SweepCurve, audit, evaluate, report, suites, sweep
+from robustopt.evaluation.records import budget_table
+from robustopt.runs import (
+    REPORT_HTML, REPORT_MD, RUN_FILE, check_run, load_run, read_config, read_evaluations, read_info, read_log,
+    read_sweeps, refuse_replacement, relative, report_request, request_line, result_stem, resume_point, saved_request,
+)
+from robustopt.threat import ThreatModel, by_name, threat_from_name
+from robustopt.training import TrainConfig, TrainResult, fit
 from robustopt.training.methods import grad_evals_per_example
 
-__all__ = ["ExperimentPreset", "DEMO", "REPRODUCE", "TRAIN_PRESETS", "reproduce", "train_run", "eval_run", "sweep_run", "load_run", "run_madry_experiment",
-           "threat_of"]
+__all__ = ["ExperimentPreset", "DEMO", "REPRODUCE", "TRAIN_PRESETS", "reproduce", "train_run", "eval_run", "sweep_run",
+           "write_report", "run_madry_experiment", "AUDIT_SIZE", "GALLERY_SIZE", "GALLERY_STEPS"]
 
-THREATS: dict[str, type[ThreatModel]] = {"linf": Linf, "l2": L2, "l1": L1}
-RUN_FILE = "run.json"
-WEIGHTS = {"final": CHECKPOINT_NAME, "best": BEST_NAME}  # load_run(weights=...) -> checkpoint name in the run
-
-
-def threat_of(norm: str, eps: float) -> ThreatModel:
-    """Threat model from a CLI norm name ("linf", "l2", "l1") and eps."""
-    try:
-        return THREATS[norm.lower()](eps)
-    except KeyError:
-        raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(THREATS)}.") from None
+threat_of = threat_from_name  # the name bench/harness.py imports; remove once it uses robustopt.threat
+PathLike = str | os.PathLike[str]
 
 
 @holding(lambda a: a["out"], "train")  # one process per run folder, created folders removed on failure
@@ -104,7 +99,7 @@ def train_run(
     say = echo if echo is not None and distributed.setup().is_main else _quiet
     done = 0  # epochs already trained
     if resume:
-        message, done = _resume_point(out, cfg.epochs)
+        message, done = resume_point(out, cfg.epochs)
         say(message)
     if done < cfg.epochs:
         say(_train_plan(model, data, cfg, len(x), out, done))
@@ -127,33 +122,14 @@ def _check_model_fits_data(model: str, data: str) -> None:
                       f" Models for these images: {', '.join(fitting) or 'none registered'} (robustopt models list).")
 
 
-def _resume_point(out: Path, epochs: int) -> tuple[str, int]:
-    """Where ``train --resume`` continues ``out`` from (or that there is nothing to resume), and the
-    number of epochs already trained (``epochs`` when nothing is left to do)."""
-    ckpt, partial = out / CHECKPOINT_NAME, out / PARTIAL_NAME
-    state = checkpoint.read_metadata(ckpt).get("extra") or {} if checkpoint.exists(ckpt) else {}
-    inside = checkpoint.read_metadata(partial).get("extra") or {} if checkpoint.exists(partial) else {}
-    epoch, step = state.get("epoch", 0), state.get("step", 0)
-    if inside.get("epoch") == epoch:  # a mid-epoch checkpoint of the epoch after the last finished one
-        batch = (inside.get("position") or {}).get("batch")
-        return (f"resuming {out} inside epoch {epoch + 1} of {epochs}, after batch {batch} "
-                f"(optimizer step {inside.get('step')})."), epoch
-    if not state:
-        return f"nothing to resume in {out}: it holds no training checkpoint, so a new run starts there.", 0
-    where = f"resuming {out} after epoch {epoch} of {epochs} (optimizer step {step})"
-    if state.get("stopped"):
-        return f"{where}: it stopped early ({state['stopped']}), nothing left to train.", epochs
-    return (f"{where}: nothing left to train.", epochs) if epoch >= epochs else (f"{where}.", epoch)
-
-
 def _train_plan(model: str, data: str, cfg: TrainConfig, n: int, out: Path, done: int = 0) -> str:
     """One line: what ``train_run`` will do (the epochs after ``done``) and its cost in image-gradient evaluations."""
-    n_val = _val_size(cfg, n)
+    n_val = cfg.validation_size(n)
     n_train = n - n_val
     steps = math.ceil(n_train / cfg.batch_size)
     what = f"{cfg.method} training of {model} on {data}"
     if cfg.method != "natural":
-        what += f" at {threat_of(cfg.norm, cfg.eps)}"
+        what += f" at {threat_from_name(cfg.norm, cfg.eps)}"
     left = cfg.epochs - done
     epochs = f"{left} epoch{'s' * (left != 1)}" + (f" (epochs {done + 1}-{cfg.epochs})" if done else "")
     per_example = grad_evals_per_example(cfg.method, cfg)
@@ -186,38 +162,21 @@ def _train_summary(result: TrainResult, out: Path, cfg: TrainConfig) -> list[str
     else:
         robust = last.get("val_robust_acc")
         robust = ("not measured (val_attack_steps=0)" if robust is None else
-                  f"{100 * robust:.1f}% (PGD-{cfg.val_attack_steps} at {threat_of(cfg.norm, cfg.eps)})")
+                  f"{100 * robust:.1f}% (PGD-{cfg.val_attack_steps} at {threat_from_name(cfg.norm, cfg.eps)})")
         lines.append(f"final validation accuracy: clean {100 * last['val_clean_acc']:.1f}%, robust {robust}")
     lines.append(f"next: robustopt eval {shlex.quote(str(out))}   "
                  "(the paper's attack table; --suite standard for the AutoAttack-grade worst case)")
     return lines
 
 
-def load_run(run: str | Path, weights: str = "final") -> tuple[nn.Module, dict[str, Any]]:
-    """Load the trained model of a run folder and its ``run.json``.
-
-    Args:
-        run: run folder made by ``train_run``.
-        weights: "final" (``model.*``, the weights training ended with) or "best" (``best.*``, the
-            epoch with the best validation robust accuracy, kept when early stopping is on).
-    """
-    run = Path(run)
-    info_path = run / RUN_FILE
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{run} is not a finished robustopt run (no {RUN_FILE}); train it with `robustopt train --out {run}`.")
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}.")
-    path = run / WEIGHTS[weights]
-    if not path.with_suffix(".json").is_file() and weights == "final":
-        raise FileNotFoundError(f"{run} has no trained weights ({WEIGHTS[weights]}.*): its training ended before "
-                                f"it saved any. Continue it with `robustopt train ... --resume --out {run}` (the "
-                                "options it was started with).")
-    if not path.with_suffix(".json").is_file():
-        raise FileNotFoundError(f"{run} has no {WEIGHTS[weights]}.* weights: they are kept only when training runs with "
-                                "early stopping (`robustopt train --early-stopping-patience K`); use the final weights.")
-    info = json.loads(info_path.read_text())
-    model, _ = checkpoint.load(path)
-    return model.eval(), info
+def _attack_setup(run: str | Path, weights: str, device: str) -> tuple[
+        Path, distributed.Context, torch.device, nn.Module, dict[str, Any]]:
+    """For ``eval_run`` and ``sweep_run``: the run folder, the distributed context, the device, the model on it
+    and ``run.json``. Under torchrun every rank attacks its share of the batches and rank 0 writes."""
+    ctx = distributed.setup()
+    dev = ctx.device(resolve_device(device))
+    model, info = load_run(run, weights)
+    return Path(run), ctx, dev, model.to(dev), info
 
 
 def _test_images(data: str, limit: int | None, root: str | Path | None,
@@ -229,11 +188,6 @@ def _test_images(data: str, limit: int | None, root: str | Path | None,
     if limit is not None and limit > len(x):
         echo(f"note: --n {limit:,} is more than the {len(x):,} test images of {data}: all {len(x):,} are used.")
     return (x, y) if limit is None else (x[:limit], y[:limit])
-
-
-def _result_stem(kind: str, weights: str) -> str:
-    """``eval-madry`` for the final weights, ``eval-madry-best`` for the best epoch's."""
-    return kind if weights == "final" else f"{kind}-{weights}"
 
 
 @holding(lambda a: a["run"], "eval", create=False)
@@ -266,7 +220,8 @@ def eval_run(
 
     Args:
         run: run folder made by ``train_run``.
-        suite: "madry" (the paper's rows), "standard" (AutoAttack-grade: APGD-CE, APGD-T, FAB-T, Square) or "fast".
+        suite: "madry" (the paper's rows), "standard" (AutoAttack-grade: APGD-CE, APGD-T, FAB-T, Square), "fast"
+            or "adaptive" (the standard attacks scheduled by evidence; the budget per stage is printed too).
         sources: transfer sources, table name -> run folder.
         norm / eps: threat model (default: the run's training threat).
         limit: evaluate the first N test images.
@@ -282,16 +237,12 @@ def eval_run(
 
     Raises:
         FileExistsError: the run holds another evaluation of this suite and ``overwrite`` is False.
-        robustopt._runfolder.RunFolderBusyError: another process holds the run folder.
+        robustopt.runs.RunFolderBusyError: another process holds the run folder.
     """
-    run = Path(run)
-    ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
+    run, ctx, dev, model, info = _attack_setup(run, weights, device)
     echo = echo if ctx.is_main else _quiet
-    dev = ctx.device(resolve_device(device))
-    model, info = load_run(run, weights)
-    model.to(dev)
-    stem = _result_stem(f"eval-{suite}", weights)
-    threat = threat_of(norm or info["norm"], info["eps"] if eps is None else eps)
+    stem = result_stem("eval", suite, weights)
+    threat = threat_from_name(norm or info["norm"], info["eps"] if eps is None else eps)
     check_eps(threat.norm, threat.eps, datasets.info(info["data"]).shape)  # before any other complaint
     source_models = {name: load_run(path)[0].to(dev) for name, path in (sources or {}).items()}
     for name, source in source_models.items():  # a source for other images fails late and obscurely
@@ -300,17 +251,17 @@ def eval_run(
     preset = "cifar10" if info["data"] == "cifar10" else "mnist"
     if suite == "madry":
         attacks = suites.madry(threat, source_models, preset=preset, max_restarts=max_restarts)
-    elif suite in ("standard", "fast"):
+    elif suite in ("standard", "fast", "adaptive"):
         attacks = suites.standard(threat, version=suite, seed=seed)
         mode = mode or "cascade"
     else:
-        raise ValueError(f"unknown suite {suite!r}; available: madry, standard, fast.")
+        raise ValueError(f"unknown suite {suite!r}; available: madry, standard, fast, adaptive.")
     x, y = _test_images(info["data"], limit, root, echo)
     x, y = x.to(dev), y.to(dev)
     mode = mode or "independent"
     request = {"weights": weights, "threat": str(threat), "n": len(x), "mode": mode, "seed": seed,
                "batch_size": batch_size, "attacks": [[a.name, a.steps, a.restarts, a.source] for a in attacks],
-               "sources": {k: _relative(v, run) for k, v in (sources or {}).items()}}
+               "sources": {k: relative(v, run) for k, v in (sources or {}).items()}}
     result = run / f"{stem}.json"
     ctx.run_on_main(lambda: refuse_replacement(result, request, saved_request(result), overwrite=overwrite,
                                                what="evaluation"))
@@ -330,10 +281,13 @@ def eval_run(
             raise ValueError(f"{err} `robustopt eval --restart` (restart=True) discards it.") from err
         raise
     reference = suites.MADRY_REFERENCE[preset] if suite == "madry" and threat.norm == "Linf" and abs(threat.eps - (0.3 if preset == "mnist" else 8 / 255)) < 1e-9 else None
-    echo(ev.table(reference=reference))
+    budget = budget_table(ev)  # the budget per stage of a scheduled suite (adaptive); "" for the others
+    echo(ev.table(reference=reference) + (f"\n{budget}" if budget else ""))
     if ctx.is_main:
         ev.to_json(result)
-        ev.to_markdown(run / f"{stem}.md", reference=reference)
+        md = ev.to_markdown(run / f"{stem}.md", reference=reference)
+        if budget:
+            atomic_write_text(md, md.read_text() + "\n" + budget_table(ev, "markdown"))
     ctx.barrier()
     return ev
 
@@ -365,24 +319,20 @@ def sweep_run(
     A file made with other parameters (eps grid, steps, n, seed, batch size) is replaced only with
     ``overwrite=True``; otherwise FileExistsError is raised before anything runs.
     """
-    run = Path(run)
-    ctx = distributed.setup()  # under torchrun: every rank attacks its share of the batches, rank 0 writes
+    run, ctx, dev, model, info = _attack_setup(run, weights, device)
     echo = echo if ctx.is_main else _quiet
-    dev = ctx.device(resolve_device(device))
-    model, info = load_run(run, weights)
-    model.to(dev)
     check_grid_size(len(eps_values))  # the request itself first, then its conflicts with files on disk
     if eps_values and all(isinstance(e, (int, float)) for e in eps_values):  # sweep() explains other values
         check_eps(norm, max(eps_values), datasets.info(info["data"]).shape)
     x, y = _test_images(info["data"], limit, root, echo)
     x, y = x.to(dev), y.to(dev)
-    stem = _result_stem(f"sweep-{norm}-independent" if independent else f"sweep-{norm}", weights)
+    stem = result_stem("sweep", f"{norm}-independent" if independent else norm, weights)
     request = {"weights": weights, "norm": norm, "eps": [float(e) for e in eps_values], "steps": steps, "n": len(x),
                "seed": seed, "batch_size": batch_size}
     result = run / f"{stem}.json"
     ctx.run_on_main(lambda: refuse_replacement(result, request, saved_request(result), overwrite=overwrite,
                                                what="sweep"))
-    threat_cls = THREATS[norm]
+    threat_cls = by_name(norm)
     attack = lambda t: PGD(t, steps=steps, seed=seed)  # noqa: E731  (step 2.5 * eps / steps at every eps)
     curve = sweep(model, (x, y), threat_cls, eps_values, attack=attack, batch_size=batch_size, seed=seed,
                   progress=progress, meta={"run": str(run), "weights": weights, "data": info["data"], "request": request},
@@ -399,13 +349,127 @@ def sweep_run(
     return curve
 
 
+# --- reports: the caller computes, robustopt.evaluation.report renders ----------------------------
+
+AUDIT_SIZE = 200  # test images the report's audit probes, and the gallery's images come from
+GALLERY_SIZE = 8  # correctly classified test images in the gallery
+GALLERY_STEPS = 40  # PGD steps of the gallery's attack (step 2.5 * eps / steps, random start)
+
+
+def write_report(runs: PathLike | Iterable[PathLike], out: PathLike | None = None, *,
+                 root: PathLike | None = None, overwrite: bool = False) -> tuple[Path, Path]:
+    """Write ``report.md`` (with PNG figures beside it) and a self-contained ``report.html`` for run folders.
+
+    Per run: ``run.json``, the training curve (``log.jsonl``), every ``eval-*.json`` as the paper's
+    table (with Madry et al.'s numbers for the madry suite on MNIST at L-inf 0.3 or CIFAR-10 at 8/255),
+    every ``sweep-*.json`` as a plot and a table, ``ro.audit`` of the model on the first 200 test images
+    and of the results, and 8 PGD-40 adversarial examples; then the environment. The audit and the
+    adversarial examples are computed here; :func:`robustopt.evaluation.report.render` draws it all.
+
+    Args:
+        runs: one run folder or a list of them (made by ``robustopt train`` / ``train_run``).
+        out: folder for the report files (created); default: the first run folder.
+        root: data root for the test images (default: ``$ROBUSTOPT_DATA``, else the user cache).
+        overwrite: replace a report of other runs in ``out`` (report.md records its runs on its
+            first line); a report of the same runs is always refreshed.
+
+    Returns:
+        ``(md_path, html_path)``.
+
+    Raises:
+        FileNotFoundError: a folder does not exist or is not a finished run (no run.json / model),
+            or the test data is missing.
+        ValueError: a path is a file, no runs were given, or a result file is damaged.
+        ImportError: matplotlib is not installed (``pip install robustopt[report]``).
+        FileExistsError: ``out`` holds a report of other runs and ``overwrite`` is False.
+        OSError: ``out`` cannot be written, or another process holds it
+            (``robustopt.runs.RunFolderBusyError``).
+
+    Example:
+        >>> md_path, html_path = write_report(["runs/a"])   # runs/a/report.md, runs/a/report.html
+    """
+    if isinstance(runs, (str, os.PathLike)):
+        runs = [runs]
+    try:
+        folders = [check_run(r) for r in runs]
+    except TypeError:
+        raise TypeError(f"runs must be a run folder or a list of run folders, got {runs!r}.") from None
+    if not folders:
+        raise ValueError("no run folders given: pass at least one folder made by `robustopt train --out RUN`.")
+    report.require_matplotlib()
+    out_dir = Path(out) if out is not None else folders[0]
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; pass a folder for report.md, report.html and the figures.")
+    # What defines a report: its runs, relative to the report (the same wherever the command runs from).
+    request = {"runs": [relative(run, out_dir) for run in folders]}
+    with hold(out_dir, "report"):
+        md_path = out_dir / REPORT_MD
+        refuse_replacement(md_path, request, report_request(md_path), overwrite=overwrite, what="report")
+        document = report.render([_report_section(run, root) for run in folders])
+        for name, png in document.figures.items():
+            atomic_write_bytes(out_dir / name, png)
+        return (atomic_write_text(md_path, request_line(request) + document.markdown),
+                atomic_write_text(out_dir / REPORT_HTML, document.html))
+
+
+def _report_section(run: Path, root: PathLike | None) -> report.RunReport:
+    """What the report shows of ``run``: its files, and the audit and gallery of its model on test images."""
+    info = read_info(run)
+    evaluations, sweeps = read_evaluations(run), read_sweeps(run)
+    model, _ = load_run(run)
+    x, y = datasets.load(info["data"], "test", root=root)
+    x, y = x[:AUDIT_SIZE], y[:AUDIT_SIZE]
+    try:
+        threat: ThreatModel | None = threat_from_name(info["norm"], float(info["eps"]))
+    except (KeyError, TypeError, ValueError):  # a run.json without a known threat model
+        threat = None
+    try:
+        class_names: Sequence[str] = datasets.info(info["data"]).classes
+    except ValueError:
+        class_names = ()
+    seed = int(info.get("seed") or 0)
+    return report.RunReport(
+        path=run, info=info, config=read_config(run), log=read_log(run), evaluations=evaluations, sweeps=sweeps,
+        audits=_audits(model, (x, y), threat, evaluations, sweeps, seed),
+        gallery=_gallery(model, x, y, threat, seed), class_names=class_names)
+
+
+def _audits(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor], threat: ThreatModel | None,
+            evaluations: list[tuple[str, Evaluation]], sweeps: list[tuple[str, SweepCurve]],
+            seed: int) -> list[tuple[str, list[Finding]]]:
+    """The audit of the model on ``data`` (with the first evaluation), then of each other evaluation and sweep."""
+    probe = f"Model on the first {len(data[0])} test images"
+    if evaluations:
+        (name, first), others = evaluations[0], evaluations[1:]
+        parts = [(f"{probe}, and {name}", audit(model, data, first, seed=seed))]
+        parts += [(name, audit(None, evaluation=ev, seed=seed)) for name, ev in others]
+    else:
+        parts = [(probe, audit(model, data, threat=threat, seed=seed))]
+    return parts + [(name, audit(None, sweep=curve, seed=seed)) for name, curve in sweeps]
+
+
+def _gallery(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel | None,
+             seed: int) -> report.Gallery | None:
+    """PGD adversarial examples of the first ``GALLERY_SIZE`` images of ``x`` the model classifies correctly.
+
+    None when the threat model has no budget (unknown, or eps 0); no examples when no image is
+    classified correctly.
+    """
+    if threat is None or threat.eps <= 0:
+        return None
+    with eval_mode(model), torch.no_grad():
+        ok = predict(model, x).argmax(1) == y
+    idx = ok.nonzero().squeeze(1)[:GALLERY_SIZE]
+    x, y = x[idx], y[idx]
+    x_adv = PGD(threat, steps=GALLERY_STEPS, seed=seed)(model, x, y).detach() if len(idx) else x
+    with eval_mode(model), torch.no_grad():
+        pred_adv = predict(model, x_adv).argmax(1) if len(idx) else y
+    return report.Gallery(x=x, x_adv=x_adv, y=y, pred_adv=pred_adv, threat=threat, steps=GALLERY_STEPS, seed=seed,
+                          probed=len(ok))
+
+
 def _quiet(_: str) -> None:
     """The echo of ranks other than 0 under torchrun."""
-
-
-def _relative(path: str | Path, run: Path) -> str:
-    """``path`` relative to the run folder: the same wherever the command runs from."""
-    return os.path.relpath(Path(path).resolve(), run.resolve())
 
 
 @dataclass(frozen=True)
@@ -656,8 +720,6 @@ def run_madry_experiment(
         seconds[f"sweep {norm}"] = time.perf_counter() - t0
     written = [out / "table.md", out / "table.json"]
     if preset.report:
-        from robustopt.evaluation.report import write_report
-
         t0 = time.perf_counter()
         written += list(write_report([folders["A"]], out=out, root=root, overwrite=True))
         seconds["report"] = time.perf_counter() - t0

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ce", "cw", "dlr", "get", "LOSSES"]
+__all__ = ["ce", "cw", "dlr", "margin", "get", "LOSSES"]
 
 
 def _other_max(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
@@ -66,6 +66,17 @@ def dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = Non
         raise ValueError("the targeted DLR loss needs at least 4 classes; use loss='cw' instead.")
     denom = top[:, 0] - (top[:, 2] + top[:, 3]) / 2 + 1e-12
     return -(_at(logits, y) - _at(logits, target)) / denom
+
+
+def margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Signed logit margin, positive exactly when an attack has succeeded (not a training loss).
+
+    Untargeted: ``max_{j != y} z_j - z_y``; targeted: ``z_t - max_{j != t} z_j``. The uncapped
+    CW margin; attacks read it to decide whether an example can still flip.
+    """
+    if target is None:
+        return _other_max(logits, y) - _at(logits, y)
+    return _at(logits, target) - _other_max(logits, target)
 
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"ce": ce, "cw": cw, "dlr": dlr}

@@ -4,9 +4,10 @@ By default glibc serves every block above its mmap threshold (at most 32 MiB) st
 kernel and unmaps it on free, and trims the top of the heap back to the kernel: every attack or
 training step then faults in and zero-fills its activations anew (about 2 million minor page faults
 per PGD step of preact-resnet18 at batch 500). Three ``mallopt`` settings turn that off: no mmap for
-large blocks, no trimming, and a 256 MiB top pad. They make robustopt's CPU attacks 1.2-1.3x faster,
-as fast as with tcmalloc (docs/performance.md, "Memory allocator"), at the cost of keeping the peak
-heap mapped until the process ends.
+large blocks, no trimming, and a 256 MiB top pad, the tuning that ``MALLOC_MMAP_MAX_=0
+MALLOC_TRIM_THRESHOLD_=... MALLOC_TOP_PAD_=...`` gives from the environment. The cost is that the peak
+heap stays mapped until the process ends. ``bench/allocator.py`` measures the gain against glibc's
+defaults, jemalloc and tcmalloc ("glibc-tuned"; docs/performance.md, "Memory allocator").
 
 The ``robustopt`` command applies them at start-up on glibc (``ROBUSTOPT_MALLOC=default`` keeps
 glibc's defaults); library users opt in with :func:`tune_malloc`.

@@ -10,22 +10,30 @@ two primitives every gradient attack needs (Madry et al. 2018, Sec. 2):
   ``x`` intersected with the box; ``projector(x)`` is the same map with what depends
   on ``x`` alone computed once, for an attack's iterates.
 
+Result files store a threat model as ``to_dict()`` (``{"norm": "Linf", "eps": 0.3,
+"bounds": [0.0, 1.0]}``); ``ThreatModel.from_dict`` reads it back, and :func:`by_name`
+is the one table from norm names ("linf", "l2", "l1", any case) to classes.
+
 Example:
     >>> t = Linf(0.3)
     >>> x_adv = t.project(x + 0.5 * torch.randn_like(x), x)
+    >>> ThreatModel.from_dict(t.to_dict()) == t
+    True
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["ThreatModel", "Linf", "L2", "L1", "check_images", "random_signs"]
+__all__ = ["ThreatModel", "Linf", "L2", "L1", "by_name", "names", "threat_from_name", "check_images", "random_signs"]
 
 
 def check_images(x: torch.Tensor, bounds: tuple[float, float] = (0.0, 1.0), name: str = "x") -> None:
@@ -68,9 +76,15 @@ def _exponentials(shape: tuple[int, ...], generator: torch.Generator | None, lik
     return -torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype).clamp_min(1e-12).log()
 
 
+_BY_NAME: dict[str, type[ThreatModel]] = {}  # lower-case norm name -> class; every subclass that names its norm
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """Base class: the l_p ball of radius ``eps`` around x intersected with ``bounds``.
+
+    A subclass that sets ``norm`` is registered under that name (any case) for :func:`by_name`
+    and :meth:`from_dict`.
 
     Args:
         eps: radius of the ball in pixel space (inputs in ``bounds``), >= 0.
@@ -83,6 +97,11 @@ class ThreatModel:
     norm: ClassVar[str] = ""
     p: ClassVar[float] = 0.0  # the l_p exponent
     dual_p: ClassVar[float] = 0.0  # exponent of the dual norm
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "norm" in cls.__dict__ and cls.norm:  # its own name, not one inherited from Linf & co.
+            _BY_NAME[cls.norm.lower()] = cls
 
     def __post_init__(self) -> None:
         if isinstance(self.eps, torch.Tensor):
@@ -102,6 +121,45 @@ class ThreatModel:
 
     def __str__(self) -> str:
         return f"{self.norm}(eps={self.eps:.4g})"
+
+    # --- as data --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the norm and every field, e.g. ``{"norm": "Linf", "eps": 0.3, "bounds": [0.0, 1.0]}``."""
+        out: dict[str, Any] = {"norm": self.norm}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ThreatModel:
+        """The inverse of :meth:`to_dict`: the threat model of the class ``d["norm"]`` names.
+
+        Raises:
+            ValueError: ``d`` names no known norm, or holds a field that norm does not have.
+        """
+        if not isinstance(d, Mapping) or "norm" not in d:
+            raise ValueError(f"a threat model dict needs a 'norm' and an 'eps', got {d!r}.")
+        kind = by_name(d["norm"])
+        fields = {k: v for k, v in d.items() if k != "norm"}
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(kind)})
+        if unknown:
+            raise ValueError(f"{kind.__name__} has no field(s) {unknown}; got {dict(d)!r}.")
+        return kind(**fields)
+
+    @classmethod
+    def parse(cls, text: str) -> ThreatModel:
+        """The inverse of ``str()``, e.g. ``"Linf(eps=0.3)"`` (eps to 4 significant digits, default bounds).
+
+        Only for result files written before threat models were stored with :meth:`to_dict`.
+
+        Raises:
+            ValueError: ``text`` is not of that form, or names no known norm.
+        """
+        match = re.fullmatch(r"\s*(\w+)\(eps=([^)]+)\)\s*", str(text))
+        if match is None:
+            raise ValueError(f"{text!r} is not a threat model such as 'Linf(eps=0.3)'.")
+        return by_name(match.group(1))(float(match.group(2)))
 
     # --- geometry -------------------------------------------------------------------
     def distance(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
@@ -189,7 +247,27 @@ class ThreatModel:
         return lo, hi
 
     def _project_delta(self, delta: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        """The projection of ``delta`` onto the ball intersected with the box ``_delta_box(lo, hi)``."""
+        """The projection of ``delta`` onto the ball intersected with the box ``_delta_box(lo, hi)``.
+
+        Rows whose box clip is inside the ball are that clip; the others are ``_project_outside``'s.
+        """
+        clipped = torch.clamp(delta, lo, hi)
+        outside = _flat_norm(clipped, self.p) > self.eps
+        if not outside.any():
+            return clipped
+        if self.eps == 0:
+            return torch.where(_view(outside, delta), 0.0, clipped)
+        every = bool(outside.all())  # the usual case in PGD: no gather / scatter of rows
+        idx = None if every else outside.nonzero().squeeze(1)
+        projected = self._project_outside(*((delta, lo, hi) if every else (delta[idx], lo[idx], hi[idx])))
+        if every:
+            return projected
+        out = clipped.clone()
+        out[idx] = projected
+        return out
+
+    def _project_outside(self, v: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """The projection of rows ``v`` whose clip to the box ``[lo, hi]`` lies outside the ball (eps > 0)."""
         raise NotImplementedError
 
     def _uniform_ball(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
@@ -343,23 +421,8 @@ class L2(ThreatModel):
     p: ClassVar[float] = 2.0
     dual_p: ClassVar[float] = 2.0
 
-    def _project_delta(self, delta, lo, hi):
-        clipped = torch.clamp(delta, lo, hi)
-        outside = _flat_norm(clipped, 2) > self.eps
-        if not outside.any():
-            return clipped
-        if self.eps == 0:
-            return torch.where(_view(outside, delta), 0.0, clipped)
-        every = bool(outside.all())  # the usual case in PGD: no gather / scatter of rows
-        idx = None if every else outside.nonzero().squeeze(1)
-        v, lo_i, hi_i = (delta, lo, hi) if every else (delta[idx], lo[idx], hi[idx])
-        t = _l2_scale(v, lo_i, hi_i, self.eps)
-        projected = torch.clamp(v * _view(t, v), lo_i, hi_i)
-        if every:
-            return projected
-        out = clipped.clone()
-        out[idx] = projected
-        return out
+    def _project_outside(self, v, lo, hi):
+        return torch.clamp(v * _view(_l2_scale(v, lo, hi, self.eps), v), lo, hi)
 
     def step(self, grad, x_adv=None):
         norms = _flat_norm(grad, 2)
@@ -403,23 +466,9 @@ class L1(ThreatModel):
         if not 0.0 <= self.step_quantile <= 1.0:
             raise ValueError(f"step_quantile must be in [0, 1], got {self.step_quantile}.")
 
-    def _project_delta(self, delta, lo, hi):
-        clipped = torch.clamp(delta, lo, hi)
-        outside = _flat_norm(clipped, 1) > self.eps
-        if not outside.any():
-            return clipped
-        if self.eps == 0:
-            return torch.where(_view(outside, delta), 0.0, clipped)
-        every = bool(outside.all())
-        idx = None if every else outside.nonzero().squeeze(1)
-        v, lo_i, hi_i = (delta, lo, hi) if every else (delta[idx], lo[idx], hi[idx])
-        lam = _l1_threshold(v, lo_i, hi_i, self.eps)
-        projected = torch.clamp(v.sign() * (v.abs() - _view(lam, v)).clamp_min_(0), lo_i, hi_i)
-        if every:
-            return projected
-        out = clipped.clone()
-        out[idx] = projected
-        return out
+    def _project_outside(self, v, lo, hi):
+        lam = _l1_threshold(v, lo, hi, self.eps)
+        return torch.clamp(v.sign() * (v.abs() - _view(lam, v)).clamp_min_(0), lo, hi)
 
     def step(self, grad, x_adv=None):
         g = grad
@@ -446,3 +495,32 @@ class L1(ThreatModel):
     def _sphere_direction(self, x, generator):
         # i.i.d. Laplace coordinates: normalized, uniform on the l_1 sphere
         return _exponentials(x.shape, generator, x) * random_signs(x.shape, generator, x)
+
+
+
+def names() -> list[str]:
+    """The norm names of the command line and of ``run.json``: ``["linf", "l2", "l1"]`` (and any of the user's)."""
+    return list(_BY_NAME)
+
+
+def by_name(norm: str) -> type[ThreatModel]:
+    """The threat-model class of a norm name, in any case: ``by_name("linf") is by_name("Linf") is Linf``.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones).
+    """
+    kind = _BY_NAME.get(norm.lower()) if isinstance(norm, str) else None
+    if kind is None:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {names()}.")
+    return kind
+
+
+def threat_from_name(norm: str, eps: float, **kwargs: Any) -> ThreatModel:
+    """The threat model of a norm name and eps, e.g. ``threat_from_name("linf", 8 / 255)``.
+
+    Args:
+        norm: "linf", "l2" or "l1" (any case).
+        eps: radius in pixel space.
+        **kwargs: other fields of the threat model (``bounds``, L1's ``step_quantile``).
+    """
+    return by_name(norm)(eps, **kwargs)

@@ -1,4 +1,5 @@
-"""Attacks for the inner maximization: one gradient engine (FGSM, PGD), APGD, FAB, Square, and transfer.
+"""Attacks for the inner maximization: one gradient engine (FGSM, PGD), APGD, FAB, Square, transfer,
+and AdaptiveAutoAttack (their AutoAttack schedule, by evidence per example).
 
 Every attack runs through one driver (``Attack.run`` in ``base``) and is registered by name
 (``ATTACKS``, ``create``). A new attack is one file with ``@register_attack("name")`` plus its
@@ -13,8 +14,9 @@ from robustopt.attacks.gradient import FGSM, PGD, GradientAttack
 from robustopt.attacks.apgd import APGD
 from robustopt.attacks.fab import FAB
 from robustopt.attacks.square import Square
+from robustopt.attacks.adaptive import AdaptiveAutoAttack
 
 from robustopt.attacks.transfer import Transfer
 
 __all__ = ["Attack", "AttackResult", "ATTACKS", "create", "register_attack", "GradientAttack", "PGD", "FGSM",
-           "Transfer", "APGD", "FAB", "Square"]
+           "Transfer", "APGD", "FAB", "Square", "AdaptiveAutoAttack"]

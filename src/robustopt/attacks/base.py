@@ -33,7 +33,7 @@ from robustopt.threat import ThreatModel, check_images
 
 __all__ = [
     "Attack", "AttackResult", "Aim", "Best", "Search", "better", "eval_mode", "check_batch", "check_targets",
-    "predict", "success_of", "aims_at_top_classes", "UnsupportedThreat",
+    "predict", "success_of", "aims_at_top_classes", "UnsupportedThreat", "Cost", "STOP_REASONS", "stalled",
 ]
 
 _INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
@@ -48,12 +48,22 @@ class AttackResult:
         success: bool (N,): misclassified (untargeted) or classified as the target.
         grad_evals: forward+backward passes through the attacked model, summed over examples.
         forwards: forward-only passes (queries), summed over examples.
+        grad_evals_per_example / forwards_per_example: the same per example, int64 (N,)
+            (None where a result was built by hand).
+        notes: what an attack that explains its decisions records per example, tensors (N,)
+            (e.g. why each example's search stopped); empty for most attacks.
+        summary: a JSON-ready account of the call (e.g. the stages of a schedule), or None.
+            ``evaluate`` keeps ``notes`` and ``summary`` in the attack's row where an attack gives them.
     """
 
     x_adv: torch.Tensor
     success: torch.Tensor
     grad_evals: int = 0
     forwards: int = 0
+    grad_evals_per_example: torch.Tensor | None = None
+    forwards_per_example: torch.Tensor | None = None
+    notes: dict[str, torch.Tensor] = field(default_factory=dict)
+    summary: dict[str, Any] | None = None
 
 
 class UnsupportedThreat(NotImplementedError, ValueError):
@@ -236,6 +246,28 @@ class Best:
             self._latest = None
 
 
+# --- early exit: why a search ended, and the rule that stops an example that cannot flip ---------
+# Per example in ``AttackResult.notes["stop"]`` of attacks run with ``early_exit``; the last search
+# of an example decides (e.g. its last target).
+STOP_REASONS = ("not run", "budget", "broken", "stalled")
+STOP_NOT_RUN, STOP_BUDGET, STOP_BROKEN, STOP_STALLED = range(len(STOP_REASONS))
+
+
+def stalled(margin: torch.Tensor, margin_then: torch.Tensor, remaining: int, window: int, factor: float) -> torch.Tensor:
+    """bool: the margin cannot reach 0 even at ``factor`` times the pace of the last window.
+
+    ``margin + factor * (remaining / window) * max(margin - margin_then, 0) < 0``: the margin is
+    ``losses.margin`` (positive exactly when the example is broken), ``margin_then`` its value
+    ``window`` steps ago and ``remaining`` the steps left. A search whose progress slows down
+    (APGD's shrinking steps, Square's shrinking windows) stays under this linear extrapolation,
+    so ``factor`` is a margin of safety on top of it. The online discarding of A3 (Liu et al.
+    2022, "Practical Evaluation of Adversarial Robustness via Adaptive Auto Attack", CVPR), with
+    the example's own progress as the statistic.
+    """
+    gain = (margin - margin_then).clamp_min(0)
+    return margin + factor * (remaining / window) * gain < 0
+
+
 # --- what the driver hands to a search ---------------------------------------------------------
 class Aim(NamedTuple):
     """What one pass of the plan aims at, per example.
@@ -262,12 +294,48 @@ def aims_at_top_classes(clean_logits: torch.Tensor, y: torch.Tensor, k: int) -> 
     return [Aim(ranked[:, j], None) for j in range(min(k, classes - 1))]
 
 
-@dataclass
 class Cost:
-    """Model passes spent so far, summed over examples."""
+    """Model passes spent so far, per example of the batch; ``grad_evals`` and ``forwards`` are the totals.
 
-    grad_evals: int = 0
-    forwards: int = 0
+    Args:
+        n: examples in the batch.
+        device: where the per-example counters live (the batch's device).
+    """
+
+    def __init__(self, n: int = 0, device: torch.device | str | None = None) -> None:
+        self.grad_per_example = torch.zeros(n, dtype=torch.int64, device=device)
+        self.forwards_per_example = torch.zeros(n, dtype=torch.int64, device=device)
+        self.notes: dict[str, torch.Tensor] = {}  # per-example records an attack keeps (AttackResult.notes)
+        self.summary: dict[str, Any] | None = None  # a JSON-ready account of the call (AttackResult.summary)
+
+    def note(self, key: str, rows: torch.Tensor, values: torch.Tensor, fill: float | int | bool = 0) -> None:
+        """Record ``values`` for the batch ``rows`` under ``key``; examples never noted keep ``fill``."""
+        if key not in self.notes:
+            n = len(self.grad_per_example)
+            self.notes[key] = torch.full((n,), fill, dtype=values.dtype, device=self.grad_per_example.device)
+        self.notes[key][rows] = values.to(self.notes[key].device)
+
+    def add(self, rows: torch.Tensor, *, grad_evals: int | torch.Tensor = 0, forwards: int | torch.Tensor = 0) -> None:
+        """Count ``grad_evals`` forward+backward and ``forwards`` forward-only passes for each of ``rows``.
+
+        Each count is one number for every row, or a tensor with one per row (e.g. an inner attack's).
+        """
+        every = len(rows) == len(self.grad_per_example)  # then rows is 0..N-1
+        for counter, k in ((self.grad_per_example, grad_evals), (self.forwards_per_example, forwards)):
+            if isinstance(k, torch.Tensor):
+                counter.index_add_(0, rows, k.to(device=counter.device, dtype=torch.int64))
+            elif k and every:
+                counter += k
+            elif k:
+                counter.index_add_(0, rows, torch.full_like(rows, k, dtype=torch.int64))
+
+    @property
+    def grad_evals(self) -> int:
+        return int(self.grad_per_example.sum())
+
+    @property
+    def forwards(self) -> int:
+        return int(self.forwards_per_example.sum())
 
 
 @dataclass
@@ -330,6 +398,21 @@ def _first_logits_check(model: nn.Module, y: torch.Tensor, targets: torch.Tensor
     return check
 
 
+def _target_scores(scores: Any, clean: torch.Tensor | None, targets: torch.Tensor | None) -> torch.Tensor | None:
+    """The scores that rank target classes: ``target_scores`` where given (checked), else the clean logits."""
+    if scores is None:
+        return clean
+    if targets is not None:
+        raise ValueError("pass either targets (aim at these classes) or target_scores (rank the classes), not both.")
+    if clean is None or not isinstance(scores, torch.Tensor) or scores.shape != clean.shape:
+        shape = tuple(clean.shape) if clean is not None else "(N, C)"
+        got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(f"target_scores must be a tensor of shape {shape}, one score per example and class; got {got}.")
+    if not scores.is_floating_point():
+        raise TypeError(f"target_scores must be floating point, got dtype {scores.dtype}.")
+    return scores.to(clean.device)
+
+
 # --- the base class and the driver ---------------------------------------------------------------
 class Attack:
     """Base of all attacks: frozen configuration values, called as ``attack(model, x, y)``.
@@ -372,6 +455,19 @@ class Attack:
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
 
+    def _check_positive(self, *names: str) -> None:
+        """Raise unless each named field is a finite number > 0 (bools are refused)."""
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a positive number, got {value!r}.")
+
+    def _check_flags(self, *names: str) -> None:
+        """Raise unless each named field is True or False."""
+        for name in names:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+
     def _check_seed(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise ValueError(f"seed must be an integer, got {self.seed!r}.")
@@ -396,7 +492,10 @@ class Attack:
             targets: explicit target classes (N,); the attack then aims at them and success
                 means "predicted as the target".
             generator: source of randomness; default: a fresh one seeded with ``self.seed``.
-            **options: the attack's ``call_options`` (see its docstring).
+            **options: the attack's ``call_options`` (see its docstring). One is handled here for
+                every attack that declares it: ``target_scores`` (N, C), the scores by which an
+                attack that chooses its own target classes (APGD-T, FAB-T) ranks them, highest
+                first, instead of the clean logits (e.g. the logits at an earlier attack's point).
 
         Returns:
             AttackResult: per example the best point found (see ``better``), inside the ball and
@@ -409,8 +508,8 @@ class Attack:
             targets = check_targets(targets, y)
         if generator is None:
             generator = torch.Generator(device=x.device).manual_seed(self.seed)
-        cost = Cost()
         with torch.inference_mode(False):  # ordinary tensors even when called inside inference_mode
+            cost = Cost(len(x), x.device)
             x = x.detach()
             best = Best(x, minimize=self.minimize, eps=self.threat.eps)
             if len(x) == 0:
@@ -420,9 +519,9 @@ class Attack:
                 clean = None
                 if self._needs_clean_pass(targets):
                     clean = predict(model, x)
-                    cost.forwards += len(x)
+                    cost.add(torch.arange(len(x), device=x.device), forwards=1)
                     check(clean)
-                plan = self._plan(clean, y, targets, generator)
+                plan = self._plan(_target_scores(options.get("target_scores"), clean, targets), y, targets, generator)
                 if self.clean_success_counts:
                     best.success |= success_of(clean, y, plan[0].success_target)
                 searching = not (self.clean_success_counts and self.threat.eps == 0)
@@ -451,7 +550,10 @@ class Attack:
     def _plan(
         self, clean: torch.Tensor | None, y: torch.Tensor, targets: torch.Tensor | None, generator: torch.Generator
     ) -> list[Aim]:
-        """The aims, run one after the other; default: the explicit targets, or untargeted."""
+        """The aims, run one after the other; default: the explicit targets, or untargeted.
+
+        ``clean`` holds the clean logits, or the call's ``target_scores`` where it passed them.
+        """
         return [Aim(targets, targets)]
 
     def _search(self, s: Search) -> None:
@@ -462,7 +564,9 @@ class Attack:
         """After every aim and restart, still in eval mode (e.g. FAB's final bisection); default: nothing."""
 
     def _result(self, x: torch.Tensor, best: Best, cost: Cost) -> AttackResult:
-        return AttackResult(best.x, best.success, grad_evals=cost.grad_evals, forwards=cost.forwards)
+        return AttackResult(best.x, best.success, grad_evals=cost.grad_evals, forwards=cost.forwards,
+                            grad_evals_per_example=cost.grad_per_example, forwards_per_example=cost.forwards_per_example,
+                            notes=cost.notes, summary=cost.summary)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Adversarial examples for ``(x, y)`` against ``model``; see ``run`` for the options."""
@@ -493,7 +597,7 @@ class Attack:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if isinstance(value, ThreatModel):
-                value = {"norm": value.norm, "eps": value.eps, "bounds": list(value.bounds)}
+                value = value.to_dict()
             elif isinstance(value, Attack):
                 value = value.describe()
             elif isinstance(value, nn.Module):

@@ -194,6 +194,9 @@ class FAB(Attack):
         seed: seed of the random restarts when no generator is given.
         label: display name in tables (default "FAB" or "FAB-T").
 
+    Call options: ``target_scores`` (N, C): FAB-T ranks the target classes by these scores
+    instead of the clean logits.
+
     Returns of ``run``: a ``FABResult``: ``x_adv`` is per example the smallest adversarial point
     found if it is within eps, else x; ``success`` says which; ``grad_evals`` one per example and
     step actually run (a Jacobian, see the module docstring), ``forwards`` one clean pass, one per
@@ -218,6 +221,7 @@ class FAB(Attack):
     label: str | None = None
 
     norms: ClassVar[tuple[str, ...]] = ("Linf", "L2", "L1")
+    call_options: ClassVar[tuple[str, ...]] = ("target_scores",)  # FAB-T ranks its targets by them (base.run)
     minimize: ClassVar[bool] = True  # Best keeps the closest adversarial point
     clean_success_counts: ClassVar[bool] = True  # an adversarial clean input is its own minimum
 
@@ -250,6 +254,11 @@ class FAB(Attack):
         return "FAB-T" if self.targeted else "FAB"
 
     # --- the hooks of the driver ---------------------------------------------------------
+    def _check_call(self, x: torch.Tensor, options: dict) -> None:
+        super()._check_call(x, options)
+        if options.get("target_scores") is not None and not self.targeted:
+            raise ValueError("target_scores ranks the target classes of FAB-T; this FAB is untargeted (targeted=False).")
+
     def _plan(self, clean, y, targets, generator) -> list[Aim]:
         if clean.shape[1] < 2:
             raise ValueError("FAB needs a model with at least 2 classes.")
@@ -260,8 +269,9 @@ class FAB(Attack):
     def _result(self, x: torch.Tensor, best: Best, cost: Cost) -> FABResult:
         broken = best.broken
         x_adv = torch.where(broken.view(-1, *([1] * (x.dim() - 1))), best.x, x)
-        return FABResult(x_adv, broken, grad_evals=cost.grad_evals, forwards=cost.forwards, x_min=best.x,
-                         distance=_distance(best))
+        return FABResult(x_adv, broken, grad_evals=cost.grad_evals, forwards=cost.forwards,
+                         grad_evals_per_example=cost.grad_per_example, forwards_per_example=cost.forwards_per_example,
+                         notes=cost.notes, x_min=best.x, distance=_distance(best))
 
     def _finish(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, aim: Aim, best: Best, cost: Cost) -> None:
         """Bisect the segment from ``x`` to the best point for a closer adversarial point.
@@ -292,7 +302,7 @@ class FAB(Attack):
             low = torch.where(adv, low, mid)
         found_adv = torch.ones(len(idx), dtype=torch.bool, device=x.device)  # every point in found is adversarial
         best.offer(idx, found, found_adv, self.threat.distance(x0, found))
-        cost.forwards += self.final_search * len(idx)
+        cost.add(idx, forwards=self.final_search)
 
     def _search(self, s: Search) -> None:
         """One run of Algorithm 1: from the clean input, or (restarts) from a random point near it.
@@ -318,7 +328,7 @@ class FAB(Attack):
             xa, ya = x_cur[act], s.y[act]
             ta = None if s.loss_target is None else s.loss_target[act]
             g, w = self._hyperplane(s.model, xa, ya, ta, explicit=s.success_target is not None)
-            s.cost.grad_evals += len(act)
+            s.cost.add(s.rows[act], grad_evals=1)
             fa, f0 = xa.flatten(1), flat0[act]
             # the linearization at x_a: g + <w, z - x_a> = 0; from x_a and from x_orig
             r = torch.cat([-g, -g - ((f0 - fa) * w).sum(dim=1)])
@@ -331,7 +341,7 @@ class FAB(Attack):
             x_new = ((1 - alpha) * (fa + self.eta * d_cur) + alpha * (f0 + self.eta * d_orig)).clamp(lo, hi)
             x_new = x_new.view_as(xa)
             logits = predict(s.model, x_new)
-            s.cost.forwards += len(act)
+            s.cost.add(s.rows[act], forwards=1)
             adv = s.success(logits, act)
             x0a = x0[act]
             s.offer(x_new, adv, threat.distance(x0a, x_new), act)

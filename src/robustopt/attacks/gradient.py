@@ -175,14 +175,14 @@ class GradientAttack(Attack):
                 if step > 0 and keep_best:  # this pass scores the iterate x_adv
                     s.offer(x_adv, s.success(logits), value)
                 (grad,) = torch.autograd.grad(value.sum(), x_adv)
-            s.cost.grad_evals += len(s.rows)
+            s.cost.add(s.rows, grad_evals=1)
             x_adv = project(torch.add(x_adv, threat.step(grad, x_adv), alpha=alpha))
 
         # the last iterate: scored by one forward pass without a graph (no_grad is as fast as
         # inference_mode here and leaves ordinary tensors, which objectives and models may need)
         logits = predict(s.model, x_adv)
         value = value_of(logits)
-        s.cost.forwards += len(s.rows)
+        s.cost.add(s.rows, forwards=1)
         if keep_best:
             s.offer(x_adv, s.success(logits), value)
         else:  # "last": the final iterate replaces the stored one unconditionally

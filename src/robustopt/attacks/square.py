@@ -35,12 +35,14 @@ import torch
 import torch.nn.functional as F
 
 from robustopt import losses
-from robustopt.attacks.base import Attack, Search, predict
+from robustopt.attacks.base import STOP_BROKEN, STOP_BUDGET, STOP_NOT_RUN, STOP_STALLED, Attack, Search, predict, stalled
 from robustopt.attacks.registry import register_attack
 from robustopt.threat import ThreatModel, random_signs
 
 __all__ = ["Square", "p_schedule", "window_side"]
 
+# Fractions of the budget at which the early exit looks for stalled examples.
+_STALL_CHECKS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Iterations of a 10,000-query run after which p is halved (Andriushchenko et al. 2020, Sec. 3).
 _P_HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 
@@ -121,6 +123,10 @@ class Square(Attack):
         loss: objective the search improves: "margin" (``max_{j != y} z_j - z_y``; the paper's
             choice, positive exactly when misclassified) or "ce" (cross-entropy).
         restarts: runs, each from a new random start, on the examples not yet broken.
+        early_exit: also stop an example at a checkpoint (every tenth of the budget) when its
+            margin cannot flip at its pace (``base.stalled``; not part of the paper).
+        stall_factor: with ``early_exit``, how many times its recent progress an example is
+            granted before it counts as stalled (> 0).
         seed: seed of the random search when no generator is given.
         label: display name in tables (default "Square").
 
@@ -139,6 +145,8 @@ class Square(Attack):
     p_init: float = 0.8
     loss: str = "margin"
     restarts: int = 1
+    early_exit: bool = False
+    stall_factor: float = 2.0
     seed: int = 0
     label: str | None = None
 
@@ -152,6 +160,8 @@ class Square(Attack):
             raise ValueError(f"p_init must be a number in (0, 1], got {self.p_init!r}.")
         if self.loss not in _OBJECTIVES:
             raise ValueError(f"loss must be 'margin' or 'ce', got {self.loss!r}.")
+        self._check_flags("early_exit")
+        self._check_positive("stall_factor")
         self._check_seed()
 
     @property
@@ -175,10 +185,17 @@ class Square(Attack):
         x_hat = init(self, x, s.generator)
         logits = predict(s.model, x_hat)
         obj, success = self._objective(logits, y, target), s.success(logits)
-        s.cost.forwards += len(x)
+        s.cost.add(s.rows, forwards=1)
         height, width = x.shape[2:]
+        searching = ~success  # with early exit, also not stalled
+        if self.early_exit:
+            margin = losses.margin(logits, y, s.success_target)
+            margin_start = margin.clone()
+            checks = {math.ceil(f * self.queries) for f in _STALL_CHECKS} - {0}
         for i in range(1, self.queries):
-            active = (~success).nonzero().squeeze(1)
+            if self.early_exit and i in checks:  # who cannot flip at its average pace so far (base.stalled)
+                searching &= ~stalled(margin, margin_start, self.queries - i, i, self.stall_factor)
+            active = searching.nonzero().squeeze(1)
             if len(active) == 0:
                 break
             side = window_side(p_schedule(self.p_init, i, self.queries), height, width)
@@ -186,12 +203,19 @@ class Square(Attack):
             ta = target[active] if target is not None else None
             x_new = propose(self, xa, x_hat[active], side, s.generator)
             logits = predict(s.model, x_new)
-            s.cost.forwards += len(active)
+            s.cost.add(s.rows[active], forwards=1)
             obj_new, success_new = self._objective(logits, ya, ta), s.success(logits, active)
             accept = success_new | (obj_new > obj[active])
             sel = active[accept]
             x_hat[sel], obj[sel], success[sel] = x_new[accept], obj_new[accept], success_new[accept]
+            searching[sel] &= ~success_new[accept]
+            if self.early_exit:
+                margin[sel] = losses.margin(logits[accept], ya[accept], None if s.success_target is None else s.success_target[sel])
         s.offer(x_hat, success, obj)
+        if self.early_exit:
+            stop = torch.where(success, STOP_BROKEN, torch.where(searching, STOP_BUDGET, STOP_STALLED)).to(torch.int8)
+            s.cost.note("stop", s.rows, stop, fill=STOP_NOT_RUN)
+            s.cost.note("margin", s.rows, margin, fill=float("nan"))
 
     # --- per norm: the start and the proposal -----------------------------------------------
     def _init_linf(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

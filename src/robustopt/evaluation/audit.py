@@ -10,7 +10,9 @@ function ``(AuditContext) -> list[Finding]`` registered with ``@register_check``
   ``shattered-gradient``;
 * on an :class:`~robustopt.evaluation.Evaluation` (its rows):
   ``transfer-beats-whitebox``, ``gradient-free-beats-whitebox``, ``fgsm-beats-pgd``,
-  ``more-steps-worse``;
+  ``more-steps-worse``; and on the stages of a cascade (its rows in cascade mode, or the
+  stages a scheduled suite records, e.g. ``suites.standard(version="adaptive")``):
+  ``ce-stage-weak``, ``black-box-breaks-survivors``;
 * on a :class:`~robustopt.evaluation.sweep.SweepCurve`: ``non-monotone-eps``,
   ``no-collapse-at-large-eps``;
 * on adversarial examples with their threat model: ``outside-threat``.
@@ -30,7 +32,7 @@ import functools
 import math
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -38,10 +40,11 @@ from torch import nn
 
 from robustopt.attacks.base import check_batch, eval_mode, predict
 from robustopt.evaluation.evaluate import Evaluation, Row, _as_tensors
+from robustopt.evaluation.records import stage_budget
 from robustopt.evaluation.sweep import SweepCurve
-from robustopt.threat import L1, L2, Linf, ThreatModel
+from robustopt.threat import Linf, ThreatModel, by_name
 
-__all__ = ["Finding", "AuditContext", "audit", "findings_table", "register_check", "CHECKS"]
+__all__ = ["Finding", "AuditContext", "audit", "findings_table", "findings_summary", "register_check", "CHECKS"]
 
 Level = Literal["error", "warning", "info"]
 LEVELS: tuple[str, ...] = ("error", "warning", "info")
@@ -76,6 +79,15 @@ class Finding:
     def __post_init__(self) -> None:
         if self.level not in LEVELS:
             raise ValueError(f"level must be one of {LEVELS}, got {self.level!r}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: level, code, message, details."""
+        return {"level": self.level, "code": self.code, "message": self.message, "details": dict(self.details)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Finding:
+        """The inverse of :meth:`to_dict`."""
+        return cls(d["level"], d["code"], d["message"], dict(d.get("details") or {}))
 
 
 # --- the context every check reads --------------------------------------------------------
@@ -508,6 +520,116 @@ def _more_steps_worse(ctx: AuditContext) -> list[Finding]:
     return findings
 
 
+# --- checks that read a cascade's stages ------------------------------------------------------
+@dataclass(frozen=True)
+class _Stage:
+    """One stage of a cascade: its name, its kind ("ce", "white-box", "gradient-free", "transfer"),
+    the examples it attacked and those it broke (that every earlier stage had left)."""
+
+    name: str
+    kind: str
+    attacked: int
+    broken: int
+
+
+_STAGE_KINDS = {"APGD-CE": "ce", "APGD-T": "white-box", "FAB-T": "white-box", "Square": "gradient-free"}
+
+
+def _stages(ev: Evaluation) -> list[_Stage]:
+    """The stages of the evaluation's cascade, in order: those of a scheduled attack's row (its
+    records, e.g. the adaptive suite) or, in cascade mode, the rows themselves; [] otherwise."""
+    scheduled = [r for r in ev.rows if stage_budget(r)]
+    if scheduled:
+        return [_Stage(st["name"], _STAGE_KINDS.get(st["name"], "white-box"), st["attacked"], st["broken"])
+                for st in stage_budget(scheduled[0])]
+    if ev.mode != "cascade":
+        return []
+    out = []
+    for before, r in zip(ev.rows, ev.rows[1:]):
+        kind = _kind(r)
+        a = r.attack if isinstance(r.attack, dict) else {}
+        if kind == "white-box" and a.get("loss") == "ce" and not a.get("targeted"):
+            kind = "ce"
+        out.append(_Stage(r.name, kind, r.attacked, max(0, round((before.worst_case - r.worst_case) * ev.n))))
+    return out
+
+
+@register_check("ce-stage-weak", needs=["evaluation"])
+def _ce_stage_weak(ctx: AuditContext) -> list[Finding]:
+    """Later stages of a cascade break most of what its cross-entropy stage (APGD-CE, PGD) left.
+
+    The signature of uninformative CE gradients: saturated logits (logits scaled up, as in
+    defensive distillation) or a catastrophically overfitted single-step model.
+    """
+    ev = ctx.evaluation
+    assert ev is not None
+    stages = _stages(ev)
+    first = next((i for i, st in enumerate(stages) if st.kind == "ce"), None)
+    if first is None:
+        return []
+    # the CE side (every CE stage, e.g. FGSM then PGD) against the later stages of other losses or no gradient
+    ce = stages[first]
+    ce_broken = sum(st.broken for st in stages if st.kind == "ce")
+    later = [st for st in stages[first + 1 :] if st.kind in ("white-box", "gradient-free")]
+    broken_later = sum(st.broken for st in later)
+    total = ce_broken + broken_later
+    if broken_later == 0 or ev.n == 0:
+        return []
+    share, rate = broken_later / total, broken_later / ev.n
+    if share >= 0.5 and rate >= 0.05:
+        level: Level = "error"
+    elif share >= 0.25 and rate >= 0.01 and broken_later >= 3:
+        level = "warning"
+    else:
+        return []
+    top = max(later, key=lambda st: st.broken)
+    return [Finding(level, "ce-stage-weak", (
+        f"The cross-entropy attack is fooled: {ce.name} broke {ce_broken} examples, the stages after it "
+        f"{broken_later} more ({100 * share:.0f}% of all the breaks; {top.name} alone {top.broken}). Its "
+        "cross-entropy gradients carry little information here: typically saturated logits (very large "
+        "logits put the softmax at exactly 0 or 1, where the CE gradient vanishes, as in defensive "
+        "distillation) or a catastrophically overfitted single-step model. Trust the worst case over all "
+        f"the stages ({_pct(ev.robust_accuracy)}), which {top.name} drives, not a PGD or APGD number with "
+        "the CE loss alone; in attacks of your own use a scale-invariant loss (DLR, the CW margin)."
+    ), {"ce_stage": ce.name, "ce_broken": ce_broken, "later_broken": broken_later, "share": share,
+        "strongest_later_stage": top.name})]
+
+
+@register_check("black-box-breaks-survivors", needs=["evaluation"])
+def _black_box_breaks_survivors(ctx: AuditContext) -> list[Finding]:
+    """A gradient-free stage (Square) breaks a large share of what every gradient stage left.
+
+    A random search on the outputs should find little that working gradient attacks missed
+    (on model A, MNIST L-inf 0.3, Square breaks under 1% of what APGD leaves): this is masking.
+    """
+    ev = ctx.evaluation
+    assert ev is not None
+    stages = _stages(ev)
+    findings = []
+    for i, st in enumerate(stages):
+        white = [s for s in stages[:i] if s.kind in ("ce", "white-box")]
+        if st.kind != "gradient-free" or not white or st.attacked == 0:
+            continue
+        share = st.broken / st.attacked
+        if share >= 0.2 and st.broken >= 5:
+            level: Level = "error"
+        elif share >= 0.05 and st.broken >= 3 and any(stage_budget(r) for r in ev.rows):
+            level = "warning"  # in a plain cascade, gradient-free-beats-whitebox reports this size
+        else:
+            continue
+        findings.append(Finding(level, "black-box-breaks-survivors", (
+            f"A black-box attack breaks what the gradient attacks left: {st.name} broke {st.broken} of the "
+            f"{st.attacked} examples it attacked after {', '.join(s.name for s in white)} ({100 * share:.0f}%). "
+            "It only queries the model's outputs, so working gradient attacks leave little for it to find: "
+            "the gradients are masked (zero, saturated, shattered or randomized). Trust "
+            f"{st.name} and the worst case over all the stages ({_pct(ev.robust_accuracy)}), not any "
+            "white-box number alone; to measure the model's robustness, attack it around its masking "
+            "(BPDA for non-differentiable preprocessing, EOT for randomness, transfer from a smooth model)."
+        ), {"stage": st.name, "broken": st.broken, "attacked": st.attacked, "share": share,
+            "white_box_stages": [s.name for s in white]}))
+    return findings
+
+
 # --- sweep checks ---------------------------------------------------------------------------
 @register_check("non-monotone-eps", needs=["sweep"])
 def _non_monotone_eps(ctx: AuditContext) -> list[Finding]:
@@ -532,9 +654,6 @@ def _non_monotone_eps(ctx: AuditContext) -> list[Finding]:
     ), {"rises": [list(r) for r in rises]})]
 
 
-_COLLAPSE_SCALE: dict[str, Callable[[int], float]] = {"Linf": lambda d: 1.0, "L2": math.sqrt, "L1": float}
-
-
 @register_check("no-collapse-at-large-eps", needs=["sweep"])
 def _no_collapse(ctx: AuditContext) -> list[Finding]:
     """Accuracy stays high at an eps where every input can reach the same image."""
@@ -542,11 +661,16 @@ def _no_collapse(ctx: AuditContext) -> list[Finding]:
     assert c is not None
     bounds = c.meta.get("bounds", [0.0, 1.0])
     dim = c.meta.get("dim")
-    if c.norm not in _COLLAPSE_SCALE or (dim is None and c.norm != "Linf"):
+    try:
+        p = by_name(c.norm).p
+    except ValueError:  # a threat model of the user's own: no known geometry
+        return []
+    if dim is None and p != math.inf:
         return []
     # At this radius the mid-gray image is inside every example's ball (and the box), so an
     # optimal attack sends every example to one input: at most the most common label survives.
-    radius = (bounds[1] - bounds[0]) / 2 * _COLLAPSE_SCALE[c.norm](int(dim or 1))
+    # It is the l_p norm of the constant vector (hi - lo) / 2 in dim dimensions.
+    radius = (bounds[1] - bounds[0]) / 2 * int(dim or 1) ** (1 / p)
     majority = float(c.meta.get("majority_fraction", 0.5))
     large = [(e, a) for e, a in zip(c.eps, c.accuracy) if e >= radius * (1 - 1e-9)]
     if not large:
@@ -595,19 +719,6 @@ def _outside_threat(ctx: AuditContext) -> list[Finding]:
 
 
 # --- the entry point -------------------------------------------------------------------------
-_THREATS = {"Linf": Linf, "L2": L2, "L1": L1}
-
-
-def _threat_from_evaluation(ev: Evaluation) -> ThreatModel | None:
-    for r in ev.rows:
-        t = r.attack.get("threat") if isinstance(r.attack, dict) else None
-        if t is None and isinstance(r.attack, dict) and isinstance(r.attack.get("attack"), dict):
-            t = r.attack["attack"].get("threat")  # Transfer: the inner attack's threat
-        if isinstance(t, dict) and t.get("norm") in _THREATS:
-            return _THREATS[t["norm"]](float(t["eps"]), bounds=tuple(t.get("bounds", (0.0, 1.0))))
-    return None
-
-
 def audit(
     model: nn.Module | None,
     data: Any = None,
@@ -656,7 +767,7 @@ def audit(
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}.")
     if threat is None and evaluation is not None:
-        threat = _threat_from_evaluation(evaluation)
+        threat = evaluation.threat
 
     ctx = AuditContext(model=model, evaluation=evaluation, sweep=sweep, threat=threat, batch_size=batch_size, seed=seed)
     if data is not None:
@@ -708,16 +819,23 @@ def findings_table(findings: Iterable[Finding], fmt: Literal["text", "markdown"]
     """
     findings = list(findings)
     if not findings:
-        return "Audit: no problems found.\n"
-    counts = ", ".join(f"{sum(f.level == lv for f in findings)} {lv}" for lv in LEVELS)
+        return findings_summary(findings) + "\n"
     if fmt == "markdown":
         out = ["| Level | Code | Finding |", "|---|---|---|"]
         out += [f"| {f.level} | `{f.code}` | {f.message.replace('|', '/')} |" for f in findings]
-        return "\n".join(out) + f"\n\nAudit: {counts}.\n"
+        return "\n".join(out) + f"\n\n{findings_summary(findings)}\n"
     if fmt != "text":
         raise ValueError(f"fmt must be 'text' or 'markdown', got {fmt!r}.")
     out = []
     for f in findings:
         out.append(f"{f.level.upper():<8}{f.code}")
         out.append(textwrap.fill(f.message, width=width, initial_indent="    ", subsequent_indent="    "))
-    return "\n".join(out) + f"\nAudit: {counts}.\n"
+    return "\n".join(out) + f"\n{findings_summary(findings)}\n"
+
+
+def findings_summary(findings: Iterable[Finding]) -> str:
+    """One line: "Audit: no problems found." or the count per level, e.g. "Audit: 1 error, 0 warning, 0 info."."""
+    findings = list(findings)
+    if not findings:
+        return "Audit: no problems found."
+    return "Audit: " + ", ".join(f"{sum(f.level == lv for f in findings)} {lv}" for lv in LEVELS) + "."

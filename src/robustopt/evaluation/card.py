@@ -18,17 +18,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 from typing import Any
 
-from robustopt._io import atomic_write_json
 from robustopt.evaluation.evaluate import Evaluation
 
-__all__ = ["robustbench_card", "write_card", "CARD_NAME"]
+__all__ = ["robustbench_card"]
 
-CARD_NAME = "robustbench.json"
 _THREAT_MODELS = {"Linf": "Linf", "L2": "L2"}  # robustopt norm -> RobustBench threat model
 
 
@@ -109,52 +105,6 @@ def robustbench_card(
             "seed": evaluation.seed,
         },
     }
-
-
-def write_card(run: str | Path, *, weights: str = "final", evaluation: str | Path | None = None,
-               out: str | Path | None = None, **fields: Any) -> Path:
-    """Write the RobustBench card of a run folder made by ``robustopt train`` (``robustopt card RUN``).
-
-    Args:
-        run: the run folder (its ``run.json`` gives the dataset and the architecture).
-        weights: "final" or "best": which weights' evaluation to read.
-        evaluation: the evaluation JSON; default ``RUN/eval-standard.json``
-            (``eval-standard-best.json`` for the best weights).
-        out: the card's path; default ``RUN/robustbench.json`` (``robustbench-best.json``).
-        **fields: :func:`robustbench_card` arguments (name defaults to the run folder's name,
-            architecture to the registry model's name).
-
-    Returns:
-        The path written.
-
-    Raises:
-        FileNotFoundError: the run or its evaluation is missing (the message says what to run).
-        ValueError: see :func:`robustbench_card`, or an unreadable evaluation file.
-    """
-    from robustopt import data as datasets
-    from robustopt.experiments import RUN_FILE, WEIGHTS
-
-    run = Path(run)
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {sorted(WEIGHTS)}, got {weights!r}.")
-    suffix = "" if weights == "final" else f"-{weights}"
-    info_path = run / RUN_FILE
-    if not info_path.is_file():
-        raise FileNotFoundError(f"{run} is not a finished robustopt run (no {RUN_FILE}).")
-    info = json.loads(info_path.read_text())
-    path = Path(evaluation) if evaluation is not None else run / f"eval-standard{suffix}.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no evaluation {path}: run `robustopt eval {run} --suite standard"
-            f"{'' if weights == 'final' else ' --weights ' + weights}` first (RobustBench's autoattack_acc is the "
-            "AutoAttack-grade worst case, on all test images for a leaderboard entry).")
-    ev = Evaluation.from_json(path)
-    fields.setdefault("name", run.resolve().name)
-    fields.setdefault("architecture", info["model"])
-    fields.setdefault("dataset", info["data"])
-    fields.setdefault("test_size", datasets.info(info["data"]).test_size)
-    card = robustbench_card(ev, **fields)
-    return atomic_write_json(Path(out) if out is not None else run / f"robustbench{suffix}.json", card)
 
 
 def _percent(fraction: float) -> str:

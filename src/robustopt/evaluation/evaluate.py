@@ -19,11 +19,13 @@ uninterrupted run gives (every random start comes from a generator seeded by
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import json
 import platform
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Sequence
@@ -37,6 +39,8 @@ from robustopt._checks import warn_eps
 from robustopt._io import atomic_write_json, atomic_write_text, json_default
 from robustopt._progress import progress_bar
 from robustopt.attacks.base import Attack, check_batch, eval_mode, predict
+from robustopt.evaluation.records import RowRecords, batch_records
+from robustopt.threat import ThreatModel
 
 __all__ = ["Row", "Evaluation", "evaluate"]
 
@@ -58,6 +62,10 @@ class Row:
         grad_evals: forward+backward passes through the differentiated model.
         seconds: wall time of the row.
         attack: the attack's configuration (JSON-ready).
+        forwards: forward-only passes (queries, clean passes) through the evaluated model.
+        records: what the attack recorded per example and per batch, for attacks that explain
+            their decisions (e.g. the adaptive suite's stages); {} otherwise. See
+            :mod:`robustopt.evaluation.records`.
     """
 
     name: str
@@ -70,6 +78,8 @@ class Row:
     grad_evals: int = 0
     seconds: float = 0.0
     attack: dict[str, Any] = field(default_factory=dict)
+    forwards: int = 0
+    records: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,11 +105,32 @@ class Evaluation:
     def robust_accuracy(self) -> float:
         return float(self.robust.float().mean()) if self.n else 0.0
 
-    def table(self, fmt: Literal["text", "markdown"] = "text", reference: dict[tuple, float] | None = None) -> str:
-        """The paper-style table: Method | Steps | Restarts | Source | Accuracy (| Paper).
+    @property
+    def threat(self) -> ThreatModel | None:
+        """The threat model of the attacks (the first one's), or None for an evaluation without attacks.
+
+        ``meta["threat"]`` holds it as ``ThreatModel.to_dict()``. Files written before hold its
+        string form ("Linf(eps=0.3)", eps to 4 digits): then the rows' exact configuration is read.
+        """
+        saved = self.meta.get("threat")
+        candidates = [saved]
+        for r in self.rows:
+            spec = r.attack if isinstance(r.attack, Mapping) else {}
+            if "threat" not in spec and isinstance(spec.get("attack"), Mapping):
+                spec = spec["attack"]  # Transfer: the inner attack's threat
+            candidates.append(spec.get("threat"))
+        for d in candidates:
+            if isinstance(d, Mapping):
+                with contextlib.suppress(ValueError, TypeError):  # a norm whose class is not imported here
+                    return ThreatModel.from_dict(d)
+        with contextlib.suppress(ValueError):
+            return ThreatModel.parse(saved) if isinstance(saved, str) else None
+        return None
+
+    def cells(self, reference: dict[tuple, float] | None = None) -> tuple[list[str], list[list[str]], str]:
+        """The paper-style table as strings: its header, one line per row and the worst case, its caption.
 
         Args:
-            fmt: "text" for the terminal, "markdown" for files.
             reference: optional numbers to show beside ours, keyed by ``row_key(row)``, in percent.
         """
         header = ["Method", "Steps", "Restarts", "Source", "Accuracy"]
@@ -113,11 +144,22 @@ class Evaluation:
                 cells.append("" if ref is None else f"{ref:.1f}%")
             lines.append(cells)
         lines.append(["Worst case (all rows)", "", "", "", f"{100 * self.robust_accuracy:.1f}%"] + ([""] if reference is not None else []))
+        threat = self.threat
         caption = (
             f"{self.n} examples, mode={self.mode}"
             + (" (each row: accuracy under that attack and all rows above it)" if self.mode == "cascade" else " (each row: that attack alone)")
-            + (f", threat {self.meta['threat']}" if "threat" in self.meta else "")
+            + (f", threat {threat}" if threat is not None else "")
         )
+        return header, lines, caption
+
+    def table(self, fmt: Literal["text", "markdown"] = "text", reference: dict[tuple, float] | None = None) -> str:
+        """The paper-style table: Method | Steps | Restarts | Source | Accuracy (| Paper).
+
+        Args:
+            fmt: "text" for the terminal, "markdown" for files.
+            reference: optional numbers to show beside ours, keyed by ``row_key(row)``, in percent.
+        """
+        header, lines, caption = self.cells(reference)
         if fmt == "markdown":
             out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
             out += ["| " + " | ".join(str(c) for c in cells) + " |" for cells in lines]
@@ -130,6 +172,7 @@ class Evaluation:
         return "\n".join(out) + f"\n{caption}\n"
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the accuracies and ``n`` included for readers; :meth:`from_dict` recomputes them)."""
         return {
             "clean_accuracy": self.clean_accuracy,
             "robust_accuracy": self.robust_accuracy,
@@ -309,17 +352,19 @@ def evaluate(
             todo = state["todo"].to(x.device).nonzero().squeeze(1)
             survived = state["survived"].to(x.device)
             grad_evals, attack_seconds, first_batch = state["grad_evals"], state["attack_seconds"], state["batch"]
+            forwards, records = state["forwards"], RowRecords(n, state["records"])
         else:
             todo = (robust if mode == "cascade" else correct).nonzero().squeeze(1)
             survived = correct.clone()
             grad_evals, attack_seconds, first_batch = 0, 0.0, 0
+            forwards, records = 0, RowRecords(n)
         todo_batches = batches(todo)
         # One display per attack (row), counting the images it attacks.
         bar = progress_bar(len(todo), f"{attack.name} ({attack.source})", "image", enabled=progress and ctx.is_main,
                            leave=False)
         bar.update(sum(len(b) for b in todo_batches[:first_batch]))  # done before an interruption
         for j0 in range(first_batch, len(todo_batches), ctx.world_size):  # a round: one batch per rank
-            j, cost = j0 + ctx.rank, 0
+            j, cost, queries, recorded = j0 + ctx.rank, 0, 0, None
             if j < len(todo_batches):
                 idx = todo_batches[j]
                 result = attack.run(model, x[idx], y[idx], generator=_batch_generator(x.device, seed, i, j))
@@ -330,9 +375,10 @@ def evaluate(
                         f"{attack.threat}; its result cannot count. This is a bug in that attack."
                     )
                 survived[idx] = ~misclassified(result.x_adv, y[idx])
-                cost = result.grad_evals
+                cost, queries, recorded = result.grad_evals, result.forwards, batch_records(idx, result)
             survived = ctx.all(survived)  # each rank only cleared the flags of its own batch
-            grad_evals += ctx.sum(cost)[0]
+            grad_evals, forwards = grad_evals + ctx.sum(cost)[0], forwards + ctx.sum(queries)[0]
+            records.add(ctx.gather(recorded))
             done = min(j0 + ctx.world_size, len(todo_batches))  # batches finished by all ranks
             if progress_path is not None and ctx.is_main:
                 now = time.perf_counter()
@@ -342,7 +388,7 @@ def evaluate(
                     "correct": _pack_flags(correct), "robust": _pack_flags(robust), "rows": [asdict(r) for r in rows],
                     "attack": i, "batch": done, "todo": _pack_flags(_mask(todo, n)),
                     "survived": _pack_flags(survived), "grad_evals": grad_evals,
-                    "attack_seconds": attack_seconds + now - t0,
+                    "attack_seconds": attack_seconds + now - t0, "forwards": forwards, "records": records.to_dict(),
                 })
             bar.update(sum(len(todo_batches[k]) for k in range(j0, done)))
         if mode == "cascade":
@@ -353,11 +399,11 @@ def evaluate(
             attack.name, attack.steps, attack.restarts, attack.source,
             accuracy=float(survived.float().mean()), worst_case=float(robust.float().mean()),
             attacked=len(todo), grad_evals=grad_evals, seconds=attack_seconds + time.perf_counter() - t0,
-            attack=attack.describe(),
+            attack=attack.describe(), forwards=forwards, records=records.to_dict(),
         ))
 
     info = {
-        "threat": str(attacks[0].threat) if attacks else None,
+        "threat": attacks[0].threat.to_dict() if attacks else None,
         "seconds": earlier_seconds + time.perf_counter() - start,
         "batch_size": batch_size,
         "torch": torch.__version__,
@@ -511,6 +557,8 @@ def _load_progress(path: Path, job: dict[str, Any], *, n: int, n_attacks: int) -
             "survived": _unpack_flags(raw["survived"], n),
             "grad_evals": int(raw["grad_evals"]),
             "attack_seconds": float(raw["attack_seconds"]),
+            "forwards": int(raw.get("forwards", 0)),  # absent from files written before these were kept
+            "records": dict(raw.get("records") or {}),
         }
     except (KeyError, TypeError, ValueError) as err:
         raise unreadable(err) from err

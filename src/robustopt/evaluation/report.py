@@ -1,28 +1,30 @@
-"""Reports: one Markdown file and one self-contained HTML page for one or more run folders.
+"""Reports: one Markdown document and one self-contained HTML page for one or more runs.
 
-For every run folder (made by ``robustopt train``, see :mod:`robustopt.experiments`)
-the report shows:
+A view: :func:`render` draws :class:`RunReport` objects and computes nothing (no model is
+loaded, no attack run, no file read or written). Its caller,
+:func:`robustopt.experiments.write_report` (``robustopt report``), reads the run folders,
+computes the audit and the adversarial examples, and writes the files. Per run the report shows:
 
 * the run (``run.json`` and the main training settings of ``config.json``);
 * the training curve: clean and robust validation accuracy per epoch (``log.jsonl``);
-* every ``eval-SUITE.json`` as the paper's table (Method | Steps | Restarts | Source |
-  Accuracy), with Madry et al.'s (2018) numbers beside ours when the evaluation is the
-  madry suite on MNIST at L-inf eps = 0.3 (Table 1) or CIFAR-10 at 8/255 (Table 2);
-* every ``sweep-NORM.json`` as a plot (training eps marked) and a table;
-* the gradient-masking audit (:func:`robustopt.audit`) of the model on the first 200
-  test images and of every evaluation and sweep;
-* a gallery of adversarial examples: 8 correctly classified test images, the PGD-40
-  adversarial image at the run's threat model, and the perturbation magnified to the
-  full range, with the predicted labels;
+* every evaluation as the paper's table (Method | Steps | Restarts | Source | Accuracy),
+  with Madry et al.'s (2018) numbers beside ours when the evaluation is the madry suite on
+  MNIST at L-inf eps = 0.3 (Table 1) or CIFAR-10 at 8/255 (Table 2);
+* every sweep as a plot (training eps marked) and a table;
+* the gradient-masking audit (:func:`robustopt.audit`) findings it is given;
+* a gallery of adversarial examples (:class:`Gallery`): correctly classified test images,
+  their adversarial images and the perturbation magnified to the full range, with the labels;
 * the environment: versions, platform, CPUs, git commit, seeds and the time of the report.
 
-``report.md`` refers to PNG files written beside it; ``report.html`` is one
-self-contained page (images embedded as base64 data URIs, inline CSS, no external
-resource, no JavaScript) that can be mailed or archived as a single file. Every file
-is written atomically. Plots need matplotlib (``pip install robustopt[report]``).
+The Markdown refers to PNG figures to be written beside it (``Document.figures``); the HTML
+is one self-contained page (images embedded as base64 data URIs, inline CSS, no external
+resource, no JavaScript) that can be mailed or archived as a single file. Plots need
+matplotlib (``pip install robustopt[report]``).
 
 Example:
-    >>> md_path, html_path = write_report(["runs/a", "runs/nat"], out="runs/report")
+    >>> doc = render([RunReport(path=Path("runs/a"), info=info, evaluations=[("eval-madry.json", ev)])])
+    >>> doc.markdown.startswith("# robustopt report")
+    True
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import base64
 import datetime
 import html
 import io
-import json
 import math
 import os
 import platform
@@ -40,31 +41,96 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 import torch
-from torch import nn
 
-from robustopt._io import atomic_write_bytes, atomic_write_text
-from robustopt._runfolder import hold, refuse_replacement
-from robustopt.evaluation import suites
-from robustopt.evaluation.audit import LEVELS, audit, findings_table
+from robustopt.evaluation.audit import LEVELS, Finding, findings_summary
 from robustopt.evaluation.evaluate import Evaluation, row_key
+from robustopt.evaluation.records import budget_cells
+from robustopt.evaluation.suites import MADRY_REFERENCE
 from robustopt.evaluation.sweep import SweepCurve
-from robustopt.threat import L1, L2, Linf, ThreatModel
+from robustopt.threat import ThreatModel, threat_from_name
 
-__all__ = ["write_report", "madry_reference", "REPORT_MD", "REPORT_HTML", "AUDIT_SIZE", "GALLERY_SIZE", "GALLERY_STEPS"]
+__all__ = ["render", "require_matplotlib", "madry_reference", "RunReport", "Gallery", "Document"]
 
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
-_REQUEST_LINE = "<!-- robustopt-report {} -->"  # report.md's first line: the runs it shows (invisible when rendered)
-AUDIT_SIZE = 200  # test images the audit probes
-GALLERY_SIZE = 8  # correctly classified test images in the gallery
-GALLERY_STEPS = 40  # PGD steps of the gallery's attack (step 2.5 * eps / steps, random start)
 
-PathLike = Union[str, "os.PathLike[str]"]
-_THREATS: dict[str, type[ThreatModel]] = {"linf": Linf, "l2": L2, "l1": L1}
+# --- what the report shows: data in, Markdown, HTML and figures out ---------------------------
+@dataclass
+class Gallery:
+    """Adversarial examples of a model, to show side by side with their clean images.
+
+    Attributes:
+        x: clean images (n, C, H, W) in ``threat.bounds`` that the model classifies correctly.
+        x_adv: their adversarial images, same shape.
+        y: the labels (n,).
+        pred_adv: the model's predictions on ``x_adv`` (n,).
+        threat: the threat model of the attack.
+        steps: PGD steps of the attack (step ``2.5 * eps / steps``, random start).
+        seed: the attack's seed.
+        probed: how many test images ``x`` was picked from (n is 0 when none was correct).
+    """
+
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    y: torch.Tensor
+    pred_adv: torch.Tensor
+    threat: ThreatModel
+    steps: int
+    seed: int
+    probed: int
+
+
+@dataclass
+class RunReport:
+    """What the report shows of one run.
+
+    Attributes:
+        path: the run folder (shown, and named in the figures' file names).
+        info: its ``run.json`` (data, model, method, norm, eps, seed, ...).
+        config: its ``config.json`` (the TrainConfig), {} if none.
+        log: its ``log.jsonl`` records, one per epoch; None when it has no log.
+        evaluations: (file name, evaluation) per ``eval-*.json``.
+        sweeps: (file name, curve) per ``sweep-*.json``.
+        audits: (title, findings) per audit of the model and of the results.
+        gallery: adversarial examples; None when the run's threat model has no budget.
+        class_names: the dataset's class names, for the gallery's labels.
+    """
+
+    path: Path
+    info: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)
+    log: list[dict[str, Any]] | None = None
+    evaluations: list[tuple[str, Evaluation]] = field(default_factory=list)
+    sweeps: list[tuple[str, SweepCurve]] = field(default_factory=list)
+    audits: list[tuple[str, list[Finding]]] = field(default_factory=list)
+    gallery: Gallery | None = None
+    class_names: Sequence[str] = ()
+
+    @property
+    def threat(self) -> ThreatModel | None:
+        """The run's training threat model (from ``run.json``), None when it names none."""
+        try:
+            return threat_from_name(self.info["norm"], float(self.info["eps"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    @property
+    def seed(self) -> int:
+        """The run's seed (``run.json``), 0 when it records none."""
+        return int(self.info.get("seed") or 0)
+
+
+@dataclass
+class Document:
+    """A rendered report: Markdown, a self-contained HTML page, and the PNG figures the Markdown refers to."""
+
+    markdown: str
+    html: str
+    figures: dict[str, bytes]  # file name (beside the Markdown) -> PNG bytes
+
+
 # Which reference table of the paper applies, by dataset, and at which L-inf eps.
 _REFERENCE_DATA = {"mnist": "mnist", "mnist-mini": "mnist", "cifar10": "cifar10"}
 _REFERENCE_EPS = {"mnist": 0.3, "cifar10": 8 / 255}
@@ -85,7 +151,7 @@ class _Heading:
 @dataclass
 class _Para:
     text: str  # plain text; `backticks` become code
-    kind: str = "p"  # "p", "caption" (small, under a table) or "note" (highlighted)
+    kind: str = "p"  # "p", "caption" (small, under a table), "note" (highlighted) or "ok" (all clear)
 
 
 @dataclass
@@ -104,46 +170,7 @@ class _Figure:
     alt: str
 
 
-@dataclass
-class _Reused:
-    """Markdown made by a library view (``Evaluation.table``, ``findings_table``, ...), kept verbatim
-    in report.md and parsed into tables and captions for the HTML page."""
-
-    markdown: str
-    blocks: list[Any] = field(default_factory=list)
-
-
-Block = Union[_Heading, _Para, _Table, _Figure, _Reused]
-
-
-def _parse_markdown_tables(text: str) -> list[Block]:
-    """Pipe tables and the plain lines around them, as produced by the library's markdown views."""
-    lines = text.strip("\n").splitlines()
-    blocks: list[Block] = []
-    i = 0
-    while i < len(lines):
-        if lines[i].lstrip().startswith("|"):
-            table = []
-            while i < len(lines) and lines[i].lstrip().startswith("|"):
-                table.append(lines[i])
-                i += 1
-            cells = [_split_row(line) for line in table]
-            body = [c for c in cells[1:] if not all(re.fullmatch(r":?-+:?", x) for x in c)]
-            blocks.append(_Table(cells[0], body))
-        else:
-            if lines[i].strip():
-                blocks.append(_Para(lines[i].strip(), "caption"))
-            i += 1
-    return blocks
-
-
-def _split_row(line: str) -> list[str]:
-    line = line.strip()
-    if line.startswith("|"):
-        line = line[1:]
-    if line.endswith("|"):
-        line = line[:-1]
-    return [c.strip() for c in line.split("|")]
+Block = Union[_Heading, _Para, _Table, _Figure]
 
 
 def _md_cell(text: Any) -> str:
@@ -163,8 +190,6 @@ def _to_markdown(blocks: Sequence[Block]) -> str:
             out.append("\n".join(lines) + (f"\n\n*{b.caption}*" if b.caption else ""))
         elif isinstance(b, _Figure):
             out.append(f"![{b.alt}]({b.name})\n\n*{b.caption}*")
-        elif isinstance(b, _Reused):
-            out.append(b.markdown.strip("\n"))
     return "\n\n".join(out) + "\n"
 
 
@@ -199,13 +224,7 @@ def _html_table(t: _Table) -> str:
 
 
 def _to_html(blocks: Sequence[Block], title: str) -> str:
-    parts: list[str] = []
-    for b in blocks:
-        if isinstance(b, _Reused):
-            parts.append('<div class="reused">' + _html_blocks(b.blocks) + "</div>")
-        else:
-            parts.append(_html_blocks([b]))
-    return _PAGE.format(title=html.escape(title), css=_CSS, body="\n".join(parts))
+    return _PAGE.format(title=html.escape(title), css=_CSS, body=_html_blocks(blocks))
 
 
 def _html_blocks(blocks: Sequence[Block]) -> str:
@@ -225,8 +244,6 @@ def _html_blocks(blocks: Sequence[Block]) -> str:
                 f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.alt, quote=True)}">'
                 f"<figcaption>{_inline(b.caption)}</figcaption></figure>"
             )
-        elif isinstance(b, _Reused):
-            out.append(_html_blocks(b.blocks))
     return "\n".join(out)
 
 
@@ -277,8 +294,9 @@ _PAGE = """<!DOCTYPE html>
 """
 
 
-# --- input checks -------------------------------------------------------------------------
-def _require_matplotlib() -> None:
+# --- helpers ------------------------------------------------------------------------------
+def require_matplotlib() -> None:
+    """Raise ImportError, saying what to install, unless matplotlib (the report's plots) is installed."""
     try:
         import matplotlib  # noqa: F401
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
@@ -290,34 +308,6 @@ def _require_matplotlib() -> None:
         ) from err
 
 
-def _check_runs(runs: Any) -> list[Path]:
-    if isinstance(runs, (str, os.PathLike)):
-        runs = [runs]
-    try:
-        folders = [Path(r) for r in runs]
-    except TypeError:
-        raise TypeError(f"runs must be a run folder or a list of run folders, got {runs!r}.") from None
-    if not folders:
-        raise ValueError("no run folders given: pass at least one folder made by `robustopt train --out RUN`.")
-    for run in folders:
-        if not run.exists():
-            raise FileNotFoundError(f"run folder {run} does not exist; pass a folder made by `robustopt train --out {run}`.")
-        if not run.is_dir():
-            raise ValueError(f"{run} is a file, not a run folder; pass the folder that holds run.json "
-                             "(made by `robustopt train --out RUN`).")
-        if not (run / "run.json").is_file():
-            raise FileNotFoundError(
-                f"{run} is not a robustopt run folder (no run.json): pass a folder made by "
-                "`robustopt train --out RUN` (run.json is written when its training has finished; continue an "
-                "interrupted training with `robustopt train --resume ...`)."
-            )
-        if not (run / "model.json").is_file():
-            raise FileNotFoundError(f"{run} has run.json but no model checkpoint (model.json); train it again with "
-                                    f"`robustopt train --out {run}`.")
-    return folders
-
-
-# --- helpers ------------------------------------------------------------------------------
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
 
@@ -336,9 +326,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _png(fig: Any) -> bytes:
+def _png(fig: Any, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
 
 
@@ -351,57 +341,24 @@ def _new_figure(size: tuple[float, float]) -> Any:
     return fig
 
 
-def _evaluation_threat(ev: Evaluation) -> ThreatModel | None:
-    """The threat model of an evaluation: from its rows' attack configuration, else ``meta.threat``."""
-    for r in ev.rows:
-        spec = r.attack if isinstance(r.attack, dict) else {}
-        t = spec.get("threat")
-        if t is None and isinstance(spec.get("attack"), dict):  # Transfer: the inner attack's threat
-            t = spec["attack"].get("threat")
-        if isinstance(t, dict) and str(t.get("norm", "")).lower() in _THREATS:
-            return _THREATS[str(t["norm"]).lower()](float(t["eps"]), bounds=tuple(t.get("bounds", (0.0, 1.0))))
-    m = re.fullmatch(r"(\w+)\(eps=([^)]+)\)", str(ev.meta.get("threat") or ""))
-    if m and m.group(1).lower() in _THREATS:
-        return _THREATS[m.group(1).lower()](float(m.group(2)))
-    return None
-
-
 def madry_reference(ev: Evaluation, data: str | None) -> tuple[dict[tuple, float], str] | None:
     """The paper's numbers for ``ev`` and where they come from, when it is the madry suite on MNIST at
     L-inf eps 0.3 or CIFAR-10 at 8/255; None otherwise."""
     preset = _REFERENCE_DATA.get(str(data))
-    threat = _evaluation_threat(ev)
+    threat = ev.threat
     if preset is None or threat is None or threat.norm != "Linf":
         return None
     if not math.isclose(threat.eps, _REFERENCE_EPS[preset], rel_tol=1e-3):
         return None
-    reference = suites.MADRY_REFERENCE[preset]
+    reference = MADRY_REFERENCE[preset]
     if not any(row_key(r) in reference for r in ev.rows if r.name != "Natural"):
         return None  # not the madry suite (e.g. APGD / Square rows)
     return reference, _REFERENCE_SOURCE[preset]
 
 
-def _result_files(run: Path, kind: str) -> list[Path]:
-    """``KIND-NAME.json`` files of a run: eval-madry.json, sweep-linf.json (not eval-madry.progress.json)."""
-    return sorted(p for p in run.glob(f"{kind}-*.json") if p.is_file() and "." not in p.name[: -len(".json")])
-
-
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    records = []
-    for i, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except ValueError as err:
-                raise ValueError(f"{path}, line {i}, is not JSON ({err}); the training log is damaged.") from err
-    return records
-
-
 def _git_commit() -> str:
     """HEAD of the git working tree robustopt is imported from, "+ uncommitted changes" if dirty; "" if none."""
-    import robustopt
-
-    folder = Path(robustopt.__file__).resolve().parent
+    folder = Path(__file__).resolve().parents[1]  # the robustopt package
     try:
         # Only when the package's own source is tracked there (not a site-packages copy inside some repo).
         subprocess.run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=folder, capture_output=True,
@@ -428,39 +385,32 @@ def _version(package: str) -> str:
 # --- the sections of one run --------------------------------------------------------------
 @dataclass
 class _RunContext:
-    path: Path
+    """One run's part of the document: the run, its figures' name prefix, and the figures drawn so far."""
+
+    run: RunReport
     slug: str
-    info: dict[str, Any]
-    config: dict[str, Any]
-    out: Path
-    root: PathLike | None
-    model: nn.Module | None = None
-    x: torch.Tensor | None = None
-    y: torch.Tensor | None = None
+    figures: dict[str, bytes]
+
+    @property
+    def path(self) -> Path:
+        return self.run.path
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.run.info
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.run.config
 
     @property
     def threat(self) -> ThreatModel | None:
-        norm = str(self.info.get("norm", "")).lower()
-        if norm not in _THREATS or self.info.get("eps") is None:
-            return None
-        return _THREATS[norm](float(self.info["eps"]))
-
-    @property
-    def seed(self) -> int:
-        return int(self.info.get("seed") or 0)
+        return self.run.threat
 
     def figure(self, png: bytes, kind: str, caption: str, alt: str) -> _Figure:
         name = f"report-{self.slug}-{kind}.png"
-        atomic_write_bytes(self.out / name, png)
+        self.figures[name] = png
         return _Figure(png, name, caption, alt)
-
-    def load(self) -> None:
-        from robustopt import data as datasets
-        from robustopt.experiments import load_run
-
-        self.model, _ = load_run(self.path)
-        x, y = datasets.load(self.info["data"], "test", root=self.root)
-        self.x, self.y = x[:AUDIT_SIZE], y[:AUDIT_SIZE]
 
 
 def _run_info(ctx: _RunContext) -> list[Block]:
@@ -477,9 +427,9 @@ def _run_info(ctx: _RunContext) -> list[Block]:
 def _training(ctx: _RunContext) -> list[Block]:
     blocks: list[Block] = [_Heading(3, "Training curve")]
     path = ctx.path / "log.jsonl"
-    if not path.is_file():
+    log = ctx.run.log
+    if log is None:
         return blocks + [_Para(f"No training log ({path} is missing).", "note")]
-    log = _read_log(path)
     if not log:
         return blocks + [_Para(f"The training log {path} is empty.", "note")]
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(log)]
@@ -515,102 +465,81 @@ def _training(ctx: _RunContext) -> list[Block]:
     return blocks
 
 
-def _evaluations(ctx: _RunContext, files: list[Path], evs: list[Evaluation]) -> list[Block]:
-    blocks: list[Block] = [_Heading(3, "Evaluations")]
-    if not files:
-        return blocks + [_Para(f"No evaluation yet: run `robustopt eval {ctx.path}`.", "note")]
-    for path, ev in zip(files, evs):
-        blocks.append(_Heading(4, f"{path.name}"))
+def _results(title: str, results: Sequence[tuple[str, Any]], missing: str,
+             draw: Callable[[str, Any], list[Block]]) -> list[Block]:
+    """A section of results: a heading, then per result its file name and ``draw(name, result)``."""
+    blocks: list[Block] = [_Heading(3, title)]
+    if not results:
+        return blocks + [_Para(missing, "note")]
+    for name, result in results:
+        blocks += [_Heading(4, name), *draw(name, result)]
+    return blocks
+
+
+def _evaluations(ctx: _RunContext) -> list[Block]:
+    def draw(name: str, ev: Evaluation) -> list[Block]:
         ref = madry_reference(ev, ev.meta.get("data", ctx.info.get("data")))
         details = [f"{ev.n} test images", f"mode {ev.mode}", f"seed {ev.seed}"]
-        if ev.meta.get("threat"):
-            details.insert(0, f"threat {ev.meta['threat']}")
+        if ev.threat is not None:
+            details.insert(0, f"threat {ev.threat}")
         if ev.meta.get("sources"):
             details.append("transfer sources: " + ", ".join(f"{k} = {v}" for k, v in ev.meta["sources"].items()))
         if ev.meta.get("seconds") is not None:
             details.append(f"{float(ev.meta['seconds']):.0f} s on {ev.meta.get('device', '?')}")
-        blocks.append(_Para("; ".join(details) + "."))
-        md = ev.table("markdown", reference=ref[0] if ref else None)
-        blocks.append(_Reused(md, _parse_markdown_tables(md)))
+        blocks = [_Para("; ".join(details) + "."), _Table(*ev.cells(reference=ref[0] if ref else None))]
         if ref:
             blocks.append(_Para(f"Paper: {ref[1]}. Ours: measured on this run's model with the budget above.",
                                 "caption"))
-    return blocks
+        for title, header, lines, decisions in budget_cells(ev):  # a scheduled suite (adaptive): its stages
+            blocks += [_Para(title + "."), _Table(header, lines, " ".join(decisions))]
+        return blocks
+
+    return _results("Evaluations", ctx.run.evaluations, f"No evaluation yet: run `robustopt eval {ctx.path}`.", draw)
 
 
-def _sweeps(ctx: _RunContext, files: list[Path], curves: list[SweepCurve]) -> list[Block]:
-    blocks: list[Block] = [_Heading(3, "Epsilon sweeps")]
-    if not files:
-        return blocks + [_Para(f"No sweep yet: run `robustopt sweep {ctx.path}`.", "note")]
-    for path, curve in zip(files, curves):
-        blocks.append(_Heading(4, path.name))
+def _sweeps(ctx: _RunContext) -> list[Block]:
+    def draw(name: str, curve: SweepCurve) -> list[Block]:
         same_norm = str(ctx.info.get("norm", "")).lower() == curve.norm.lower()
         train_eps = ctx.info.get("eps") if same_norm else None
-        png_path = ctx.out / f"report-{ctx.slug}-{_slug(path.stem)}.png"
-        curve.plot(png_path, train_eps=train_eps, title=f"{curve.norm} sweep of {ctx.path.name}, {curve.n} examples")
+        fig = curve.figure(train_eps=train_eps, title=f"{curve.norm} sweep of {ctx.path.name}, {curve.n} examples")
         caption = (f"Robust accuracy against eps ({curve.norm}, {curve.mode}; attacks: "
                    + ", ".join(str(a.get("name", a.get("type", "?"))) + (f" {a['steps']} steps" if a.get("steps") else "")
                                for a in curve.attacks)
                    + ")" + (f"; the dashed line is the training eps {float(train_eps):.4g}." if train_eps is not None else "."))
-        blocks.append(_Figure(png_path.read_bytes(), png_path.name, caption, f"{curve.norm} sweep of {ctx.path}"))
-        md = curve.table("markdown")
-        blocks.append(_Reused(md, _parse_markdown_tables(md)))
-    return blocks
+        return [ctx.figure(_png(fig, dpi=120), _slug(Path(name).stem), caption, f"{curve.norm} sweep of {ctx.path}"),
+                _Table(*curve.cells())]
+
+    return _results("Epsilon sweeps", ctx.run.sweeps, f"No sweep yet: run `robustopt sweep {ctx.path}`.", draw)
 
 
-def _audit(ctx: _RunContext, eval_files: list[Path], evs: list[Evaluation],
-           sweep_files: list[Path], curves: list[SweepCurve]) -> list[Block]:
-    assert ctx.model is not None and ctx.x is not None and ctx.y is not None
+def _audit(ctx: _RunContext) -> list[Block]:
     blocks: list[Block] = [_Heading(3, "Audit (gradient masking and evaluation checks)")]
-    parts: list[tuple[str, list[Any]]] = []
-    data = (ctx.x, ctx.y)
-    if evs:
-        parts.append((f"Model on the first {len(ctx.x)} test images, and {eval_files[0].name}",
-                      audit(ctx.model, data, evs[0], seed=ctx.seed)))
-        parts += [(f, audit(None, evaluation=ev, seed=ctx.seed)) for f, ev in
-                  zip((p.name for p in eval_files[1:]), evs[1:])]
-    else:
-        parts.append((f"Model on the first {len(ctx.x)} test images", audit(ctx.model, data, threat=ctx.threat, seed=ctx.seed)))
-    parts += [(p.name, audit(None, sweep=c, seed=ctx.seed)) for p, c in zip(sweep_files, curves)]
-    for title, findings in parts:
+    for title, findings in ctx.run.audits:
         blocks.append(_Heading(4, title))
-        md = findings_table(findings, fmt="markdown")
-        parsed = _parse_markdown_tables(md)
-        for b in parsed:  # the "Audit: ..." summary line is the result, not a caption
-            if isinstance(b, _Para):
-                b.kind = "p" if findings else "ok"
-        blocks.append(_Reused(md, parsed))
+        if findings:
+            blocks.append(_Table(["Level", "Code", "Finding"], [[f.level, f"`{f.code}`", f.message] for f in findings]))
+        # the summary line is the result, not a caption
+        blocks.append(_Para(findings_summary(findings), "p" if findings else "ok"))
     blocks.append(_Para("Levels: error = the reported robustness is very likely wrong; warning = suspicious; "
                         "info = context. See `robustopt.evaluation.audit` for every check.", "caption"))
     return blocks
 
 
-def _gallery(ctx: _RunContext, class_names: Sequence[str]) -> list[Block]:
-    from robustopt.attacks import PGD
-    from robustopt.attacks.base import eval_mode, predict
-
-    assert ctx.model is not None and ctx.x is not None and ctx.y is not None
+def _gallery(ctx: _RunContext) -> list[Block]:
     blocks: list[Block] = [_Heading(3, "Adversarial examples")]
-    threat = ctx.threat
-    if threat is None or threat.eps <= 0:
+    g = ctx.run.gallery
+    if g is None:
         return blocks + [_Para(f"No gallery: the run's threat model ({ctx.info.get('norm')}, eps "
                                f"{ctx.info.get('eps')}) has no perturbation budget.", "note")]
-    model = ctx.model
-    with eval_mode(model), torch.no_grad():
-        ok = predict(model, ctx.x).argmax(1) == ctx.y
-    idx = ok.nonzero().squeeze(1)[:GALLERY_SIZE]
-    if len(idx) == 0:
-        return blocks + [_Para(f"No gallery: the model classifies none of the first {len(ctx.x)} test images "
+    if len(g.x) == 0:
+        return blocks + [_Para(f"No gallery: the model classifies none of the first {g.probed} test images "
                                "correctly.", "note")]
-    x, y = ctx.x[idx], ctx.y[idx]
-    attack = PGD(threat, steps=GALLERY_STEPS, seed=ctx.seed)
-    x_adv = attack(model, x, y)
-    with eval_mode(model), torch.no_grad():
-        pred_adv = predict(model, x_adv).argmax(1)
+    x, y, x_adv, pred_adv, threat, steps = g.x, g.y, g.x_adv, g.pred_adv, g.threat, g.steps
     delta = (x_adv - x).detach()
+    class_names = ctx.run.class_names
     name = lambda k: class_names[k] if k < len(class_names) else str(k)  # noqa: E731
 
-    n = len(idx)
+    n = len(x)
     fig = _new_figure((max(1.3 * n, 4.0) + 0.6, 4.9))
     lo, hi = threat.bounds
     for j in range(n):
@@ -637,12 +566,12 @@ def _gallery(ctx: _RunContext, class_names: Sequence[str]) -> list[Block]:
             cells[0].set_ylabel("clean", fontsize=8)
             cells[1].set_ylabel("adversarial", fontsize=8)
             cells[2].set_ylabel("perturbation\n(magnified)", fontsize=8)
-    fig.suptitle(f"PGD-{GALLERY_STEPS} adversarial examples, {threat}", fontsize=10)
+    fig.suptitle(f"PGD-{steps} adversarial examples, {threat}", fontsize=10)
     fig.tight_layout()
     fooled_count = int((pred_adv != y).sum())
     caption = (f"The first {n} test images the model classifies correctly. Row 1: clean image and its label; row 2: "
-               f"adversarial image (PGD, {GALLERY_STEPS} steps of 2.5·eps/{GALLERY_STEPS}, random start, seed "
-               f"{ctx.seed}, {threat}) and the model's prediction, red when wrong ({fooled_count} of {n} fooled); "
+               f"adversarial image (PGD, {steps} steps of 2.5·eps/{steps}, random start, seed "
+               f"{g.seed}, {threat}) and the model's prediction, red when wrong ({fooled_count} of {n} fooled); "
                "row 3: the perturbation x_adv − x divided by its largest absolute value"
                + (" (blue: darker, red: brighter)." if x.shape[1] == 1 else " (gray: no change)."))
     blocks.append(ctx.figure(_png(fig), "adversarial", caption, f"adversarial examples of {ctx.path}"))
@@ -657,32 +586,20 @@ def _show(ax: Any, img: np.ndarray, lo: float, hi: float) -> None:
 
 
 def _run_sections(ctx: _RunContext, index: int) -> tuple[list[Block], dict[str, str]]:
-    from robustopt import data as datasets
-
-    eval_files = _result_files(ctx.path, "eval")
-    evs = [Evaluation.from_json(p) for p in eval_files]
-    sweep_files = _result_files(ctx.path, "sweep")
-    curves = [SweepCurve.from_json(p) for p in sweep_files]
-    ctx.load()
-    try:
-        class_names: Sequence[str] = datasets.info(ctx.info["data"]).classes
-    except ValueError:
-        class_names = ()
-
     blocks: list[Block] = [_Heading(2, f"Run {index}: {ctx.path}", anchor=f"run-{index}")]
     blocks += _run_info(ctx)
     blocks += _training(ctx)
-    blocks += _evaluations(ctx, eval_files, evs)
-    blocks += _sweeps(ctx, sweep_files, curves)
-    blocks += _audit(ctx, eval_files, evs, sweep_files, curves)
-    blocks += _gallery(ctx, class_names)
+    blocks += _evaluations(ctx)
+    blocks += _sweeps(ctx)
+    blocks += _audit(ctx)
+    blocks += _gallery(ctx)
 
-    first = evs[0] if evs else None
+    first = ctx.run.evaluations[0] if ctx.run.evaluations else None
     summary = {
         "run": str(ctx.path), "data": _fmt(ctx.info.get("data")), "model": _fmt(ctx.info.get("model")),
         "method": _fmt(ctx.info.get("method")), "threat": str(ctx.threat) if ctx.threat is not None else "",
-        "clean": _pct(first.clean_accuracy) if first else "",
-        "robust": (f"{_pct(first.robust_accuracy)} ({eval_files[0].name})" if first else "not evaluated"),
+        "clean": _pct(first[1].clean_accuracy) if first else "",
+        "robust": (f"{_pct(first[1].robust_accuracy)} ({first[0]})" if first else "not evaluated"),
     }
     return blocks, summary
 
@@ -698,7 +615,7 @@ def _environment(runs: list[_RunContext], now: datetime.datetime) -> list[Block]
         ["CPUs", str(os.cpu_count() or "?")],
         ["torch threads", str(torch.get_num_threads())],
         ["git commit", _git_commit() or "not a git working tree"],
-        ["seeds", ", ".join(f"{r.path.name}: {r.seed}" for r in runs)],
+        ["seeds", ", ".join(f"{r.path.name}: {r.run.seed}" for r in runs)],
         ["report time", now.isoformat(timespec="seconds")],
     ]
     return [_Heading(2, "Environment", anchor="environment"),
@@ -708,84 +625,31 @@ def _environment(runs: list[_RunContext], now: datetime.datetime) -> list[Block]
 
 
 # --- the entry point ----------------------------------------------------------------------
-def write_report(runs: PathLike | Iterable[PathLike], out: PathLike | None = None, *,
-                 root: PathLike | None = None, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write ``report.md`` (with PNG figures beside it) and a self-contained ``report.html`` for run folders.
-
-    Per run: ``run.json``, the training curve (``log.jsonl``), every ``eval-*.json`` as the paper's
-    table (with Madry et al.'s numbers for the madry suite on MNIST at L-inf 0.3 or CIFAR-10 at 8/255),
-    every ``sweep-*.json`` as a plot and a table, ``ro.audit`` of the model on the first 200 test images
-    and of the results, and 8 PGD-40 adversarial examples; then the environment.
+def render(runs: Sequence[RunReport], now: datetime.datetime | None = None) -> Document:
+    """The report of ``runs``: one section per run, a summary table first, the environment last.
 
     Args:
-        runs: one run folder or a list of them (made by ``robustopt train`` / ``train_run``).
-        out: folder for the report files (created); default: the first run folder.
-        root: data root for the test images (default: ``$ROBUSTOPT_DATA``, else the user cache).
-        overwrite: replace a report of other runs in ``out`` (report.md records its runs on its
-            first line); a report of the same runs is always refreshed.
+        runs: what to show of each run (see :class:`RunReport`).
+        now: the report's time (default: now).
 
     Returns:
-        ``(md_path, html_path)``.
+        The Markdown (referring to the figures by file name), the self-contained HTML page and
+        the PNG figures, named ``report-RUN-KIND.png``.
 
     Raises:
-        FileNotFoundError: a folder does not exist or is not a finished run (no run.json / model),
-            or the test data is missing.
-        ValueError: a path is a file, no runs were given, or a result file is damaged.
         ImportError: matplotlib is not installed (``pip install robustopt[report]``).
-        FileExistsError: ``out`` holds a report of other runs and ``overwrite`` is False.
-        OSError: ``out`` cannot be written, or another process holds it
-            (``robustopt._runfolder.RunFolderBusyError``).
-
-    Example:
-        >>> md_path, html_path = write_report(["runs/a"])   # runs/a/report.md, runs/a/report.html
     """
-    folders = _check_runs(runs)
-    _require_matplotlib()
-    out_dir = Path(out) if out is not None else folders[0]
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out {out_dir} is a file; pass a folder for report.md, report.html and the figures.")
-    # What defines a report: its runs, relative to the report (the same wherever the command runs from).
-    request = {"runs": [os.path.relpath(run.resolve(), out_dir.resolve()) for run in folders]}
-    with hold(out_dir, "report"):
-        refuse_replacement(out_dir / REPORT_MD, request, _report_request(out_dir / REPORT_MD),
-                           overwrite=overwrite, what="report")
-        return _write_report(folders, out_dir, root, request)
-
-
-def _report_request(md_path: Path) -> dict[str, Any] | None:
-    """The request recorded on the first line of an existing report.md (None if there is none)."""
-    try:
-        with open(md_path, encoding="utf-8") as f:
-            first = f.readline()
-    except OSError:
-        return None
-    match = re.fullmatch(_REQUEST_LINE.format(r"(\{.*\})") + r"\n?", first)
-    try:
-        request = json.loads(match.group(1)) if match else None
-    except ValueError:
-        return None
-    return request if isinstance(request, dict) else None
-
-
-def _write_report(folders: list[Path], out_dir: Path, root: PathLike | None,
-                  request: dict[str, Any]) -> tuple[Path, Path]:
-    """The body of :func:`write_report`, with ``out_dir`` held."""
-    now = datetime.datetime.now().astimezone()
-
+    require_matplotlib()
+    now = now or datetime.datetime.now().astimezone()
+    figures: dict[str, bytes] = {}
     contexts: list[_RunContext] = []
     used: set[str] = set()
-    for i, run in enumerate(folders, 1):
-        try:
-            info = json.loads((run / "run.json").read_text())
-        except ValueError as err:
-            raise ValueError(f"{run / 'run.json'} is not valid JSON ({err}); train the run again.") from err
-        config_path = run / "config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
-        slug = _slug(run.resolve().name)
+    for i, run in enumerate(runs, 1):
+        slug = _slug(run.path.resolve().name)
         if slug in used:
             slug = f"{slug}-{i}"
         used.add(slug)
-        contexts.append(_RunContext(path=run, slug=slug, info=info, config=config, out=out_dir, root=root))
+        contexts.append(_RunContext(run, slug, figures))
 
     sections: list[Block] = []
     summaries = []
@@ -805,6 +669,4 @@ def _write_report(folders: list[Path], out_dir: Path, root: PathLike | None,
                 for i, s in enumerate(summaries, 1)]),
     ]
     blocks = head + sections + _environment(contexts, now)
-    md_path = atomic_write_text(out_dir / REPORT_MD, _REQUEST_LINE.format(json.dumps(request)) + "\n" + _to_markdown(blocks))
-    html_path = atomic_write_text(out_dir / REPORT_HTML, _to_html(blocks, title))
-    return md_path, html_path
+    return Document(_to_markdown(blocks), _to_html(blocks, title), figures)

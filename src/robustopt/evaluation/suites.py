@@ -80,6 +80,8 @@ _STANDARD: dict[str, list[tuple[str, dict]]] = {
         ("apgd", {"loss": "ce", "steps": 100}),
         ("apgd", {"loss": "dlr", "targeted": True, "n_target_classes": 3, "steps": 100}),
     ],
+    # the same families, scheduled by evidence per example (robustopt.attacks.adaptive)
+    "adaptive": [("adaptive", {})],
 }
 
 
@@ -133,7 +135,8 @@ def madry(
     return [a for a in rows if unique[(a.name, a.steps, a.restarts, a.source)] is a]
 
 
-def standard(threat: ThreatModel, *, version: Literal["standard", "fast"] = "standard", seed: int = 0) -> list[Attack]:
+def standard(threat: ThreatModel, *, version: Literal["standard", "fast", "adaptive"] = "standard",
+             seed: int = 0) -> list[Attack]:
     """An AutoAttack-grade ensemble (Croce & Hein 2020), to run as a cascade.
 
     ``version="standard"``: AutoAttack's standard version, in its order: APGD-CE (100 steps),
@@ -141,11 +144,15 @@ def standard(threat: ThreatModel, *, version: Literal["standard", "fast"] = "sta
     fewer classes), FAB-T (the targeted Fast Adaptive Boundary attack, 100 steps, 9 target
     classes, 1 run each from the clean input) and Square (5000 queries).
     ``version="fast"``: APGD-CE (100 steps) and APGD-T with 3 target classes.
+    ``version="adaptive"``: one ``AdaptiveAutoAttack``, the same four families scheduled by
+    evidence per example (early exits, APGD-T on 3 targets ranked at APGD-CE's point, FAB-T and
+    Square on a sample of the survivors first); its row records every decision per example
+    (``Row.records``, ``records.budget_table``).
 
     Args:
         threat: ``Linf(eps)`` or ``L2(eps)``; L1 is not supported (AutoAttack's L1 version
             uses the L1-APGD of a later paper).
-        version: "standard" or "fast".
+        version: "standard", "fast" or "adaptive".
         seed: seed of every attack (``evaluate`` passes its own seeded generators).
 
     Returns:

@@ -190,14 +190,18 @@ class SweepCurve:
         raise KeyError(f"eps={eps} is not on the grid {self.eps}.")
 
     # --- views -------------------------------------------------------------------------
-    def table(self, fmt: Literal["text", "markdown"] = "text") -> str:
-        """eps | robust accuracy | attacked | grad evals | seconds, as text or Markdown."""
+    def cells(self) -> tuple[list[str], list[list[str]], str]:
+        """The table as strings: its header, one line per eps, its caption."""
         header = [f"eps ({self.norm})", "Robust accuracy", "Attacked", "Grad evals", "Seconds"]
         lines = [
             [f"{e:.4g}", f"{100 * a:.1f}%", str(k), str(g), f"{s:.2f}"]
             for e, a, k, g, s in zip(self.eps, self.accuracy, self.attacked or [""] * len(self.eps), self.grad_evals, self.seconds)
         ]
-        caption = f"{self.n} examples, mode={self.mode}, {self.total_grad_evals} grad evals in total"
+        return header, lines, f"{self.n} examples, mode={self.mode}, {self.total_grad_evals} grad evals in total"
+
+    def table(self, fmt: Literal["text", "markdown"] = "text") -> str:
+        """eps | robust accuracy | attacked | grad evals | seconds, as text or Markdown."""
+        header, lines, caption = self.cells()
         if fmt == "markdown":
             out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
             out += ["| " + " | ".join(cells) + " |" for cells in lines]
@@ -220,6 +224,18 @@ class SweepCurve:
         Raises:
             ImportError: matplotlib is not installed (``pip install robustopt[report]``).
         """
+        path = Path(path)
+        fig = self.figure(train_eps, title)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120)
+        return path
+
+    def figure(self, train_eps: float | None = None, title: str | None = None) -> Any:
+        """The plot of :meth:`plot` as a matplotlib Figure (on an Agg canvas), e.g. to embed it elsewhere.
+
+        Raises:
+            ImportError: matplotlib is not installed (``pip install robustopt[report]``).
+        """
         try:
             from matplotlib.backends.backend_agg import FigureCanvasAgg
             from matplotlib.figure import Figure
@@ -228,7 +244,6 @@ class SweepCurve:
                 "SweepCurve.plot needs matplotlib: install it with `pip install robustopt[report]` "
                 "(or `pip install matplotlib`)."
             ) from err
-        path = Path(path)
         fig = Figure(figsize=(5.0, 3.6))
         FigureCanvasAgg(fig)  # Agg canvas: no display or pyplot state involved
         ax = fig.add_subplot(1, 1, 1)
@@ -242,9 +257,7 @@ class SweepCurve:
         ax.legend(loc="best")
         ax.set_title(title or f"{self.norm} sweep, {self.n} examples")
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120)
-        return path
+        return fig
 
     # --- files -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -274,6 +287,7 @@ class SweepCurve:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "SweepCurve":
+        """The inverse of :meth:`to_dict` (``n`` and the totals are recomputed)."""
         breaking = [math.inf if b is None else float(b) for b in d["breaking_eps"]]
         return cls(
             norm=d["norm"],

@@ -4,13 +4,18 @@
     res = ro.training.fit(model, (x, y), method="pgd", eps=0.3, epochs=90, out="runs/a")
     res.history[-1]["val_robust_acc"]
 
-Methods ("natural", "pgd", "fgsm-rs", "trades", "free") live in the registry ``METHODS``;
-add one with ``@register_method("name")``. A method returns a :class:`Crafted` batch, an
-:class:`Update` (its own loss) or an iterator of Updates (see :mod:`robustopt.training.methods`).
+The modules: ``config`` (:class:`TrainConfig`, its checks and schedules), ``methods`` (what each
+weight update minimizes), ``loop`` (:func:`fit`, read top to bottom) and ``state`` (checkpoints,
+resume, RNG states, restore points). Methods ("natural", "pgd", "fgsm-rs", "n-fgsm", "trades",
+"free") live in the registry ``METHODS``; add one with ``@register_method("name")``. A method
+returns a :class:`Crafted` batch, an :class:`Update` (its own loss) or an iterator of Updates
+(see :mod:`robustopt.training.methods`).
 """
 
-from robustopt.training.fit import BEST_NAME, CHECKPOINT_NAME, TrainConfig, TrainResult, fit
 from robustopt.training.methods import METHODS, Crafted, Update, get_method, register_method
+from robustopt.training.config import TrainConfig
+from robustopt.training.state import BEST_NAME, CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, PARTIAL_NAME
+from robustopt.training.loop import TrainResult, fit
 
-__all__ = ["fit", "TrainConfig", "TrainResult", "CHECKPOINT_NAME", "BEST_NAME", "METHODS", "Crafted", "Update",
-           "get_method", "register_method"]
+__all__ = ["fit", "TrainConfig", "TrainResult", "CHECKPOINT_NAME", "BEST_NAME", "PARTIAL_NAME", "CONFIG_NAME",
+           "LOG_NAME", "METHODS", "Crafted", "Update", "get_method", "register_method"]

@@ -1,7 +1,7 @@
 """Training methods: what each weight update of the ``fit`` loop minimizes.
 
 Adversarial training solves ``min_theta E_(x,y) max_{delta in S} L(theta, x + delta, y)``
-(Madry et al. 2018, Sec. 2 and 4). The training loop (:mod:`robustopt.training.fit`)
+(Madry et al. 2018, Sec. 2 and 4). The training loop (:mod:`robustopt.training.loop`)
 owns the optimizer; a *method* is a function ``method(model, x, y, *, threat, config,
 generator)`` called once per minibatch that returns one of:
 
@@ -24,7 +24,7 @@ in the registry :data:`METHODS`; add one with :func:`register_method` without
 touching the loop.
 
 Attacks inside methods use the library's attack engine, which runs the model in
-**eval mode** and restores its mode afterwards (``attack_mode="eval"``); "free" is the
+**eval mode** and restores its mode afterwards; "free" is the
 exception: its perturbation gradient comes from the training pass (train mode). For
 networks without batch norm or dropout, such as Madry et al.'s MNIST model A, eval
 and train mode compute the same function, so this makes no difference there.
@@ -43,7 +43,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import Any, Protocol, Union
 
 import torch
 import torch.nn.functional as F
@@ -53,11 +53,8 @@ from robustopt.attacks import PGD, GradientAttack
 from robustopt.attacks.base import eval_mode, predict
 from robustopt.threat import ThreatModel
 
-if TYPE_CHECKING:  # only for annotations: fit.py imports this module
-    from robustopt.training.fit import TrainConfig
-
 __all__ = [
-    "Crafted", "Update", "Method", "METHODS", "register_method", "get_method", "updates_per_batch",
+    "Crafted", "Update", "Method", "MethodConfig", "METHODS", "register_method", "get_method", "updates_per_batch",
     "method_extras", "as_updates", "cross_entropy_update", "kl_per_example",
     "natural", "pgd", "fgsm_rs", "n_fgsm", "trades", "free",
 ]
@@ -101,6 +98,29 @@ class Update:
 MethodResult = Union[Crafted, Update, Iterator[Update]]
 
 
+class MethodConfig(Protocol):
+    """What the methods here read of the run's configuration, a :class:`~robustopt.training.TrainConfig`.
+
+    (A protocol rather than the class itself: the configuration checks its method name against
+    :data:`METHODS`, so it depends on this module and not the other way round.)
+    """
+
+    @property
+    def attack_steps(self) -> int: ...
+
+    @property
+    def attack_step_size(self) -> float | None: ...
+
+    @property
+    def attack_random_start(self) -> bool: ...
+
+    @property
+    def beta(self) -> float: ...
+
+    @property
+    def replay(self) -> int: ...
+
+
 class Method(Protocol):
     """Signature of a training method (see the module docstring)."""
 
@@ -111,7 +131,7 @@ class Method(Protocol):
         y: torch.Tensor,
         *,
         threat: ThreatModel,
-        config: TrainConfig,
+        config: MethodConfig,
         generator: torch.Generator,
     ) -> MethodResult: ...
 
@@ -123,8 +143,8 @@ _EXTRAS = ("forward", "state")  # optional keyword-only parameters the loop fill
 
 
 def register_method(
-    name: str, *, updates_per_batch: Callable[[TrainConfig], int] | None = None,
-    grad_evals: Callable[[TrainConfig], int] | None = None,
+    name: str, *, updates_per_batch: Callable[[MethodConfig], int] | None = None,
+    grad_evals: Callable[[MethodConfig], int] | None = None,
 ) -> Callable[[Method], Method]:
     """Decorator adding a method to :data:`METHODS` under ``name``.
 
@@ -168,13 +188,13 @@ def get_method(name: str) -> Method:
         raise ValueError(f"unknown training method {name!r}; choose one of {sorted(METHODS)}.") from None
 
 
-def updates_per_batch(name: str, config: TrainConfig) -> int:
+def updates_per_batch(name: str, config: MethodConfig) -> int:
     """Weight updates the method ``name`` takes per minibatch (1 unless it registered a count)."""
     count = _UPDATES_PER_BATCH.get(name)
     return 1 if count is None else int(count(config))
 
 
-def grad_evals_per_example(name: str, config: TrainConfig) -> int | None:
+def grad_evals_per_example(name: str, config: MethodConfig) -> int | None:
     """Image-gradient evaluations per training example and epoch of method ``name`` (None: not declared)."""
     cost = _GRAD_EVALS.get(name)
     return None if cost is None else int(cost(config))
@@ -241,7 +261,7 @@ def natural(
     y: torch.Tensor,
     *,
     threat: ThreatModel,
-    config: TrainConfig,
+    config: MethodConfig,
     generator: torch.Generator,
 ) -> Crafted:
     """Standard (non-robust) training: train on the clean batch. No attack, eps is ignored."""
@@ -255,7 +275,7 @@ def pgd(
     y: torch.Tensor,
     *,
     threat: ThreatModel,
-    config: TrainConfig,
+    config: MethodConfig,
     generator: torch.Generator,
 ) -> Crafted:
     """PGD adversarial training (Madry et al. 2018, Sec. 4).
@@ -279,7 +299,7 @@ def fgsm_rs(
     y: torch.Tensor,
     *,
     threat: ThreatModel,
-    config: TrainConfig,
+    config: MethodConfig,
     generator: torch.Generator,
 ) -> Crafted:
     """FGSM with random start (Wong, Rice & Kolter 2020, "Fast is better than free", Alg. 3).
@@ -299,7 +319,7 @@ def n_fgsm(
     y: torch.Tensor,
     *,
     threat: ThreatModel,
-    config: TrainConfig,
+    config: MethodConfig,
     generator: torch.Generator,
 ) -> Crafted:
     """N-FGSM (de Jorge et al. 2022, "Make some noise"): noise of 2 eps, a step of eps, no clipping to the ball.
@@ -337,7 +357,7 @@ def trades(
     y: torch.Tensor,
     *,
     threat: ThreatModel,
-    config: TrainConfig,
+    config: MethodConfig,
     generator: torch.Generator,
     forward: nn.Module | None = None,
 ) -> Update:
@@ -380,7 +400,7 @@ def free(
     y: torch.Tensor,
     *,
     threat: ThreatModel,
-    config: TrainConfig,
+    config: MethodConfig,
     generator: torch.Generator,
     forward: nn.Module | None = None,
     state: dict[str, torch.Tensor] | None = None,

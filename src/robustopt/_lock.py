@@ -1,19 +1,16 @@
-"""Run-folder safety: one writing process per folder, and no silent replacement of results.
+"""One writing process per run folder: an ``fcntl.flock`` on ``FOLDER/.lock``.
 
 A run folder (``robustopt train --out``, and what ``eval``, ``sweep``, ``report``,
-``reproduce`` and ``demo`` write into) is held by one process at a time through an
-``fcntl.flock`` on ``FOLDER/.lock``. The kernel drops the lock when its process ends,
-however it ends (``kill -9`` included), so a lock never outlives its process and a
-crashed run resumes without clean-up. The file records the holder's PID and command
-for the error message of a second process; the last holder removes it. ``reproduce
---only`` holds the experiment folder *shared*, so that several of them can train side
-by side while a full ``reproduce`` (exclusive) waits for none of them silently.
+``reproduce`` and ``demo`` write into) is held by one process at a time. The kernel
+drops the lock when its process ends, however it ends (``kill -9`` included), so a
+lock never outlives its process and a crashed run resumes without clean-up. The file
+records the holder's PID and command for the error message of a second process; the
+last holder removes it. ``reproduce --only`` holds the experiment folder *shared*, so
+that several of them can train side by side while a full ``reproduce`` (exclusive)
+waits for none of them silently. The layout of a run folder and its result files are
+:mod:`robustopt.runs`'s; this module only locks.
 
-Result files whose names do not say everything that defines them (``eval-SUITE.json``,
-``sweep-NORM.json``, ``report.md``) record a ``request``; :func:`refuse_replacement`
-refuses to replace one made for another request unless the caller passes ``overwrite``.
-
-    from robustopt._runfolder import hold
+    from robustopt._lock import hold
     with hold("runs/a", "train"):     # RunFolderBusyError if another process holds it
         ...
 """
@@ -36,7 +33,7 @@ from typing import Any, TypeVar
 
 from robustopt import distributed
 
-__all__ = ["LOCK_NAME", "RunFolderBusyError", "hold", "holding", "refuse_replacement", "saved_request"]
+__all__ = ["LOCK_NAME", "RunFolderBusyError", "hold", "holding"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,46 +132,7 @@ def holding(folder: Callable[[Mapping[str, Any]], Any], command: str, *, create:
     return decorate
 
 
-def saved_request(path: Path) -> Mapping[str, Any] | None:
-    """The ``meta.request`` of the result JSON ``path`` (None when it has none or is unreadable)."""
-    try:
-        request = json.loads(path.read_text(encoding="utf-8"))["meta"]["request"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return request if isinstance(request, dict) else None
-
-
-def refuse_replacement(path: Path, request: Mapping[str, Any], saved: Mapping[str, Any] | None, *,
-                       overwrite: bool, what: str) -> None:
-    """Raise FileExistsError if ``path`` holds a result made for another request than ``request``.
-
-    Args:
-        path: the result file about to be written.
-        request: the JSON-ready parameters that define the new result.
-        saved: the parameters recorded in the existing file (None: none recorded, or unreadable).
-        overwrite: replace whatever is there.
-        what: what the file holds ("evaluation", "sweep", "report"), for the message.
-    """
-    request = json.loads(json.dumps(request))  # as it reads back from the file (tuples become lists)
-    if overwrite or not path.exists() or saved == request:
-        return
-    if saved is None:
-        why = "its parameters are not recorded (an older robustopt, or a damaged file)"
-    else:
-        differ = [k for k in sorted(set(request) | set(saved)) if saved.get(k) != request.get(k)]
-        why = "; ".join(f"{k} {_short(saved.get(k))} there, {_short(request.get(k))} now" for k in differ)
-    raise FileExistsError(
-        f"{path} holds another {what} ({why}); pass --overwrite (overwrite=True) to replace it, "
-        "or move that file away first."
-    )
-
-
 # --- internals -----------------------------------------------------------------------------------
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _unwritable(folder: Path, err: OSError) -> OSError:

@@ -1,0 +1,380 @@
+"""AutoAttack's attacks, scheduled by evidence per example: ``AdaptiveAutoAttack``.
+
+AutoAttack (Croce & Hein 2020, "Reliable evaluation of adversarial robustness with an
+ensemble of diverse parameter-free attacks", ICML) runs APGD-CE, APGD-T (9 targets), FAB-T
+(9 targets) and Square (5000 queries) in a cascade, every attack to its full budget on every
+example still robust. Most of that budget goes to examples that cannot flip. This schedule
+runs the same families, each on the examples that every earlier stage left unbroken, and
+spends where the evidence says an example can still flip:
+
+1. **APGD-CE** with early exit (``APGD(early_exit=True)``): an example leaves as soon as it is
+   broken, or at a checkpoint when its margin cannot reach zero at the pace it has kept since
+   its random start (the stall rule in ``robustopt.attacks.apgd``, after the online discarding of A3: Liu et
+   al. 2022, "Practical Evaluation of Adversarial Robustness via Adaptive Auto Attack", CVPR).
+2. **APGD-T** (targeted DLR), with early exit, on the ``n_target_classes`` classes that score
+   highest (``target_score``):
+
+   * ``"adversarial"`` (default): the logits at the point APGD-CE reached for the example.
+     That point lies where the CE attack pushed the example, so its runner-up classes are
+     the nearest boundaries there. On model A (full MNIST, L-inf 0.3), for the 272 points
+     APGD-CE left among the first 300, the class whose APGD-T run came closest to flipping
+     was the top-ranked one for 218 by this score, 184 by the clean logits (AutoAttack's
+     order) and 157 by MALT's, and among the top 3 for 263, 259 and 232.
+   * ``"malt"``: MALT (Melamed et al. 2024, "MALT Powers Up Adversarial Attacks", NeurIPS):
+     the distance to each class's boundary in the linearization at the clean input,
+     ``(z_y - z_t) / ||grad (z_y - z_t)||_q`` (q the dual norm), smallest first; it costs
+     one Jacobian (``classes`` backward passes) per example.
+   * ``"clean"``: the clean logits, highest first (AutoAttack).
+3. **FAB-T** where it can still add something: first on ``m`` survivors (``sample`` of them,
+   at least ``min_sample``), half those closest to flipping (the highest best margin of the
+   gradient stages), half drawn at random from the others. If a random one broke, on all the
+   other survivors; if only close ones broke, on the next ``m`` closest, and so on while a
+   pass breaks one; if none broke, nowhere else. On model A FAB-T broke nothing that APGD had
+   not (issue 15): it follows the same gradients.
+4. **Square** (the black-box stage): the same passes, or at once on all the survivors, with
+   its whole budget (no early exit), when the gradients look masked:
+
+   * *flat*: at least ``masking_share`` of the examples APGD-CE attacked never improved their
+     margin over the random start (zero or vanishing gradients: quantized inputs, saturated
+     logits, a softmax at the end);
+   * *weak CE*: APGD-T broke at least ``masking_share`` of the examples it attacked, and at
+     least a quarter of everything the two gradient stages broke: the CE gradients were
+     uninformative while the scale-invariant DLR ones were not (saturated logits).
+
+   Otherwise Square keeps an early exit (``Square(early_exit=True)``, with twice
+   ``stall_factor``: a random search moves in jumps). Among the first 250 test images of
+   model A, the one point Square broke after APGD-CE was the 8th closest to flipping of 230.
+
+A stage's success counts only if a fresh forward pass on its point confirms it (a point just
+across the boundary, as FAB's are, can read differently in another batch; ``evaluate`` checks
+again). A random model (two forward passes on the same inputs differ) gets no early exit and
+every stage on every survivor: a success under one draw of its randomness proves little (and
+``ro.audit`` flags such a model).
+
+Every decision is recorded: per example (``AttackResult.notes``) which stage broke it
+(``broken_by``, an index into ``BROKEN_BY``, -1 for none) and how each stage ended for it
+(an index into ``OUTCOMES``), with its model passes (``grad_evals_per_example``,
+``forwards_per_example``); per call (``AttackResult.summary``) each stage's examples, breaks,
+passes, seconds and sampling decision with its reason. ``evaluate`` keeps both in the
+row (``robustopt.evaluation.records`` adds them up into the budget per stage).
+
+An example that no stage breaks gets APGD-CE's best point. Each stage draws from the
+call's generator, so the schedule is deterministic under a seed.
+
+Example:
+    >>> ev = ro.evaluate(model, (x, y), [AdaptiveAutoAttack(Linf(0.3))])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import nn
+
+from robustopt.attacks.apgd import APGD
+from robustopt.attacks.base import STOP_STALLED, Attack, AttackResult, Search, predict, success_of
+from robustopt.attacks.fab import FAB
+from robustopt.attacks.registry import register_attack
+from robustopt.attacks.square import Square
+from robustopt.threat import ThreatModel
+
+__all__ = ["AdaptiveAutoAttack", "STAGES", "OUTCOMES", "BROKEN_BY", "malt_scores"]
+
+STAGES = ("APGD-CE", "APGD-T", "FAB-T", "Square")
+# How a stage ended for an example (``notes[stage]``).
+OUTCOMES = ("not run", "budget", "broken", "stalled", "skipped")
+NOT_RUN, BUDGET, BROKEN, STALLED, SKIPPED = range(len(OUTCOMES))
+# Which stage broke an example (``notes["broken_by"]``; -1: none); "clean": misclassified as it is.
+BROKEN_BY = ("clean", *STAGES)
+
+TargetScore = Literal["adversarial", "malt", "clean"]
+
+
+def malt_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
+    """MALT's target scores: minus the linearized distance to each class's decision boundary.
+
+    ``-(z_y - z_t) / ||grad_x (z_y - z_t)||_q`` at the clean input, q the dual exponent of the
+    threat's norm (Melamed et al. 2024); the true class gets ``-inf``. Highest = nearest.
+
+    Args:
+        model: logits (N, C) in eval mode.
+        x: clean inputs (N, ...); y: labels (N,).
+        threat: gives the norm (L-inf: the l1 norm of the gradient; L2: l2; L1: l-inf).
+
+    Returns:
+        (N, C) float scores. Costs one forward and ``C`` backward passes.
+    """
+    q = {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}[float(threat.p)]
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        logits = predict(model, xr)
+        classes = logits.shape[1]
+        z_y = logits.gather(1, y[:, None]).squeeze(1)
+        scores = torch.full(logits.shape, -math.inf, dtype=torch.float32, device=x.device)
+        for c in range(classes):  # every class: each is some example's target
+            gap = z_y - logits[:, c]
+            (grad,) = torch.autograd.grad(gap.sum(), xr, retain_graph=c < classes - 1)
+            norm = torch.linalg.vector_norm(grad.flatten(1), ord=q, dim=1).clamp_min(1e-12)
+            scores[:, c] = (-gap.detach() / norm).float()
+    return scores.masked_fill(torch.nn.functional.one_hot(y, classes).bool(), -math.inf)
+
+
+@register_attack("adaptive")
+@dataclass(frozen=True)
+class AdaptiveAutoAttack(Attack):
+    """AutoAttack's four attacks, scheduled per example by evidence (module docstring).
+
+    Args:
+        threat: ``ro.Linf`` or ``ro.L2`` (Square has no L1 version).
+        steps: iterations of APGD-CE and of each APGD-T target (AutoAttack: 100).
+        n_target_classes: targets of APGD-T and FAB-T, the highest by ``target_score``.
+        target_score: how the targets are ranked: "adversarial", "malt" or "clean".
+        stall_factor: the early exit's margin of safety for APGD (``APGD.stall_factor``); Square gets
+            twice it; > 0.
+        fab_steps: iterations of FAB-T per target.
+        queries: Square's query budget per example.
+        sample: the fraction of the survivors that FAB-T and Square try first, in (0, 1].
+        min_sample: at least this many survivors are sampled (all, if fewer).
+        masking_share: the share of examples that makes gradients look masked, in (0, 1].
+        seed: seed of every stage when no generator is given.
+        label: display name in tables (default "AA-adaptive").
+
+    Returns of ``run``: per example the first successful point any stage found (else APGD-CE's
+    best point); ``grad_evals`` and ``forwards`` summed over the stages, per example too;
+    ``notes`` and ``summary`` as in the module docstring.
+
+    Example:
+        >>> x_adv = AdaptiveAutoAttack(Linf(8 / 255))(model, x, y)
+    """
+
+    threat: ThreatModel
+    _: KW_ONLY
+    steps: int = 100
+    n_target_classes: int = 3
+    target_score: TargetScore = "adversarial"
+    stall_factor: float = 1.0
+    fab_steps: int = 100
+    queries: int = 5000
+    sample: float = 0.1
+    min_sample: int = 20
+    masking_share: float = 0.05
+    seed: int = 0
+    label: str | None = None
+
+    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2")
+    clean_success_counts: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._check_counts("steps", "n_target_classes", "fab_steps", "queries", "min_sample")
+        self._check_seed()
+        if self.target_score not in ("adversarial", "malt", "clean"):
+            raise ValueError(f"target_score must be 'adversarial', 'malt' or 'clean', got {self.target_score!r}.")
+        self._check_positive("stall_factor", "sample", "masking_share")
+        for name in ("sample", "masking_share"):
+            if getattr(self, name) > 1:
+                raise ValueError(f"{name} must be a fraction in (0, 1], got {getattr(self, name)!r}.")
+
+    @property
+    def name(self) -> str:
+        return self.label or "AA-adaptive"
+
+    # --- the stages -------------------------------------------------------------------------
+    def stages(self) -> list[Attack]:
+        """The four stage attacks with this configuration (APGD-T's loss is fixed per call)."""
+        common = {"seed": self.seed}
+        return [
+            APGD(self.threat, loss="ce", steps=self.steps, early_exit=True, stall_factor=self.stall_factor, **common),
+            APGD(self.threat, loss="dlr", targeted=True, n_target_classes=self.n_target_classes, steps=self.steps,
+                 early_exit=True, stall_factor=self.stall_factor, **common),
+            FAB(self.threat, targeted=True, n_target_classes=self.n_target_classes, steps=self.fab_steps, **common),
+            # a random search progresses in jumps: Square gets twice the margin of safety
+            Square(self.threat, queries=self.queries, early_exit=True, stall_factor=2 * self.stall_factor, **common),
+        ]
+
+    def _check_call(self, x: torch.Tensor, options: dict[str, Any]) -> None:
+        super()._check_call(x, options)
+        if x.dim() != 4:
+            raise ValueError(f"AdaptiveAutoAttack needs images of shape (N, C, H, W) (Square), got shape {tuple(x.shape)}.")
+
+    def _search(self, s: Search) -> None:
+        """The four stages on the examples of ``s``, each on what the earlier ones left (module docstring)."""
+        log = _Log(s)
+        ce, targeted, fab, square = self.stages()
+        if log.randomized:  # a success under one draw of the randomness proves little: no early exits
+            ce, targeted, square = (dataclasses.replace(a, early_exit=False) for a in (ce, targeted, square))
+        explicit = s.success_target is not None
+        left = torch.arange(len(s.x), device=s.x.device)  # positions in s, still unbroken
+
+        res = log.run(0, ce, left, first=True)
+        nan = torch.full((len(left),), math.nan, device=s.x.device)
+        flat = res.notes.get("margin", nan) <= res.notes.get("margin_start", nan)  # never improved on the start
+        keep = ~res.success
+        left, margin = left[keep], res.notes.get("margin", nan)[keep]  # the best margin so far, per survivor
+        scores = None
+        if len(left) and not explicit and self.target_score != "clean":
+            scores = self._target_scores(s, left, res.x_adv[keep], log)
+        if len(left):
+            stage = targeted if log.classes >= 4 else dataclasses.replace(targeted, loss="cw")  # DLR-T needs 4 classes
+            res = log.run(1, stage, left, target_scores=scores)
+            keep = ~res.success
+            left, margin = left[keep], torch.fmax(margin, res.notes.get("margin", margin))[keep]
+            scores = None if scores is None else scores[keep]
+        (ce_broken, ce_attacked), (t_broken, t_attacked) = [(st["broken"], st["attacked"]) for st in log.stages[:2]]
+
+        randomized = ("randomized: two forward passes on the same inputs differ, so a success under one draw "
+                      "proves little" if log.randomized else None)
+        if len(left):
+            left, margin, scores = log.by_evidence(2, fab, left, margin, scores, self._sample_size(len(left)), randomized)
+        if len(left):
+            evidence = [randomized] if randomized else []
+            if ce_attacked and float(flat.float().mean()) >= self.masking_share:
+                evidence.append(f"flat: {int(flat.sum())} of the {ce_attacked} examples never improved their margin "
+                                "under APGD-CE (zero or vanishing gradients)")
+            if t_attacked and t_broken >= self.masking_share * t_attacked and 4 * t_broken >= ce_broken + t_broken:
+                evidence.append(f"weak CE: APGD-T broke {t_broken} of the {t_attacked} examples APGD-CE left "
+                                f"(APGD-CE broke {ce_broken})")
+            # masked gradients: the black box is the attack to trust, with its whole budget (margins may be flat)
+            square = square if not evidence else dataclasses.replace(square, early_exit=False)
+            log.by_evidence(3, square, left, margin, None, self._sample_size(len(left)), "; ".join(evidence) or None)
+        log.close()
+
+    def _sample_size(self, survivors: int) -> int:
+        return min(survivors, max(self.min_sample, math.ceil(self.sample * survivors)))
+
+    def _target_scores(self, s: Search, left: torch.Tensor, x_ce: torch.Tensor, log: "_Log") -> torch.Tensor:
+        """The scores that rank APGD-T's and FAB-T's targets for the examples ``left`` (module docstring)."""
+        rows = s.rows[left]
+        if self.target_score == "adversarial":
+            logits = predict(s.model, x_ce)
+            s.cost.add(rows, forwards=1)
+            return logits.float()
+        scores = malt_scores(s.model, s.x[left], s.y[left], self.threat)
+        s.cost.add(rows, grad_evals=log.classes)
+        return scores
+
+
+class _Log:
+    """The stages' bookkeeping for one call: runs them, keeps their points and records every decision."""
+
+    def __init__(self, s: Search) -> None:
+        self.s = s
+        n = len(s.x)
+        self.outcome = {name: torch.full((n,), NOT_RUN, dtype=torch.int8, device=s.x.device) for name in STAGES}
+        self.broken_by = torch.full((n,), -1, dtype=torch.int8, device=s.x.device)
+        self.stages: list[dict[str, Any]] = [
+            {"name": name, "attacked": 0, "broken": 0, "grad_evals": 0, "forwards": 0, "seconds": 0.0} for name in STAGES
+        ]
+        # two forward passes on (up to 32 of) the same inputs: a model that answers twice differently is random
+        k = min(n, 32)
+        with torch.no_grad():
+            a, b = predict(s.model, s.x[:k]), predict(s.model, s.x[:k])
+        s.cost.add(s.rows[:k], forwards=2)
+        self.classes = a.shape[1]
+        scale = float(a.abs().max().clamp_min(1.0)) if k else 1.0
+        self.randomized = bool(k) and not bool(((a - b).abs() <= 1e-4 * scale).all())
+
+    def run(self, i: int, attack: Attack, idx: torch.Tensor, first: bool = False, **options: Any) -> AttackResult:
+        """Run stage ``i`` on the examples ``idx`` (positions in s); offer its points and record its outcomes."""
+        s = self.s
+        t0 = time.perf_counter()
+        targets = None if s.success_target is None else s.success_target[idx]
+        options = {k: v for k, v in options.items() if v is not None}
+        res = attack.run(s.model, s.x[idx], s.y[idx], targets=targets, generator=s.generator, **options)
+        rows = s.rows[idx]
+        s.cost.add(rows, grad_evals=res.grad_evals_per_example, forwards=res.forwards_per_example)
+        if bool(res.success.any()):  # a success counts if a fresh forward pass (other rounding, other draw) confirms it
+            hit = res.success.nonzero().squeeze(1)
+            again = success_of(predict(s.model, res.x_adv[hit]), s.y[idx[hit]], None if targets is None else targets[hit])
+            s.cost.add(rows[hit], forwards=1)
+            success = res.success.clone()
+            success[hit] = again
+            res = dataclasses.replace(res, success=success)
+        # the first stage's points stand for every example; later stages replace them only where they succeed
+        keep = torch.ones_like(res.success) if first else res.success
+        s.offer(res.x_adv[keep], res.success[keep], torch.zeros(int(keep.sum()), device=s.x.device), idx[keep])
+        stop = res.notes.get("stop")
+        outcome = torch.full_like(res.success, BUDGET, dtype=torch.int8)
+        if stop is not None:
+            outcome[stop == STOP_STALLED] = STALLED
+        outcome[res.success] = BROKEN
+        self.outcome[STAGES[i]][idx] = outcome
+        self.broken_by[idx[res.success]] = i + 1
+        st = self.stages[i]
+        st["attacked"] += len(idx)
+        st["broken"] += int(res.success.sum())
+        st["grad_evals"] += res.grad_evals
+        st["forwards"] += res.forwards
+        st["seconds"] += time.perf_counter() - t0
+        return res
+
+    def by_evidence(self, i: int, attack: Attack, left: torch.Tensor, margin: torch.Tensor,
+                    scores: torch.Tensor | None, m: int, masked: str | None):
+        """Stage ``i`` on the survivors ``left`` where it can still add something, in passes.
+
+        With ``masked`` (the evidence that the gradients are masked, or that the model is random)
+        on all of them at once.
+        Otherwise first on ``m`` of them: half the closest to flipping (highest best ``margin``
+        of the gradient stages), half drawn at random from the others. If the random half broke
+        one, on all the others; if only the closest did, on the next ``m`` closest, and so on
+        while a pass breaks one; if the first pass broke none, nowhere else.
+
+        Returns:
+            The survivors still unbroken, with their margins and scores.
+        """
+        s, st = self.s, self.stages[i]
+        st["passes"] = []
+        broken = torch.zeros(len(left), dtype=torch.bool, device=left.device)
+        done = torch.zeros_like(broken)
+
+        def attack_on(sel: torch.Tensor, how: str) -> int:
+            res = self.run(i, attack, left[sel], target_scores=None if scores is None else scores[sel])
+            broken[sel[res.success]] = True
+            done[sel] = True
+            st["passes"].append({"how": how, "examples": len(sel), "broken": int(res.success.sum())})
+            return int(res.success.sum())
+
+        everyone = torch.arange(len(left), device=left.device)
+        if masked is not None:
+            attack_on(everyone, "all")
+            st["why"] = f"all {len(left)} survivors at once: {masked}"
+        else:
+            order = margin.argsort(descending=True, stable=True)  # closest to flipping first (NaN last)
+            close, rest = order[: m - m // 2], order[m - m // 2 :]
+            drawn = rest[torch.randperm(len(rest), generator=s.generator, device=s.generator.device)[: m // 2].to(rest.device)]
+            by_margin = attack_on(close.sort().values, "closest")
+            at_random = attack_on(drawn.sort().values, "random") if len(drawn) else 0
+            first = f"the {len(close)} closest to flipping broke {by_margin}, {len(drawn)} at random {at_random}"
+            if at_random:
+                others = (~done).nonzero().squeeze(1)
+                if len(others):
+                    attack_on(others, "all others")
+                st["why"] = f"{first}: ran on the other {len(others)}"
+            elif by_margin:
+                ran = 0
+                while True:  # the next closest, while a pass breaks one
+                    nxt = order[~done[order]][:m]
+                    if len(nxt) == 0 or not attack_on(nxt.sort().values, "next closest"):
+                        ran += len(nxt)
+                        break
+                    ran += len(nxt)
+                skipped = int((~done).sum())
+                st["why"] = f"{first}: ran on {ran} more in order of margin, until a pass broke none; skipped {skipped}"
+            else:
+                st["why"] = f"{first}: skipped the other {int((~done).sum())}"
+        self.outcome[STAGES[i]][left[~done]] = SKIPPED
+        keep = ~broken
+        return left[keep], margin[keep], None if scores is None else scores[keep]
+
+    def close(self) -> None:
+        """Write the per-example notes and the summary of the call into ``s.cost``."""
+        s = self.s
+        for name, outcome in self.outcome.items():
+            s.cost.note(name, s.rows, outcome, fill=NOT_RUN)
+        s.cost.note("broken_by", s.rows, self.broken_by, fill=-1)
+        s.cost.summary = {"stages": self.stages, "outcomes": list(OUTCOMES), "broken_by": list(BROKEN_BY)}
