@@ -156,10 +156,11 @@ def test_fast_at_preset_is_the_paper_recipe_and_needs_cuda(tmp_path):
 DATA = Path(os.environ.get("ROBUSTOPT_DATA", REPO.parent / "shared" / "data"))
 
 
-@pytest.mark.skipif(not (DATA / "cifar10").is_dir() or not (COMMITTED / "A" / "run.json").is_file(),
-                    reason="needs the full CIFAR-10 (ROBUSTOPT_DATA) and the committed runs")
+@pytest.mark.skipif(not (DATA / "cifar10").is_dir(), reason="needs the full CIFAR-10 (ROBUSTOPT_DATA)")
 @pytest.mark.parametrize("name, min_accuracy", [("A", 0.6), ("A_prime", 0.6), ("A_nat", 0.8)])
 def test_committed_cifar10_runs_load_and_classify(name, min_accuracy):
+    if not (COMMITTED / name / "run.json").is_file():
+        pytest.skip(f"{name} is not trained and committed yet")
     model, info = ro.load_run(COMMITTED / name)
     x, y = ro.data.load("cifar10", split="test", root=DATA)
     with torch.no_grad():
