@@ -540,6 +540,7 @@ def _grid(stop: float, step: float) -> tuple[float, ...]:
 _MNIST_SWEEPS = (("linf", _grid(0.5, 0.05)), ("l2", _grid(8.0, 0.5)))  # the paper's Figure 2 ranges
 _CIFAR_SWEEPS = (("linf", _grid(30 / 255, 2 / 255)), ("l2", _grid(100 / 255, 10 / 255)))
 _CIFAR_CPU_SWEEPS = (("linf", _grid(16 / 255, 2 / 255)),)
+_DEMO_SWEEPS = (("linf", _grid(0.5, 0.1)), ("l2", _grid(8.0, 2.0)))  # the same ranges, coarser: the demo stays quick
 
 # Sized to finish in a few minutes on a 2-core CPU: the fast small CNN as A, 5-step PGD
 # training with eps ramped over 3 epochs, 500 test images, at most 2 restarts.
@@ -550,14 +551,14 @@ DEMO = ExperimentPreset(
     eval_size=500, max_restarts=2, eps_warmup_epochs=3,
 )
 
-# `robustopt reproduce NAME --budget B`. demo: DEMO plus the standard suite, sweeps and the report
-# (minutes, offline). cpu: full MNIST with the paper's model A at the budget of bench/full_mnist.sh
+# `robustopt reproduce NAME --budget B` (`robustopt demo` is madry-mnist's demo). demo: DEMO plus the
+# fast standard suite, coarse sweeps (200 test images) and the report (minutes, offline). cpu: full MNIST with the paper's model A at the budget of bench/full_mnist.sh
 # (5 epochs of 5-step PGD; about 1 h 15 min on 2 cores, most of it training A and A'). paper: the
 # paper's recipes (MNIST: 40 x 0.01, batch 50, Adam 1e-4, ~100k steps; CIFAR-10: 7 x 2/255, batch
 # 128, SGD 0.1 with x0.1 at 50% and 75%, ~80k steps), all test images, 20 restarts: for a GPU.
 REPRODUCE: dict[str, dict[str, ExperimentPreset]] = {
     "madry-mnist": {
-        "demo": dataclasses.replace(DEMO, standard="standard", standard_size=500, sweeps=_MNIST_SWEEPS, sweep_size=500,
+        "demo": dataclasses.replace(DEMO, standard="fast", standard_size=200, sweeps=_DEMO_SWEEPS, sweep_size=200,
                                    report=True),
         "cpu": ExperimentPreset(
             model_a="madry-mnist", model_b="tramer-b", eps=0.3, epochs_robust=5, epochs_natural=2, attack_steps=5,
