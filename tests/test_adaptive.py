@@ -158,7 +158,7 @@ def test_every_decision_is_recorded_and_adds_up(base, data, tmp_path):
     assert all(len(v) == ev.n for v in examples.values())
     budget = stage_budget(row)
     assert [st["name"] for st in budget] == list(STAGES[: len(budget)])
-    assert sum(st["grad_evals"] for st in budget) + (ev.n - ev.correct.sum()) * 0 <= row.grad_evals
+    assert sum(st["grad_evals"] for st in budget) <= row.grad_evals  # the rest: the schedule's own passes
     assert sum(examples["grad_evals"][i] or 0 for i in range(ev.n)) == row.grad_evals
     assert sum(examples["forwards"][i] or 0 for i in range(ev.n)) == row.forwards
     # which stage broke each example is what the evaluation saw: broken <=> not robust
@@ -189,8 +189,7 @@ def test_same_seed_same_schedule(base, data):
     x, y = data
     a = quiet_evaluate(base, (x, y), [adaptive()], batch_size=50, seed=3)
     b = quiet_evaluate(base, (x, y), [adaptive()], batch_size=50, seed=3)
-    strip = lambda r: {k: v for k, v in r.records["examples"].items()}  # noqa: E731
-    assert torch.equal(a.robust, b.robust) and strip(a.rows[1]) == strip(b.rows[1])
+    assert torch.equal(a.robust, b.robust) and a.rows[1].records["examples"] == b.rows[1].records["examples"]
 
 
 def test_explicit_targets_and_errors(base, data):

@@ -177,7 +177,7 @@ class APGD(Attack):
         """One run of Algorithm 1 from a uniform random point; every iterate is offered to ``s.best``.
 
         With ``early_exit`` the examples that are broken or stalled leave the run (see the class
-        docstring); the others go on exactly as without it.
+        docstring); the others go on as without it (up to the rounding of smaller batches).
         """
         threat, steps, x = self.threat, self.steps, s.x
         n = len(x)
@@ -203,7 +203,8 @@ class APGD(Attack):
         s.offer(x_cur, s.success(logits), f_cur)
         # per example: the iterate and its step size, the best point, and the checkpoint bookkeeping:
         # how many steps since the last checkpoint increased the loss, f_max, and whether eta was
-        # halved at the last checkpoint; with early exit also the best margin, then and now.
+        # halved at the last checkpoint; with early exit also the best margin, its value at the random
+        # start and the largest logit seen.
         r = _Run(eta=torch.full((n,), INITIAL_STEP * threat.eps, dtype=x.dtype, device=x.device),
                  x_cur=x_cur, x_prev=x_cur, f_cur=f_cur, g_cur=g_cur,
                  x_max=x_cur.clone(), f_max=f_cur.clone(), g_max=g_cur.clone(),

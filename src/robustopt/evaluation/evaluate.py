@@ -62,7 +62,8 @@ class Row:
         grad_evals: forward+backward passes through the differentiated model.
         seconds: wall time of the row.
         attack: the attack's configuration (JSON-ready).
-        forwards: forward-only passes (queries, clean passes) through the evaluated model.
+        forwards: forward-only passes (queries, clean passes) the attack reports, like ``grad_evals``
+            through the model it differentiates (a transfer attack's source model).
         records: what the attack recorded per example and per batch, for attacks that explain
             their decisions (e.g. the adaptive suite's stages); {} otherwise. See
             :mod:`robustopt.evaluation.records`.
