@@ -48,7 +48,6 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import inspect
@@ -67,22 +66,8 @@ import torch
 if not __package__:  # run as `python bench/compare_autoattack.py`: import bench/ as a package (bench/harness.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.harness import (  # noqa: E402
-    MODEL_RECIPES,
-    ModelUnderTest,
-    default_out,
-    header,
-    load_model,
-    loadavg,
-    log,
-    perturbation_stats,
-    predictions,
-    now_utc,
-    publish,
-    rel,
-    set_threads,
-    state_digest,
-)
+from bench.harness import (MODEL_RECIPES, ModelUnderTest, default_out, header, load_model, loadavg, log,  # noqa: E402
+                           now_utc, parser, perturbation_stats, predictions, publish, rel, set_threads, state_digest)
 from robustopt import Evaluation, evaluate, suites  # noqa: E402
 from robustopt._io import atomic_write_bytes  # noqa: E402
 from robustopt.attacks.base import predict  # noqa: E402
@@ -287,8 +272,12 @@ def diagnose(model, threat, ro_attacks, AutoAttack, aa_kwargs, x, y, idx, batch_
 # main
 # --------------------------------------------------------------------------------------------
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="See bench/README.md.")
+    p = parser(__doc__, "root", "norm", "eps", "batch-size", "seed", "threads", "device", "out",
+               root="data root (default: $ROBUSTOPT_DATA, else the user cache)",
+               norm="threat norm (default: the run's; AutoAttack: Linf / L2)",
+               device="device of model and data for both (default cpu; e.g. cuda)",
+               out="output path without suffix; writes OUT.json and OUT.md "
+                   "(default bench/results/autoattack/DATA-VERSION-nN)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="robustopt run folder (loaded with ro.load_run)")
     src.add_argument("--model-from", choices=sorted(MODEL_RECIPES),
@@ -296,25 +285,16 @@ def parse_args(argv=None):
     p.add_argument("--model-dir", help="with --model-from: keep/reuse the tiny model's run folder here "
                                        "(default: a temporary folder, removed at the end)")
     p.add_argument("--data", help="dataset name for robustopt.data.load (default: the run's dataset)")
-    p.add_argument("--root", help="data root (default: $ROBUSTOPT_DATA, else the user cache)")
     p.add_argument("--n", type=int, default=1000, help="first N test images (default 1000)")
-    p.add_argument("--norm", choices=["linf", "l2"], help="threat norm (default: the run's; AutoAttack: Linf / L2)")
-    p.add_argument("--eps", type=float, help="radius in pixel space (default: the run's eps)")
     p.add_argument("--version", choices=["standard", "fast", "adaptive"], default="standard",
                    help="robustopt's suite; AutoAttack runs its standard version (a custom list for fast)")
     p.add_argument("--aa-attacks", help="run AutoAttack as this custom list instead of --version's, "
                                         "e.g. apgd-ce,apgd-t,square (standard settings)")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
-    p.add_argument("--device", default="cpu", help="device of model and data for both (default cpu; e.g. cuda)")
     p.add_argument("--order", choices=["robustopt-first", "autoattack-first"], default="robustopt-first",
                    help="which one runs first (both are timed on a warmed-up model)")
     p.add_argument("--diagnose", action="store_true",
                    help="run each attack of both suites alone on the points where they disagree")
     p.add_argument("--label", help="free text shown at the top of the Markdown (e.g. 'smoke test')")
-    p.add_argument("--out", help="output path without suffix; writes OUT.json and OUT.md "
-                                 "(default bench/results/autoattack/DATA-VERSION-nN)")
     p.add_argument("--verbose", action="store_true", help="echo AutoAttack's log and robustopt's progress bar")
     return p.parse_args(argv)
 

@@ -27,7 +27,6 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -39,18 +38,8 @@ if not __package__:  # run as `python bench/eval_cost.py`: import bench/ as a pa
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import robustopt as ro  # noqa: E402
-from bench.harness import (  # noqa: E402
-    CACHE,
-    DEFAULT_RECIPE,
-    header,
-    load_model,
-    log,
-    out_prefix,
-    provenance_md,
-    publish,
-    set_threads,
-    state_digest,
-)
+from bench.harness import (DEFAULT_RECIPE, header, load_model, log, out_prefix, parser, provenance_md,  # noqa: E402
+                           publish, set_threads, state_digest)
 
 
 def suite_cost(model, x, y, threat, args) -> dict[str, Any]:
@@ -188,24 +177,14 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="See bench/README.md.")
-    p.add_argument("--quick", action="store_true", help="100 points, restarts capped at 1, PGD-10 in the sweep")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
-    p.add_argument("--run", help="trained robustopt run folder (default: small-cnn PGD-AT on mnist-mini, cached)")
-    p.add_argument("--cache", default=str(CACHE), help="folder for the cached model (default bench/.cache)")
-    p.add_argument("--root", help="data root (default $ROBUSTOPT_DATA)")
+    p = parser(__doc__, "quick", "threads", "run", "cache", "root", "norm", "eps", "batch-size", "seed", "out",
+               script="eval_cost", quick="100 points, restarts capped at 1, PGD-10 in the sweep",
+               eps="eps of the madry suite (default: the run's)")
     p.add_argument("--n", type=int, help="first N test images (default 1000; quick 100)")
-    p.add_argument("--norm", choices=["linf", "l2"], help="threat norm (default: the run's)")
-    p.add_argument("--eps", type=float, help="eps of the madry suite (default: the run's)")
     p.add_argument("--max-restarts", type=int, help="cap on the suite's restarts (default: none = 20; quick 1)")
     p.add_argument("--sweep-eps", help="comma-separated eps grid (default: 10 values, eps/6 .. 5*eps/3)")
     p.add_argument("--sweep-steps", type=int, help="PGD steps in the sweep (default 40; quick 10)")
     p.add_argument("--no-independent-sweep", action="store_true", help="skip the sweep(independent=True) check")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output path without suffix (default bench/results/eval-cost/full, "
-                                 "with --quick .../quick)")
     args = p.parse_args(argv)
     if args.quick:
         args.n = args.n or 100

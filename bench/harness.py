@@ -10,6 +10,7 @@
   records the exact command, the git commit, the machine (CPU model and count, torch version and
   threads, nice, load average), the date and the peak RSS of the process, so that a number can be
   traced back to how it was made;
+* **one command line**: :func:`parser` gives each script the options they share (:data:`COMMON_OPTIONS`);
 * **subprocesses**: :func:`script_command` runs another bench script.
 
 ``bench`` is a package: the scripts run as ``python bench/x.py`` or ``python -m bench.x`` from
@@ -18,6 +19,7 @@ the repository root, and tests import them as ``bench.x`` (``tests/bench_package
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -107,6 +109,58 @@ def rel(path: str | Path) -> str:
         return str(Path(path).resolve().relative_to(REPO))
     except ValueError:
         return str(path)
+
+
+# The command-line options that several scripts share, spelled once: name -> add_argument keywords.
+COMMON_OPTIONS: dict[str, dict[str, Any]] = {
+    "quick": dict(action="store_true", help="a check of the script (small sizes), not the benchmark"),
+    "threads": dict(type=int, help="torch.set_num_threads (default: torch's default)"),
+    "run": dict(help="trained robustopt run folder (default: small-cnn PGD-AT on mnist-mini, cached)"),
+    "cache": dict(default=str(CACHE), help="folder for the cached model (default bench/.cache)"),
+    "root": dict(help="data root (default $ROBUSTOPT_DATA)"),
+    "norm": dict(choices=["linf", "l2"], help="threat norm (default: the run's)"),
+    "eps": dict(type=float, help="radius in pixel space (default: the run's)"),
+    "batch-size": dict(type=int, default=500),
+    "seed": dict(type=int, default=0),
+    "device": dict(default="cpu", help="device of the model and the data (default cpu; e.g. cuda)"),
+    "out": dict(help="output path without suffix; writes OUT.json and OUT.md"),
+}
+
+
+def parser(description: str, *options: str, script: str | None = None, **helps: str) -> argparse.ArgumentParser:
+    """A bench script's argument parser, with the :data:`COMMON_OPTIONS` it names.
+
+    Args:
+        description: the script's module docstring; its first paragraph heads ``--help``.
+        *options: names of :data:`COMMON_OPTIONS` to add, in this order (e.g. "quick", "threads").
+        script: the script's name in :data:`QUESTIONS`; ``--out``'s help then names its default folder.
+        **helps: help texts that replace the usual ones, by option name ("-" written "_").
+
+    Returns:
+        The parser (epilog "See bench/README.md."); the script adds its own options.
+
+    Raises:
+        ValueError: an unknown option name, or a help text for an option not added.
+
+    Example:
+        >>> p = parser(__doc__, "threads", "seed", script="memory", seed="seed of the random starts")
+    """
+    unknown = [o for o in options if o not in COMMON_OPTIONS]
+    unused = sorted(set(helps) - {o.replace("-", "_") for o in options})
+    if unknown or unused:
+        raise ValueError(f"unknown common options {unknown} or help texts for options not added {unused}; "
+                         f"the common options are {', '.join(COMMON_OPTIONS)}.")
+    if script is not None:
+        helps.setdefault("out", f"output path without suffix (default {rel(default_out(script))}, "
+                                "with --quick .../quick)")
+    p = argparse.ArgumentParser(description=description.split("\n\n")[0], epilog="See bench/README.md.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    for name in options:
+        kwargs = dict(COMMON_OPTIONS[name])
+        if name.replace("-", "_") in helps:
+            kwargs["help"] = helps[name.replace("-", "_")]
+        p.add_argument(f"--{name}", **kwargs)
+    return p
 
 
 def set_threads(threads: int | None) -> None:

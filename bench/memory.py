@@ -34,20 +34,8 @@ if not __package__:  # run as `python bench/memory.py`: import bench/ as a packa
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import robustopt as ro  # noqa: E402
-from bench.harness import (  # noqa: E402
-    CACHE,
-    DEFAULT_RECIPE,
-    ModelUnderTest,
-    header,
-    load_model,
-    log,
-    out_prefix,
-    peak_rss_mib,
-    provenance_md,
-    publish,
-    script_command,
-    set_threads,
-)
+from bench.harness import (DEFAULT_RECIPE, ModelUnderTest, header, load_model, log, out_prefix, parser,  # noqa: E402
+                           peak_rss_mib, provenance_md, publish, script_command, set_threads)
 from robustopt.attacks import FGSM, PGD  # noqa: E402
 
 
@@ -123,22 +111,12 @@ def markdown(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="See bench/README.md.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="PGD-5 instead of PGD-10")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
-    p.add_argument("--run", help="trained robustopt run folder (default: small-cnn PGD-AT on mnist-mini, cached)")
-    p.add_argument("--cache", default=str(CACHE), help="folder for the cached model (default bench/.cache)")
-    p.add_argument("--root", help="data root (default $ROBUSTOPT_DATA)")
+    p = parser(__doc__, "quick", "threads", "run", "cache", "root", "norm", "eps", "seed", "out", script="memory",
+               quick="PGD-5 instead of PGD-10", eps="radius (default: the run's)")
     p.add_argument("--n", help="comma-separated numbers of points (default: a tenth of the test set and all of it)")
-    p.add_argument("--norm", choices=["linf", "l2"], help="threat norm (default: the run's)")
-    p.add_argument("--eps", type=float, help="radius (default: the run's)")
     p.add_argument("--steps", type=int, help="PGD steps (default 10; quick 5)")
     p.add_argument("--batch-size", type=int, help="examples per attack call (default: 500, at most a tenth of the "
                                                    "test set)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="output path without suffix (default bench/results/memory/full, "
-                                 "with --quick .../quick)")
     p.add_argument("--child", type=int, help=argparse.SUPPRESS)  # one measurement, JSON on stdout
     args = p.parse_args(argv)
     args.steps = args.steps or (5 if args.quick else 10)

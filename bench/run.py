@@ -24,7 +24,6 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import subprocess
@@ -36,33 +35,21 @@ from typing import Any
 if not __package__:  # run as `python bench/run.py`: import bench/ as a package (bench/harness.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.harness import (  # noqa: E402
-    QUESTIONS,
-    REPO,
-    RESULTS,
-    header,
-    log,
-    peak_rss_mib,
-    provenance_md,
-    publish,
-    rel,
-    script_command,
-    set_threads,
-)
+from bench.harness import (QUESTIONS, REPO, RESULTS, header, log, parser, peak_rss_mib, provenance_md,  # noqa: E402
+                           publish, rel, script_command, set_threads)
 
 SCRIPTS = ["throughput", "eval_cost", "memory"]
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="See bench/README.md.")
-    p.add_argument("--quick", action="store_true", help="every script in its quick mode (a check, not the benchmark)")
-    p.add_argument("--threads", type=int, help="torch threads for every script (default: torch's default)")
+    p = parser(__doc__, "quick", "threads", "run", "out",
+               quick="every script in its quick mode (a check, not the benchmark)",
+               threads="torch threads for every script (default: torch's default)",
+               run="trained robustopt run folder for the strength rows and the evaluation cost "
+                   "(default: small-cnn PGD-AT on mnist-mini, trained once, cached in bench/.cache)",
+               out="folder for every result (default bench/results): DIR/<question>/full, or quick")
     p.add_argument("--only", help=f"comma-separated subset of {', '.join(SCRIPTS)}")
-    p.add_argument("--run", help="trained robustopt run folder for the strength rows and the evaluation cost "
-                                 "(default: small-cnn PGD-AT on mnist-mini, trained once, cached in bench/.cache)")
     p.add_argument("--keep-going", action="store_true", help="run the next script when one fails")
-    p.add_argument("--out", help="folder for every result (default bench/results): DIR/<question>/full, or quick")
     return p.parse_args(argv)
 
 

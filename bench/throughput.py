@@ -38,7 +38,6 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -58,26 +57,9 @@ if not __package__:  # run as `python bench/throughput.py`: import bench/ as a p
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import robustopt as ro  # noqa: E402
-from bench.harness import (  # noqa: E402
-    CACHE,
-    DEFAULT_RECIPE,
-    cpu_counters,
-    finish,
-    header,
-    load_model,
-    log,
-    other_runnable,
-    out_prefix,
-    package_version,
-    peak_rss_mib,
-    perturbation_stats,
-    predictions,
-    provenance_md,
-    publish,
-    set_threads,
-    state_digest,
-    write_report,
-)
+from bench.harness import (DEFAULT_RECIPE, cpu_counters, finish, header, load_model, log, other_runnable,  # noqa: E402
+                           out_prefix, package_version, parser, peak_rss_mib, perturbation_stats, predictions,
+                           provenance_md, publish, set_threads, state_digest, write_report)
 from robustopt._device import resolve_device  # noqa: E402
 
 TOOLS = ["limit", "robustopt", "torchattacks", "art", "foolbox"]
@@ -473,11 +455,14 @@ def _ints(s: str) -> list[int]:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="See bench/README.md.")
-    p.add_argument("--quick", action="store_true", help="a check of the script: 10 steps (CIFAR: 3), batch 32 "
-                                                        "(strength model 100, CIFAR 4), 2 repetitions")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's default)")
+    p = parser(__doc__, "quick", "threads", "run", "cache", "root", "seed", "device", "out", script="throughput",
+               quick="a check of the script: 10 steps (CIFAR: 3), batch 32 (strength model 100, CIFAR 4), "
+                     "2 repetitions",
+               run="trained robustopt run folder for the strength rows (default: small-cnn PGD-AT on mnist-mini, "
+                   "trained once and cached)",
+               cache="folder for the cached strength model (default bench/.cache)",
+               root="data root (default $ROBUSTOPT_DATA; CIFAR-10 is synthetic when neither is set)",
+               device="cpu (default), cuda or cuda:N: model and data of every tool")
     p.add_argument("--malloc", choices=("default", "tuned"), default="default",
                    help="tuned: ro.tune_malloc() first (glibc keeps freed blocks, as the robustopt command does)")
     p.add_argument("--models", default="madry-mnist,preact-resnet18,strength",
@@ -489,14 +474,6 @@ def parse_args(argv=None):
     p.add_argument("--cifar-steps", type=_ints, help="steps for preact-resnet18 and resnet9 only (full default 10,40)")
     p.add_argument("--batch-sizes", type=_ints, help="batch sizes for every model (default: 100,500)")
     p.add_argument("--reps", type=int, help="timed repetitions per tool (default 3; quick 2)")
-    p.add_argument("--run", help="trained robustopt run folder for the strength rows (default: small-cnn PGD-AT on "
-                                 "mnist-mini, trained once and cached)")
-    p.add_argument("--cache", default=str(CACHE), help="folder for the cached strength model (default bench/.cache)")
-    p.add_argument("--root", help="data root (default $ROBUSTOPT_DATA; CIFAR-10 is synthetic when neither is set)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: model and data of every tool")
-    p.add_argument("--out", help="output path without suffix (default bench/results/throughput/full, "
-                                 "with --quick .../quick)")
     p.add_argument("--resume", action="store_true", help="keep the rows already in OUT.json (same settings and "
                                                           "weights; each row keeps its own --reps) and measure only "
                                                           "the others")

@@ -11,6 +11,7 @@ import os
 
 import pytest
 import torch
+from masking_models import prototype_data, train_base
 from torch import nn
 
 # Tiny tensors: on a shared 2-core machine one intra-op thread is many times
@@ -92,44 +93,17 @@ def image_data() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # --- one small trained model, shared by the tests that need a real decision boundary ------
-TRAINED_CLASSES = 4
-
-
-def _prototype_data(n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Synthetic 1x8x8 "digits": a fixed random prototype per class plus Gaussian noise, in [0, 1]."""
-    protos = torch.rand(TRAINED_CLASSES, 1, 8, 8, generator=torch.Generator().manual_seed(123)) * 0.6 + 0.2
-    y = torch.randint(0, TRAINED_CLASSES, (n,), generator=g)
-    x = (protos[y] + 0.25 * torch.randn(n, 1, 8, 8, generator=g)).clamp(0, 1)
-    return x, y
-
-
 @pytest.fixture(scope="session")
 def trained_cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    """A small CNN trained naturally (400 Adam steps, ~1 s) and a held-out test set of 400 examples.
+    """The prototype CNN of masking_models trained naturally (400 Adam steps, ~1 s) and a held-out test
+    set of 400 examples.
 
     Clean accuracy is ~99%; at Linf eps=0.1 FGSM leaves ~36% robust and PGD-20 ~28%.
     """
     g = torch.Generator().manual_seed(0)
-    x_train, y_train = _prototype_data(4000, g)
-    x_test, y_test = _prototype_data(400, g)
-    torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(16 * 4 * 4, TRAINED_CLASSES),
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(400):
-        idx = torch.randint(0, len(x_train), (128,), generator=g)
-        loss = nn.functional.cross_entropy(model(x_train[idx]), y_train[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
+    x_train, y_train = prototype_data(4000, g)
+    x_test, y_test = prototype_data(400, g)
+    model = train_base(x_train, y_train, g, steps=400).eval()
     for p in model.parameters():
         p.grad = None
     return model, x_test, y_test

@@ -33,24 +33,30 @@ SHAPE = (1, 8, 8)
 CLASSES = 4
 
 
-def prototype_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` synthetic 1x8x8 images in [0, 1] (class prototype + Gaussian noise) and labels in [0, 4)."""
-    g = torch.Generator().manual_seed(seed)
+def prototype_data(n: int, seed: int | torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` synthetic 1x8x8 images in [0, 1] (class prototype + Gaussian noise) and labels in [0, 4).
+
+    ``seed``: an int, or a generator to draw from (several sets from one stream).
+    """
+    g = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
     protos = torch.rand(CLASSES, *SHAPE, generator=torch.Generator().manual_seed(123)) * 0.6 + 0.2
     y = torch.randint(0, CLASSES, (n,), generator=g)
     x = (protos[y] + 0.25 * torch.randn(n, *SHAPE, generator=g)).clamp(0, 1)
     return x, y
 
 
-def _fit(adversary: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """The weights of the base architecture after 300 (with an ``adversary``: 400) Adam steps on prototype
-    data, each on the batch itself or on the points ``adversary(model, x, y)`` makes of it."""
-    x, y = prototype_data(4000, seed=1)
-    g = torch.Generator().manual_seed(2)
+Adversary = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def train_base(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, steps: int,
+               adversary: Adversary | None = None) -> nn.Sequential:
+    """The base architecture (from ``torch.manual_seed(0)``) after ``steps`` Adam steps (lr 3e-3) on
+    batches of 128 drawn from ``(x, y)`` with ``g``, each on the batch itself or on the points
+    ``adversary(model, x, y)`` makes of it. Returned in train mode, with parameter gradients."""
     torch.manual_seed(0)
     model = _architecture()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(300 if adversary is None else 400):
+    for _ in range(steps):
         idx = torch.randint(0, len(x), (128,), generator=g)
         xb, yb = x[idx], y[idx]
         if adversary is not None:
@@ -59,6 +65,13 @@ def _fit(adversary: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tens
         opt.zero_grad()
         loss.backward()
         opt.step()
+    return model
+
+
+def _fit(adversary: Adversary | None = None) -> dict[str, torch.Tensor]:
+    """The weights of the base architecture after 300 (with an ``adversary``: 400) steps on prototype data."""
+    x, y = prototype_data(4000, seed=1)
+    model = train_base(x, y, torch.Generator().manual_seed(2), 300 if adversary is None else 400, adversary)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -286,12 +288,12 @@ def cascade(clean: float, *stages: tuple[str, float], n: int = 1000, attacked: l
     return Evaluation(rows=rows, correct=torch.ones(n, dtype=torch.bool), robust=robust, mode="cascade", seed=0)
 
 
-MODEL_A = cascade(0.981, ("APGD-CE", 0.898), ("APGD-T", 0.892), ("FAB-T", 0.892), ("Square", 0.885))
+MODEL_A_STANDARD = cascade(0.981, ("APGD-CE", 0.898), ("APGD-T", 0.892), ("FAB-T", 0.892), ("Square", 0.885))
 
 
 def test_model_a_standard_evaluation_raises_nothing():
     """The honest PGD-trained model A (full MNIST, the committed standard evaluation of 1,000 points)."""
-    found = audit(None, evaluation=MODEL_A)
+    found = audit(None, evaluation=MODEL_A_STANDARD)
     assert [f for f in found if f.level == "error"] == []
     assert not {"ce-stage-weak", "black-box-breaks-survivors"} & {f.code for f in found}
 
@@ -384,3 +386,23 @@ def test_cli_eval_adaptive_prints_the_budget_per_stage_and_the_report_shows_it(t
     info = json.loads((tiny_run / "run.json").read_text()) if (tiny_run / "run.json").is_file() else {}
     doc = render([RunReport(path=tiny_run, info=info, evaluations=[("eval-adaptive.json", ev)])])
     assert "Budget per stage of AA-adaptive" in doc.markdown
+
+
+# --- model A (full MNIST), where the data is there --------------------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("ROBUSTOPT_DATA", REPO.parent / "shared" / "data"))
+MODEL_A_RUN = REPO / "bench" / "results" / "full-mnist" / "A"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "mnist").is_dir() or not MODEL_A_RUN.is_dir(), reason="needs full MNIST (ROBUSTOPT_DATA)")
+def test_model_a_under_l2_escalates_fab_t_and_the_black_box():
+    """Model A (trained for L-inf) under L2 2.0: APGD leaves most points, FAB-T breaks most of those.
+    The schedule gives FAB-T AutoAttack's other targets and Square its whole budget on every survivor."""
+    model, _ = ro.load_run(MODEL_A_RUN)
+    x, y = ro.data.load("mnist", "test", root=DATA)
+    ev = quiet_evaluate(model, (x[:16], y[:16].long()), [AdaptiveAutoAttack(ro.L2(2.0), steps=30, fab_steps=30, queries=300)])
+    fab, square = (next(st for st in stage_budget(ev.rows[1]) if st["name"] == name) for name in ("FAB-T", "Square"))
+    assert fab["broken"] >= 0.5 * fab["attacked"] and "next 6 targets" in fab["decisions"][0]
+    if square["attacked"]:
+        assert "FAB-T broke" in square["decisions"][0] and square["outcomes"].get("stalled", 0) == 0

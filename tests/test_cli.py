@@ -120,6 +120,12 @@ def test_reproduce_pipeline_writes_table_standard_sweeps_and_report(tmp_path):
     seconds = json.loads((tmp_path / "experiment.json").read_text())["seconds"]
     assert {"train A", "eval madry", "eval fast", "sweep linf", "report", "total"} <= set(seconds)
     assert "sweep-linf" in (tmp_path / "report.md").read_text()
+    # Run again: the trained models are reused and their logged training time still counts in the total.
+    run_madry_experiment(preset, out=tmp_path, echo=lines.append, progress=False)
+    summary = json.loads((tmp_path / "experiment.json").read_text())
+    seconds = summary["seconds"]
+    assert summary["reused"] == ["A", "A'", "A_nat"] and seconds["train A"] > 0
+    assert seconds["total"] == pytest.approx(seconds["this call"] + sum(seconds[f"train {k}"] for k in summary["reused"]))
 
 
 def test_reproduce_rejects_unknown_experiment_and_budget(tmp_path):

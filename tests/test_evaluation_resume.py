@@ -294,3 +294,35 @@ def test_eval_run_and_cli_resume(run_folder, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "Resuming" not in res.output and not progress.exists()
     assert sorted(p.name for p in run_folder.iterdir() if p.name.startswith(".")) == []  # no temporary files
+
+
+# --- start_from: more rows added to a finished evaluation ---------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["independent", "cascade"])
+def test_rows_added_to_a_finished_evaluation_equal_one_whole_run(problem, mode):
+    model, x, y = problem
+    whole = evaluate(model, (x, y), _attacks(), batch_size=BATCH, seed=3, mode=mode, progress=False)
+    first = evaluate(model, (x, y), _attacks()[:2], batch_size=BATCH, seed=3, mode=mode, progress=False)
+    rest = _Interrupt(attacks := _attacks(), k=10**6)  # counts the attack calls
+    extended = evaluate(model, (x, y), attacks, batch_size=BATCH, seed=3, mode=mode, progress=False, start_from=first)
+    _assert_same(extended, whole)
+    assert rest.calls == 2 * 4  # the two new attacks only, 4 batches each
+
+
+@pytest.mark.parametrize("change", ["seed", "batch_size", "attacks", "model"])
+def test_start_from_another_evaluation_is_refused(problem, change):
+    model, x, y = problem
+    first = evaluate(model, (x, y), _attacks()[:2], batch_size=BATCH, seed=3, mode="independent", progress=False)
+    kwargs = dict(batch_size=BATCH, seed=3, mode="independent", progress=False, start_from=first)
+    attacks, other = _attacks(), model
+    if change == "seed":
+        kwargs["seed"] = 4
+    elif change == "batch_size":
+        kwargs["batch_size"] = BATCH + 1
+    elif change == "attacks":
+        attacks = attacks[1:]
+    else:
+        other = _mlp(5)  # other clean predictions
+    with pytest.raises(ValueError, match="not an earlier part of this evaluation"):
+        evaluate(other, (x, y), attacks, **kwargs)

@@ -26,11 +26,7 @@ LAYERS = [
     ["robustopt", "robustopt.cli", "robustopt.__main__"],
 ]
 # Known exceptions, each with what removes it.
-KNOWN = {
-    ("robustopt.models.registry", "robustopt.checkpoint"):
-        "models.create(weights=) loads through checkpoint.load_weights (inside the function); "
-        "moving load_weights and its helpers into robustopt.models removes it",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _modules() -> dict[str, Path]:

@@ -11,6 +11,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,6 +109,31 @@ def test_a_lock_left_by_a_killed_process_does_not_block(tmp_path):
     assert not (out / LOCK_NAME).exists()
 
 
+def test_results_of_one_run_are_written_side_by_side_but_each_by_one_writer(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    # Another process writing eval-madry: the folder shared, that result alone (other open file descriptions).
+    folder_fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    result_fd = os.open(out / ".eval-madry.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(folder_fd, fcntl.LOCK_SH)
+        fcntl.flock(result_fd, fcntl.LOCK_EX)
+        with hold(out, "sweep", result="sweep-linf"):  # another result of the run: side by side
+            assert (out / ".sweep-linf.lock").exists()
+        assert not (out / ".sweep-linf.lock").exists()
+        with pytest.raises(RunFolderBusyError, match="eval-madry.* is being written by another process"):
+            with hold(out, "eval", result="eval-madry"):
+                pass
+        with pytest.raises(RunFolderBusyError, match="in use by another process"):
+            with hold(out, "train"):  # training waits for every writer of results
+                pass
+    finally:
+        os.close(result_fd)
+        os.close(folder_fd)
+    with hold(out, "eval", result="eval-madry"):  # free again
+        pass
+
+
 def test_lock_is_exclusive_reentrant_shared_on_request_and_cleans_up(tmp_path):
     out = tmp_path / "a" / "b"
     with hold(out, "train"):
@@ -178,6 +204,27 @@ def test_eval_refuses_to_replace_another_evaluation_unless_overwrite(run):
     (run / "eval-madry.json").write_text(json.dumps(legacy))
     res = CliRunner().invoke(main, ["eval", str(run), "--n", "10", "--max-restarts", "1", "--batch-size", "20"])
     one_line_error(res, "not recorded")
+
+
+def test_eval_adds_transfer_rows_without_redoing_the_white_box_rows(run, tmp_path):
+    source = tmp_path / "source"
+    assert CliRunner().invoke(main, ["train", *TINY, "--seed", "3", "--out", str(source)]).exit_code == 0
+    twin = tmp_path / "twin"  # the same run, to evaluate everything in one go
+    shutil.copytree(run, twin, ignore=shutil.ignore_patterns("eval-*", LOCK_NAME))
+    base = ["--n", "20", "--max-restarts", "1", "--batch-size", "20"]
+    assert CliRunner().invoke(main, ["eval", str(run), *base, "--overwrite"]).exit_code == 0
+    white = json.loads((run / "eval-madry.json").read_text())
+    res = CliRunner().invoke(main, ["eval", str(run), *base, "--source", f"S={source}"])
+    assert res.exit_code == 0, res.output
+    assert f"Keeping the {len(white['rows']) - 1} attack rows" in res.output
+    added = json.loads((run / "eval-madry.json").read_text())
+    assert added["rows"][: len(white["rows"])] == white["rows"]  # kept as they were, timings included
+    assert len(added["rows"]) > len(white["rows"]) and added["meta"]["sources"] == {"S": str(source)}
+    res = CliRunner().invoke(main, ["eval", str(twin), *base, "--source", f"S={source}"])
+    assert res.exit_code == 0, res.output
+    whole = json.loads((twin / "eval-madry.json").read_text())
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(added["rows"]) == strip(whole["rows"]) and added["robust"] == whole["robust"]
 
 
 def test_sweep_and_report_refuse_to_replace_unless_overwrite(run, tmp_path):

@@ -7,8 +7,10 @@ lock never outlives its process and a crashed run resumes without clean-up. The 
 records the holder's PID and command for the error message of a second process; the
 last holder removes it. ``reproduce --only`` holds the experiment folder *shared*, so
 that several of them can train side by side while a full ``reproduce`` (exclusive)
-waits for none of them silently. The layout of a run folder and its result files are
-:mod:`robustopt.runs`'s; this module only locks.
+waits for none of them silently. Evaluations and sweeps hold the run folder shared and their
+result file alone (``FOLDER/.eval-madry.lock``): ``eval`` and ``sweep`` of one run go side by
+side, two writers of one result do not, and training waits for none of them. The layout of a run
+folder and its result files are :mod:`robustopt.runs`'s; this module only locks.
 
     from robustopt._lock import hold
     with hold("runs/a", "train"):     # RunFolderBusyError if another process holds it
@@ -49,7 +51,7 @@ class RunFolderBusyError(BlockingIOError):
 
 @contextlib.contextmanager
 def hold(folder: str | os.PathLike[str], command: str, *, create: bool = True,
-         shared: bool = False) -> Iterator[Path]:
+         shared: bool = False, result: str | None = None) -> Iterator[Path]:
     """Hold the run folder ``folder`` for the block: create it if needed, then lock it.
 
     Re-entrant within a process. Under torchrun only rank 0 locks; a failure is raised
@@ -62,6 +64,8 @@ def hold(folder: str | os.PathLike[str], command: str, *, create: bool = True,
         create: create ``folder`` (and its parents) when missing; with False a missing
             folder is not locked (the caller reports it).
         shared: a shared lock (several holders; an exclusive one waits for none of them).
+        result: the result (file stem, e.g. "eval-madry") this holder writes: the folder is held
+            shared and ``FOLDER/.RESULT.lock`` exclusively.
 
     Yields:
         ``folder`` as a Path.
@@ -75,16 +79,19 @@ def hold(folder: str | os.PathLike[str], command: str, *, create: bool = True,
     folder = Path(folder)
     ctx = distributed.setup()
     created: list[Path] = []
-    key: str | None = None
+    keys: list[str] = []
 
     def acquire() -> None:
-        nonlocal key
         if not create and not folder.is_dir():
             return
         created.extend(_make_folder(folder))
         try:
-            key = _lock(folder, command, shared)
+            keys.append(_lock(folder, command, shared or result is not None))
+            if result is not None:
+                keys.append(_lock(folder, command, False, name=f".{result}.lock", what=result))
         except BaseException:
+            for key in reversed(keys):
+                _unlock(key)
             _remove_empty(created)
             raise
 
@@ -94,14 +101,15 @@ def hold(folder: str | os.PathLike[str], command: str, *, create: bool = True,
         yield folder
         done = True
     finally:
-        if key is not None:
+        for key in reversed(keys):
             _unlock(key)
         if not done:
             _remove_empty(created)
 
 
 def holding(folder: Callable[[Mapping[str, Any]], Any], command: str, *, create: bool = True,
-            shared: Callable[[Mapping[str, Any]], bool] | None = None) -> Callable[[F], F]:
+            shared: Callable[[Mapping[str, Any]], bool] | None = None,
+            result: Callable[[Mapping[str, Any]], str] | None = None) -> Callable[[F], F]:
     """Decorator: run the function while holding (see :func:`hold`) the folder named by its arguments.
 
     Args:
@@ -109,6 +117,7 @@ def holding(folder: Callable[[Mapping[str, Any]], Any], command: str, *, create:
         command: as in :func:`hold`.
         create: as in :func:`hold`.
         shared: maps the bound arguments to True for a shared lock.
+        result: maps the bound arguments to the result written (see :func:`hold`).
 
     Example:
         >>> @holding(lambda a: a["out"], "train")
@@ -124,7 +133,8 @@ def holding(folder: Callable[[Mapping[str, Any]], Any], command: str, *, create:
             path = folder(bound.arguments)
             if path is None:
                 return fn(*args, **kwargs)
-            with hold(path, command, create=create, shared=bool(shared and shared(bound.arguments))):
+            with hold(path, command, create=create, shared=bool(shared and shared(bound.arguments)),
+                      result=result(bound.arguments) if result else None):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
@@ -175,9 +185,9 @@ def _remove_empty(created: list[Path]) -> None:
             d.rmdir()  # only succeeds on an empty folder
 
 
-def _lock(folder: Path, command: str, shared: bool) -> str:
-    """Lock ``folder/.lock`` (re-entrant within this process); return the key for :func:`_unlock`."""
-    path = folder / LOCK_NAME
+def _lock(folder: Path, command: str, shared: bool, name: str = LOCK_NAME, what: str = "") -> str:
+    """Lock ``folder/name`` (re-entrant within this process); return the key for :func:`_unlock`."""
+    path = folder / name
     key = os.path.realpath(path)
     if key in _held:
         _held[key][1] += 1
@@ -192,7 +202,7 @@ def _lock(folder: Path, command: str, shared: bool) -> str:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise RunFolderBusyError(_busy_message(folder, holder)) from None
+            raise RunFolderBusyError(_busy_message(folder, holder, what)) from None
         except OSError as err:
             if err.errno not in _NO_FLOCK:
                 os.close(fd)
@@ -242,7 +252,7 @@ def _read_holder(fd: int) -> dict[str, Any]:
     return holder if isinstance(holder, dict) else {}
 
 
-def _busy_message(folder: Path, holder: Mapping[str, Any]) -> str:
+def _busy_message(folder: Path, holder: Mapping[str, Any], what: str = "") -> str:
     who = f"PID {holder['pid']}" if holder.get("pid") else "its PID is not recorded yet"
     if holder.get("host") and holder["host"] != socket.gethostname():
         who += f" on {holder['host']}"
@@ -250,5 +260,7 @@ def _busy_message(folder: Path, holder: Mapping[str, Any]) -> str:
         who += f", `robustopt {holder['command']}`"
     if holder.get("since"):
         who += f", since {holder['since']}"
+    if what:
+        return f"{folder / what}.* is being written by another process ({who}); wait until it ends."
     return (f"{folder} is in use by another process ({who}); wait until it ends, "
             "or use another folder.")

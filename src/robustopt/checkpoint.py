@@ -40,13 +40,14 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
 
 from robustopt._io import atomic_path, atomic_write_json, json_default, sha256_file
 from robustopt.models.registry import ModelConfig
+from robustopt.models.weights import load_state, load_weights, unwrap  # load_weights: also public here
 
 __all__ = [
     "FORMAT",
@@ -114,17 +115,6 @@ def exists(path: PathLike) -> bool:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """Strip torch.compile / DataParallel / DDP wrappers so keys carry no prefix."""
-    while True:
-        if hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        else:
-            return model
 
 
 def _plain_json(obj: Any, what: str) -> Any:
@@ -221,36 +211,11 @@ def _restore(backup: Path, file: Path) -> None:
         os.replace(backup, file)
 
 
-def _describe_keys(keys: list[str], limit: int = 10) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"[{shown}{', ...' if len(keys) > limit else ''}] ({len(keys)})"
-
-
-def _load_state(target: nn.Module, state: dict[str, torch.Tensor], source: str,
-                optional: frozenset[str] = frozenset()) -> None:
-    """``target.load_state_dict(state)``, with a ValueError that names the missing, unexpected and
-    mis-shaped keys; keys in ``optional`` may be missing (the model keeps its own values)."""
-    expected = target.state_dict()
-    missing_keys = [k for k in expected if k not in state and k not in optional]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k}: weights {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in expected
-        if k in state and tuple(state[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing_keys or unexpected or mismatched:
-        parts = []
-        if missing_keys:
-            parts.append(f"missing keys {_describe_keys(missing_keys)}")
-        if unexpected:
-            parts.append(f"unexpected keys {_describe_keys(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches {_describe_keys(mismatched)}")
-        raise ValueError(f"{source} does not fit {type(target).__name__}: " + "; ".join(parts))
-    try:
-        target.load_state_dict({**{k: expected[k] for k in optional if k not in state}, **state}, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"cannot load the weights of {source} into {type(target).__name__}: {e}") from None
+def _write_payload(files: dict[str, Any], key: str, file: Path, write: Callable[[Path], None]) -> None:
+    """Write payload ``file`` atomically with ``write(tmp)``; record its name, sha256 and size as ``files[key]``."""
+    with atomic_path(file) as tmp:
+        write(tmp)
+        files[key] = {"name": file.name, "sha256": sha256_file(tmp), "bytes": tmp.stat().st_size}
 
 
 # ----------------------------------------------------------------------------- save
@@ -302,7 +267,7 @@ def save(
         )
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    model = _unwrap(model)
+    model = unwrap(model)
     # Everything that can fail on bad input runs before the first byte is written.
     user_config = _plain_json(config, "config")
     user_extra = _plain_json(extra, "extra")
@@ -330,29 +295,13 @@ def save(
     try:
         from safetensors.torch import save_file
 
-        with atomic_path(paths.weights) as tmp:
-            save_file(weights, os.fspath(tmp), metadata={"format": "pt", "producer": FORMAT})
-            files["weights"] = {
-                "name": paths.weights.name,
-                "sha256": sha256_file(tmp),
-                "bytes": tmp.stat().st_size,
-            }
+        tags = {"format": "pt", "producer": FORMAT}
+        _write_payload(files, "weights", paths.weights, lambda tmp: save_file(weights, os.fspath(tmp), metadata=tags))
         if optim_state is not None:
-            with atomic_path(paths.optimizer) as tmp:
-                torch.save(optim_state, tmp)
-                files["optimizer"] = {
-                    "name": paths.optimizer.name,
-                    "sha256": sha256_file(tmp),
-                    "bytes": tmp.stat().st_size,
-                }
+            _write_payload(files, "optimizer", paths.optimizer, lambda tmp: torch.save(optim_state, tmp))
         if tensors is not None:
-            with atomic_path(paths.tensors) as tmp:
-                save_file(tensors, os.fspath(tmp), metadata={"format": "pt", "producer": FORMAT})
-                files["tensors"] = {
-                    "name": paths.tensors.name,
-                    "sha256": sha256_file(tmp),
-                    "bytes": tmp.stat().st_size,
-                }
+            _write_payload(files, "tensors", paths.tensors,
+                           lambda tmp: save_file(tensors, os.fspath(tmp), metadata=tags))
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -572,7 +521,7 @@ def load(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     saved = (meta.get("model") or {}).get("name") or (meta.get("model") or {}).get("class")
-    _load_state(_unwrap(model), state, f"checkpoint {paths.base} (saved from {saved})")
+    load_state(unwrap(model), state, f"checkpoint {paths.base} (saved from {saved})")
 
     if optimizer is not None:
         entry = (meta.get("files") or {}).get("optimizer")
@@ -620,68 +569,3 @@ def load_tensors(path: PathLike, *, map_location: str | torch.device = "cpu") ->
         return load_file(os.fspath(file), device=str(map_location))
     except Exception as e:  # safetensors raises its own error types
         raise ValueError(f"cannot read tensors {file}: {e}") from None
-
-
-# ----------------------------------------------------------------------------- plain state dicts
-
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # {"state_dict": {...}, "epoch": ...} and the like
-_PREFIXES = ("module.", "model.")  # DataParallel / DistributedDataParallel, and wrapper modules
-
-
-def load_weights(model: nn.Module, path: PathLike) -> nn.Module:
-    """Load a plain PyTorch state dict file into ``model``, safely (e.g. RobustBench-style weights).
-
-    ``.safetensors`` files are read with safetensors; anything else (``.pt``, ``.pth``, ...) with
-    ``torch.load(weights_only=True)``, so a file that would run code when unpickled is refused.
-    The file may hold the state dict itself or a dict with it under "state_dict",
-    "model_state_dict" or "model". A ``module.`` or ``model.`` prefix that every key carries
-    (DataParallel, wrappers) is stripped unless the model's own keys carry it too. The model's
-    Normalize buffers (``*.mean``, ``*.std``) may be missing from the file: the model then keeps
-    its own, so pass the right ``mean``/``std`` to ``ro.models.create``.
-
-    Args:
-        model: the model to load into (in place).
-        path: the weights file.
-
-    Returns:
-        ``model``, in eval mode.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a state dict of tensors (or needs unpickling beyond
-            tensors), or its keys or shapes do not fit ``model`` (the message names them).
-    """
-    from safetensors.torch import load_file
-
-    from robustopt.models.layers import Normalize
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights file {path}.")
-    try:
-        if path.suffix == WEIGHTS_SUFFIX:
-            state = load_file(os.fspath(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and safetensors errors alike
-        raise ValueError(
-            f"cannot read {path} as a state dict of tensors ({type(e).__name__}: {str(e).splitlines()[0]}). "
-            "Only tensors are loaded (torch.load(weights_only=True)), nothing that runs code: save the weights "
-            "with torch.save(model.state_dict(), path) or as .safetensors."
-        ) from None
-    if isinstance(state, dict) and not all(isinstance(v, torch.Tensor) for v in state.values()):
-        state = next((state[k] for k in _WRAPPER_KEYS if isinstance(state.get(k), dict)), state)
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        found = (f"a dict with keys {_describe_keys([str(k) for k in state])}" if isinstance(state, dict)
-                 else type(state).__name__)
-        raise ValueError(f"{path} holds {found}, not a state dict (names -> tensors).")
-    target = _unwrap(model)
-    expected = target.state_dict()
-    for prefix in _PREFIXES:
-        if all(k.startswith(prefix) for k in state) and not all(k.startswith(prefix) for k in expected):
-            state = {k[len(prefix):]: v for k, v in state.items()}
-    normalize = frozenset(f"{name}.{buf}".lstrip(".") for name, m in target.named_modules()
-                          if isinstance(m, Normalize) for buf in ("mean", "std"))
-    _load_state(target, state, f"weights {path}", optional=normalize)
-    return model.eval()

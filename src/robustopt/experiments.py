@@ -32,7 +32,7 @@ from robustopt.attacks.base import eval_mode, predict
 from robustopt.evaluation import Evaluation, Finding, SweepCurve, audit, evaluate, report, suites, sweep
 from robustopt.evaluation.records import budget_table
 from robustopt.runs import (
-    REPORT_HTML, REPORT_MD, RUN_FILE, check_run, load_run, read_config, read_evaluations, read_info, read_log,
+    REPORT_HTML, REPORT_MD, RUN_FILE, adds_rows, check_run, load_run, read_config, read_evaluations, read_info, read_log,
     read_sweeps, refuse_replacement, relative, report_request, request_line, result_stem, resume_point, saved_request,
 )
 from robustopt.threat import ThreatModel, by_name, threat_from_name
@@ -190,7 +190,7 @@ def _test_images(data: str, limit: int | None, root: str | Path | None,
     return (x, y) if limit is None else (x[:limit], y[:limit])
 
 
-@holding(lambda a: a["run"], "eval", create=False)
+@holding(lambda a: a["run"], "eval", create=False, result=lambda a: result_stem("eval", a["suite"], a["weights"]))
 def eval_run(
     run: str | Path,
     *,
@@ -233,7 +233,9 @@ def eval_run(
         weights: "final" or "best" (see ``load_run``); the best epoch's results go to ``eval-SUITE-best.*``.
         overwrite: replace an ``eval-SUITE.json`` made with other parameters (threat, n, attacks and
             their restarts, sources, mode, seed, batch size); without it such a file is kept and
-            FileExistsError is raised before anything runs.
+            FileExistsError is raised before anything runs. A file whose request this one only
+            extends with more rows (more transfer sources, say) is kept and completed instead: its
+            rows are not computed again.
 
     Raises:
         FileExistsError: the run holds another evaluation of this suite and ``overwrite`` is False.
@@ -263,8 +265,16 @@ def eval_run(
                "batch_size": batch_size, "attacks": [[a.name, a.steps, a.restarts, a.source] for a in attacks],
                "sources": {k: relative(v, run) for k, v in (sources or {}).items()}}
     result = run / f"{stem}.json"
-    ctx.run_on_main(lambda: refuse_replacement(result, request, saved_request(result), overwrite=overwrite,
-                                               what="evaluation"))
+    # An evaluation this one only adds rows to (transfer rows to the white-box ones, say) is kept, not redone:
+    # the result is the same, as each attack's random stream depends on its position only.
+    prior = None
+    if adds_rows(request, saved_request(result)):
+        prior = Evaluation.from_json(result)
+        echo(f"Keeping the {len(prior.rows) - 1} attack rows of {result} (same settings); "
+             f"running the {len(attacks) - len(prior.rows) + 1} new ones.")
+    else:
+        ctx.run_on_main(lambda: refuse_replacement(result, request, saved_request(result), overwrite=overwrite,
+                                                   what="evaluation"))
     progress_file = run / f"{stem}.progress.json"
     if restart and ctx.is_main:
         progress_file.unlink(missing_ok=True)
@@ -275,7 +285,7 @@ def eval_run(
         ev = evaluate(model, (x, y), attacks, batch_size=batch_size, seed=seed, mode=mode,
                       progress=progress, meta={"run": str(run), "weights": weights, "data": info["data"], "sources": {k: str(v) for k, v in (sources or {}).items()},
                                                "request": request},
-                      progress_file=progress_file)
+                      progress_file=progress_file, start_from=prior)
     except ValueError as err:
         if str(err).startswith(str(progress_file)):  # unusable or foreign progress file
             raise ValueError(f"{err} `robustopt eval --restart` (restart=True) discards it.") from err
@@ -292,7 +302,8 @@ def eval_run(
     return ev
 
 
-@holding(lambda a: a["run"], "sweep", create=False)
+@holding(lambda a: a["run"], "sweep", create=False,
+         result=lambda a: result_stem("sweep", f"{a['norm']}-independent" if a["independent"] else a["norm"], a["weights"]))
 def sweep_run(
     run: str | Path,
     *,
@@ -627,7 +638,8 @@ def run_madry_experiment(
 
     Then, as the preset asks, the standard suite on A (``A/eval-standard.*``), sweeps of A
     (``A/sweep-NORM.*``) and the report (``out/report.md`` and ``out/report.html``).
-    Finished models in ``out`` are reused, so an interrupted experiment continues where it stopped;
+    Finished models in ``out`` are reused, so an interrupted experiment continues where it stopped
+    (``out/experiment.json`` counts their training time, from their logs, in its total);
     the experiment's own results in ``out`` (evaluations, sweeps, report) are recomputed and replaced.
 
     Args:
@@ -649,6 +661,7 @@ def run_madry_experiment(
     preset = dataclasses.replace(preset, device=device) if device else preset
     start = time.perf_counter()
     seconds: dict[str, float] = {}
+    reused: list[str] = []  # models trained before this call
     echo(f"robustopt: Madry et al. (2018) experiment on {data}, eps={preset.eps:.4g} (L-inf), run folder {out}")
     echo(f"budget: {preset.summary()}")
     common = dict(data=data, train_size=preset.train_size, root=root, progress=progress, batch_size=preset.batch_size,
@@ -677,7 +690,10 @@ def run_madry_experiment(
             continue
         folder = folders[name]
         if (folder / RUN_FILE).is_file():
-            echo(f"[{name}] reusing {folder}")
+            # Its training time, from its log: the experiment's total stays what a fresh start costs.
+            seconds[f"train {name}"] = sum(float(r.get("seconds", 0.0)) for r in read_log(folder) or [])
+            reused.append(name)
+            echo(f"[{name}] reusing {folder} (trained in {seconds[f'train {name}']:.0f} s)")
             continue
         echo(f"[{name}] training {recipe['model']} ({recipe['method']}) -> {folder}")
         t0 = time.perf_counter()
@@ -725,9 +741,11 @@ def run_madry_experiment(
         written += list(write_report([folders["A"]], out=out, root=root, overwrite=True))
         seconds["report"] = time.perf_counter() - t0
 
-    seconds["total"] = time.perf_counter() - start
-    summary = {"preset": dataclasses.asdict(preset), "data": data, "seed": seed, "seconds": seconds,
+    seconds["this call"] = time.perf_counter() - start
+    seconds["total"] = seconds["this call"] + sum(seconds[f"train {name}"] for name in reused)
+    summary = {"preset": dataclasses.asdict(preset), "data": data, "seed": seed, "seconds": seconds, "reused": reused,
                "machine": platform.platform(), "torch": torch.__version__, "runs": {k: str(v) for k, v in folders.items()}}
     atomic_write_json(out / "experiment.json", summary)
-    echo(f"written: {', '.join(str(p) for p in written)} ({seconds['total']:.0f} s in all)")
+    echo(f"written: {', '.join(str(p) for p in written)} ({seconds['this call']:.0f} s"
+         + (f"; {seconds['total']:.0f} s with the training of {', '.join(reused)})" if reused else ")"))
     return ev

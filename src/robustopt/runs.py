@@ -223,6 +223,21 @@ def refuse_replacement(path: Path, request: Mapping[str, Any], saved: Mapping[st
     )
 
 
+def adds_rows(request: Mapping[str, Any], saved: Mapping[str, Any] | None) -> bool:
+    """Whether ``request`` is ``saved`` with more attack rows (and transfer sources) after its own.
+
+    Such a result can be extended rather than recomputed: the saved rows stay as they are.
+    """
+    if saved is None:
+        return False
+    request = json.loads(json.dumps(request))
+    old, new = saved.get("attacks"), request.get("attacks")
+    old_sources, new_sources = saved.get("sources") or {}, request.get("sources") or {}
+    same_rest = all(saved.get(k) == request.get(k) for k in set(request) | set(saved) if k not in ("attacks", "sources"))
+    return (same_rest and isinstance(old, list) and isinstance(new, list) and len(old) < len(new)
+            and new[: len(old)] == old and all(new_sources.get(k) == v for k, v in old_sources.items()))
+
+
 def request_line(request: Mapping[str, Any]) -> str:
     """The first line of a report.md: its request, as an HTML comment (invisible when rendered)."""
     return _REQUEST_LINE.format(json.dumps(request)) + "\n"

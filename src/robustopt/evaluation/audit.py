@@ -348,6 +348,17 @@ def _kind(row: Row) -> str:
     return "white-box"
 
 
+def _evaluation(ctx: AuditContext) -> Evaluation:
+    """The evaluation of a check that declared ``needs=["evaluation"]``."""
+    assert ctx.evaluation is not None  # the audit runs the check only with an evaluation
+    return ctx.evaluation
+
+
+def _of_kind(ev: Evaluation, kind: str) -> list[Row]:
+    """The rows of ``ev`` of one :func:`_kind`, in order."""
+    return [r for r in ev.rows if _kind(r) == kind]
+
+
 def _single_step(row: Row) -> bool:
     return row.name == "FGSM" or (row.steps == 1 and not row.attack.get("random_start", False))
 
@@ -398,11 +409,10 @@ def _beats(ev: Evaluation, weak: Row, strong: list[Row]) -> tuple[float, str] | 
 @register_check("transfer-beats-whitebox", needs=["evaluation"])
 def _transfer_beats_whitebox(ctx: AuditContext) -> list[Finding]:
     """A transfer (black-box) row reaches lower accuracy than white-box rows."""
-    ev = ctx.evaluation
-    assert ev is not None
-    white = [r for r in ev.rows if _kind(r) == "white-box"]
+    ev = _evaluation(ctx)
+    white = _of_kind(ev, "white-box")
     findings = []
-    for t in (r for r in ev.rows if _kind(r) == "transfer"):
+    for t in _of_kind(ev, "transfer"):
         hit = _beats(ev, t, white)
         if hit is not None:
             findings.append(Finding("error", "transfer-beats-whitebox", (
@@ -445,21 +455,16 @@ def _transfer_beats_whitebox(ctx: AuditContext) -> list[Finding]:
 @register_check("gradient-free-beats-whitebox", needs=["evaluation"])
 def _gradient_free_beats_whitebox(ctx: AuditContext) -> list[Finding]:
     """A gradient-free row (Square) reaches lower accuracy than the gradient attacks."""
-    ev = ctx.evaluation
-    assert ev is not None
-    white = [r for r in ev.rows if _kind(r) == "white-box"]
-    findings = []
-    for r in (r for r in ev.rows if _kind(r) == "gradient-free"):
-        hit = _beats(ev, r, white)
-        if hit is not None:
-            findings.append(Finding("warning", "gradient-free-beats-whitebox", (
-                f"A gradient-free attack beats the gradient attacks: {hit[1]}. It only queries the model's "
-                "outputs, so doing better than attacks that follow the gradient means those gradients are "
-                "not useful here: likely gradient masking (zero, noisy or randomized gradients), or "
-                "gradient attacks that are too weak. Trust the worst case over all rows, and repair the "
-                "gradient attack (BPDA, EOT, more steps) before comparing defenses."
-            ), {"row": _label(r), "gap": hit[0]}))
-    return findings
+    ev = _evaluation(ctx)
+    white = _of_kind(ev, "white-box")
+    hits = [(r, _beats(ev, r, white)) for r in _of_kind(ev, "gradient-free")]
+    return [Finding("warning", "gradient-free-beats-whitebox", (
+        f"A gradient-free attack beats the gradient attacks: {hit[1]}. It only queries the model's "
+        "outputs, so doing better than attacks that follow the gradient means those gradients are "
+        "not useful here: likely gradient masking (zero, noisy or randomized gradients), or "
+        "gradient attacks that are too weak. Trust the worst case over all rows, and repair the "
+        "gradient attack (BPDA, EOT, more steps) before comparing defenses."
+    ), {"row": _label(r), "gap": hit[0]}) for r, hit in hits if hit is not None]
 
 
 @register_check("fgsm-beats-pgd", needs=["evaluation"])
@@ -469,10 +474,9 @@ def _fgsm_beats_pgd(ctx: AuditContext) -> list[Finding]:
     Transfer rows are left out: from another model, single-step attacks often transfer
     better than iterative ones, which overfit the source (Kurakin et al. 2017).
     """
-    ev = ctx.evaluation
-    assert ev is not None
+    ev = _evaluation(ctx)
     findings = []
-    white = [r for r in ev.rows if _kind(r) == "white-box"]
+    white = _of_kind(ev, "white-box")
     for f in (r for r in white if _single_step(r)):
         pgds = [r for r in white if r.name.startswith("PGD") and (r.steps or 0) > 1]
         losers = [(p, hit) for p in pgds if (hit := _beats(ev, f, [p])) is not None]
@@ -494,9 +498,8 @@ def _more_steps_worse(ctx: AuditContext) -> list[Finding]:
 
     Transfer rows are left out: more steps can overfit the source model and transfer worse.
     """
-    ev = ctx.evaluation
-    assert ev is not None
-    rows = [r for r in ev.rows if _kind(r) == "white-box" and r.steps is not None]
+    ev = _evaluation(ctx)
+    rows = [r for r in _of_kind(ev, "white-box") if r.steps is not None]
 
     def group(r: Row) -> tuple:
         a = r.attack or {}
@@ -561,8 +564,7 @@ def _ce_stage_weak(ctx: AuditContext) -> list[Finding]:
     The signature of uninformative CE gradients: saturated logits (logits scaled up, as in
     defensive distillation) or a catastrophically overfitted single-step model.
     """
-    ev = ctx.evaluation
-    assert ev is not None
+    ev = _evaluation(ctx)
     stages = _stages(ev)
     first = next((i for i, st in enumerate(stages) if st.kind == "ce"), None)
     if first is None:
@@ -602,8 +604,7 @@ def _black_box_breaks_survivors(ctx: AuditContext) -> list[Finding]:
     A random search on the outputs should find little that working gradient attacks missed
     (on model A, MNIST L-inf 0.3, Square breaks under 1% of what APGD leaves): this is masking.
     """
-    ev = ctx.evaluation
-    assert ev is not None
+    ev = _evaluation(ctx)
     stages = _stages(ev)
     findings = []
     for i, st in enumerate(stages):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import platform
@@ -34,12 +35,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustopt import distributed
 from robustopt._checks import warn_eps
 from robustopt._io import atomic_write_json, atomic_write_text, json_default
 from robustopt._progress import progress_bar
-from robustopt.attacks.base import Attack, check_batch, eval_mode, predict
-from robustopt.evaluation.records import RowRecords, batch_records
+from robustopt.attacks.base import Attack, check_batch
+from robustopt.evaluation._cascade import AttackPass, Cascade, seeded_generator
+from robustopt.evaluation.records import RowRecords
 from robustopt.threat import ThreatModel
 
 __all__ = ["Row", "Evaluation", "evaluate"]
@@ -240,8 +241,7 @@ def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _batch_generator(device: torch.device, seed: int, attack_index: int, batch_index: int) -> torch.Generator:
     # One independent, reproducible stream per (seed, attack, batch).
-    state = np.random.SeedSequence([seed, attack_index, batch_index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator(device=device).manual_seed(int(state) >> 1)
+    return seeded_generator(device, seed, attack_index, batch_index)
 
 
 def evaluate(
@@ -255,6 +255,7 @@ def evaluate(
     progress: bool = True,
     meta: dict[str, Any] | None = None,
     progress_file: str | Path | None = None,
+    start_from: Evaluation | None = None,
 ) -> Evaluation:
     """Evaluate ``model`` against ``attacks``; the reported robust accuracy is the per-example worst case.
 
@@ -278,6 +279,11 @@ def evaluate(
             involved (sums and strided samples of the state_dict tensors, so no full hash), the
             data (shapes and a strided sample of x, all of y), mode, seed, batch_size; a file
             written for another job is refused (ValueError), never silently mixed in.
+        start_from: a finished evaluation of this model and data (same mode, seed and batch size)
+            whose attacks are the first ones of ``attacks``: its rows and flags are kept and only
+            the later attacks run, e.g. transfer rows added to the white-box rows. The result is
+            the one a single run of all ``attacks`` gives: an attack's random stream depends on
+            its position. A saved state in ``progress_file`` takes precedence.
 
     Under ``torchrun`` (several processes, see :mod:`robustopt.distributed`) every process
     must pass the same model, data and arguments; batch ``j`` of each attack runs on rank
@@ -313,32 +319,25 @@ def evaluate(
         raise ValueError("data holds no examples: pass at least one (x, y) pair to evaluate.")
     for threat in dict.fromkeys(a.threat for a in attacks):  # each distinct threat once, in order
         warn_eps(threat.norm, threat.eps, x.shape[1:], threat.bounds)
-    batches = lambda idx: [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]  # noqa: E731
-
-    def misclassified(x_adv: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        with eval_mode(model), torch.no_grad():
-            return predict(model, x_adv).argmax(1) != yb
-
     # Under torchrun, batch j runs on rank j % world_size with batch j's generator and the
     # flags are merged after every round: the result is the single-process one, example by example.
-    ctx = distributed.setup()
-    if ctx.enabled:
-        ctx.check_same(distributed.data_key(x, y), "the evaluation data")
+    core = Cascade(model, x, y, batch_size, "the evaluation data")
+    ctx = core.ctx
     progress_path = Path(progress_file) if progress_file is not None else None
     job = _job_fingerprint(model, x, y, attacks, mode=mode, seed=seed, batch_size=batch_size) if progress_path else None
     state = ctx.run_on_main(lambda: _load_progress(progress_path, job, n=n, n_attacks=len(attacks))) if progress_path else None
 
     start = time.perf_counter()
     if state is None:
-        correct = torch.zeros(n, dtype=torch.bool, device=x.device)
-        for k, b in enumerate(batches(torch.arange(n, device=x.device))):
-            if ctx.owns(k):
-                correct[b] = ~misclassified(x[b], y[b])
-        correct = ctx.any(correct)
+        correct = core.clean()
         robust = correct.clone()
         rows = [Row("Natural", None, None, "", float(correct.float().mean()), float(correct.float().mean()),
                     attacked=n, seconds=time.perf_counter() - start)]
         first_attack, earlier_seconds, sessions = 0, 0.0, 1
+        if start_from is not None:
+            _check_prefix(start_from, attacks, correct, mode=mode, seed=seed, batch_size=batch_size)
+            robust, rows = start_from.robust.to(x.device).clone(), list(start_from.rows)
+            first_attack, earlier_seconds = len(rows) - 1, float(start_from.meta.get("seconds", 0.0))
     else:
         correct, robust = state["correct"].to(x.device), state["robust"].to(x.device)
         rows = state["rows"]
@@ -351,47 +350,33 @@ def evaluate(
         if state is not None and i == first_attack:
             # Continue the attack in progress: same examples, same flags, same counters.
             todo = state["todo"].to(x.device).nonzero().squeeze(1)
-            survived = state["survived"].to(x.device)
-            grad_evals, attack_seconds, first_batch = state["grad_evals"], state["attack_seconds"], state["batch"]
-            forwards, records = state["forwards"], RowRecords(n, state["records"])
+            step = AttackPass(core.batches(todo), state["survived"].to(x.device), done=state["batch"],
+                              grad_evals=state["grad_evals"], forwards=state["forwards"])
+            attack_seconds, records = state["attack_seconds"], RowRecords(n, state["records"])
         else:
             todo = (robust if mode == "cascade" else correct).nonzero().squeeze(1)
-            survived = correct.clone()
-            grad_evals, attack_seconds, first_batch = 0, 0.0, 0
-            forwards, records = 0, RowRecords(n)
-        todo_batches = batches(todo)
+            step = AttackPass(core.batches(todo), correct.clone())
+            attack_seconds, records = 0.0, RowRecords(n)
         # One display per attack (row), counting the images it attacks.
         bar = progress_bar(len(todo), f"{attack.name} ({attack.source})", "image", enabled=progress and ctx.is_main,
                            leave=False)
-        bar.update(sum(len(b) for b in todo_batches[:first_batch]))  # done before an interruption
-        for j0 in range(first_batch, len(todo_batches), ctx.world_size):  # a round: one batch per rank
-            j, cost, queries, recorded = j0 + ctx.rank, 0, 0, None
-            if j < len(todo_batches):
-                idx = todo_batches[j]
-                result = attack.run(model, x[idx], y[idx], generator=_batch_generator(x.device, seed, i, j))
-                inside = attack.threat.contains(result.x_adv, x[idx])
-                if not inside.all():
-                    raise ValueError(
-                        f"attack {attack.name} returned {int((~inside).sum())} points outside its threat model "
-                        f"{attack.threat}; its result cannot count. This is a bug in that attack."
-                    )
-                survived[idx] = ~misclassified(result.x_adv, y[idx])
-                cost, queries, recorded = result.grad_evals, result.forwards, batch_records(idx, result)
-            survived = ctx.all(survived)  # each rank only cleared the flags of its own batch
-            grad_evals, forwards = grad_evals + ctx.sum(cost)[0], forwards + ctx.sum(queries)[0]
-            records.add(ctx.gather(recorded))
-            done = min(j0 + ctx.world_size, len(todo_batches))  # batches finished by all ranks
+        bar.update(sum(len(b) for b in step.batches[: step.done]))  # done before an interruption
+        generator = functools.partial(_batch_generator, x.device, seed, i)  # batch j -> its stream
+        for finished, recorded in core.rounds(attack, step, generator, records=True):
+            records.add(recorded)
             if progress_path is not None and ctx.is_main:
                 now = time.perf_counter()
                 _save_progress(progress_path, {
                     "format": _PROGRESS_FORMAT, "version": _PROGRESS_VERSION, "job": job, "n": n,
                     "sessions": sessions, "seconds": earlier_seconds + now - start,
                     "correct": _pack_flags(correct), "robust": _pack_flags(robust), "rows": [asdict(r) for r in rows],
-                    "attack": i, "batch": done, "todo": _pack_flags(_mask(todo, n)),
-                    "survived": _pack_flags(survived), "grad_evals": grad_evals,
-                    "attack_seconds": attack_seconds + now - t0, "forwards": forwards, "records": records.to_dict(),
+                    "attack": i, "batch": step.done, "todo": _pack_flags(_mask(todo, n)),
+                    "survived": _pack_flags(step.survived), "grad_evals": step.grad_evals,
+                    "attack_seconds": attack_seconds + now - t0, "forwards": step.forwards,
+                    "records": records.to_dict(),
                 })
-            bar.update(sum(len(todo_batches[k]) for k in range(j0, done)))
+            bar.update(sum(len(step.batches[k]) for k in finished))
+        survived = step.survived
         if mode == "cascade":
             survived &= robust
         robust &= survived
@@ -399,8 +384,8 @@ def evaluate(
         rows.append(Row(
             attack.name, attack.steps, attack.restarts, attack.source,
             accuracy=float(survived.float().mean()), worst_case=float(robust.float().mean()),
-            attacked=len(todo), grad_evals=grad_evals, seconds=attack_seconds + time.perf_counter() - t0,
-            attack=attack.describe(), forwards=forwards, records=records.to_dict(),
+            attacked=len(todo), grad_evals=step.grad_evals, seconds=attack_seconds + time.perf_counter() - t0,
+            attack=attack.describe(), forwards=step.forwards, records=records.to_dict(),
         ))
 
     info = {
@@ -420,6 +405,22 @@ def evaluate(
     if progress_path is not None and ctx.is_main:
         progress_path.unlink(missing_ok=True)
     return ev
+
+
+def _check_prefix(prior: Evaluation, attacks: Sequence[Attack], correct: torch.Tensor, *, mode: str, seed: int,
+                  batch_size: int) -> None:
+    """Raise ValueError unless ``prior`` is the evaluation of the first attacks of this one."""
+    done = [r.attack for r in prior.rows[1:]]
+    wanted = json.loads(json.dumps([a.describe() for a in attacks[: len(done)]]))  # as read back from JSON
+    differ = [what for what, same in (
+        ("examples", prior.n == len(correct)), ("mode", prior.mode == mode), ("seed", prior.seed == seed),
+        ("batch size", prior.meta.get("batch_size") == batch_size),
+        ("attacks", len(done) <= len(attacks) and json.loads(json.dumps(done)) == wanted),
+        ("clean predictions", prior.n == len(correct) and torch.equal(prior.correct.cpu(), correct.cpu())),
+    ) if not same]
+    if differ:
+        raise ValueError(f"start_from is not an earlier part of this evaluation (different {', '.join(differ)}); "
+                         "evaluate without it.")
 
 
 # --- resumable evaluation: the progress file -----------------------------------------

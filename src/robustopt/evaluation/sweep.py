@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import numbers
@@ -33,12 +34,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustopt import distributed
 from robustopt._checks import check_grid_size, warn_eps
 from robustopt._io import atomic_path, atomic_write_json, atomic_write_text
 from robustopt._progress import progress_bar
-from robustopt.attacks.base import Attack, check_batch, eval_mode, predict
+from robustopt.attacks.base import Attack, check_batch
 from robustopt.attacks.gradient import PGD
+from robustopt.evaluation._cascade import AttackPass, Cascade, seeded_generator
 from robustopt.evaluation.evaluate import _as_tensors
 from robustopt.threat import ThreatModel
 
@@ -134,12 +135,6 @@ def _make_threat(threat_cls: Callable[[float], ThreatModel], eps: float) -> Thre
             f"got {threat_cls!r} which returned {type(threat).__name__}."
         )
     return threat
-
-
-def _generator(device: torch.device, seed: int, eps_index: int, attack_index: int, batch_index: int) -> torch.Generator:
-    # One reproducible stream per (seed, eps, attack, batch).
-    state = np.random.SeedSequence([seed, eps_index, attack_index, batch_index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator(device=device).manual_seed(int(state) >> 1)
 
 
 @dataclass
@@ -376,24 +371,14 @@ def sweep(
     if n == 0:
         raise ValueError("data holds no examples: pass at least one (x, y) pair to sweep.")
     warn_eps(threats[-1].norm, threats[-1].eps, x.shape[1:], threats[-1].bounds)  # the largest eps of the grid
-    batches = lambda idx: [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]  # noqa: E731
-
-    def misclassified(x_in: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        with eval_mode(model), torch.no_grad():
-            return predict(model, x_in).argmax(1) != yb
 
     # Under torchrun, batch j runs on rank j % world_size with batch j's generator and the flags
-    # are merged after every attack: the result is the single-process one, example by example.
-    ctx = distributed.setup()
-    if ctx.enabled:
-        ctx.check_same(distributed.data_key(x, y), "the sweep data")
+    # are merged after every round: the result is the single-process one, example by example.
+    core = Cascade(model, x, y, batch_size, "the sweep data")
+    ctx = core.ctx
 
     start = time.perf_counter()
-    correct = torch.zeros(n, dtype=torch.bool, device=x.device)
-    for j, b in enumerate(batches(torch.arange(n, device=x.device))):
-        if ctx.owns(j):
-            correct[b] = ~misclassified(x[b], y[b])
-    correct = ctx.any(correct)
+    correct = core.clean()
     clean_seconds = time.perf_counter() - start
     breaking = torch.where(correct.cpu(), math.inf, 0.0).double()  # on the CPU: float64 everywhere
     robust = correct.clone()  # cascade state: not broken at any eps so far
@@ -412,20 +397,9 @@ def sweep(
         if eps > 0:  # at eps = 0 the ball is the clean point: nothing to attack
             for i, atk in enumerate(attacks):
                 todo = survived.nonzero().squeeze(1)  # several attacks at one eps cascade too
-                for j, idx in enumerate(batches(todo)):
-                    if not ctx.owns(j):
-                        continue
-                    result = atk.run(model, x[idx], y[idx], generator=_generator(x.device, seed, k, i, j))
-                    inside = threat.contains(result.x_adv, x[idx])
-                    if not inside.all():
-                        raise ValueError(
-                            f"attack {atk.name} returned {int((~inside).sum())} points outside {threat}; "
-                            "its result cannot count. This is a bug in that attack."
-                        )
-                    survived[idx] = ~misclassified(result.x_adv, y[idx])
-                    cost += int(result.grad_evals)
-                survived = ctx.all(survived)  # each rank only cleared the flags of its own batches
-            cost = ctx.sum(cost)[0]
+                generator = functools.partial(seeded_generator, x.device, seed, k, i)  # batch j -> its stream
+                step = core.run(atk, AttackPass(core.batches(todo), survived), generator, threat=threat)
+                survived, cost = step.survived, cost + step.grad_evals
         newly = (pool & ~survived).cpu()
         breaking[newly] = torch.clamp(breaking[newly], max=eps)
         if not independent:

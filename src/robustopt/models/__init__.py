@@ -12,25 +12,9 @@ registry, any such ``nn.Module`` works.
 
 from robustopt.models import cifar, mnist  # noqa: F401  (registers the models)
 from robustopt.models.layers import Normalize
-from robustopt.models.registry import (
-    ModelConfig,
-    count_parameters,
-    create,
-    default_config,
-    description,
-    from_config,
-    names,
-    register_model,
-)
+from robustopt.models.registry import (ModelConfig, count_parameters, create, default_config, description,
+                                       from_config, names, register_model)
+from robustopt.models.weights import load_weights
 
-__all__ = [
-    "Normalize",
-    "ModelConfig",
-    "register_model",
-    "create",
-    "from_config",
-    "names",
-    "default_config",
-    "count_parameters",
-    "description",
-]
+__all__ = ["Normalize", "ModelConfig", "register_model", "create", "from_config", "names", "default_config",
+           "count_parameters", "description", "load_weights"]

@@ -1,8 +1,11 @@
 """CIFAR-10 architectures: PreAct ResNet-18, WideResNet-34-10 and a CPU-sized ResNet-9.
 
-Both take ``(N, 3, 32, 32)`` images in [0, 1] (any spatial size works thanks to
-global average pooling) and return ``(N, num_classes)`` logits; the first child
-module is :class:`~robustopt.models.layers.Normalize`.
+All take ``(N, 3, 32, 32)`` images in [0, 1] (any spatial size works thanks to
+global pooling) and return ``(N, num_classes)`` logits; the first child module is
+:class:`~robustopt.models.layers.Normalize`. Every network class and factory takes
+the keyword arguments of :func:`robustopt.models.create`: ``num_classes`` (number
+of logits, default 10), ``in_channels`` (default 3), ``mean`` and ``std`` (the
+normalization statistics, default CIFAR-10's).
 """
 
 from __future__ import annotations
@@ -50,92 +53,17 @@ def _init_weights(module: nn.Module) -> None:
 class PreActBlock(nn.Module):
     """Pre-activation basic block (He et al. 2016, "Identity Mappings").
 
-    BN-ReLU-conv3x3-BN-ReLU-conv3x3 plus identity, or a 1x1 projection of the
-    pre-activated input when the shape changes.
+    BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3 plus identity, or a 1x1 projection of
+    the pre-activated input when the shape changes.
 
     Args:
         in_planes: Input channels.
         planes: Output channels.
         stride: Stride of the first conv.
+        dropout: Dropout probability between the two convs (0: none, as in PreAct ResNets).
     """
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.bn1 = nn.BatchNorm2d(in_planes)
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.shortcut: nn.Module | None = None
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(x))
-        shortcut = x if self.shortcut is None else self.shortcut(out)
-        out = self.conv1(out)
-        out = self.conv2(F.relu(self.bn2(out)))
-        return out + shortcut
-
-
-class PreActResNet(nn.Module):
-    """Pre-activation ResNet for 32x32 inputs (He et al. 2016).
-
-    Args:
-        num_blocks: Blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
-        num_classes: Number of logits.
-        in_channels: Input channels.
-        mean: Normalization mean(s).
-        std: Normalization std(s).
-        base_width: Channels of the first stage; stages use 1x, 2x, 4x, 8x.
-    """
-
-    def __init__(
-        self,
-        num_blocks: Sequence[int],
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        mean: Stats = CIFAR10_MEAN,
-        std: Stats = CIFAR10_STD,
-        base_width: int = 64,
-    ) -> None:
-        super().__init__()
-        if not isinstance(base_width, int) or base_width < 1:
-            raise ValueError(f"base_width must be a positive int, got {base_width!r}")
-        self.normalize = Normalize(mean, std, in_channels)
-        self.conv1 = nn.Conv2d(in_channels, base_width, 3, stride=1, padding=1, bias=False)
-        layers: list[nn.Module] = []
-        in_planes = base_width
-        for i, n in enumerate(num_blocks):
-            planes = base_width * 2**i
-            for j in range(n):
-                stride = 2 if (i > 0 and j == 0) else 1
-                layers.append(PreActBlock(in_planes, planes, stride))
-                in_planes = planes
-        self.layers = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(in_planes)  # final BN-ReLU of the pre-activation design
-        self.fc = nn.Linear(in_planes, num_classes)
-        _init_weights(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(N, C, H, W)`` images in [0, 1] to ``(N, num_classes)`` logits."""
-        out = self.conv1(self.normalize(x))
-        out = F.relu(self.bn(self.layers(out)))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.fc(out)
-
-
-class WideBasicBlock(nn.Module):
-    """Wide ResNet basic block (Zagoruyko & Komodakis 2016), pre-activation.
-
-    Args:
-        in_planes: Input channels.
-        planes: Output channels.
-        stride: Stride of the first conv.
-        dropout: Dropout probability between the two convs.
-    """
-
-    def __init__(self, in_planes: int, planes: int, stride: int, dropout: float = 0.0) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
@@ -155,55 +83,38 @@ class WideBasicBlock(nn.Module):
         return self.conv2(out) + shortcut
 
 
-class WideResNet(nn.Module):
-    """WideResNet-depth-k (Zagoruyko & Komodakis 2016), as in Madry's CIFAR model.
-
-    Three stages of ``(depth - 4) / 6`` blocks with widths 16k, 32k, 64k after
-    a 16-channel stem; WRN-34-10 has 46.2M parameters.
+class WideBasicBlock(PreActBlock):
+    """Wide ResNet basic block (Zagoruyko & Komodakis 2016): the pre-activation block, with dropout.
 
     Args:
-        depth: Total depth; ``depth - 4`` must be divisible by 6.
-        widen_factor: Width multiplier k.
-        num_classes: Number of logits.
-        in_channels: Input channels.
-        mean: Normalization mean(s).
-        std: Normalization std(s).
-        dropout: Dropout probability inside blocks.
+        in_planes: Input channels.
+        planes: Output channels.
+        stride: Stride of the first conv.
+        dropout: Dropout probability between the two convs.
     """
 
-    def __init__(
-        self,
-        depth: int = 34,
-        widen_factor: int = 10,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        mean: Stats = CIFAR10_MEAN,
-        std: Stats = CIFAR10_STD,
-        dropout: float = 0.0,
-    ) -> None:
+
+class _PreActNet(nn.Module):
+    """Normalize - conv3x3 stem - stages of pre-activation blocks - BN-ReLU - global average pool - fc.
+
+    Stage i has ``depths[i]`` blocks of width ``widths[i]``; the first block of every stage
+    after the first has stride 2. Weights: He init for convs, unit BN, zero biases.
+    """
+
+    def __init__(self, block: type[PreActBlock], stem: int, widths: Sequence[int], depths: Sequence[int],
+                 dropout: float, num_classes: int, in_channels: int, mean: Stats, std: Stats) -> None:
         super().__init__()
-        if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6 != 0:
-            raise ValueError(
-                f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, ...), got {depth!r}"
-            )
-        if not isinstance(widen_factor, int) or widen_factor < 1:
-            raise ValueError(f"widen_factor must be a positive int, got {widen_factor!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-        n = (depth - 4) // 6
-        widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.normalize = Normalize(mean, std, in_channels)
-        self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, stride=1, padding=1, bias=False)
         layers: list[nn.Module] = []
-        in_planes = widths[0]
-        for i, planes in enumerate(widths[1:]):
+        in_planes = stem
+        for i, (planes, n) in enumerate(zip(widths, depths)):
             for j in range(n):
                 stride = 2 if (i > 0 and j == 0) else 1
-                layers.append(WideBasicBlock(in_planes, planes, stride, dropout))
+                layers.append(block(in_planes, planes, stride, dropout))
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
-        self.bn = nn.BatchNorm2d(in_planes)
+        self.bn = nn.BatchNorm2d(in_planes)  # final BN-ReLU of the pre-activation design
         self.fc = nn.Linear(in_planes, num_classes)
         _init_weights(self)
 
@@ -215,63 +126,78 @@ class WideResNet(nn.Module):
         return self.fc(out)
 
 
+class PreActResNet(_PreActNet):
+    """Pre-activation ResNet for 32x32 inputs (He et al. 2016).
+
+    Args:
+        num_blocks: Blocks per stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
+        num_classes, in_channels, mean, std: see the module docstring.
+        base_width: Channels of the first stage; stages use 1x, 2x, 4x, 8x.
+    """
+
+    def __init__(self, num_blocks: Sequence[int], *, num_classes: int = 10, in_channels: int = 3,
+                 mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD, base_width: int = 64) -> None:
+        if not isinstance(base_width, int) or base_width < 1:
+            raise ValueError(f"base_width must be a positive int, got {base_width!r}")
+        widths = [base_width * 2**i for i in range(len(num_blocks))]
+        super().__init__(PreActBlock, base_width, widths, num_blocks, 0.0, num_classes, in_channels, mean, std)
+
+
+class WideResNet(_PreActNet):
+    """WideResNet-depth-k (Zagoruyko & Komodakis 2016), as in Madry's CIFAR model.
+
+    Three stages of ``(depth - 4) / 6`` blocks with widths 16k, 32k, 64k after
+    a 16-channel stem; WRN-34-10 has 46.2M parameters.
+
+    Args:
+        depth: Total depth; ``depth - 4`` must be divisible by 6.
+        widen_factor: Width multiplier k.
+        num_classes, in_channels, mean, std: see the module docstring.
+        dropout: Dropout probability inside blocks.
+    """
+
+    def __init__(self, depth: int = 34, widen_factor: int = 10, *, num_classes: int = 10, in_channels: int = 3,
+                 mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD, dropout: float = 0.0) -> None:
+        if not isinstance(depth, int) or depth < 10 or (depth - 4) % 6 != 0:
+            raise ValueError(
+                f"depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 34, ...), got {depth!r}"
+            )
+        if not isinstance(widen_factor, int) or widen_factor < 1:
+            raise ValueError(f"widen_factor must be a positive int, got {widen_factor!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        widths = [16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        super().__init__(WideBasicBlock, 16, widths, [(depth - 4) // 6] * 3, dropout, num_classes, in_channels,
+                         mean, std)
+
+
 @register_model("preact-resnet18", image_size=(32, 32), dataset="cifar10")
-def preact_resnet18(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    mean: Stats = CIFAR10_MEAN,
-    std: Stats = CIFAR10_STD,
-    base_width: int = 64,
-) -> PreActResNet:
+def preact_resnet18(*, num_classes: int = 10, in_channels: int = 3, mean: Stats = CIFAR10_MEAN,
+                    std: Stats = CIFAR10_STD, base_width: int = 64) -> PreActResNet:
     """PreAct ResNet-18 (He et al. 2016), stages 64-128-256-512, 11.2M parameters.
 
     Args:
-        num_classes: Number of logits.
-        in_channels: Input channels.
-        mean: Normalization mean(s).
-        std: Normalization std(s).
+        num_classes, in_channels, mean, std: see the module docstring.
         base_width: First-stage width (64 is the standard network; smaller
             values give cheap variants for tests).
-
-    Returns:
-        The model; input ``(N, C, 32, 32)`` in [0, 1].
     """
-    return PreActResNet(
-        (2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels,
-        mean=mean, std=std, base_width=base_width,
-    )
+    return PreActResNet((2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
+                        base_width=base_width)
 
 
 @register_model("wrn-34-10", image_size=(32, 32), dataset="cifar10")
-def wrn_34_10(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    mean: Stats = CIFAR10_MEAN,
-    std: Stats = CIFAR10_STD,
-    depth: int = 34,
-    widen_factor: int = 10,
-    dropout: float = 0.0,
-) -> WideResNet:
+def wrn_34_10(*, num_classes: int = 10, in_channels: int = 3, mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD,
+              depth: int = 34, widen_factor: int = 10, dropout: float = 0.0) -> WideResNet:
     """WideResNet-34-10, the architecture of Madry et al.'s CIFAR-10 model.
 
     Args:
-        num_classes: Number of logits.
-        in_channels: Input channels.
-        mean: Normalization mean(s).
-        std: Normalization std(s).
+        num_classes, in_channels, mean, std: see the module docstring.
         depth: Network depth (6n + 4); change only for small test variants.
         widen_factor: Width multiplier.
         dropout: Dropout probability inside blocks.
-
-    Returns:
-        The model; input ``(N, C, 32, 32)`` in [0, 1].
     """
-    return WideResNet(
-        depth, widen_factor, num_classes=num_classes, in_channels=in_channels,
-        mean=mean, std=std, dropout=dropout,
-    )
+    return WideResNet(depth, widen_factor, num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
+                      dropout=dropout)
 
 
 def _conv_bn(c_in: int, c_out: int, pool: bool = False) -> nn.Sequential:
@@ -302,24 +228,13 @@ class ResNet9(nn.Module):
     (0.125 in the original). Eight 3x3 convs plus the fc layer.
 
     Args:
-        num_classes: Number of logits.
-        in_channels: Input channels.
-        mean: Normalization mean(s).
-        std: Normalization std(s).
+        num_classes, in_channels, mean, std: see the module docstring.
         base_width: Width w of the prep layer (64 in the original network).
         logit_scale: Factor applied to the logits.
     """
 
-    def __init__(
-        self,
-        *,
-        num_classes: int = 10,
-        in_channels: int = 3,
-        mean: Stats = CIFAR10_MEAN,
-        std: Stats = CIFAR10_STD,
-        base_width: int = 64,
-        logit_scale: float = 0.125,
-    ) -> None:
+    def __init__(self, *, num_classes: int = 10, in_channels: int = 3, mean: Stats = CIFAR10_MEAN,
+                 std: Stats = CIFAR10_STD, base_width: int = 64, logit_scale: float = 0.125) -> None:
         super().__init__()
         if not isinstance(base_width, int) or base_width < 1:
             raise ValueError(f"base_width must be a positive int, got {base_width!r}")
@@ -345,34 +260,20 @@ class ResNet9(nn.Module):
 
 
 @register_model("resnet9", image_size=(32, 32), dataset="cifar10")
-def resnet9(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    mean: Stats = CIFAR10_MEAN,
-    std: Stats = CIFAR10_STD,
-    base_width: int = 32,
-    logit_scale: float = 0.125,
-    channels_last: bool = True,
-) -> ResNet9:
+def resnet9(*, num_classes: int = 10, in_channels: int = 3, mean: Stats = CIFAR10_MEAN, std: Stats = CIFAR10_STD,
+            base_width: int = 32, logit_scale: float = 0.125, channels_last: bool = True) -> ResNet9:
     """ResNet-9 at half the DAWNBench width (32-64-128-256, 1.64M parameters): robustopt's CPU CIFAR-10 network.
 
     About 4x cheaper than the original (``base_width=64``) and 5-7x cheaper per image
     gradient than preact-resnet18 on a CPU (docs/models.md).
 
     Args:
-        num_classes: Number of logits.
-        in_channels: Input channels.
-        mean: Normalization mean(s).
-        std: Normalization std(s).
+        num_classes, in_channels, mean, std: see the module docstring.
         base_width: Width of the prep layer; the stages use 2x, 4x and 8x.
         logit_scale: Factor applied to the logits (0.125 as in the original).
         channels_last: store the conv weights channels-last (oneDNN's fast NHWC path on a
             CPU, 1.3x here; outputs and state_dict are unaffected).
-
-    Returns:
-        The model; input ``(N, C, 32, 32)`` in [0, 1].
     """
-    model = ResNet9(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std,
-                    base_width=base_width, logit_scale=logit_scale)
+    model = ResNet9(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, base_width=base_width,
+                    logit_scale=logit_scale)
     return model.to(memory_format=torch.channels_last) if channels_last else model

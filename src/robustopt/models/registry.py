@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from robustopt.models.layers import channel_stats
+from robustopt.models.weights import load_weights
 
 __all__ = [
     "ModelConfig",
@@ -250,7 +251,7 @@ def create(name: str, *, weights: str | os.PathLike[str] | None = None, **kwargs
         weights: a plain PyTorch state dict file (``.pt``/``.pth`` read with
             ``torch.load(weights_only=True)``, or ``.safetensors``) to load, e.g. weights
             trained elsewhere; ``module.``/``model.`` prefixes are stripped. See
-            :func:`robustopt.checkpoint.load_weights`. None: random initialization.
+            :func:`robustopt.models.load_weights`. None: random initialization.
         **kwargs: Factory arguments: ``num_classes``, ``in_channels``, ``mean``,
             ``std`` and architecture-specific ones.
 
@@ -279,8 +280,6 @@ def create(name: str, *, weights: str | os.PathLike[str] | None = None, **kwargs
         raise TypeError(f"factory for {name!r} returned {type(model).__name__}, not nn.Module")
     model.config = _make_config(entry, args)
     if weights is not None:
-        from robustopt.checkpoint import load_weights  # checkpoint imports this module
-
         load_weights(model, weights)
     return model
 

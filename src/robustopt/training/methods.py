@@ -255,29 +255,15 @@ def kl_per_example(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tens
 
 
 @register_method("natural", grad_evals=lambda config: 1)
-def natural(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    threat: ThreatModel,
-    config: MethodConfig,
-    generator: torch.Generator,
-) -> Crafted:
+def natural(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
+            config: MethodConfig, generator: torch.Generator) -> Crafted:
     """Standard (non-robust) training: train on the clean batch. No attack, eps is ignored."""
     return Crafted(x, 0)
 
 
 @register_method("pgd", grad_evals=lambda config: config.attack_steps + 1)
-def pgd(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    threat: ThreatModel,
-    config: MethodConfig,
-    generator: torch.Generator,
-) -> Crafted:
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
+        config: MethodConfig, generator: torch.Generator) -> Crafted:
     """PGD adversarial training (Madry et al. 2018, Sec. 4).
 
     The inner maximization is ``config.attack_steps`` steps of projected gradient
@@ -287,41 +273,26 @@ def pgd(
     with the highest loss (a misclassified one first). The attack runs the model in
     eval mode. At ``eps = 0`` (e.g. the start of an eps warm-up) it is natural training.
     """
-    attack = PGD(threat, steps=config.attack_steps, step_size=config.attack_step_size,
-                 random_start=config.attack_random_start)
-    return _craft(attack, model, x, y, generator)
+    return _craft(model, x, y, threat, generator, lambda: PGD(
+        threat, steps=config.attack_steps, step_size=config.attack_step_size, random_start=config.attack_random_start))
 
 
 @register_method("fgsm-rs", grad_evals=lambda config: 2)
-def fgsm_rs(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    threat: ThreatModel,
-    config: MethodConfig,
-    generator: torch.Generator,
-) -> Crafted:
+def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
+            config: MethodConfig, generator: torch.Generator) -> Crafted:
     """FGSM with random start (Wong, Rice & Kolter 2020, "Fast is better than free", Alg. 3).
 
     One gradient step of size ``1.25 * eps`` from a point drawn uniformly in the ball,
     projected back onto the ball and the box. ``attack_steps``, ``attack_step_size``
     and ``attack_random_start`` are not used. The attack runs the model in eval mode.
     """
-    attack = GradientAttack(threat, steps=1, step_size=1.25 * threat.eps, random_start=True, label="FGSM-RS")
-    return _craft(attack, model, x, y, generator)
+    return _craft(model, x, y, threat, generator, lambda: GradientAttack(
+        threat, steps=1, step_size=1.25 * threat.eps, random_start=True, label="FGSM-RS"))
 
 
 @register_method("n-fgsm", grad_evals=lambda config: 2)
-def n_fgsm(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    threat: ThreatModel,
-    config: MethodConfig,
-    generator: torch.Generator,
-) -> Crafted:
+def n_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
+           config: MethodConfig, generator: torch.Generator) -> Crafted:
     """N-FGSM (de Jorge et al. 2022, "Make some noise"): noise of 2 eps, a step of eps, no clipping to the ball.
 
     From a point drawn uniformly in the ball of radius ``2 * eps``, one gradient step of
@@ -331,36 +302,33 @@ def n_fgsm(
     cost. ``attack_steps``, ``attack_step_size`` and ``attack_random_start`` are not used.
     The attack runs the model in eval mode.
     """
+    # In the 3 eps ball the projection after the step is the box clip alone.
+    return _craft(model, x, y, threat, generator, lambda: GradientAttack(
+        dataclasses.replace(threat, eps=3 * threat.eps), steps=1, step_size=threat.eps, random_start=False,
+        keep="last", label="N-FGSM"), start_radius=2.0)
+
+
+def _craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, generator: torch.Generator,
+           attack: Callable[[], GradientAttack], *, start_radius: float | None = None) -> Crafted:
+    """The training batch of an attack-then-CE method: ``x`` itself at eps 0, else the points of ``attack()``.
+
+    Args:
+        attack: builds the attack (only at eps > 0: some step sizes are multiples of eps).
+        start_radius: start from a uniform point of the ball of radius ``start_radius * eps``
+            (drawn from ``generator``) instead of the attack's own start.
+    """
     if threat.eps == 0:
         return Crafted(x, 0)
-    start = dataclasses.replace(threat, eps=2 * threat.eps).random_init(x, generator)
-    # In the 3 eps ball the projection after the step is the box clip alone.
-    attack = GradientAttack(dataclasses.replace(threat, eps=3 * threat.eps), steps=1, step_size=threat.eps,
-                            random_start=False, keep="last", label="N-FGSM")
-    result = attack.run(model, x, y, generator=generator, start=start)
-    return Crafted(result.x_adv.detach(), result.grad_evals)
-
-
-def _craft(attack: GradientAttack, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-           generator: torch.Generator) -> Crafted:
-    """The training batch of an attack-then-CE method: ``x`` itself at eps 0, else the attack's points."""
-    if attack.threat.eps == 0:
-        return Crafted(x, 0)
-    result = attack.run(model, x, y, generator=generator)
+    start = None
+    if start_radius is not None:
+        start = dataclasses.replace(threat, eps=start_radius * threat.eps).random_init(x, generator)
+    result = attack().run(model, x, y, generator=generator, start=start)
     return Crafted(result.x_adv.detach(), result.grad_evals)
 
 
 @register_method("trades", grad_evals=lambda config: config.attack_steps + 2)
-def trades(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    threat: ThreatModel,
-    config: MethodConfig,
-    generator: torch.Generator,
-    forward: nn.Module | None = None,
-) -> Update:
+def trades(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, config: MethodConfig,
+           generator: torch.Generator, forward: nn.Module | None = None) -> Update:
     """TRADES (Zhang et al. 2019, "Theoretically principled trade-off between robustness and accuracy").
 
     Loss: ``CE(f(x), y) + beta * KL(softmax f(x) || softmax f(x_adv))``, the KL averaged
@@ -394,17 +362,9 @@ def trades(
 
 
 @register_method("free", updates_per_batch=lambda config: config.replay, grad_evals=lambda config: config.replay)
-def free(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    threat: ThreatModel,
-    config: MethodConfig,
-    generator: torch.Generator,
-    forward: nn.Module | None = None,
-    state: dict[str, torch.Tensor] | None = None,
-) -> Iterator[Update]:
+def free(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, config: MethodConfig,
+         generator: torch.Generator, forward: nn.Module | None = None,
+         state: dict[str, torch.Tensor] | None = None) -> Iterator[Update]:
     """Free adversarial training (Shafahi et al. 2019, "Adversarial training for free!", Alg. 1).
 
     The minibatch is replayed ``m = config.replay`` times. Each replay is one weight

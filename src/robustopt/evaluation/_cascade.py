@@ -1,0 +1,145 @@
+"""The cascade core shared by :func:`robustopt.evaluate` and :func:`robustopt.sweep`.
+
+Both keep one flag per example and run each attack only on a list of example
+indices (what is still robust, or every clean-correct example), batch by batch.
+This module holds what they share: the batching, the clean pass, the
+misclassification test on the evaluated model, the check that every adversarial
+point lies inside its threat model before it counts, the per-batch random
+streams and the sharding under ``torchrun``. Batch ``j`` runs on rank
+``j % world_size`` with batch ``j``'s generator and the flags are merged after
+every round of ``world_size`` batches, so every per-example flag is the
+single-process one (see :mod:`robustopt.distributed`).
+
+``evaluate`` runs one :meth:`Cascade.rounds` per attack, ``sweep`` one per attack
+and eps, each from the current robust mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustopt import distributed
+from robustopt.attacks.base import Attack, eval_mode, predict
+from robustopt.evaluation.records import batch_records
+from robustopt.threat import ThreatModel
+
+
+def seeded_generator(device: torch.device, *key: int) -> torch.Generator:
+    """One independent, reproducible random stream per ``key``, e.g. (seed, attack index, batch index)."""
+    state = np.random.SeedSequence(list(key)).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator(device=device).manual_seed(int(state) >> 1)
+
+
+@dataclass
+class AttackPass:
+    """One attack over its batches: the state after the last finished round.
+
+    Attributes:
+        batches: the example indices the attack runs on, batch by batch.
+        survived: bool (N,): cleared where the attack broke the example (merged over the ranks).
+        done: batches finished by every rank; a pass resumed from a saved state starts there.
+        grad_evals: forward+backward passes of the finished batches, summed over the ranks.
+        forwards: forward-only passes of the finished batches, summed over the ranks.
+    """
+
+    batches: list[torch.Tensor]
+    survived: torch.Tensor
+    done: int = 0
+    grad_evals: int = 0
+    forwards: int = 0
+
+
+class Cascade:
+    """The evaluated model and data, with this process's place in a data-parallel run.
+
+    Args:
+        model: maps inputs to logits (N, C); run in eval mode, its mode restored after.
+        x: all inputs, y: their labels (int64).
+        batch_size: examples per attack call.
+        what: the data's name in the error raised when the ranks hold different data.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, what: str) -> None:
+        self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
+        self.ctx = distributed.setup()
+        if self.ctx.enabled:
+            self.ctx.check_same(distributed.data_key(x, y), what)
+
+    def batches(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """``idx`` cut into consecutive batches of ``batch_size``."""
+        return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+
+    def misclassified(self, x_in: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        """Bool (B,): the model's prediction on ``x_in`` is not ``yb``."""
+        with eval_mode(self.model), torch.no_grad():
+            return predict(self.model, x_in).argmax(1) != yb
+
+    def clean(self) -> torch.Tensor:
+        """Bool (N,): the clean prediction is right (each rank classifies its own batches)."""
+        n = len(self.x)
+        correct = torch.zeros(n, dtype=torch.bool, device=self.x.device)
+        for k, b in enumerate(self.batches(torch.arange(n, device=self.x.device))):
+            if self.ctx.owns(k):
+                correct[b] = ~self.misclassified(self.x[b], self.y[b])
+        return self.ctx.any(correct)
+
+    def rounds(
+        self,
+        attack: Attack,
+        state: AttackPass,
+        generator: Callable[[int], torch.Generator],
+        *,
+        threat: ThreatModel | None = None,
+        records: bool = False,
+    ) -> Iterator[tuple[range, list[Any]]]:
+        """Run ``attack`` on ``state.batches`` from ``state.done`` on, one round of batches at a time.
+
+        After every round ``state`` holds the merged flags and counters, and this yields the
+        batches the round finished and, with ``records``, every rank's ``batch_records``
+        (None for a rank without a batch or an attack that records nothing).
+
+        Args:
+            attack: run on each batch from the clean input.
+            state: updated in place.
+            generator: batch index -> the generator of that batch's random draws.
+            threat: the threat model the points must lie in (default: the attack's).
+            records: gather the attack's per-example records.
+
+        Raises:
+            ValueError: the attack returned points outside the threat model.
+        """
+        threat = attack.threat if threat is None else threat
+        ctx, batches = self.ctx, state.batches
+        for j0 in range(state.done, len(batches), ctx.world_size):  # a round: one batch per rank
+            j, cost, queries, recorded = j0 + ctx.rank, 0, 0, None
+            if j < len(batches):
+                idx = batches[j]
+                result = attack.run(self.model, self.x[idx], self.y[idx], generator=generator(j))
+                inside = threat.contains(result.x_adv, self.x[idx])
+                if not inside.all():
+                    raise ValueError(
+                        f"attack {attack.name} returned {int((~inside).sum())} points outside its threat model "
+                        f"{threat}; its result cannot count. This is a bug in that attack."
+                    )
+                state.survived[idx] = ~self.misclassified(result.x_adv, self.y[idx])
+                cost, queries = int(result.grad_evals), int(result.forwards)
+                recorded = batch_records(idx, result) if records else None
+            state.survived = ctx.all(state.survived)  # each rank only cleared the flags of its own batch
+            cost, queries = ctx.sum(cost, queries)
+            state.grad_evals, state.forwards = state.grad_evals + cost, state.forwards + queries
+            gathered = ctx.gather(recorded) if records else []
+            finished = range(j0, min(j0 + ctx.world_size, len(batches)))
+            state.done = finished.stop
+            yield finished, gathered
+
+    def run(self, attack: Attack, state: AttackPass, generator: Callable[[int], torch.Generator], *,
+            threat: ThreatModel | None = None) -> AttackPass:
+        """All of :meth:`rounds` at once; returns ``state``, finished."""
+        for _ in self.rounds(attack, state, generator, threat=threat):
+            pass
+        return state
