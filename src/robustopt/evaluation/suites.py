@@ -49,7 +49,6 @@ MADRY_REFERENCE: dict[str, dict[tuple, float]] = {
         ("CW", 30, 1, "A'"): 78.7,
         ("FGSM", 1, 1, "A_nat"): 85.6,
         ("PGD", 7, 1, "A_nat"): 86.0,
-        ("CW", 30, 1, "A_nat"): 86.0,
     },
 }
 
