@@ -625,7 +625,10 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"Machine: {m['platform']}; {m['cpu_model']}; {m['cpu_count']} CPUs ({m['cpus_usable']} usable), "
         f"torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}, numpy {m['numpy']}; "
-        f"nice {m['nice']}; load average {m['loadavg_at_start']} at start, {m['loadavg_at_end']} at end "
+        f"nice {m['nice']}; "
+        + (f"glibc malloc tuned by {' '.join(f'{k}={v}' for k, v in m['malloc_env'].items())}; "
+           if m.get("malloc_env") else "")
+        + f"load average {m['loadavg_at_start']} at start, {m['loadavg_at_end']} at end "
         "(timings are only comparable within one run of this script, and only on an otherwise idle machine: "
         "under contention, OpenMP threads spin while starved, so even the CPU times inflate).",
         "",

@@ -245,6 +245,7 @@ def machine_info() -> dict[str, Any]:
         "robustopt": robustopt.__version__,
         "nice": os.nice(0) if hasattr(os, "nice") else None,
         "ld_preload": os.environ.get("LD_PRELOAD") or None,  # e.g. another malloc (bench/allocator.py)
+        "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")} or None,  # glibc tuning
         "loadavg_at_start": loadavg(),
     }
 
@@ -256,7 +257,8 @@ def command_line() -> str:
         exe = os.path.relpath(exe)
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     script = ["-m", spec.name] if spec is not None and spec.name.startswith("bench.") else sys.argv[:1]
-    env = f"ROBUSTOPT_DATA={shlex.quote(os.environ['ROBUSTOPT_DATA'])} " if os.environ.get("ROBUSTOPT_DATA") else ""
+    names = ["ROBUSTOPT_DATA", *sorted(k for k in os.environ if k.startswith("MALLOC_"))]
+    env = "".join(f"{k}={shlex.quote(os.environ[k])} " for k in names if os.environ.get(k))
     prefix = f"nice -n {os.nice(0)} " if hasattr(os, "nice") and os.nice(0) > 0 else ""
     return prefix + env + " ".join(shlex.quote(a) for a in [exe, *script, *sys.argv[1:]])
 
@@ -300,6 +302,8 @@ def machine_line(r: dict[str, Any]) -> str:
     return (f"{m['cpu_model']}; {m['cpu_count']} CPUs ({m['cpus_usable']} usable); torch {m['torch']} with "
             f"{m['torch_threads']} threads; Python {m['python']}; nice {m['nice']}; "
             + (f"LD_PRELOAD {m['ld_preload']}; " if m.get("ld_preload") else "")
+            + (f"glibc malloc tuned by {' '.join(f'{k}={v}' for k, v in m['malloc_env'].items())}; "
+               if m.get("malloc_env") else "")
             + "load average "
             f"{m['loadavg_at_start']} at start, {m.get('loadavg_at_end')} at end")
 
