@@ -190,7 +190,17 @@ def _test_images(data: str, limit: int | None, root: str | Path | None,
     return (x, y) if limit is None else (x[:limit], y[:limit])
 
 
-@holding(lambda a: a["run"], "eval", create=False, result=lambda a: result_stem("eval", a["suite"], a["weights"]))
+def _eval_stem(suite: str, weights: str) -> str:
+    """The result name of ``eval_run`` (``eval-SUITE``, ``-best`` for the best weights)."""
+    return result_stem("eval", suite, weights)
+
+
+def _sweep_stem(norm: str, independent: bool, weights: str) -> str:
+    """The result name of ``sweep_run`` (``sweep-NORM``, ``-independent``, ``-best``)."""
+    return result_stem("sweep", f"{norm}-independent" if independent else norm, weights)
+
+
+@holding(lambda a: a["run"], "eval", create=False, result=lambda a: _eval_stem(a["suite"], a["weights"]))
 def eval_run(
     run: str | Path,
     *,
@@ -243,7 +253,7 @@ def eval_run(
     """
     run, ctx, dev, model, info = _attack_setup(run, weights, device)
     echo = echo if ctx.is_main else _quiet
-    stem = result_stem("eval", suite, weights)
+    stem = _eval_stem(suite, weights)
     threat = threat_from_name(norm or info["norm"], info["eps"] if eps is None else eps)
     check_eps(threat.norm, threat.eps, datasets.info(info["data"]).shape)  # before any other complaint
     source_models = {name: load_run(path)[0].to(dev) for name, path in (sources or {}).items()}
@@ -267,14 +277,13 @@ def eval_run(
     result = run / f"{stem}.json"
     # An evaluation this one only adds rows to (transfer rows to the white-box ones, say) is kept, not redone:
     # the result is the same, as each attack's random stream depends on its position only.
-    prior = None
-    if adds_rows(request, saved_request(result)):
+    prior, saved = None, saved_request(result)
+    if adds_rows(request, saved):
         prior = Evaluation.from_json(result)
         echo(f"Keeping the {len(prior.rows) - 1} attack rows of {result} (same settings); "
              f"running the {len(attacks) - len(prior.rows) + 1} new ones.")
     else:
-        ctx.run_on_main(lambda: refuse_replacement(result, request, saved_request(result), overwrite=overwrite,
-                                                   what="evaluation"))
+        ctx.run_on_main(lambda: refuse_replacement(result, request, saved, overwrite=overwrite, what="evaluation"))
     progress_file = run / f"{stem}.progress.json"
     if restart and ctx.is_main:
         progress_file.unlink(missing_ok=True)
@@ -302,8 +311,7 @@ def eval_run(
     return ev
 
 
-@holding(lambda a: a["run"], "sweep", create=False,
-         result=lambda a: result_stem("sweep", f"{a['norm']}-independent" if a["independent"] else a["norm"], a["weights"]))
+@holding(lambda a: a["run"], "sweep", create=False, result=lambda a: _sweep_stem(a["norm"], a["independent"], a["weights"]))
 def sweep_run(
     run: str | Path,
     *,
@@ -337,7 +345,7 @@ def sweep_run(
         check_eps(norm, max(eps_values), datasets.info(info["data"]).shape)
     x, y = _test_images(info["data"], limit, root, echo)
     x, y = x.to(dev), y.to(dev)
-    stem = result_stem("sweep", f"{norm}-independent" if independent else norm, weights)
+    stem = _sweep_stem(norm, independent, weights)
     request = {"weights": weights, "norm": norm, "eps": [float(e) for e in eps_values], "steps": steps, "n": len(x),
                "seed": seed, "batch_size": batch_size}
     result = run / f"{stem}.json"
