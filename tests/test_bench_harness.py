@@ -70,3 +70,12 @@ def test_a_script_runs_by_its_path_from_any_directory(tmp_path: Path) -> None:
     by_path = subprocess.run([sys.executable, str(BENCH / "pgd_restarts.py"), "--help"], cwd=tmp_path, env=env,
                              capture_output=True, text=True)
     assert by_path.returncode == 0 and "--restarts" in by_path.stdout, by_path.stderr
+
+
+def test_fresh_clone_script_explains_its_usage(tmp_path):
+    """bench/fresh_clone.sh without a command says how to call it and writes nothing."""
+    done = subprocess.run(["bash", str(BENCH / "fresh_clone.sh"), str(tmp_path / "log")],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "usage: bash bench/fresh_clone.sh LOG COMMAND..." in done.stderr
+    assert not (tmp_path / "log").exists()
