@@ -67,7 +67,7 @@ if not __package__:  # run as `python bench/compare_autoattack.py`: import bench
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.harness import (MODEL_RECIPES, ModelUnderTest, default_out, header, load_model, loadavg, log,  # noqa: E402
-                           now_utc, parser, perturbation_stats, predictions, publish, rel, set_threads, state_digest)
+                           malloc_note, now_utc, parser, perturbation_stats, predictions, publish, rel, set_threads, state_digest)
 from robustopt import Evaluation, evaluate, suites  # noqa: E402
 from robustopt._io import atomic_write_bytes  # noqa: E402
 from robustopt.attacks.base import predict  # noqa: E402
@@ -625,9 +625,7 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"Machine: {m['platform']}; {m['cpu_model']}; {m['cpu_count']} CPUs ({m['cpus_usable']} usable), "
         f"torch {m['torch']} with {m['torch_threads']} threads, Python {m['python']}, numpy {m['numpy']}; "
-        f"nice {m['nice']}; "
-        + (f"glibc malloc tuned by {' '.join(f'{k}={v}' for k, v in m['malloc_env'].items())}; "
-           if m.get("malloc_env") else "")
+        f"nice {m['nice']}; " + malloc_note(m)
         + f"load average {m['loadavg_at_start']} at start, {m['loadavg_at_end']} at end "
         "(timings are only comparable within one run of this script, and only on an otherwise idle machine: "
         "under contention, OpenMP threads spin while starved, so even the CPU times inflate).",

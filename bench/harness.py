@@ -225,6 +225,17 @@ def cpu_counters() -> tuple[float, float] | None:
     return (v[0] + v[1] + v[2] + v[5] + v[6]) / hz, v[7] / hz
 
 
+def malloc_env() -> dict[str, str]:
+    """The ``MALLOC_*`` environment variables (glibc's malloc tuning), sorted by name."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")}
+
+
+def malloc_note(machine: dict[str, Any]) -> str:
+    """``"glibc malloc tuned by K=V ...; "`` for a :func:`machine_info` that recorded tuning, else ``""``."""
+    tuning = machine.get("malloc_env")
+    return f"glibc malloc tuned by {' '.join(f'{k}={v}' for k, v in tuning.items())}; " if tuning else ""
+
+
 def machine_info() -> dict[str, Any]:
     cpu_model = platform.processor()
     with contextlib.suppress(OSError):
@@ -245,7 +256,7 @@ def machine_info() -> dict[str, Any]:
         "robustopt": robustopt.__version__,
         "nice": os.nice(0) if hasattr(os, "nice") else None,
         "ld_preload": os.environ.get("LD_PRELOAD") or None,  # e.g. another malloc (bench/allocator.py)
-        "malloc_env": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_")} or None,  # glibc tuning
+        "malloc_env": malloc_env() or None,  # glibc tuning
         "loadavg_at_start": loadavg(),
     }
 
@@ -257,7 +268,7 @@ def command_line() -> str:
         exe = os.path.relpath(exe)
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     script = ["-m", spec.name] if spec is not None and spec.name.startswith("bench.") else sys.argv[:1]
-    names = ["ROBUSTOPT_DATA", *sorted(k for k in os.environ if k.startswith("MALLOC_"))]
+    names = ["ROBUSTOPT_DATA", *malloc_env()]
     env = "".join(f"{k}={shlex.quote(os.environ[k])} " for k in names if os.environ.get(k))
     prefix = f"nice -n {os.nice(0)} " if hasattr(os, "nice") and os.nice(0) > 0 else ""
     return prefix + env + " ".join(shlex.quote(a) for a in [exe, *script, *sys.argv[1:]])
@@ -302,8 +313,7 @@ def machine_line(r: dict[str, Any]) -> str:
     return (f"{m['cpu_model']}; {m['cpu_count']} CPUs ({m['cpus_usable']} usable); torch {m['torch']} with "
             f"{m['torch_threads']} threads; Python {m['python']}; nice {m['nice']}; "
             + (f"LD_PRELOAD {m['ld_preload']}; " if m.get("ld_preload") else "")
-            + (f"glibc malloc tuned by {' '.join(f'{k}={v}' for k, v in m['malloc_env'].items())}; "
-               if m.get("malloc_env") else "")
+            + malloc_note(m)
             + "load average "
             f"{m['loadavg_at_start']} at start, {m.get('loadavg_at_end')} at end")
 

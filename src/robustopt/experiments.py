@@ -190,17 +190,12 @@ def _test_images(data: str, limit: int | None, root: str | Path | None,
     return (x, y) if limit is None else (x[:limit], y[:limit])
 
 
-def _eval_stem(suite: str, weights: str) -> str:
-    """The result name of ``eval_run`` (``eval-SUITE``, ``-best`` for the best weights)."""
-    return result_stem("eval", suite, weights)
-
-
 def _sweep_stem(norm: str, independent: bool, weights: str) -> str:
     """The result name of ``sweep_run`` (``sweep-NORM``, ``-independent``, ``-best``)."""
     return result_stem("sweep", f"{norm}-independent" if independent else norm, weights)
 
 
-@holding(lambda a: a["run"], "eval", create=False, result=lambda a: _eval_stem(a["suite"], a["weights"]))
+@holding(lambda a: a["run"], "eval", create=False, result=lambda a: result_stem("eval", a["suite"], a["weights"]))
 def eval_run(
     run: str | Path,
     *,
@@ -253,7 +248,7 @@ def eval_run(
     """
     run, ctx, dev, model, info = _attack_setup(run, weights, device)
     echo = echo if ctx.is_main else _quiet
-    stem = _eval_stem(suite, weights)
+    stem = result_stem("eval", suite, weights)
     threat = threat_from_name(norm or info["norm"], info["eps"] if eps is None else eps)
     check_eps(threat.norm, threat.eps, datasets.info(info["data"]).shape)  # before any other complaint
     source_models = {name: load_run(path)[0].to(dev) for name, path in (sources or {}).items()}
