@@ -1,8 +1,8 @@
 """Tabulate and plot robust accuracy against training cost for several training runs.
 
 Reads each run folder's ``log.jsonl`` (per epoch: cumulative-able ``grad_evals``, ``seconds``,
-``val_clean_acc``, ``val_robust_acc``) and, when present, ``eval-fast.json`` / ``eval-standard.json``
-(the final model's worst case on test images). Writes ``OUT.md``, ``OUT.json`` and ``OUT.png``.
+``val_clean_acc``, ``val_robust_acc``) and, when present, ``eval-standard.json``, ``eval-adaptive.json``
+or ``eval-fast.json`` (the final model's worst case on test images; the first found, in that order). Writes ``OUT.md``, ``OUT.json`` and ``OUT.png``.
 
     .venv/bin/python bench/training_curves.py runs/efficiency/* --out bench/results/train-efficiency/small-cnn
 """
@@ -22,6 +22,9 @@ if not __package__:  # run as `python bench/training_curves.py`: import bench/ a
 from bench.harness import header, log, provenance_md, publish  # noqa: E402
 
 
+SUITES = ("standard", "adaptive", "fast")  # the final evaluation shown: the first found
+
+
 def pct(v: float | None) -> str:
     return "" if v is None else f"{100 * v:.1f}%"
 
@@ -37,22 +40,25 @@ def read_run(path: Path) -> dict:
                        "val_clean": row.get("val_clean_acc"), "val_robust": row.get("val_robust_acc"),
                        "events": row.get("events")})
     final = {}
-    for suite in ("fast", "standard"):
+    for suite in SUITES:
         f = path / f"eval-{suite}.json"
         if f.is_file():
             ev = json.loads(f.read_text())
             final[suite] = {"n": ev["n"], "clean": ev["clean_accuracy"], "robust": ev["robust_accuracy"]}
+            break
     return {"run": path.name, "method": config["method"], "config": config, "curve": points, "final": final}
 
 
 def markdown(report: dict[str, Any]) -> str:
     lines = ["| run | method | epochs | image-grad evals | train time (s) | val clean | val robust (PGD-10) "
-             "| test clean | test robust (fast suite) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| test images | test clean | test robust (suite) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["runs"]:
-        last, fin = r["curve"][-1], r["final"].get("standard") or r["final"].get("fast") or {}
+        last = r["curve"][-1]
+        suite, fin = next(iter(r["final"].items()), ("", {}))
         lines.append(f"| {r['run']} | {r['method']} | {last['epoch']} | {last['grad_evals'] / 1e6:.2f}M | "
                      f"{last['seconds']:.0f} | {pct(last['val_clean'])} | {pct(last['val_robust'])} | "
-                     f"{pct(fin.get('clean'))} | {pct(fin.get('robust'))} |")
+                     f"{fin.get('n', '')} | {pct(fin.get('clean'))} | {pct(fin.get('robust'))}"
+                     f"{f' ({suite})' if suite else ''} |")
     return "\n".join(["# Robust accuracy against training cost", ""] + provenance_md(report) + lines) + "\n"
 
 

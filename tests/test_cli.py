@@ -47,6 +47,17 @@ def test_train_writes_a_run(runs):
     assert len(log) == 1 and 0 <= log[0]["val_robust_acc"] <= log[0]["val_clean_acc"] <= 1
 
 
+def test_train_passes_sgd_momentum_and_weight_decay(tmp_path):
+    out = tmp_path / "sgd"
+    res = CliRunner().invoke(main, ["train", *TINY, "--method", "natural", "--optimizer", "sgd", "--momentum", "0.5",
+                                    "--weight-decay", "5e-4", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["optimizer"] == "sgd" and config["momentum"] == 0.5 and config["weight_decay"] == 5e-4
+    bad = CliRunner().invoke(main, ["train", *TINY, "--weight-decay", "-1", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "weight_decay must be >= 0" in bad.output
+
+
 def test_train_refuses_to_overwrite(runs):
     res = CliRunner().invoke(main, ["train", *TINY, "--method", "pgd", "--out", str(runs / "a")])
     assert res.exit_code == 2 and "resume" in res.output

@@ -237,6 +237,9 @@ def models_list() -> None:
 @click.option("--batch-size", type=int, default=None, help="Examples per optimizer step.  [default: 50]")
 @click.option("--lr", type=float, default=None, help="Peak learning rate.  [default: 0.0001]")
 @click.option("--optimizer", default=None, help="adam | sgd.  [default: adam]")
+@click.option("--momentum", type=float, default=None, help="SGD momentum (Adam ignores it).  [default: 0.9]")
+@click.option("--weight-decay", type=float, default=None,
+              help="L2 penalty coefficient, e.g. 5e-4 for CIFAR-10 with SGD.  [default: 0]")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step", "piecewise", "cyclic"]), default=None,
               help="Per optimizer step. cyclic: 0 -> lr at the midpoint -> 0 (Wong et al. 2020); "
                    "piecewise: through --lr-milestones/--lr-values, else 0 -> lr at 40% of the epochs -> 0."

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Fast robust training recipes for resnet9 on CIFAR-10 at eps 8/255, compared at one budget of epochs:
+# N-FGSM (the `madry-cifar10 --budget cpu` recipe), FGSM-RS (Wong et al. 2020, step 1.25 eps, with the
+# catastrophic-overfitting guard) and PGD-2 (2 steps of eps/2 from a random start). The same optimizer,
+# schedule and augmentation as the budget-cpu models (SGD 0.2, momentum 0.9, weight decay 5e-4, one-cycle LR,
+# batch 128, crop-flip); each run logs per epoch its image-gradient evaluations, wall time and validation
+# accuracy (clean, PGD-10) on the 1,000 held-out training images; its final model gets the adaptive suite
+# on the first N test images. bench/training_curves.py tabulates and plots them (docs/results.md).
+# Usage: ROBUSTOPT_DATA=../shared/data bash bench/cifar10_recipes.sh [RUNS_DIR] [EPOCHS] [N]
+# Every step resumes: start the script again after an interruption.
+set -euo pipefail
+RUNS=${1:-runs/cifar10-recipes}
+EPOCHS=${2:-4}
+N=${3:-500}
+RO=${RO:-.venv/bin/robustopt}
+COMMON="--data cifar10 --model resnet9 --eps 8/255 --epochs $EPOCHS --batch-size 128 --optimizer sgd --lr 0.2
+        --momentum 0.9 --weight-decay 5e-4 --lr-schedule cyclic --augment crop-flip --seed 0"
+train() { $RO train $COMMON "${@:2}" --out "$RUNS/$1" --resume; }  # --resume: a new run, or the rest of one
+train n-fgsm --method n-fgsm
+train fgsm-rs --method fgsm-rs
+train pgd-2 --method pgd --steps 2 --step-size 4/255
+for run in n-fgsm fgsm-rs pgd-2; do
+    $RO eval "$RUNS/$run" --suite adaptive --n "$N"
+done
+.venv/bin/python bench/training_curves.py "$RUNS"/n-fgsm "$RUNS"/fgsm-rs "$RUNS"/pgd-2 \
+    --out "bench/results/cifar10-recipes/resnet9-$EPOCHS-epochs"
