@@ -6,7 +6,8 @@
 # batch 128, crop-flip); each run logs per epoch its image-gradient evaluations, wall time and validation
 # accuracy (clean, PGD-10) on the 1,000 held-out training images; its final model gets the adaptive suite
 # on the first N test images. bench/training_curves.py tabulates and plots them (docs/results.md).
-# Usage: ROBUSTOPT_DATA=../shared/data bash bench/cifar10_recipes.sh [RUNS_DIR] [EPOCHS] [N]
+# Usage: ROBUSTOPT_DATA=../shared/data [METHODS="n-fgsm fgsm-rs pgd-2"] bash bench/cifar10_recipes.sh [RUNS_DIR] [EPOCHS] [N]
+# EXTRA="RUN..." adds finished run folders to the table (e.g. bench/results/cifar10-cpu/A, N-FGSM for 10 epochs).
 # Every step resumes: start the script again after an interruption.
 set -euo pipefail
 RUNS=${1:-runs/cifar10-recipes}
@@ -16,11 +17,13 @@ RO=${RO:-.venv/bin/robustopt}
 COMMON="--data cifar10 --model resnet9 --eps 8/255 --epochs $EPOCHS --batch-size 128 --optimizer sgd --lr 0.2
         --momentum 0.9 --weight-decay 5e-4 --lr-schedule cyclic --augment crop-flip --seed 0"
 train() { $RO train $COMMON "${@:2}" --out "$RUNS/$1" --resume; }  # --resume: a new run, or the rest of one
-train n-fgsm --method n-fgsm
-train fgsm-rs --method fgsm-rs
-train pgd-2 --method pgd --steps 2 --step-size 4/255
-for run in n-fgsm fgsm-rs pgd-2; do
+METHODS=${METHODS:-"n-fgsm fgsm-rs pgd-2"}
+declare -A ARGS=([n-fgsm]="--method n-fgsm" [fgsm-rs]="--method fgsm-rs" [pgd-2]="--method pgd --steps 2 --step-size 4/255")
+for run in $METHODS; do
+    train "$run" ${ARGS[$run]}
+done
+for run in $METHODS; do
     $RO eval "$RUNS/$run" --suite adaptive --n "$N"
 done
-.venv/bin/python bench/training_curves.py "$RUNS"/n-fgsm "$RUNS"/fgsm-rs "$RUNS"/pgd-2 \
+.venv/bin/python bench/training_curves.py ${EXTRA:-} $(for run in $METHODS; do echo "$RUNS/$run"; done) \
     --out "bench/results/cifar10-recipes/resnet9-$EPOCHS-epochs"
