@@ -239,7 +239,7 @@ def models_list() -> None:
 @click.option("--optimizer", default=None, help="adam | sgd.  [default: adam]")
 @click.option("--momentum", type=float, default=None, help="SGD momentum (Adam ignores it).  [default: 0.9]")
 @click.option("--weight-decay", type=float, default=None,
-              help="L2 penalty coefficient, e.g. 5e-4 for CIFAR-10 with SGD.  [default: 0]")
+              help="L2 penalty coefficient, e.g. 5e-4 for CIFAR-10 with SGD.  [default: 0.0]")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step", "piecewise", "cyclic"]), default=None,
               help="Per optimizer step. cyclic: 0 -> lr at the midpoint -> 0 (Wong et al. 2020); "
                    "piecewise: through --lr-milestones/--lr-values, else 0 -> lr at 40% of the epochs -> 0."
