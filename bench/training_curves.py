@@ -2,7 +2,8 @@
 
 Reads each run folder's ``log.jsonl`` (per epoch: cumulative-able ``grad_evals``, ``seconds``,
 ``val_clean_acc``, ``val_robust_acc``) and, when present, ``eval-standard.json``, ``eval-adaptive.json``
-or ``eval-fast.json`` (the final model's worst case on test images; the first found, in that order). Writes ``OUT.md``, ``OUT.json`` and ``OUT.png``.
+or ``eval-fast.json`` (the final model's worst case on test images; the first found, in that order).
+Writes ``OUT.md``, ``OUT.json`` and ``OUT.png``.
 
     .venv/bin/python bench/training_curves.py runs/efficiency/* --out bench/results/train-efficiency/small-cnn
 """

@@ -79,3 +79,13 @@ def test_fresh_clone_script_explains_its_usage(tmp_path):
     assert done.returncode == 2
     assert "usage: bash bench/fresh_clone.sh LOG COMMAND..." in done.stderr
     assert not (tmp_path / "log").exists()
+
+
+def test_fresh_clone_resume_needs_the_kept_clone_and_its_log(tmp_path):
+    """RESUME=1 without a kept clone refuses with what it needs, before writing anything."""
+    env = {**os.environ, "RESUME": "1", "CLONE": str(tmp_path / "no-clone")}
+    done = subprocess.run(["bash", str(BENCH / "fresh_clone.sh"), str(tmp_path / "log"), "true"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert done.returncode == 2
+    assert "RESUME=1 needs CLONE= the kept clone" in done.stderr
+    assert not (tmp_path / "log").exists() and not (tmp_path / "log.alive").exists()
