@@ -89,3 +89,36 @@ def test_fresh_clone_resume_needs_the_kept_clone_and_its_log(tmp_path):
     assert done.returncode == 2
     assert "RESUME=1 needs CLONE= the kept clone" in done.stderr
     assert not (tmp_path / "log").exists() and not (tmp_path / "log.alive").exists()
+
+
+FRESH_CLONE_LOG = """\
+# bench/fresh_clone.sh: robustopt reproduce madry-cifar10 --budget cpu --out runs/x
+clone+install start 2026-12-05T10:00:00Z load 0.1 0.1 0.1
+install took 30 s
+command start 2026-12-05T10:00:30Z load 0.1 0.1 0.1
+epoch 1/3: 10/10 steps in 4 min 50 s, loss=2.0, acc=0.2, val=0.3, val_rob=0.2
+epoch 2/3: 5/10 steps (50%), 2 min 1 s, loss=1.9, acc=0.3, eps=0.03
+# resumed segment: robustopt reproduce madry-cifar10 --budget cpu --out runs/x
+command start 2026-12-05T11:00:00Z load 0.1 0.1 0.1
+epoch 2/3: 5/10 steps (50%), 1 h 10 min, loss=1.9, acc=0.3, eps=0.03
+paused (SIGSTOP) 2026-12-05T11:10:00Z: another benchmark runs alone
+continued (SIGCONT) 2026-12-05T12:10:00Z
+# resumed segment: robustopt reproduce madry-cifar10 --budget cpu --out runs/x
+previous segment last alive 2026-12-05T12:30:00Z load 2.0 2.0 2.0
+command start 2026-12-05T13:00:00Z load 0.1 0.1 0.1
+command end: exit status 0, 600 s (0 h 10 min) 2026-12-05T13:10:00Z load 2.0 2.0 2.0
+"""
+
+
+def test_fresh_clone_time_sums_segments_without_pauses() -> None:
+    """Install + a killed segment (its progress lines) + a paused one (to its heartbeat) + the last (to its end)."""
+    fct = bench_script("fresh_clone_time")
+    t = fct.timing(FRESH_CLONE_LOG)
+    assert t["install_seconds"] == 30
+    assert [s["seconds"] for s in t["segments"]] == [290 + 121, 90 * 60 - 3600, 600]
+    assert [s["end_utc"] for s in t["segments"]] == [None, "2026-12-05T12:30:00Z", "2026-12-05T13:10:00Z"]
+    assert t["total_seconds"] == 30 + 411 + 1800 + 600 and t["finished"]
+    assert not fct.timing(FRESH_CLONE_LOG.rsplit("command end", 1)[0])["finished"]
+    assert fct.seconds_of("2 h 10 min") == 7800 and fct.seconds_of("3 min 5 s") == 185
+    with pytest.raises(ValueError, match="fresh_clone.sh"):
+        fct.timing("no stamps here\n")
