@@ -112,6 +112,7 @@ def timing(text: str) -> dict:
                      for seg in segments],
         "total_seconds": (install or 0) + sum(seg.seconds for seg in segments),
         "finished": "\ncommand end" in "\n" + text,
+        "exit_status": int(m.group(1)) if (m := re.search(r"^command end: exit status (\d+)", text, re.M)) else None,
     }
 
 
@@ -126,6 +127,8 @@ def markdown(report: dict) -> str:
         rows.append(f"| segment {i} | {seg['start_utc']} | {end} | {round(seg['paused_seconds']):,} s "
                     f"({seg['pauses']} pauses) | {hms(seg['seconds'])} |")
     rows.append(f"| **total** | | | | **{hms(t['total_seconds'])}**{'' if t['finished'] else ' (not finished)'} |")
+    if t["exit_status"]:
+        rows.append(f"| the command failed: exit status {t['exit_status']} (see the end of the log) | | | | |")
     return "\n".join(rows + [""] + provenance_md(report))
 
 

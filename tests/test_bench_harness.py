@@ -117,7 +117,7 @@ def test_fresh_clone_time_sums_segments_without_pauses() -> None:
     assert t["install_seconds"] == 30
     assert [s["seconds"] for s in t["segments"]] == [290 + 121, 90 * 60 - 3600, 600]
     assert [s["end_utc"] for s in t["segments"]] == [None, "2026-12-05T12:30:00Z", "2026-12-05T13:10:00Z"]
-    assert t["total_seconds"] == 30 + 411 + 1800 + 600 and t["finished"]
+    assert t["total_seconds"] == 30 + 411 + 1800 + 600 and t["finished"] and t["exit_status"] == 0
     assert not fct.timing(FRESH_CLONE_LOG.rsplit("command end", 1)[0])["finished"]
     assert fct.seconds_of("2 h 10 min") == 7800 and fct.seconds_of("3 min 5 s") == 185
     with pytest.raises(ValueError, match="fresh_clone.sh"):
