@@ -658,10 +658,18 @@ def run_madry_experiment(
 
     Returns:
         The madry-suite evaluation of A, or None when ``only`` is given.
+
+    Raises:
+        ImportError: the preset writes a report and matplotlib is not installed (checked first).
     """
     out = Path(out)
     data = data or preset.data
     preset = dataclasses.replace(preset, device=device) if device else preset
+    if preset.report and only is None:  # refuse now, not after hours of training and evaluation
+        try:
+            report.require_matplotlib()
+        except ImportError as err:
+            raise ImportError(f"{err} (this experiment ends with a report; checked before it starts)") from err
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     reused: list[str] = []  # models trained before this call
