@@ -75,8 +75,8 @@ def read_segments(text: str) -> tuple[int | None, list[Segment]]:
             segments.append(Segment(start=stamp_of(line)))
             if install is None and "(install took" in line:
                 install = seconds_of(line.split("(install took", 1)[1])
-        elif line.startswith("previous segment last alive") and segments:
-            segments[-1].end = stamp_of(line)
+        elif line.startswith("previous segment last alive") and segments and segments[-1].end is None:
+            segments[-1].end = stamp_of(line)  # a killed segment's end (a finished one has its end stamp)
         elif line.startswith("command end") and segments:
             segments[-1].end = stamp_of(line)
         elif line.startswith("paused (SIGSTOP)"):
@@ -112,7 +112,7 @@ def timing(text: str) -> dict:
                      for seg in segments],
         "total_seconds": (install or 0) + sum(seg.seconds for seg in segments),
         "finished": "\ncommand end" in "\n" + text,
-        "exit_status": int(m.group(1)) if (m := re.search(r"^command end: exit status (\d+)", text, re.M)) else None,
+        "exit_status": int(ends[-1]) if (ends := re.findall(r"^command end: exit status (\d+)", text, re.M)) else None,
     }
 
 

@@ -106,7 +106,11 @@ continued (SIGCONT) 2026-12-05T12:10:00Z
 # resumed segment: robustopt reproduce madry-cifar10 --budget cpu --out runs/x
 previous segment last alive 2026-12-05T12:30:00Z load 2.0 2.0 2.0
 command start 2026-12-05T13:00:00Z load 0.1 0.1 0.1
-command end: exit status 0, 600 s (0 h 10 min) 2026-12-05T13:10:00Z load 2.0 2.0 2.0
+command end: exit status 2, 600 s (0 h 10 min) 2026-12-05T13:10:00Z load 2.0 2.0 2.0
+# resumed segment: robustopt report runs/x/A --out runs/x
+previous segment last alive 2026-12-05T13:09:50Z load 2.0 2.0 2.0
+command start 2026-12-05T14:00:00Z load 0.1 0.1 0.1
+command end: exit status 0, 14 s (0 h 0 min) 2026-12-05T14:00:14Z load 2.0 2.0 2.0
 """
 
 
@@ -115,10 +119,12 @@ def test_fresh_clone_time_sums_segments_without_pauses() -> None:
     fct = bench_script("fresh_clone_time")
     t = fct.timing(FRESH_CLONE_LOG)
     assert t["install_seconds"] == 30
-    assert [s["seconds"] for s in t["segments"]] == [290 + 121, 90 * 60 - 3600, 600]
-    assert [s["end_utc"] for s in t["segments"]] == [None, "2026-12-05T12:30:00Z", "2026-12-05T13:10:00Z"]
-    assert t["total_seconds"] == 30 + 411 + 1800 + 600 and t["finished"] and t["exit_status"] == 0
-    assert not fct.timing(FRESH_CLONE_LOG.rsplit("command end", 1)[0])["finished"]
+    assert [s["seconds"] for s in t["segments"]] == [290 + 121, 90 * 60 - 3600, 600, 14]
+    assert [s["end_utc"] for s in t["segments"]] == [None, "2026-12-05T12:30:00Z", "2026-12-05T13:10:00Z",
+                                                     "2026-12-05T14:00:14Z"]  # a finished segment keeps its end
+    assert t["total_seconds"] == 30 + 411 + 1800 + 600 + 14 and t["finished"] and t["exit_status"] == 0  # the last
+    assert fct.timing(FRESH_CLONE_LOG.rsplit("# resumed", 1)[0])["exit_status"] == 2
+    assert not fct.timing(FRESH_CLONE_LOG.split("command end", 1)[0])["finished"]
     assert fct.seconds_of("2 h 10 min") == 7800 and fct.seconds_of("3 min 5 s") == 185
     with pytest.raises(ValueError, match="fresh_clone.sh"):
         fct.timing("no stamps here\n")
