@@ -53,10 +53,13 @@ def seconds_of(text: str) -> int:
 class Segment:
     start: datetime
     end: datetime | None = None
-    paused: float = 0.0
     progress: float = 0.0  # completed epochs' durations: the lower bound of a segment without an end stamp
     partial: float = 0.0   # elapsed time of the epoch running at the last progress line
-    pauses: list[tuple[datetime, datetime]] = field(default_factory=list)
+    pauses: list[tuple[datetime, datetime]] = field(default_factory=list)  # (stopped, continued)
+
+    @property
+    def paused(self) -> float:
+        return sum((resumed - stopped).total_seconds() for stopped, resumed in self.pauses)
 
     @property
     def seconds(self) -> float:
@@ -82,9 +85,7 @@ def read_segments(text: str) -> tuple[int | None, list[Segment]]:
         elif line.startswith("paused (SIGSTOP)"):
             paused_at = stamp_of(line)
         elif line.startswith("continued (SIGCONT)") and paused_at is not None and segments:
-            resumed = stamp_of(line)
-            segments[-1].paused += (resumed - paused_at).total_seconds()
-            segments[-1].pauses.append((paused_at, resumed))
+            segments[-1].pauses.append((paused_at, stamp_of(line)))
             paused_at = None
         elif segments and (done := EPOCH_DONE.match(line)):
             segments[-1].progress += seconds_of(done.group(2))
@@ -104,6 +105,7 @@ def timing(text: str) -> dict:
     install, segments = read_segments(text)
     if not segments:
         raise ValueError("no 'command start' stamp: is this a log written by bench/fresh_clone.sh?")
+    ends = re.findall(r"^command end: exit status (\d+)", text, re.M)
     return {
         "install_seconds": install,
         "segments": [{"start_utc": f"{seg.start:%Y-%m-%dT%H:%M:%SZ}",
@@ -111,8 +113,8 @@ def timing(text: str) -> dict:
                       "paused_seconds": seg.paused, "pauses": len(seg.pauses), "seconds": seg.seconds}
                      for seg in segments],
         "total_seconds": (install or 0) + sum(seg.seconds for seg in segments),
-        "finished": "\ncommand end" in "\n" + text,
-        "exit_status": int(ends[-1]) if (ends := re.findall(r"^command end: exit status (\d+)", text, re.M)) else None,
+        "finished": bool(ends),
+        "exit_status": int(ends[-1]) if ends else None,  # the last segment's
     }
 
 

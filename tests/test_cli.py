@@ -114,7 +114,6 @@ def test_madry_experiment_has_rows_for_all_sources(tmp_path):
     assert sum("reusing" in line for line in lines) == 4
 
 
-@pytest.mark.slow
 def test_reproduce_without_matplotlib_refuses_before_training(tmp_path, monkeypatch):
     """A preset with a report checks for matplotlib first, not after hours of training (nothing is written)."""
     from robustopt.evaluation import report
@@ -131,6 +130,7 @@ def test_reproduce_without_matplotlib_refuses_before_training(tmp_path, monkeypa
     assert not (tmp_path / "exp").exists()
 
 
+@pytest.mark.slow
 def test_reproduce_pipeline_writes_table_standard_sweeps_and_report(tmp_path):
     pytest.importorskip("matplotlib")
     preset = ExperimentPreset(model_a="small-cnn", model_b=None, eps=0.3, epochs_robust=1, epochs_natural=1,
