@@ -114,25 +114,8 @@ def test_madry_experiment_has_rows_for_all_sources(tmp_path):
     assert sum("reusing" in line for line in lines) == 4
 
 
-def test_reproduce_without_matplotlib_refuses_before_training(tmp_path, monkeypatch):
-    """A preset with a report checks for matplotlib first, not after hours of training (nothing is written)."""
-    from robustopt.evaluation import report
-
-    def missing() -> None:
-        raise ImportError("robustopt report draws its plots with matplotlib, which is not installed")
-
-    monkeypatch.setattr(report, "require_matplotlib", missing)
-    preset = ExperimentPreset(model_a="small-cnn", model_b=None, eps=0.3, epochs_robust=1, epochs_natural=1,
-                              attack_steps=2, attack_step_size=0.15, batch_size=100, lr=1e-3, train_size=200,
-                              eval_size=20, max_restarts=1, report=True)
-    with pytest.raises(ImportError, match="checked before it starts"):
-        run_madry_experiment(preset, out=tmp_path / "exp", echo=lambda s: None, progress=False)
-    assert not (tmp_path / "exp").exists()
-
-
 @pytest.mark.slow
 def test_reproduce_pipeline_writes_table_standard_sweeps_and_report(tmp_path):
-    pytest.importorskip("matplotlib")
     preset = ExperimentPreset(model_a="small-cnn", model_b=None, eps=0.3, epochs_robust=1, epochs_natural=1,
                               attack_steps=2, attack_step_size=0.15, batch_size=100, lr=1e-3, train_size=200,
                               eval_size=20, max_restarts=1, standard="fast", standard_size=20,

@@ -15,7 +15,6 @@ from robustopt.evaluation import Evaluation
 from robustopt.evaluation.report import madry_reference
 from robustopt.experiments import eval_run, sweep_run, train_run, write_report
 
-pytest.importorskip("matplotlib")
 
 PNG = b"\x89PNG\r\n\x1a\n"
 DATA_URI = 'src="data:image/png;base64,'
@@ -112,12 +111,6 @@ def test_not_a_run_folder(tmp_path, run):
         write_report([run / "run.json"])
     with pytest.raises(ValueError, match="at least one"):
         write_report([])
-
-
-def test_missing_matplotlib_says_what_to_install(run, monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    with pytest.raises(ImportError, match=re.escape("pip install robustopt[report]")):
-        write_report([run], out=tmp_path)
 
 
 def test_cli_report(run, tmp_path):

@@ -236,7 +236,6 @@ def test_sweep_and_report_refuse_to_replace_unless_overwrite(run, tmp_path):
     assert CliRunner().invoke(main, sweep + ["--eps", "0,0.2", "--overwrite"]).exit_code == 0
     assert json.loads((run / "sweep-linf.json").read_text())["eps"] == [0.0, 0.2]
 
-    pytest.importorskip("matplotlib")
     other = tmp_path / "other"
     assert CliRunner().invoke(main, ["train", *TINY, "--seed", "2", "--out", str(other)]).exit_code == 0
     out = tmp_path / "reports"

@@ -181,20 +181,9 @@ def test_json_round_trip_table_and_plot(cnn_and_data, tmp_path):
     md = curve.table("markdown")
     assert md.startswith("| eps (Linf) |") and md.count("\n|") == 4
 
-    pytest.importorskip("matplotlib")
     png = curve.plot(tmp_path / "plots" / "sweep.png", train_eps=0.05)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((tmp_path / "plots").iterdir()) == [png]  # no temporary file left behind
-
-
-def test_plot_without_matplotlib_says_what_to_install(cnn_and_data, tmp_path, monkeypatch):
-    model, x, y = cnn_and_data
-    curve = sweep(model, (x[:10], y[:10]), ro.Linf, [0.0], progress=False)
-    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(ImportError, match=r"robustopt\[report\]"):
-        curve.plot(tmp_path / "x.png")
 
 
 # --- bad input ---------------------------------------------------------------------------------

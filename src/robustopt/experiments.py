@@ -326,7 +326,7 @@ def sweep_run(
 ) -> SweepCurve:
     """Robust accuracy of a run's model over ``eps_values`` (monotone cascade, PGD with ``steps``).
 
-    Writes ``sweep-NORM.json``, ``sweep-NORM.md`` and, when matplotlib is installed, ``sweep-NORM.png``
+    Writes ``sweep-NORM.json``, ``sweep-NORM.md`` and ``sweep-NORM.png``
     (with the training eps marked when the norm matches the training norm). With ``independent=True``
     every eps attacks all clean-correct examples (the cascade's reference cost) and the files are
     ``sweep-NORM-independent.*``; with ``weights="best"`` (see ``load_run``) they end in ``-best``.
@@ -355,10 +355,7 @@ def sweep_run(
     if ctx.is_main:
         curve.to_json(result)
         atomic_write_text(run / f"{stem}.md", curve.table("markdown"))
-        try:
-            curve.plot(run / f"{stem}.png", train_eps=info["eps"] if info["norm"] == norm else None)
-        except ImportError as err:
-            echo(f"no plot: {err}")
+        curve.plot(run / f"{stem}.png", train_eps=info["eps"] if info["norm"] == norm else None)
     ctx.barrier()
     return curve
 
@@ -394,7 +391,6 @@ def write_report(runs: PathLike | Iterable[PathLike], out: PathLike | None = Non
         FileNotFoundError: a folder does not exist or is not a finished run (no run.json / model),
             or the test data is missing.
         ValueError: a path is a file, no runs were given, or a result file is damaged.
-        ImportError: matplotlib is not installed (``pip install robustopt[report]``).
         FileExistsError: ``out`` holds a report of other runs and ``overwrite`` is False.
         OSError: ``out`` cannot be written, or another process holds it
             (``robustopt.runs.RunFolderBusyError``).
@@ -410,7 +406,6 @@ def write_report(runs: PathLike | Iterable[PathLike], out: PathLike | None = Non
         raise TypeError(f"runs must be a run folder or a list of run folders, got {runs!r}.") from None
     if not folders:
         raise ValueError("no run folders given: pass at least one folder made by `robustopt train --out RUN`.")
-    report.require_matplotlib()
     out_dir = Path(out) if out is not None else folders[0]
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"--out {out_dir} is a file; pass a folder for report.md, report.html and the figures.")
@@ -658,18 +653,10 @@ def run_madry_experiment(
 
     Returns:
         The madry-suite evaluation of A, or None when ``only`` is given.
-
-    Raises:
-        ImportError: the preset writes a report and matplotlib is not installed (checked first).
     """
     out = Path(out)
     data = data or preset.data
     preset = dataclasses.replace(preset, device=device) if device else preset
-    if preset.report and only is None:  # refuse now, not after hours of training and evaluation
-        try:
-            report.require_matplotlib()
-        except ImportError as err:
-            raise ImportError(f"{err} (this experiment ends with a report; checked before it starts)") from err
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     reused: list[str] = []  # models trained before this call

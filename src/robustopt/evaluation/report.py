@@ -18,8 +18,8 @@ computes the audit and the adversarial examples, and writes the files. Per run t
 
 The Markdown refers to PNG figures to be written beside it (``Document.figures``); the HTML
 is one self-contained page (images embedded as base64 data URIs, inline CSS, no external
-resource, no JavaScript) that can be mailed or archived as a single file. Plots need
-matplotlib (``pip install robustopt[report]``).
+resource, no JavaScript) that can be mailed or archived as a single file. Plots are drawn
+with matplotlib on an Agg canvas (no display needed).
 
 Example:
     >>> doc = render([RunReport(path=Path("runs/a"), info=info, evaluations=[("eval-madry.json", ev)])])
@@ -53,7 +53,7 @@ from robustopt.evaluation.suites import MADRY_REFERENCE
 from robustopt.evaluation.sweep import SweepCurve
 from robustopt.threat import ThreatModel, threat_from_name
 
-__all__ = ["render", "require_matplotlib", "madry_reference", "RunReport", "Gallery", "Document"]
+__all__ = ["render", "madry_reference", "RunReport", "Gallery", "Document"]
 
 
 # --- what the report shows: data in, Markdown, HTML and figures out ---------------------------
@@ -295,19 +295,6 @@ _PAGE = """<!DOCTYPE html>
 
 
 # --- helpers ------------------------------------------------------------------------------
-def require_matplotlib() -> None:
-    """Raise ImportError, saying what to install, unless matplotlib (the report's plots) is installed."""
-    try:
-        import matplotlib  # noqa: F401
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
-        from matplotlib.figure import Figure  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            "robustopt report draws its plots with matplotlib, which is not installed: "
-            "install it with `pip install robustopt[report]` (or `pip install matplotlib`)."
-        ) from err
-
-
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
 
@@ -635,11 +622,7 @@ def render(runs: Sequence[RunReport], now: datetime.datetime | None = None) -> D
     Returns:
         The Markdown (referring to the figures by file name), the self-contained HTML page and
         the PNG figures, named ``report-RUN-KIND.png``.
-
-    Raises:
-        ImportError: matplotlib is not installed (``pip install robustopt[report]``).
     """
-    require_matplotlib()
     now = now or datetime.datetime.now().astimezone()
     figures: dict[str, bytes] = {}
     contexts: list[_RunContext] = []

@@ -215,9 +215,6 @@ class SweepCurve:
             path: output file; the format follows its suffix. Written atomically.
             train_eps: eps the model was trained with; drawn as a dashed vertical line.
             title: figure title (default: the norm and number of examples).
-
-        Raises:
-            ImportError: matplotlib is not installed (``pip install robustopt[report]``).
         """
         path = Path(path)
         fig = self.figure(train_eps, title)
@@ -226,19 +223,10 @@ class SweepCurve:
         return path
 
     def figure(self, train_eps: float | None = None, title: str | None = None) -> Any:
-        """The plot of :meth:`plot` as a matplotlib Figure (on an Agg canvas), e.g. to embed it elsewhere.
+        """The plot of :meth:`plot` as a matplotlib Figure (on an Agg canvas), e.g. to embed it elsewhere."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # imported on use: it takes a second
+        from matplotlib.figure import Figure
 
-        Raises:
-            ImportError: matplotlib is not installed (``pip install robustopt[report]``).
-        """
-        try:
-            from matplotlib.backends.backend_agg import FigureCanvasAgg
-            from matplotlib.figure import Figure
-        except ImportError as err:
-            raise ImportError(
-                "SweepCurve.plot needs matplotlib: install it with `pip install robustopt[report]` "
-                "(or `pip install matplotlib`)."
-            ) from err
         fig = Figure(figsize=(5.0, 3.6))
         FigureCanvasAgg(fig)  # Agg canvas: no display or pyplot state involved
         ax = fig.add_subplot(1, 1, 1)
