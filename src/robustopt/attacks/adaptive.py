@@ -16,10 +16,7 @@ spends where the evidence says an example can still flip:
 
    * ``"adversarial"`` (default): the logits at the point APGD-CE reached for the example.
      That point lies where the CE attack pushed the example, so its runner-up classes are
-     the nearest boundaries there. On model A (full MNIST, L-inf 0.3), for the 272 points
-     APGD-CE left among the first 300, the class whose APGD-T run came closest to flipping
-     was the top-ranked one for 218 by this score, 184 by the clean logits (AutoAttack's
-     order) and 157 by MALT's, and among the top 3 for 263, 259 and 232.
+     the nearest boundaries there.
    * ``"malt"``: MALT (Melamed et al. 2024, "MALT Powers Up Adversarial Attacks", NeurIPS):
      the distance to each class's boundary in the linearization at the clean input,
      ``(z_y - z_t) / ||grad (z_y - z_t)||_q`` (q the dual norm), smallest first; it costs
@@ -29,10 +26,9 @@ spends where the evidence says an example can still flip:
    at least ``min_sample``), half those closest to flipping (the highest best margin of the
    gradient stages), half drawn at random from the others. If a random one broke, on all the
    other survivors; if only close ones broke, on the next ``m`` closest, and so on while a
-   pass breaks one; if none broke, nowhere else. On model A FAB-T broke nothing that APGD had
-   not (issue 15). Where it breaks at least ``masking_share`` of what it attacked, it is the
-   attack that works there (model A under L2 2.0: 57 of the 72 examples APGD left, of the
-   first 100): it runs again on its survivors with AutoAttack's other targets (up to 9).
+   pass breaks one; if none broke, nowhere else. Where it breaks at least ``masking_share``
+   of what it attacked, it is the attack that works there (as when the model's gradients
+   mislead APGD): it runs again on its survivors with AutoAttack's other targets (up to 9).
 4. **Square** (the black-box stage): the same passes, or at once on all the survivors, with
    its whole budget (no early exit), when the gradients look masked:
 
@@ -46,8 +42,7 @@ spends where the evidence says an example can still flip:
      broke: APGD's gradient steps were misled where FAB's linearized boundaries were not.
 
    Otherwise Square keeps an early exit (``Square(early_exit=True)``, with twice
-   ``stall_factor``: a random search moves in jumps). Among the first 250 test images of
-   model A, the one point Square broke after APGD-CE was the 8th closest to flipping of 230.
+   ``stall_factor``: a random search moves in jumps).
 
 A stage's success counts only if a fresh forward pass on its point confirms it (a point just
 across the boundary, as FAB's are, can read differently in another batch; ``evaluate`` checks

@@ -30,13 +30,10 @@ a checkpoint ``w_j`` when its best margin ``m*`` (``losses.margin``: positive ex
 broken) cannot reach zero at its pace: ``base.stalled`` with the progress of ``m*`` since
 the random start, over the ``w_j`` steps taken, projected over the steps left and times
 ``stall_factor``. APGD's progress slows down as its step size shrinks, so the average pace
-since the start overestimates what is to come. Measured with 100 steps: on model A (full
-MNIST, L-inf 0.3, the first 300 test images) no example that APGD-CE broke was stopped
-before, and the others stopped after 44 steps on average; on the small CNN of
-``bench/harness.py`` (mnist-mini, 3 seeds x 300 images) none was lost either, 21 steps on
-average. The pace of the last window alone stopped sooner but lost up to 8 of 242 there
-(an example's margin can stall for a window, then jump once the step is halved). The
-run's notes record per example why it stopped (``base.STOP_REASONS``) and its margins.
+since the start overestimates what is to come. The pace since the start is used, not the
+pace of the last window alone: an example's margin can stall for a window, then jump once
+the step is halved. The run's notes record per example why it stopped
+(``base.STOP_REASONS``) and its margins.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ LEVELS: tuple[str, ...] = ("error", "warning", "info")
 GRAD_TOL = 1e-8
 # ``shattered-gradient`` fires when a step along the gradient beats the best of 4 random steps
 # of the same size for fewer than this fraction of the probe examples. A useful gradient wins
-# nearly always (98-100% on healthy models); a meaningless one about 1 time in 5.
+# nearly always; a meaningless one about 1 time in 5 (as often as each of the 4 random steps).
 SHATTERED_WIN_RATE = 0.7
 
 
@@ -601,8 +601,8 @@ def _ce_stage_weak(ctx: AuditContext) -> list[Finding]:
 def _black_box_breaks_survivors(ctx: AuditContext) -> list[Finding]:
     """A gradient-free stage (Square) breaks a large share of what every gradient stage left.
 
-    A random search on the outputs should find little that working gradient attacks missed
-    (on model A, MNIST L-inf 0.3, Square breaks under 1% of what APGD leaves): this is masking.
+    A random search on the outputs should find little that working gradient attacks missed;
+    when it breaks a large share of their survivors, the gradients were masked.
     """
     ev = _evaluation(ctx)
     stages = _stages(ev)

@@ -264,15 +264,15 @@ def resnet9(*, num_classes: int = 10, in_channels: int = 3, mean: Stats = CIFAR1
             base_width: int = 32, logit_scale: float = 0.125, channels_last: bool = True) -> ResNet9:
     """ResNet-9 at half the DAWNBench width (32-64-128-256, 1.64M parameters): robustopt's CPU CIFAR-10 network.
 
-    About 4x cheaper than the original (``base_width=64``) and 5-7x cheaper per image
-    gradient than preact-resnet18 on a CPU (docs/models.md).
+    A quarter of the original's (``base_width=64``) multiply-adds, and much cheaper per image
+    gradient than preact-resnet18 on a CPU (costs in docs/models.md).
 
     Args:
         num_classes, in_channels, mean, std: see the module docstring.
         base_width: Width of the prep layer; the stages use 2x, 4x and 8x.
         logit_scale: Factor applied to the logits (0.125 as in the original).
         channels_last: store the conv weights channels-last (oneDNN's fast NHWC path on a
-            CPU, 1.3x here; outputs and state_dict are unaffected).
+            CPU; outputs and state_dict are unaffected).
     """
     model = ResNet9(num_classes=num_classes, in_channels=in_channels, mean=mean, std=std, base_width=base_width,
                     logit_scale=logit_scale)

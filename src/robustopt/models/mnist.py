@@ -7,14 +7,13 @@ arguments of :func:`robustopt.models.create`: ``num_classes`` (default 10),
 ``in_channels`` (1), ``mean`` and ``std`` (MNIST's statistics), and
 ``channels_last`` (default True, below).
 
-Two CPU speed-ups that leave the function unchanged (about 2x for small-cnn,
-1.5x for madry-mnist, forward + backward on 2 cores):
+Two CPU speed-ups that leave the function unchanged:
 
 * max-pooling is applied before the ReLU. ReLU is monotone, so
   ``relu(maxpool(x)) == maxpool(relu(x))`` exactly, and the ReLU touches 4x
   fewer values.
 * conv weights are stored channels-last (``channels_last=True``), which sends
-  oneDNN down its fast NHWC path (the NCHW max-pool is ~4x slower). Outputs,
+  oneDNN down its fast NHWC path (its NCHW max-pool is much slower). Outputs,
   state_dict keys and shapes are unaffected; pass ``channels_last=False`` if
   some code needs ``param.view(-1)`` on conv weights.
 """
