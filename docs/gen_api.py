@@ -215,7 +215,10 @@ def render() -> str:
     for section, entries in SECTIONS:
         lines += [f"## {section}", ""]
         for name, example in entries:
-            obj = _documented(name)
+            try:
+                obj = _documented(name)
+            except AttributeError:
+                raise SystemExit(f"error: {name} does not exist: rename or remove it in SECTIONS of docs/gen_api.py")
             lines += [f"### `{name}`", "", "```python", signature(name), "```", ""]
             text = summary(obj)
             if name == "robustopt.training.METHODS":

@@ -7,6 +7,7 @@ changed, fails here: regenerate the page with ``python docs/gen_api.py``.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -22,6 +23,7 @@ HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.M)
 FENCE = re.compile(r"^```.*?^```", re.M | re.S)
 
 
+@functools.cache
 def _generator():
     spec = importlib.util.spec_from_file_location("gen_api", ROOT / "docs" / "gen_api.py")
     module = importlib.util.module_from_spec(spec)
