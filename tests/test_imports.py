@@ -22,6 +22,7 @@ LAYERS = [
     ["robustopt.evaluation", "robustopt.evaluation.*"],
     ["robustopt.training", "robustopt.training.*"],
     ["robustopt.runs"],
+    ["robustopt.zoo"],
     ["robustopt.experiments"],
     ["robustopt", "robustopt.cli", "robustopt.__main__"],
 ]

@@ -6,7 +6,7 @@
     ev = ro.evaluate(model, (x, y), ro.suites.madry(t), mode="independent")
 """
 
-from robustopt import attacks, checkpoint, data, losses, models, runs, threat, training
+from robustopt import attacks, checkpoint, data, losses, models, runs, threat, training, zoo
 from robustopt.evaluation import Evaluation, Finding, SweepCurve, audit, evaluate, findings_table, suites, sweep
 from robustopt.threat import L1, L2, Linf, ThreatModel
 from robustopt.runs import load_run
@@ -16,5 +16,5 @@ __version__ = "0.1.0"
 __all__ = [
     "attacks", "checkpoint", "data", "losses", "models", "runs", "threat", "training", "suites",
     "evaluate", "Evaluation", "audit", "Finding", "findings_table", "sweep", "SweepCurve", "Linf", "L2", "L1", "ThreatModel",
-    "load_run", "tune_malloc",
+    "load_run", "tune_malloc", "zoo",
 ]

@@ -300,7 +300,7 @@ def train(preset, dataset, model_name, method, norm, eps, train_size, out, resum
 
 
 @main.command("eval")
-@click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("run", metavar="RUN | zoo:NAME")
 @click.option("--suite", type=click.Choice(["madry", "standard", "fast", "adaptive"]), default="madry", show_default=True,
               help="madry: the paper's rows; standard: APGD-CE, APGD-T, FAB-T, Square (cascade); fast: APGD only; "
                    "adaptive: the standard attacks scheduled by evidence per example (prints the budget per stage).")
@@ -322,9 +322,12 @@ def train(preset, dataset, model_name, method, norm, eps, train_size, out, resum
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace an RUN/eval-SUITE.json made with other settings (n, restarts, threat, sources, mode, "
                    "seed, ...); without it such a file is kept and the command refuses.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="zoo:NAME: the folder to evaluate in and write the results to (default: a folder per entry in "
+                   "the user cache; never the zoo itself unless named).")
 def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size, seed, root, restart, device,
-          weights, overwrite) -> None:
-    """Evaluate the model in RUN; print the table, write RUN/eval-SUITE.{json,md}.
+          weights, overwrite, out) -> None:
+    """Evaluate the model in RUN or the zoo entry NAME; print the table, write RUN/eval-SUITE.{json,md}.
 
     Progress is saved after every batch: run the same command again after an
     interruption and it continues where it stopped.
@@ -332,6 +335,11 @@ def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size,
     from robustopt.experiments import eval_run
 
     try:
+        if run.startswith(_registry.zoo.PREFIX):  # a copy of the entry's run folder, outside the zoo
+            run = _registry.zoo.prepare_run(run, out)
+            click.echo(f"zoo entry {run.name}: evaluating in {run}")
+        elif out is not None:
+            raise ValueError("--out applies to zoo:NAME only; the results of RUN are written into RUN.")
         parsed = dict(_parse_source(s) for s in sources)
         eval_run(run, suite=suite, sources=parsed, norm=norm, eps=eps, limit=limit, max_restarts=max_restarts,
                  mode=mode, batch_size=batch_size, seed=seed, root=root, echo=click.echo, restart=restart,
@@ -445,6 +453,37 @@ def card(run, weights, evaluation, out, name, architecture, link, authors, venue
     click.echo(f"footnote: {card_json['footnote']}")
     click.echo(f"For RobustBench, copy it to model_info/{card_json['dataset']}/{card_json['threat_model']}/NAME.json "
                "and fill in link, authors and venue if still empty.")
+
+
+@main.group()
+def zoo() -> None:
+    """The model zoo: trained and constructed models with their cards (ro.zoo)."""
+
+
+@zoo.command("list")
+@click.option("--markdown", is_flag=True, help="The leaderboard in Markdown, one table per dataset and threat model "
+                                                "(docs/zoo.md).")
+def zoo_list(markdown: bool) -> None:
+    """Show every entry: dataset, network, training, threat model, clean and robust accuracy, provenance."""
+    try:
+        if markdown:
+            click.echo(_registry.zoo.leaderboard())
+            return
+        items = _registry.zoo.entries()
+    except (ValueError, OSError) as err:
+        _fail(err)
+    rows = [("name", "dataset", "network", "training", "threat", "clean", "robust", "provenance")]
+    for e in items:
+        card = e.card["robustopt"] if e.card else None
+        where = (f"{', '.join(card['attacks'])} on {card['n']:,} test images" if card else "not evaluated")
+        rows.append((e.name, e.dataset, e.network, e.training, f"{e.norm} {e.card['eps'] if e.card else f'{e.eps:g}'}",
+                     f"{100 * card['clean_accuracy']:.1f}%" if card else "-",
+                     f"{100 * card['robust_accuracy']:.1f}%" if card else "-", where))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        click.echo("  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]).rstrip())
+    click.echo("Load one with ro.zoo.load(NAME); evaluate it with `robustopt eval zoo:NAME --suite adaptive`; "
+               "how each was made: its entry.json and robustbench.json.")
 
 
 def _parse_source(text: str) -> tuple[str, Path]:

@@ -43,6 +43,7 @@ from robustopt._lock import RunFolderBusyError
 from robustopt.evaluation.card import robustbench_card
 from robustopt.evaluation.evaluate import Evaluation
 from robustopt.evaluation.sweep import SweepCurve
+from robustopt.models import defenses
 from robustopt.training import BEST_NAME, CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, PARTIAL_NAME
 
 __all__ = [
@@ -108,7 +109,8 @@ def load_run(run: PathLike, weights: str = "final") -> tuple[nn.Module, dict[str
             epoch with the best validation robust accuracy, kept when early stopping is on).
 
     Returns:
-        ``(model, info)``: the model in eval mode, on the CPU, and the dict of ``run.json``.
+        ``(model, info)``: the model in eval mode, on the CPU, and the dict of ``run.json``; wrapped in the
+        constructed defense that ``run.json`` names under ``"defense"``, if any (``robustopt.models.defenses``).
 
     Raises:
         FileNotFoundError / ValueError: see :func:`check_run`.
@@ -119,6 +121,8 @@ def load_run(run: PathLike, weights: str = "final") -> tuple[nn.Module, dict[str
     run = check_run(run, weights)
     info = read_info(run)
     model, _ = checkpoint.load(run / WEIGHTS[weights])
+    if info.get("defense"):  # a constructed defense over these weights (robustopt.models.defenses)
+        model = defenses.wrap(model, info["defense"])
     return model.eval(), info
 
 
