@@ -74,6 +74,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("robustopt.models.names", "print(ro.models.names())"),
         ("robustopt.data.load", "x, y = ro.data.load(\"mnist\", split=\"test\", root=None)"),
         ("robustopt.data.names", "print(ro.data.names())"),
+        ("robustopt.zoo.names", "print(ro.zoo.names())"),
+        ("robustopt.zoo.load", "model = ro.zoo.load(ro.zoo.names()[0])"),
     ]),
     ("Training and runs", [
         ("robustopt.training.fit",
