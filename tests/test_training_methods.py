@@ -395,3 +395,39 @@ def test_cli_train_with_the_new_options(tmp_path):
     res = CliRunner().invoke(main, ["train", "--data", "mnist-mini", "--beta", "-1", "--method", "trades",
                                     "--out", str(tmp_path / "bad")])
     assert res.exit_code == 2 and "beta must be >= 0" in res.output
+
+
+# --- single-step methods: the engine's points without its scoring pass -------------------------------
+
+
+def _bn_net(seed: int = 0) -> nn.Module:
+    """A conv net with batch norm (eval and train mode differ), its running statistics warmed up."""
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3))
+    with torch.no_grad():
+        model.train()(torch.rand(32, 1, 6, 6))
+    return model.train()
+
+
+@pytest.mark.parametrize("method", ["n-fgsm", "fgsm-rs"])
+def test_single_step_methods_give_the_engine_points_with_one_forward_pass(method):
+    import dataclasses
+
+    from robustopt.attacks import GradientAttack
+
+    model, (x, y), threat = _bn_net(), batch(16), ro.Linf(0.1)
+    calls = []
+    hook = model.register_forward_hook(lambda m, i, o: calls.append(m.training))
+    crafted = get_method(method)(model, x, y, threat=threat, config=TrainConfig(),
+                                 generator=torch.Generator().manual_seed(3))
+    hook.remove()
+    assert calls == [False] and model.training  # one eval-mode pass; the mode is restored
+    g = torch.Generator().manual_seed(3)  # the same draws through the attack engine (which also scores its point)
+    if method == "n-fgsm":
+        start = ro.Linf(0.2).random_init(x, g)
+        engine = GradientAttack(dataclasses.replace(threat, eps=0.3), steps=1, step_size=0.1, random_start=False,
+                                keep="last").run(model, x, y, generator=g, start=start)
+    else:
+        engine = GradientAttack(threat, steps=1, step_size=0.125, random_start=True).run(model, x, y, generator=g)
+    assert torch.equal(crafted.x, engine.x_adv)
+    assert crafted.grad_evals == engine.grad_evals == len(x)

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustopt import losses
 from robustopt.attacks import PGD, GradientAttack
 from robustopt.attacks.base import eval_mode, predict
 from robustopt.threat import ThreatModel
@@ -286,8 +287,9 @@ def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: Threa
     projected back onto the ball and the box. ``attack_steps``, ``attack_step_size``
     and ``attack_random_start`` are not used. The attack runs the model in eval mode.
     """
-    return _craft(model, x, y, threat, generator, lambda: GradientAttack(
-        threat, steps=1, step_size=1.25 * threat.eps, random_start=True, label="FGSM-RS"))
+    if threat.eps == 0:
+        return Crafted(x, 0)
+    return _single_step(model, x, y, threat.random_init(x, generator), threat, 1.25 * threat.eps)
 
 
 @register_method("n-fgsm", grad_evals=lambda config: 2)
@@ -302,28 +304,41 @@ def n_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: Threat
     cost. ``attack_steps``, ``attack_step_size`` and ``attack_random_start`` are not used.
     The attack runs the model in eval mode.
     """
-    # In the 3 eps ball the projection after the step is the box clip alone.
-    return _craft(model, x, y, threat, generator, lambda: GradientAttack(
-        dataclasses.replace(threat, eps=3 * threat.eps), steps=1, step_size=threat.eps, random_start=False,
-        keep="last", label="N-FGSM"), start_radius=2.0)
+    if threat.eps == 0:
+        return Crafted(x, 0)
+    start = dataclasses.replace(threat, eps=2 * threat.eps).random_init(x, generator)
+    wide = dataclasses.replace(threat, eps=3 * threat.eps)  # in this ball the projection is the box clip alone
+    return _single_step(model, x, y, wide.project(start, x), wide, threat.eps)
 
 
 def _craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, generator: torch.Generator,
-           attack: Callable[[], GradientAttack], *, start_radius: float | None = None) -> Crafted:
+           attack: Callable[[], GradientAttack]) -> Crafted:
     """The training batch of an attack-then-CE method: ``x`` itself at eps 0, else the points of ``attack()``.
 
     Args:
         attack: builds the attack (only at eps > 0: some step sizes are multiples of eps).
-        start_radius: start from a uniform point of the ball of radius ``start_radius * eps``
-            (drawn from ``generator``) instead of the attack's own start.
     """
     if threat.eps == 0:
         return Crafted(x, 0)
-    start = None
-    if start_radius is not None:
-        start = dataclasses.replace(threat, eps=start_radius * threat.eps).random_init(x, generator)
-    result = attack().run(model, x, y, generator=generator, start=start)
+    result = attack().run(model, x, y, generator=generator)
     return Crafted(result.x_adv.detach(), result.grad_evals)
+
+
+def _single_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torch.Tensor, threat: ThreatModel,
+                 step_size: float) -> Crafted:
+    """One steepest-ascent step on the cross-entropy from ``start`` (a point of the threat set around ``x``).
+
+    The points of a one-step ``GradientAttack`` with ``keep="last"`` started at ``start``, bit
+    for bit, in eval mode, without the engine's forward pass that scores the last iterate: a
+    training method needs the points, not their success flags. Costs one forward and backward
+    pass per example.
+    """
+    with eval_mode(model), torch.enable_grad():
+        x0 = start.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(losses.ce(predict(model, x0), y).sum(), x0)
+    with torch.no_grad():
+        x_adv = threat.project(torch.add(x0, threat.step(grad, x0), alpha=step_size), x)
+    return Crafted(x_adv, len(x))
 
 
 @register_method("trades", grad_evals=lambda config: config.attack_steps + 2)
