@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     ["robustopt._io", "robustopt._checks", "robustopt._device", "robustopt._progress", "robustopt.malloc",
      "robustopt.losses", "robustopt.distributed", "robustopt.threat"],
-    ["robustopt._lock", "robustopt.data", "robustopt.models", "robustopt.models.*"],
+    ["robustopt._lock", "robustopt.data_formats", "robustopt.data", "robustopt.models", "robustopt.models.*"],
     ["robustopt.checkpoint"],
     ["robustopt.attacks", "robustopt.attacks.*"],
     ["robustopt.evaluation", "robustopt.evaluation.*"],
@@ -24,6 +24,7 @@ LAYERS = [
     ["robustopt.runs"],
     ["robustopt.zoo"],
     ["robustopt.experiments"],
+    ["robustopt.external"],
     ["robustopt", "robustopt.cli", "robustopt.__main__"],
 ]
 # Known exceptions, each with what removes it.

@@ -52,6 +52,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from robustopt import data_formats
+
 __all__ = [
     "DatasetInfo",
     "FileInfo",
@@ -68,6 +70,7 @@ __all__ = [
     "default_root",
     "read_idx",
     "read_cifar_batch",
+    "spec_info",
 ]
 
 ENV_VAR = "ROBUSTOPT_DATA"
@@ -327,6 +330,8 @@ def info(name: str) -> DatasetInfo:
     """
     if not isinstance(name, str):
         raise TypeError(f"dataset name must be a string such as 'mnist', got {type(name).__name__}.")
+    if data_formats.is_spec(name):
+        return spec_info(name)
     key = name.strip().lower().replace("_", "-")
     key = _ALIASES.get(key, _ALIASES.get(key.replace("-", ""), key))
     if key in _REGISTRY:
@@ -334,6 +339,17 @@ def info(name: str) -> DatasetInfo:
     close = difflib.get_close_matches(key, [*_REGISTRY, *_ALIASES], n=1, cutoff=0.6)
     hint = f" Did you mean {_ALIASES.get(close[0], close[0])!r}?" if close else ""
     raise ValueError(f"Unknown dataset {name!r}.{hint} Known datasets: {', '.join(_REGISTRY)}.")
+
+
+def spec_info(spec: str, *, image_size: int | None = None, skip_bad: bool = False) -> DatasetInfo:
+    """A :class:`DatasetInfo` for a data SPEC (``folder:PATH``, ``npz:PATH``): its classes, shape and size.
+
+    Its one split is "test"; mean/std are empty (the model carries its own normalization).
+    The options are those of :func:`load`.
+    """
+    ds = data_formats.open_dataset(spec, image_size=image_size, skip_bad=skip_bad)
+    return DatasetInfo(name=spec, num_classes=ds.num_classes, shape=tuple(ds.shape), mean=(), std=(),
+                       test_size=len(ds), classes=tuple(ds.classes), layout=spec.partition(":")[0] + "-spec")
 
 
 def default_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -433,17 +449,27 @@ def load(
     split: str = "test",
     root: str | os.PathLike[str] | None = None,
     download: bool = True,
+    *,
+    image_size: int | None = None,
+    skip_bad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Load a dataset split as tensors.
+    """Load a dataset split as tensors, or open your own images as a dataset read item by item.
 
     Args:
         name: "mnist", "fashion-mnist", "cifar10" (official binary version) or
             "mnist-mini" (5000 train / 1000 test real MNIST images shipped in the
-            package; ``root`` and ``download`` are ignored for it).
+            package; ``root`` and ``download`` are ignored for it). Or a data SPEC,
+            ``folder:PATH`` (ImageFolder) or ``npz:PATH`` (arrays x, y): then a
+            map-style ``torch.utils.data.Dataset`` of ``(image, label)`` comes back
+            (see :mod:`robustopt.data_formats`), nothing is read yet, and ``split``,
+            ``root`` and ``download`` are ignored. Wrap it in a ``DataLoader`` or pass it
+            to ``ro.evaluate`` as it is: it is read batch by batch.
         split: "train" or "test".
         root: data root (default: ``$ROBUSTOPT_DATA``, else the user cache).
         download: fetch missing files from the official source. With False,
             missing files raise at once without touching the network.
+        image_size: folder SPEC only: resize (short side) and center-crop to this size.
+        skip_bad: folder SPEC only: leave out unreadable images (``dataset.skipped``).
 
     Returns:
         ``(x, y)``: x float32 in [0, 1] of shape (N, C, H, W) (MNIST: N,1,28,28;
@@ -455,6 +481,10 @@ def load(
             downloadable; the message says which files to put where.
         DatasetCorruptError (a ValueError): a file is not the official one.
     """
+    if data_formats.is_spec(name):
+        return data_formats.open_dataset(name, image_size=image_size, skip_bad=skip_bad)  # type: ignore[return-value]
+    if image_size is not None or skip_bad:
+        raise ValueError("image_size (--image-size) and skip_bad (--skip-bad) apply to folder: data only.")
     ds = info(name)
     if not isinstance(split, str) or split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}; got {split!r}.")

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from robustopt import data as datasets, distributed, models
+from robustopt import data as datasets, data_formats, distributed, models
 from robustopt._checks import check_count, check_eps, check_grid_size, check_input_shape
 from robustopt._device import resolve_device
 from robustopt._io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -179,11 +179,31 @@ def _attack_setup(run: str | Path, weights: str, device: str) -> tuple[
     return Path(run), ctx, dev, model.to(dev), info
 
 
-def _test_images(data: str, limit: int | None, root: str | Path | None,
-                 echo: Callable[[str], None]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``limit`` (>= 1) test images of ``data``, all when None; says so when there are fewer."""
+def _data_info(info: dict[str, Any]) -> datasets.DatasetInfo:
+    """The dataset entry of a run's ``run.json``: a registry dataset, or a data SPEC with its options."""
+    if data_formats.is_spec(info["data"]):
+        return datasets.spec_info(info["data"], **info.get("data_options", {}))
+    return datasets.info(info["data"])
+
+
+def _test_images(info: dict[str, Any], limit: int | None, root: str | Path | None, echo: Callable[[str], None],
+                 stream: torch.device | None = None) -> tuple[torch.Tensor | data_formats.Streamed, torch.Tensor]:
+    """The first ``limit`` (>= 1) test images of a run's data, all when None; says so when there are fewer.
+
+    A data SPEC comes as tensors too, or with ``stream`` (a device) as a ``Streamed`` that reads
+    each batch when it is attacked, and the labels on that device.
+    """
+    data = info["data"]
     if limit is not None:
         check_count("limit (--n)", limit)
+    if data_formats.is_spec(data):
+        ds = datasets.load(data, **info.get("data_options", {}))
+        if limit is not None and limit > len(ds):
+            echo(f"note: --n {limit:,} is more than the {len(ds):,} images of {data}: all {len(ds):,} are used.")
+        if stream is None:
+            return data_formats.first(ds, limit)
+        x = data_formats.Streamed(ds, stream, indices=range(len(ds) if limit is None else min(limit, len(ds))))
+        return x, x.labels()
     x, y = datasets.load(data, split="test", root=root)
     if limit is not None and limit > len(x):
         echo(f"note: --n {limit:,} is more than the {len(x):,} test images of {data}: all {len(x):,} are used.")
@@ -250,11 +270,12 @@ def eval_run(
     echo = echo if ctx.is_main else _quiet
     stem = result_stem("eval", suite, weights)
     threat = threat_from_name(norm or info["norm"], info["eps"] if eps is None else eps)
-    check_eps(threat.norm, threat.eps, datasets.info(info["data"]).shape)  # before any other complaint
+    shape = _data_info(info).shape
+    check_eps(threat.norm, threat.eps, shape)  # before any other complaint
     source_models = {name: load_run(path)[0].to(dev) for name, path in (sources or {}).items()}
     for name, source in source_models.items():  # a source for other images fails late and obscurely
         check_input_shape(f"transfer source {name} ({sources[name]}), a {source.config.name} model",
-                          source.config.input_size, info["data"], datasets.info(info["data"]).shape)
+                          source.config.input_size, info["data"], shape)
     preset = "cifar10" if info["data"] == "cifar10" else "mnist"
     if suite == "madry":
         attacks = suites.madry(threat, source_models, preset=preset, max_restarts=max_restarts)
@@ -263,8 +284,8 @@ def eval_run(
         mode = mode or "cascade"
     else:
         raise ValueError(f"unknown suite {suite!r}; available: madry, standard, fast, adaptive.")
-    x, y = _test_images(info["data"], limit, root, echo)
-    x, y = x.to(dev), y.to(dev)
+    x, y = _test_images(info, limit, root, echo, stream=dev)  # a data SPEC is read batch by batch
+    x, y = x.to(dev) if isinstance(x, torch.Tensor) else x, y.to(dev)
     mode = mode or "independent"
     request = {"weights": weights, "threat": str(threat), "n": len(x), "mode": mode, "seed": seed,
                "batch_size": batch_size, "attacks": [[a.name, a.steps, a.restarts, a.source] for a in attacks],
@@ -286,7 +307,7 @@ def eval_run(
         echo(f"Resuming the interrupted evaluation saved in {progress_file} "
              "(`robustopt eval --restart` / restart=True starts over).")
     try:
-        ev = evaluate(model, (x, y), attacks, batch_size=batch_size, seed=seed, mode=mode,
+        ev = evaluate(model, x if isinstance(x, data_formats.Streamed) else (x, y), attacks, batch_size=batch_size, seed=seed, mode=mode,
                       progress=progress, meta={"run": str(run), "weights": weights, "data": info["data"], "sources": {k: str(v) for k, v in (sources or {}).items()},
                                                "request": request},
                       progress_file=progress_file, start_from=prior)
@@ -337,8 +358,8 @@ def sweep_run(
     echo = echo if ctx.is_main else _quiet
     check_grid_size(len(eps_values))  # the request itself first, then its conflicts with files on disk
     if eps_values and all(isinstance(e, (int, float)) for e in eps_values):  # sweep() explains other values
-        check_eps(norm, max(eps_values), datasets.info(info["data"]).shape)
-    x, y = _test_images(info["data"], limit, root, echo)
+        check_eps(norm, max(eps_values), _data_info(info).shape)
+    x, y = _test_images(info, limit, root, echo)
     x, y = x.to(dev), y.to(dev)
     stem = _sweep_stem(norm, independent, weights)
     request = {"weights": weights, "norm": norm, "eps": [float(e) for e in eps_values], "steps": steps, "n": len(x),
@@ -426,14 +447,13 @@ def _report_section(run: Path, root: PathLike | None) -> report.RunReport:
     info = read_info(run)
     evaluations, sweeps = read_evaluations(run), read_sweeps(run)
     model, _ = load_run(run)
-    x, y = datasets.load(info["data"], "test", root=root)
-    x, y = x[:AUDIT_SIZE], y[:AUDIT_SIZE]
+    x, y = _test_images(info, AUDIT_SIZE, root, _quiet)
     try:
         threat: ThreatModel | None = threat_from_name(info["norm"], float(info["eps"]))
     except (KeyError, TypeError, ValueError):  # a run.json without a known threat model
         threat = None
     try:
-        class_names: Sequence[str] = datasets.info(info["data"]).classes
+        class_names: Sequence[str] = _data_info(info).classes
     except ValueError:
         class_names = ()
     seed = int(info.get("seed") or 0)

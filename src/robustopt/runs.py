@@ -3,7 +3,9 @@
 A run folder (``robustopt train --out RUN``)::
 
     RUN/run.json          what the run is (dataset, model, norm, eps, method, seed), written when
-                          its training has finished
+                          its training has finished; for a model given by `robustopt eval --model
+                          SPEC --out RUN`, the model's description instead of weights (its spec,
+                          files with their sha256, mean/std) and the data SPEC
     RUN/config.json, log.jsonl, model.*, best.*, partial.*
                           the training's own files (see robustopt.training.fit)
     RUN/eval-SUITE.json   an evaluation (``Evaluation.to_json``), its table in eval-SUITE.md and,
@@ -44,15 +46,17 @@ from robustopt.evaluation.card import robustbench_card
 from robustopt.evaluation.evaluate import Evaluation
 from robustopt.evaluation.sweep import SweepCurve
 from robustopt.models import defenses
+from robustopt.models import specs
 from robustopt.training import BEST_NAME, CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, PARTIAL_NAME
 
 __all__ = [
-    "RUN_FILE", "WEIGHTS", "REPORT_MD", "REPORT_HTML", "CARD_NAME", "RunFolderBusyError", "check_run", "load_run", "read_info",
+    "RUN_FILE", "MODEL_SPEC", "WEIGHTS", "REPORT_MD", "REPORT_HTML", "CARD_NAME", "RunFolderBusyError", "check_run", "load_run", "read_info",
     "read_config", "read_log", "result_stem", "result_files", "read_evaluations", "read_sweeps", "saved_request",
     "refuse_replacement", "report_request", "request_line", "relative", "resume_point", "write_card",
 ]
 
 RUN_FILE = "run.json"
+MODEL_SPEC = "model_spec"  # run.json's key for a model given by --model (robustopt.models.specs.build)
 WEIGHTS = {"final": CHECKPOINT_NAME, "best": BEST_NAME}  # load_run(weights=...) -> checkpoint name in the run
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -92,6 +96,11 @@ def check_run(run: PathLike, weights: str | None = "final") -> Path:
             f"`robustopt train ... --resume --out {run}`.")
     if weights is None or checkpoint.exists(run / WEIGHTS[weights]):
         return run
+    if MODEL_SPEC in read_info(run):  # made by `robustopt eval --model SPEC --out RUN`: no weights of its own
+        if weights == "best":
+            raise ValueError(f"{run} evaluates a model given by --model (no training, no best epoch); "
+                             "use the final weights.")
+        return run
     if weights == "final":
         raise FileNotFoundError(f"{run} has no trained weights ({WEIGHTS[weights]}.*): its training ended before "
                                 f"it saved any. Continue it with `robustopt train ... --resume --out {run}` (the "
@@ -120,6 +129,8 @@ def load_run(run: PathLike, weights: str = "final") -> tuple[nn.Module, dict[str
     """
     run = check_run(run, weights)
     info = read_info(run)
+    if MODEL_SPEC in info:  # the model of `robustopt eval --model SPEC`, rebuilt from its description
+        return specs.rebuild(info[MODEL_SPEC]).eval(), info
     model, _ = checkpoint.load(run / WEIGHTS[weights])
     if info.get("defense"):  # a constructed defense over these weights (robustopt.models.defenses)
         model = defenses.wrap(model, info["defense"])
@@ -331,7 +342,7 @@ def write_card(run: PathLike, *, weights: str = "final", evaluation: PathLike | 
     fields.setdefault("name", run.resolve().name)
     fields.setdefault("architecture", info["model"])
     fields.setdefault("dataset", info["data"])
-    fields.setdefault("test_size", datasets.info(info["data"]).test_size)
+    fields.setdefault("test_size", info.get("test_size") or datasets.info(info["data"]).test_size)
     card = robustbench_card(Evaluation.from_json(path), **fields)
     default = run / (CARD_NAME if weights == "final" else CARD_NAME.replace(".json", f"-{weights}.json"))
     return atomic_write_json(Path(out) if out is not None else default, card)

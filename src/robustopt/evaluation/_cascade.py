@@ -59,7 +59,8 @@ class Cascade:
 
     Args:
         model: maps inputs to logits (N, C); run in eval mode, its mode restored after.
-        x: all inputs, y: their labels (int64).
+        x: all inputs (or a ``robustopt.data_formats.Streamed`` that reads them batch by batch),
+            y: their labels (int64).
         batch_size: examples per attack call.
         what: the data's name in the error raised when the ranks hold different data.
     """
@@ -68,7 +69,8 @@ class Cascade:
         self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
         self.ctx = distributed.setup()
         if self.ctx.enabled:
-            self.ctx.check_same(distributed.data_key(x, y), what)
+            sample = x.sample() if hasattr(x, "sample") else x  # streamed data: its first images
+            self.ctx.check_same(distributed.data_key(sample, y), what)
 
     def batches(self, idx: torch.Tensor) -> list[torch.Tensor]:
         """``idx`` cut into consecutive batches of ``batch_size``."""

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from robustopt._checks import warn_eps
+from robustopt.data_formats import Streamed, streamed
 from robustopt._io import atomic_write_json, atomic_write_text, json_default
 from robustopt._progress import progress_bar
 from robustopt.attacks.base import Attack, check_batch
@@ -261,7 +262,12 @@ def evaluate(
 
     Args:
         model: maps inputs in [0, 1] to logits; evaluated in eval mode, its mode restored after.
-        data: ``(x, y)`` tensors or an iterable of ``(x, y)`` batches (x in the attacks' bounds).
+        data: ``(x, y)`` tensors, an iterable of ``(x, y)`` batches (x in the attacks' bounds), or
+            data read batch by batch as it is attacked, so that memory is bounded by the batch: a
+            map-style ``Dataset`` of ``(image, label)`` items (e.g. ``ro.data.load("folder:PATH")``),
+            a ``DataLoader`` that reads one in order, or a :class:`robustopt.data_formats.Streamed`
+            (which also picks the device). Datasets that know their files (``dataset.path(i)``)
+            leave each example's file in ``meta["paths"]``.
         attacks: the rows, e.g. ``ro.suites.madry(ro.Linf(0.3))``; each starts from the clean input.
         batch_size: examples per attack call.
         seed: makes every random start reproducible (one generator per attack and batch).
@@ -311,8 +317,13 @@ def evaluate(
     for a in attacks:
         if not isinstance(a, Attack):
             raise TypeError(f"every attack must be a robustopt Attack (e.g. ro.attacks.PGD(...)), got {a!r}.")
-    x, y = _as_tensors(data)
-    check_batch(x, y, attacks[0].threat if attacks else None)
+    stream = streamed(data)
+    if stream is not None:  # x stands in for the images: each batch is read (and checked) when attacked
+        x, y = stream, stream.labels()
+        check_batch(stream.sample(), y[: min(len(y), 16)], attacks[0].threat if attacks else None)
+    else:
+        x, y = _as_tensors(data)
+        check_batch(x, y, attacks[0].threat if attacks else None)
     y = y.long()
     n = len(x)
     if n == 0:
@@ -400,6 +411,8 @@ def evaluate(
         info["sessions"] = sessions
     if ctx.enabled:
         info["world_size"] = ctx.world_size
+    if stream is not None and (paths := stream.paths()) is not None:
+        info["paths"] = paths  # which file each per-example flag belongs to
     info.update(meta or {})
     ev = Evaluation(rows=rows, correct=correct.cpu(), robust=robust.cpu(), mode=mode, seed=seed, meta=info)
     if progress_path is not None and ctx.is_main:
@@ -477,11 +490,11 @@ def _json_key(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=fallback)
 
 
-def _job_fingerprint(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attacks: Sequence[Attack], *,
+def _job_fingerprint(model: nn.Module, x: torch.Tensor | Streamed, y: torch.Tensor, attacks: Sequence[Attack], *,
                      mode: str, seed: int, batch_size: int) -> dict[str, Any]:
     """What identifies an evaluation job, part by part, so that a mismatch can be named."""
     data = hashlib.sha256()
-    _tensor_digest(data, x, samples=1 << 16, with_sum=False)
+    _tensor_digest(data, x.sample() if isinstance(x, Streamed) else x, samples=1 << 16, with_sum=False)
     _tensor_digest(data, y, samples=1 << 62, with_sum=False)  # all labels
     attack_ids = hashlib.sha256(_json_key([_attack_identity(a) for a in attacks]).encode())
     return {

@@ -11,6 +11,7 @@ so a file that does not fit the model is refused with the keys that differ named
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -105,8 +106,10 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and safetensors errors alike
+        why = ("it holds pickled Python objects other than tensors, which could run code: refused"
+               if isinstance(e, pickle.UnpicklingError) else f"{type(e).__name__}: {str(e).splitlines()[0]}")
         raise ValueError(
-            f"cannot read {path} as a state dict of tensors ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"cannot read {path} as a state dict of tensors ({why}). "
             "Only tensors are loaded (torch.load(weights_only=True)), nothing that runs code: save the weights "
             "with torch.save(model.state_dict(), path) or as .safetensors."
         ) from None
