@@ -360,3 +360,30 @@ def test_bad_data_raises_clear_errors():
         fit(lambda t: t, (x, y), **kw)
     with pytest.raises(ValueError, match="shape"):
         fit(model, (x[:, :, :5], y), **kw)  # 1x5x6 images for a 36-input model
+
+
+# --- speed levers leave the results unchanged -----------------------------------------------------
+
+
+def _bn_convnet(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 2))
+
+
+@pytest.mark.parametrize("method", ["n-fgsm", "pgd"])
+def test_fold_bn_trains_the_same_model_up_to_float_rounding(method, monkeypatch):
+    from robustopt.models.folding import FoldedConvBN
+
+    folded_calls = []
+    forward = FoldedConvBN.forward
+    monkeypatch.setattr(FoldedConvBN, "forward", lambda self, x: folded_calls.append(self.bn.training) or forward(self, x))
+    x, y = separable(160)
+    runs = [fit(_bn_convnet(), (x, y), method=method, epochs=2, fold_bn=fold, **FAST) for fold in (False, True)]
+    assert folded_calls and not any(folded_calls)  # the attacks ran through the fold, in eval mode only
+    plain, folded = ([r["train_loss"] for r in res.history] for res in runs)
+    assert folded == pytest.approx(plain, rel=1e-4)
+    for k, w in weights(runs[0].model).items():
+        torch.testing.assert_close(weights(runs[1].model)[k], w, rtol=1e-4, atol=1e-5)
+    assert runs[1].config.fold_bn and not runs[1].model.training
+    with pytest.raises(TypeError, match="fold_bn must be True or False"):
+        TrainConfig(fold_bn="yes")

@@ -386,11 +386,12 @@ def test_cli_train_with_the_new_options(tmp_path):
         "train", "--data", "mnist-mini", "--model", "small-cnn", "--train-size", "120", "--epochs", "1",
         "--batch-size", "60", "--method", "free", "--replay", "2", "--eps", "0.1", "--lr-schedule", "piecewise",
         "--lr-milestones", "0,0.5,1", "--lr-values", "0,1,0", "--early-stopping-patience", "1", "--no-guard",
-        "--out", str(out)])
+        "--fold-bn", "--out", str(out)])
     assert res.exit_code == 0, res.output
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["method"] == "free" and cfg["replay"] == 2 and cfg["lr_milestones"] == [0, 0.5, 1]
     assert cfg["early_stopping_patience"] == 1 and cfg["guard"] is False and cfg["amp"] is False
+    assert cfg["fold_bn"] is True
     assert (out / "best.json").is_file()
     res = CliRunner().invoke(main, ["train", "--data", "mnist-mini", "--beta", "-1", "--method", "trades",
                                     "--out", str(tmp_path / "bad")])

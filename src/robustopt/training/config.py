@@ -128,6 +128,13 @@ class TrainConfig:
             attacks included) under float16 ``torch.autocast``, the weight updates with
             a ``GradScaler``. Validation stays in float32. On a device without CUDA
             ``fit`` raises ValueError (float16 autocast is a CUDA feature; there is no
+        fold_bn: run the training attacks through ``robustopt.models.folding.fold_batchnorm(model)``:
+            in their eval-mode passes every convolution directly followed by a batch norm is one
+            convolution with folded weights (recomputed from the live weights at every call). The
+            same function up to float rounding, so the attack points agree except where a gradient
+            coordinate is within rounding of zero; faster on CPU (docs/performance.md, "Training
+            step on CPU"). Any device; no effect on models without such pairs. Validation and the
+            weight updates use the model itself.
             silent bfloat16 fallback on CPU).
         log_every: refresh the progress bar's loss/accuracy every this many steps.
         checkpoint_every: also checkpoint inside an epoch (``out/partial.*``), at the first batch
@@ -167,6 +174,7 @@ class TrainConfig:
     guard_action: str = "stop"
     early_stopping_patience: int = 0
     device: str = "cpu"
+    fold_bn: bool = False
     amp: bool = False
     log_every: int = 10
     checkpoint_every: int = 0
@@ -200,6 +208,8 @@ class TrainConfig:
         if not (self.guard is None or isinstance(self.guard, bool)):
             raise TypeError(f"guard must be True or False or None (on for fgsm-rs and n-fgsm only), got {self.guard!r}.")
         if not isinstance(self.amp, bool):
+        if not isinstance(self.fold_bn, bool):
+            raise TypeError(f"fold_bn must be True or False, got {self.fold_bn!r}.")
             raise TypeError(f"amp must be True or False, got {self.amp!r}.")
         _check_milestones(self)
         if self.lr <= 0:

@@ -53,6 +53,7 @@ from robustopt._io import atomic_write_json
 from robustopt._lock import holding
 from robustopt._progress import progress_bar
 from robustopt.attacks import PGD
+from robustopt.models.folding import fold_batchnorm
 from robustopt.attacks.base import check_batch, check_labels, eval_mode, predict
 from robustopt.threat import ThreatModel, threat_from_name
 from robustopt.training.config import TrainConfig, guard_enabled, resolve_config
@@ -234,6 +235,7 @@ def fit(
                     f"; it was stopped ({stopped}), nothing to do" if stopped else "")
     ctx.check_same((start_epoch, position.batch), f"the epoch and batch to resume {ckpt} from")
     net = ctx.wrap(model, device)  # DDP under torchrun (weight updates only), else the model itself
+    attacked = fold_batchnorm(model) if config.fold_bn else model  # what the methods' attacks run through
     extra_args = {k: v for k, v in (("forward", net), ("state", method_state)) if k in method_extras(method)}
     kept_state = method_state if "state" in extra_args else None  # what the checkpoints save of the method
     if out is not None and ctx.is_main:
@@ -262,7 +264,7 @@ def fit(
 
                 # Inner maximization: the method crafts the batch or its loss (attacks run in eval mode).
                 with autocast():
-                    result = method(model, xb, yb, threat=threat, config=config, generator=attack_gen, **extra_args)
+                    result = method(attacked, xb, yb, threat=threat, config=config, generator=attack_gen, **extra_args)
                 updates = as_updates(result, net, yb)  # a crafted batch: its cross-entropy, in train mode
                 # Outer minimization: one optimizer step per update (several for minibatch replay).
                 for _ in range(per_batch):

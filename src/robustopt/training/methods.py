@@ -23,8 +23,11 @@ perturbation); the loop passes them only to methods that declare them. Methods l
 in the registry :data:`METHODS`; add one with :func:`register_method` without
 touching the loop.
 
-Attacks inside methods use the library's attack engine, which runs the model in
-**eval mode** and restores its mode afterwards; "free" is the
+The ``model`` a method receives is the model, or with ``TrainConfig.fold_bn`` a view of it
+with batch norm folded into the convolutions (:mod:`robustopt.models.folding`: the same
+parameters, the same function in train mode). Attacks inside methods use the library's
+attack engine (or its one-step form), which runs the model in **eval mode** and restores
+its mode afterwards; "free" is the
 exception: its perturbation gradient comes from the training pass (train mode). For
 networks without batch norm or dropout, such as Madry et al.'s MNIST model A, eval
 and train mode compute the same function, so this makes no difference there.
