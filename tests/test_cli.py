@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import click
 import torch
@@ -223,3 +224,125 @@ def test_eval_and_sweep_of_the_best_epoch(runs, tmp_path):
     ev = json.loads((out / "eval-fast-best.json").read_text())
     assert ev["meta"]["weights"] == "best" and not (out / "eval-fast.json").exists()
     assert json.loads((out / "sweep-linf-best.json").read_text())["eps"] == [0.0, 0.1]
+
+
+# --- your own model and data: eval --model SPEC --data SPEC --out DIR, then report, sweep and card ---------------
+
+
+def _own_setup(tmp_path):
+    """A PNG folder, an .npz, a model file with trained-looking weights, and its two archives."""
+    from own_data import archives, image_folder, make_model, model_file, npz_file
+
+    image_folder(tmp_path / "imgs", per_class=2)
+    npz_file(tmp_path / "arrays.npz", n=8)
+    model_file(tmp_path)
+    torch.save(make_model().state_dict(), tmp_path / "net.pt")
+    archives(tmp_path, make_model())
+    return tmp_path
+
+
+@pytest.mark.parametrize("model, data", [
+    ("{d}/net.py:make --weights {d}/net.pt --mean 0.5,0.5,0.5 --std 0.25,0.25,0.25", "folder:{d}/imgs"),
+    ("torchscript:{d}/net.ts", "npz:{d}/arrays.npz"),
+    ("export:{d}/net.pt2", "folder:{d}/imgs"),
+])
+def test_eval_of_your_model_then_report_and_card(tmp_path, model, data):
+    pytest.importorskip("PIL")
+    d = _own_setup(tmp_path)
+    out = d / "run"
+    args = ["eval", "--model", *model.format(d=d).split(), "--data", data.format(d=d), "--eps", "8/255",
+            "--suite", "fast", "--n", "6", "--batch-size", "4", "--out", str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "run.json").read_text())
+    assert info["model_spec"]["spec"] == model.format(d=d).split()[0] and info["data"].startswith(data[:4])
+    assert "sha256" in info["model_spec"] or "weights_sha256" in info["model_spec"]
+    rows = (out / "eval-fast-examples.csv").read_text().splitlines()
+    assert rows[0] == "index,file,label,correct,robust" and len(rows) == 7
+    if data.startswith("folder"):
+        assert rows[1].split(",")[1] == str(d / "imgs" / "ant" / "0.png")
+    ev = ro.Evaluation.from_json(out / "eval-fast.json")
+    model_back, _ = ro.load_run(out)
+    x = ro.data_formats.first(ro.data.load(info["data"]), 6)[0]
+    assert torch.equal(model_back(x).argmax(1) == torch.tensor([int(r.split(",")[2]) for r in rows[1:]]), ev.correct)
+    report = CliRunner().invoke(main, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    assert (out / "report.html").is_file()
+    card = CliRunner().invoke(main, ["card", str(out), "--eval", str(out / "eval-fast.json")])
+    assert card.exit_code == 0, card.output
+    assert json.loads((out / "robustbench.json").read_text())["robustopt"]["n"] == 6
+
+
+def test_sweep_and_a_second_suite_on_a_model_run(tmp_path):
+    pytest.importorskip("PIL")
+    d = _own_setup(tmp_path)
+    out = d / "run"
+    common = ["--model", f"{d}/net.py:make", "--data", f"folder:{d}/imgs", "--eps", "8/255", "--out", str(out)]
+    assert CliRunner().invoke(main, ["eval", *common, "--suite", "fast", "--n", "4"]).exit_code == 0
+    res = CliRunner().invoke(main, ["eval", *common, "--suite", "madry", "--n", "4", "--max-restarts", "1"])
+    assert res.exit_code == 0, res.output  # the same model and data: the run folder is reused
+    res = CliRunner().invoke(main, ["sweep", str(out), "--eps", "0,4/255", "--steps", "2", "--n", "4"])
+    assert res.exit_code == 0, res.output
+    assert (out / "sweep-linf.json").is_file()
+    other = CliRunner().invoke(main, ["eval", *common[:1], f"torchscript:{d}/net.ts", *common[2:]])
+    assert other.exit_code == 2 and "holds another run" in other.output
+
+
+def test_registry_model_on_a_registry_dataset(tmp_path):
+    res = CliRunner().invoke(main, ["eval", "--model", "small-cnn", "--data", "mnist-mini", "--eps", "0.1", "--n", "4",
+                                    "--suite", "fast", "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["data"] == "mnist-mini"
+
+
+def _bad_folder(d, kind):
+    from PIL import Image
+
+    if kind == "empty class":
+        (d / "imgs" / "eel").mkdir()
+    elif kind == "corrupt":
+        (d / "imgs" / "bee" / "9.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    elif kind == "other size":
+        Image.new("RGB", (5, 5)).save(d / "imgs" / "dog" / "9.png")
+
+
+@pytest.mark.parametrize("case, changes, message", [
+    ("missing folder", {"--data": "folder:{d}/nowhere"}, "no folder .*nowhere"),
+    ("empty class", {}, r"class folder .*eel holds no \.png"),
+    ("corrupt", {}, r"cannot read image .*bee/9\.png.*--skip-bad"),
+    ("other size", {}, r"9\.png is 5x5.*--image-size"),
+    ("factory raises", {"--model": "{d}/net.py:broken"}, "net.py:broken raised RuntimeError: needs a GPU"),
+    ("malicious pickle", {"--weights": "{d}/evil.pt"}, "could run code: refused"),
+    ("shapes", {"--image-size": "4", "--model": "{d}/lin.py:make"}, r"fails on images .* of shape \(3, 4, 4\)"),
+    ("no eps", {"--eps": None}, "--model needs --eps"),
+    ("data without model", {"--model": None, "RUN": "{d}"}, "--data goes with --model"),
+])
+def test_bad_input_to_eval_model_is_one_line(tmp_path, case, changes, message):
+    pytest.importorskip("PIL")
+    from own_data import malicious_pt
+
+    d = _own_setup(tmp_path)
+    _bad_folder(d, case)
+    malicious_pt(d / "evil.pt", d / "ran")
+    (d / "lin.py").write_text("from torch import nn\ndef make():\n    return nn.Sequential(nn.Flatten(), nn.Linear(192, 4))\n")
+    opts = {"RUN": None, "--model": "{d}/net.py:make", "--data": "folder:{d}/imgs", "--eps": "8/255",
+            "--out": "{d}/run", "--suite": "fast", **changes}
+    args = ["eval"] + [t.format(d=d) for k, v in opts.items() if v is not None for t in ((v,) if k == "RUN" else (k, v))]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2, res.output
+    line = res.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and re.search(message, line), res.output
+    assert not (d / "ran").exists()
+
+
+def test_skip_bad_leaves_corrupt_images_out_and_counts_them(tmp_path):
+    pytest.importorskip("PIL")
+    d = _own_setup(tmp_path)
+    _bad_folder(d, "corrupt")
+    res = CliRunner().invoke(main, ["eval", "--model", f"{d}/net.py:make", "--data", f"folder:{d}/imgs", "--skip-bad",
+                                    "--eps", "8/255", "--suite", "fast", "--out", str(d / "run")])
+    assert res.exit_code == 0, res.output
+    assert "skipped 1 unreadable image" in res.output and "bee/9.png" in res.output
+    info = json.loads((d / "run" / "run.json").read_text())
+    assert info["data_options"] == {"skip_bad": True} and info["test_size"] == 8
+    assert CliRunner().invoke(main, ["report", str(d / "run")]).exit_code == 0  # the same images again

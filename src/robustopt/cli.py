@@ -303,7 +303,7 @@ def train(preset, dataset, model_name, method, norm, eps, train_size, out, resum
 
 
 @main.command("eval")
-@click.argument("run", metavar="RUN | zoo:NAME")
+@click.argument("run", metavar="[RUN | zoo:NAME]", required=False)
 @click.option("--suite", type=click.Choice(["madry", "standard", "fast", "adaptive"]), default="madry", show_default=True,
               help="madry: the paper's rows; standard: APGD-CE, APGD-T, FAB-T, Square (cascade); fast: APGD only; "
                    "adaptive: the standard attacks scheduled by evidence per example (prints the budget per stage).")
@@ -321,16 +321,34 @@ def train(preset, dataset, model_name, method, norm, eps, train_size, out, resum
 @click.option("--restart", is_flag=True, default=False,
               help="Discard the saved progress of an interrupted evaluation (RUN/eval-SUITE.progress.json) and start over.")
 @_ATTACK_DEVICE
-@_WEIGHTS
+@click.option("--weights", default=None, metavar="final|best|FILE",
+              help="RUN: final (default) or best (the best validation epoch, results in *-best.*). With --model: "
+                   "the model's state dict (.safetensors, or .pt read with weights_only=True).")
+@click.option("--model", "model_spec", default=None, metavar="SPEC",
+              help="Your model instead of RUN: a registry name | FILE.py:factory | package.module:factory | "
+                   "torchscript:PATH | export:PATH. Needs --data, --eps and --out.")
+@click.option("--data", "data_spec", default=None, metavar="SPEC",
+              help="With --model: a dataset name (its test split) | folder:PATH (one sub-folder per class) | "
+                   "npz:PATH (arrays x, y). Read batch by batch.")
+@click.option("--mean", type=_NUMBERS, default=None, help="With --model: per-channel mean the model expects its "
+              "inputs normalized with, e.g. 0.485,0.456,0.406 (with --std; the model then takes [0, 1] images).")
+@click.option("--std", type=_NUMBERS, default=None, help="With --model: per-channel std, e.g. 0.229,0.224,0.225.")
+@click.option("--image-size", type=int, default=None, help="folder: data: resize (short side) and center-crop to N.")
+@click.option("--skip-bad", is_flag=True, default=False,
+              help="folder: data: leave out unreadable images (counted) instead of stopping at the first.")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace an RUN/eval-SUITE.json made with other settings (n, restarts, threat, sources, mode, "
                    "seed, ...); without it such a file is kept and the command refuses.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="zoo:NAME: the folder to evaluate in and write the results to (default: a folder per entry in "
-                   "the user cache; never the zoo itself unless named).")
+                   "the user cache; never the zoo itself unless named). --model: the run folder to create, with "
+                   "the model's description, for report, sweep and card afterwards.")
 def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size, seed, root, restart, device,
-          weights, overwrite, out) -> None:
+          weights, model_spec, data_spec, mean, std, image_size, skip_bad, overwrite, out) -> None:
     """Evaluate the model in RUN or the zoo entry NAME; print the table, write RUN/eval-SUITE.{json,md}.
+
+    Your own model and data: robustopt eval --model net.py:make --weights net.pt --data folder:images
+    --eps 8/255 --out runs/mine (OUT/eval-SUITE-examples.csv lists each image's file and flags).
 
     Progress is saved after every batch: run the same command again after an
     interruption and it continues where it stopped.
@@ -338,6 +356,21 @@ def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size,
     from robustopt.experiments import eval_run
 
     try:
+        if model_spec is not None:
+            _eval_model(run, out, model_spec, data_spec, weights, mean, std, image_size, skip_bad, sources, norm, eps,
+                        suite=suite, limit=limit, max_restarts=max_restarts, mode=mode, batch_size=batch_size,
+                        seed=seed, root=root, restart=restart, device=device, overwrite=overwrite)
+            return
+        given = [flag for flag, value in (("--data", data_spec), ("--mean", mean), ("--std", std),
+                                          ("--image-size", image_size), ("--skip-bad", skip_bad)) if value]
+        if given:
+            raise ValueError(f"{given[0]} goes with --model SPEC; a run folder brings its own data.")
+        if run is None:
+            raise ValueError("give a run folder RUN, zoo:NAME, or --model SPEC --data SPEC --eps E --out DIR.")
+        weights = weights or "final"
+        if weights not in _registry.runs.WEIGHTS:
+            raise ValueError(f"--weights for a run folder is final or best, got {weights!r}; a weights file goes "
+                             "with --model SPEC.")
         if run.startswith(_registry.zoo.PREFIX):  # a copy of the entry's run folder, outside the zoo
             run = _registry.zoo.prepare_run(run, out)
             click.echo(f"zoo entry {run.name}: evaluating in {run}")
@@ -347,7 +380,7 @@ def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size,
         eval_run(run, suite=suite, sources=parsed, norm=norm, eps=eps, limit=limit, max_restarts=max_restarts,
                  mode=mode, batch_size=batch_size, seed=seed, root=root, echo=click.echo, restart=restart,
                  device=device, weights=weights, overwrite=overwrite)
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, TypeError, OSError, ImportError) as err:  # ImportError: Pillow missing
         _fail(err)
 
 
@@ -487,6 +520,22 @@ def zoo_list(markdown: bool) -> None:
         click.echo("  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]).rstrip())
     click.echo("Load one with ro.zoo.load(NAME); evaluate it with `robustopt eval zoo:NAME --suite adaptive`; "
                "how each was made: its entry.json and robustbench.json.")
+
+
+def _eval_model(run, out, model_spec, data_spec, weights, mean, std, image_size, skip_bad, sources, norm, eps,
+                **eval_args) -> None:  # noqa: ANN001
+    """``eval --model SPEC``: the flags checked in CLI terms, then ``robustopt.external.eval_model``."""
+    from robustopt.external import eval_model
+
+    if run is not None:
+        raise ValueError(f"give RUN or --model SPEC, not both (got {run} and --model {model_spec}).")
+    missing = [flag for flag, value in (("--data", data_spec), ("--eps", eps), ("--out", out)) if value is None]
+    if missing:
+        raise ValueError(f"--model needs {', '.join(missing)}: e.g. --data folder:PATH --eps 8/255 --out runs/mine.")
+    if sources:
+        raise ValueError("--source takes run folders and goes with RUN, not with --model.")
+    eval_model(out, model=model_spec, data=data_spec, eps=eps, weights=weights, mean=mean, std=std,
+               image_size=image_size, skip_bad=skip_bad, norm=norm or "linf", echo=click.echo, **eval_args)
 
 
 def _parse_source(text: str) -> tuple[str, Path]:
