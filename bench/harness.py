@@ -55,6 +55,7 @@ QUESTIONS = {
     "compare_autoattack": "autoattack",
     "pgd_restarts": "pgd-restarts",
     "training_curves": "train-efficiency",
+    "step_speed": "step-speed",
     "fresh_clone_time": "cifar10-cpu",
     "run": "run",
 }
