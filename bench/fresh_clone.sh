@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Time a command end to end from a fresh clone: clone this repository's HEAD into a new folder, install it
-# in a new virtual environment (as .ci/run does, with the extras EXTRAS names, default report: reproduce
-# ends with a report), run the command there, record.
+# in a new virtual environment as the README's quick start does (no extras; EXTRAS=a,b adds extras),
+# run the command there, record.
 # Usage: ROBUSTOPT_DATA=../shared/data bash bench/fresh_clone.sh LOG COMMAND...
 #   e.g. bash bench/fresh_clone.sh bench/results/cifar10-cpu/fresh-clone.log \
 #            robustopt reproduce madry-cifar10 --budget cpu --out runs/cifar10-cpu
@@ -36,7 +36,7 @@ else
   T0=$(date +%s)
   git clone -q "$REPO" "$CLONE"
   cd "$CLONE"
-  python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 -e ".[${EXTRAS-report}]" >> "$LOG" 2>&1
+  python3 -m venv .venv && .venv/bin/pip install -q torch==2.13.0 -e ".${EXTRAS:+[$EXTRAS]}" >> "$LOG" 2>&1
   echo "install took $(( $(date +%s) - T0 )) s" >> "$LOG"
 fi
 T1=$(date +%s)
