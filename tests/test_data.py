@@ -143,7 +143,7 @@ def tree(folder: Path) -> list[str]:
 
 
 def test_registry_names_and_constants() -> None:
-    assert data.names() == ["mnist-mini", "mnist", "fashion-mnist", "cifar10"]
+    assert data.names() == ["mnist-mini", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn"]
     mnist, cifar, fashion = data.info("mnist"), data.info("cifar10"), data.info("fashion-mnist")
     assert (mnist.mean, mnist.std, mnist.shape, mnist.num_classes) == ((0.1307,), (0.3081,), (1, 28, 28), 10)
     assert (fashion.mean, fashion.std) == ((0.2860,), (0.3530,))

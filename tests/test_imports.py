@@ -16,7 +16,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     ["robustopt._io", "robustopt._checks", "robustopt._device", "robustopt._progress", "robustopt.malloc",
      "robustopt.losses", "robustopt.distributed", "robustopt.threat"],
-    ["robustopt._lock", "robustopt.data_formats", "robustopt.data", "robustopt.models", "robustopt.models.*"],
+    ["robustopt._lock", "robustopt.data_files", "robustopt.data_formats", "robustopt.data", "robustopt.models", "robustopt.models.*"],
     ["robustopt.checkpoint"],
     ["robustopt.attacks", "robustopt.attacks.*"],
     ["robustopt.evaluation", "robustopt.evaluation.*"],

@@ -1,4 +1,4 @@
-"""Datasets: MNIST, Fashion-MNIST, CIFAR-10 and the shipped offline subset mnist-mini.
+"""Datasets: MNIST, Fashion-MNIST, CIFAR-10, CIFAR-100, SVHN and the shipped offline subset mnist-mini.
 
 Images come back as float32 tensors in [0, 1], NCHW; labels as int64. Nothing is
 normalized here: models carry the dataset's ``mean``/``std`` (see :func:`info`)
@@ -16,6 +16,8 @@ else a user cache folder (``pooch.os_cache("robustopt")``). Under it::
                           /usr/share/datasets/fashion-mnist of Debian's package
                           dataset-fashion-mnist is used if it holds them)
     ROOT/cifar10/cifar-10-batches-bin/{data_batch_1..5, test_batch}.bin
+    ROOT/cifar100/cifar-100-binary/{train, test}.bin
+    ROOT/svhn/{train, test}_32x32.mat
 
 Missing files are downloaded from the official source (then mirrors) with pooch,
 with a progress bar. pooch writes into a temporary file beside the target and
@@ -52,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robustopt import data_formats
+from robustopt import data_files, data_formats
 
 __all__ = [
     "DatasetInfo",
@@ -298,8 +300,70 @@ _MNIST_MINI = DatasetInfo(
     license=_MNIST.license + "; subset shipped in robustopt/assets (see MNIST-LICENSE.md)",
 )
 
-_REGISTRY: dict[str, DatasetInfo] = {d.name: d for d in (_MNIST_MINI, _MNIST, _FASHION, _CIFAR10)}
-_ALIASES = {"cifar-10": "cifar10", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist"}
+_CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish",
+    "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange",
+    "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
+    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk",
+    "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm",
+)  # the fine labels, in label order
+
+_CIFAR100 = DatasetInfo(
+    name="cifar100",
+    num_classes=100,
+    shape=(3, 32, 32),
+    mean=(0.5071, 0.4865, 0.4409),
+    std=(0.2673, 0.2564, 0.2762),
+    # The official binary version: records of 2 label bytes (coarse, fine) + 3072 pixel bytes. The
+    # archive's md5 is the published one; the two files' md5 are those of the files in that archive.
+    files=(
+        FileInfo("cifar-100-binary/train.bin", "train", "batch", 153700000, None, "6172c7755cfe09b2fe270c85cebc1b15"),
+        FileInfo("cifar-100-binary/test.bin", "test", "batch", 30740000, None, "4499cfba6c016c1be1438163640a0898"),
+    ),
+    archive=FileInfo(
+        "cifar-100-binary.tar.gz", "", "archive", None, None, "03b5dce01913d631647c71ecec9e9cb8",
+        ("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",),
+    ),
+    train_size=50000,
+    test_size=10000,
+    classes=_CIFAR100_CLASSES,
+    folder="cifar100",
+    layout="cifar100-bin",
+    homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+    license=_CIFAR10.license,
+)
+
+_SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"
+_SVHN = DatasetInfo(
+    name="svhn",
+    num_classes=10,
+    shape=(3, 32, 32),
+    mean=(0.4377, 0.4438, 0.4728),
+    std=(0.1980, 0.2010, 0.1970),
+    # The cropped digits (format 2), MATLAB files; md5 as published with torchvision's SVHN.
+    files=(
+        FileInfo("train_32x32.mat", "train", "mat", 182040794, None, "e26dedcc434d2e4c54c9b2d4a06d8373",
+                 (_SVHN_URL + "train_32x32.mat",)),
+        FileInfo("test_32x32.mat", "test", "mat", 64275384, None, "eb5a983be6a315427106f1b164d9cef3",
+                 (_SVHN_URL + "test_32x32.mat",)),
+    ),
+    train_size=73257,
+    test_size=26032,
+    classes=_DIGITS,
+    folder="svhn",
+    layout="svhn-mat",
+    homepage=_SVHN_URL,
+    license="non-commercial use only; cite Netzer et al., 'Reading Digits in Natural Images with Unsupervised "
+            "Feature Learning', 2011",
+)
+
+_REGISTRY: dict[str, DatasetInfo] = {d.name: d for d in (_MNIST_MINI, _MNIST, _FASHION, _CIFAR10, _CIFAR100, _SVHN)}
+_ALIASES = {"cifar-10": "cifar10", "cifar-100": "cifar100", "fashionmnist": "fashion-mnist", "fmnist": "fashion-mnist"}
 _MINI_ASSET = ("assets", "mnist-mini.npz")
 
 
@@ -494,8 +558,7 @@ def load(
         images, labels = _load_mini(split)
     else:
         _, paths = _ensure_files(ds, ds.split_files(split), default_root(root), download)
-        read = _load_idx_split if ds.layout == "idx" else _load_cifar_split
-        images, labels = read(ds, paths)
+        images, labels = _READERS[ds.layout](ds, paths)
     _check_arrays(ds, split, images, labels)
     x = torch.from_numpy(images).reshape(-1, *ds.shape).to(torch.float32).div_(255.0).contiguous()
     y = torch.from_numpy(labels.astype(np.int64))
@@ -615,6 +678,24 @@ def _load_cifar_split(ds: DatasetInfo, paths: dict[FileInfo, Path]) -> tuple[np.
     if len(parts) == 1:
         return parts[0]
     return np.concatenate([im for im, _ in parts]), np.concatenate([lb for _, lb in parts])
+
+
+def _load_each(read):  # noqa: ANN001, ANN202  (a parser of one file -> the loader of a split's files)
+    def load_split(ds: DatasetInfo, paths: dict[FileInfo, Path]) -> tuple[np.ndarray, np.ndarray]:
+        parts = []
+        for p in paths.values():
+            try:
+                parts.append(read(p))
+            except ValueError as err:
+                raise _corrupt(ds, p, str(err)) from None
+        return (np.concatenate([im for im, _ in parts]), np.concatenate([lb for _, lb in parts])) if len(parts) > 1 \
+            else parts[0]
+
+    return load_split
+
+
+_READERS = {"idx": _load_idx_split, "cifar-bin": _load_cifar_split,
+            "cifar100-bin": _load_each(data_files.read_cifar100_batch), "svhn-mat": _load_each(data_files.read_svhn_mat)}
 
 
 def _load_mini(split: str) -> tuple[np.ndarray, np.ndarray]:
