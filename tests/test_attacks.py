@@ -405,3 +405,30 @@ def test_pgd_is_at_least_as_strong_as_torchattacks(trained_cnn):
     theirs = accuracy(model, torchattacks.PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True)(x, y), y)
     ours = accuracy(model, PGD(ro.Linf(eps), steps=steps, step_size=alpha)(model, x, y), y)
     assert ours <= theirs + 0.01, (ours, theirs)
+
+
+# --- low precision: the attack works in float32, the point is exact in the input's dtype -------------------
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("threat", [ro.Linf(0.1), ro.L2(0.5), ro.L1(2.0)], ids=str)
+def test_low_precision_points_lie_inside_the_ball_in_their_own_dtype(dtype, threat):
+    model = make_linear(dtype=dtype)
+    x, y = make_data(n=64, dtype=dtype)
+    res = PGD(threat, steps=5).run(model, x, y)
+    assert res.x_adv.dtype == dtype
+    distance = threat.distance(x.double(), res.x_adv.double())  # exact: every bf16/fp16 value is a float64
+    assert (distance <= threat.eps * (1 + 1e-6)).all() and distance.max() > 0.9 * threat.eps
+    assert ((res.x_adv >= 0) & (res.x_adv <= 1)).all()
+    with torch.no_grad():  # the success flags are those of the returned points
+        assert torch.equal(res.success, model(res.x_adv).argmax(1) != y)
+    ev = ro.evaluate(model, (x, y), [PGD(threat, steps=5)], progress=False)  # no point is refused
+    assert ev.robust_accuracy <= ev.clean_accuracy
+
+
+def test_under_autocast_the_perturbation_stays_in_float32():
+    model = make_linear()
+    x, y = make_data(n=32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        res = PGD(ro.Linf(0.1), steps=5).run(model, x, y)
+        ev = ro.evaluate(model, (x, y), [PGD(ro.Linf(0.1), steps=5)], progress=False)
+    assert res.x_adv.dtype == torch.float32 and ro.Linf(0.1).contains(res.x_adv, x).all()
+    assert ev.robust_accuracy <= ev.clean_accuracy

@@ -306,3 +306,9 @@ def test_findings_table():
     assert "1 error, 0 warning, 1 info" in text
     md = findings_table(fs, fmt="markdown")
     assert md.startswith("| Level | Code | Finding |") and "`transfer-beats-whitebox`" in md
+
+
+def test_empty_data_is_refused_in_words(base, data):
+    x, y = data
+    with pytest.raises(ValueError, match="data holds no examples: pass at least one"):
+        audit(base, (x[:0], y[:0]))

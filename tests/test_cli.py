@@ -346,3 +346,53 @@ def test_skip_bad_leaves_corrupt_images_out_and_counts_them(tmp_path):
     info = json.loads((d / "run" / "run.json").read_text())
     assert info["data_options"] == {"skip_bad": True} and info["test_size"] == 8
     assert CliRunner().invoke(main, ["report", str(d / "run")]).exit_code == 0  # the same images again
+
+
+# --- eval and sweep: requests that cannot mean what they say ------------------------------------------
+def test_parse_eps_grid_holds_the_values_up_to_stop():
+    from robustopt.cli import parse_eps_grid
+
+    assert parse_eps_grid("0:0.5:0.3") == [0.0, 0.3]  # never beyond STOP
+    assert parse_eps_grid("0:1:0.6") == [0.0, 0.6]
+    assert parse_eps_grid("0:0.3:0.1") == [0.0, 0.1, 0.2, 0.3]  # STOP on the grid, up to rounding
+    assert parse_eps_grid("0:1:1/3")[-1] == 1.0 and len(parse_eps_grid("0:0.5:0.05")) == 11
+
+
+@pytest.mark.parametrize("grid, part", [("0:0.3:-0.1", "STEP"), ("0:x:0.1", "STOP"), ("0:0.3:0", "STEP > 0")])
+def test_sweep_grid_errors_name_eps_and_the_part(runs, grid, part):
+    res = CliRunner().invoke(main, ["sweep", str(runs / "a"), "--eps", grid, "--n", "5"])
+    assert res.exit_code == 2 and "'--eps'" in res.output and part in res.output
+    assert "eps must be >= 0" not in res.output
+
+
+def test_sweep_writes_no_eps_beyond_stop_and_says_where(runs, tmp_path):
+    res = CliRunner().invoke(main, ["sweep", str(runs / "nat"), "--eps", "0:0.5:0.3", "--steps", "2", "--n", "10",
+                                    "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((runs / "nat" / "sweep-linf.json").read_text())["eps"] == [0.0, 0.3]
+    assert f"written: {runs / 'nat' / 'sweep-linf.json'}" in res.output
+
+
+def test_eval_a_source_named_A_runs_and_records_its_transfer_rows(runs):
+    res = CliRunner().invoke(main, ["eval", str(runs / "nat"), "--n", "20", "--eps", "0.1", "--max-restarts", "1",
+                                    "--batch-size", "20", "--source", f"A={runs / 'a'}", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    ev = json.loads((runs / "nat" / "eval-madry.json").read_text())
+    transfer = [r for r in ev["rows"] if r["attack"].get("type") == "Transfer"]
+    assert len(ev["rows"]) == 1 + 6 + 3 and [r["source"] for r in transfer] == ["A"] * 3
+    assert list(ev["meta"]["sources"]) == ["A"] and res.output.count("A (transfer)") == 3
+    assert f"written: {runs / 'nat' / 'eval-madry.json'}" in res.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--source", "B={a}", "--source", "B={nat}"], "--source B is given twice"),
+    (["--suite", "fast", "--source", "B={a}"], "--source runs transfer rows only in the madry suite"),
+    (["--norm", "l2"], "--norm l2 is not the run's training norm (linf)"),
+])
+def test_eval_requests_that_cannot_mean_what_they_say_are_refused(runs, args, message):
+    args = [s.format(a=runs / "a", nat=runs / "nat") for s in args]
+    before = sorted(p.name for p in (runs / "a").iterdir())
+    res = CliRunner().invoke(main, ["eval", str(runs / "a"), "--n", "5", *args])
+    assert res.exit_code == 2 and res.output.startswith("error: ") and message in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in (runs / "a").iterdir()) == before  # nothing recorded

@@ -287,3 +287,84 @@ def test_a_threat_model_unknown_where_the_file_is_read_is_no_error(problem):
         r["attack"].pop("threat", None)
     ev = Evaluation.from_dict(d)
     assert ev.threat is None and "threat" not in ev.table().splitlines()[-1]
+
+
+# --- inputs that would give a wrong number are refused ---------------------------------------------
+@pytest.mark.parametrize("label", [4, -1])
+def test_labels_outside_the_models_classes_are_refused(problem, label):
+    model, x, y = problem
+    y = y.clone()
+    y[0] = label
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\] for a model with 4 outputs"):
+        evaluate(model, (x, y), [FGSM(ro.Linf(0.1))], progress=False)
+
+
+def test_each_batch_pairs_its_own_images_and_labels(problem):
+    model, x, y = problem
+    with pytest.raises(ValueError, match=r"batch 0 of data has x of shape \(20, 1, 20\) and y of shape \(19,\)"):
+        evaluate(model, [(x[:20], y[:19]), (x[20:], y[19:])], FGSM(ro.Linf(0.1)), progress=False)
+    with pytest.raises(TypeError, match="pair of lists of tensors"):
+        evaluate(model, [list(x), list(y)], FGSM(ro.Linf(0.1)), progress=False)
+    with pytest.raises(TypeError, match="batch 0 of data is not an"):
+        evaluate(model, [{"x": x, "y": y}], FGSM(ro.Linf(0.1)), progress=False)
+
+
+class _Scaled(nn.Module):
+    """``model``'s logits times ``factor`` (NaN or Inf make its output undefined)."""
+
+    def __init__(self, model: nn.Module, factor: float, above: float = -1.0) -> None:
+        super().__init__()
+        self.model, self.factor, self.above = model, factor, above
+
+    def forward(self, x):
+        z = self.model(x)
+        hit = (x.flatten(1).max(1).values > self.above)[:, None]  # only inputs with a pixel above `above`
+        return torch.where(hit, z * self.factor, z)
+
+
+@pytest.mark.parametrize("factor", [float("nan"), float("inf")])
+def test_a_model_whose_output_is_not_finite_is_refused_at_the_clean_pass(problem, factor):
+    model, x, y = problem
+    with pytest.raises(ValueError, match=r"model's output \(its logits\) holds NaN or Inf on 120 of 120 clean inputs"):
+        evaluate(_Scaled(model, factor), (x, y), [FGSM(ro.Linf(0.1))], progress=False)
+
+
+def test_a_model_whose_output_is_not_finite_at_adversarial_points_is_refused(problem):
+    model, x, y = problem
+    x = x * 0.8  # every clean pixel <= 0.8; an attack at eps 0.1 reaches above 0.85
+    with pytest.raises(ValueError, match="NaN or Inf on .* adversarial points of PGD"):
+        evaluate(_Scaled(model, float("nan"), above=0.85), (x, y), [PGD(ro.Linf(0.1), steps=3)], progress=False)
+
+
+def test_attacks_may_be_a_single_attack_or_a_generator(problem):
+    model, x, y = problem
+    fgsm, pgd = FGSM(ro.Linf(0.1)), PGD(ro.Linf(0.1), steps=3)
+    single = evaluate(model, (x, y), fgsm, progress=False)
+    assert [r.name for r in single.rows] == ["Natural", "FGSM"]
+    listed = evaluate(model, (x, y), [fgsm, pgd], progress=False)
+    generated = evaluate(model, (x, y), (a for a in (fgsm, pgd)), progress=False)
+    assert [r.accuracy for r in generated.rows] == [r.accuracy for r in listed.rows] and len(listed.rows) == 3
+    with pytest.raises(TypeError, match="robustopt Attack or a list of them"):
+        evaluate(model, (x, y), "pgd", progress=False)
+
+
+def test_a_transfer_source_named_like_the_white_box_rows_keeps_its_rows():
+    t, m = ro.Linf(0.3), _linear(1)
+    for cap in (None, 1):
+        named_a = suites.madry(t, {"A": m}, max_restarts=cap)
+        named_z = suites.madry(t, {"Z": m}, max_restarts=cap)
+        assert len(named_a) == len(named_z) == len(suites.madry(t, max_restarts=cap)) + 3
+        assert [a.source for a in named_a if isinstance(a, Transfer)] == ["A", "A", "A"]
+    # two names for one model are two sources; a capped copy of a row is still dropped
+    assert len(suites.madry(t, {"B": m, "C": m}, max_restarts=1)) == 6 + 3 + 3
+
+
+def test_a_transfer_row_named_A_is_told_apart_in_tables_and_reference(problem):
+    model, x, y = problem
+    t = ro.Linf(0.1)
+    ev = evaluate(model, (x, y), [FGSM(t), Transfer(_linear(1), FGSM(t), source_name="A")], progress=False)
+    white, transfer = ev.rows[1], ev.rows[2]
+    assert row_key(white) == ("FGSM", 1, 1, "A") and row_key(transfer) == ("FGSM", 1, 1, "A (transfer)")
+    table = ev.table(reference={("FGSM", 1, 1, "A"): 95.6})
+    line = [s for s in table.splitlines() if "A (transfer)" in s][0]
+    assert "95.6" not in line  # the white-box paper number is not shown beside a transfer row

@@ -326,3 +326,26 @@ def test_start_from_another_evaluation_is_refused(problem, change):
         other = _mlp(5)  # other clean predictions
     with pytest.raises(ValueError, match="not an earlier part of this evaluation"):
         evaluate(other, (x, y), attacks, **kwargs)
+
+
+def test_saved_progress_says_where_a_resumed_evaluation_continues(problem, tmp_path):
+    from robustopt.evaluation.evaluate import saved_progress
+
+    model, x, y = problem
+    path = tmp_path / "eval.progress.json"
+    assert saved_progress(path, model, (x, y), _attacks(), batch_size=BATCH) is None
+    _interrupted(problem, path)
+    where = saved_progress(path, model, (x, y), _attacks(), batch_size=BATCH)
+    assert where is not None and where["sessions"] == 1 and 0 <= where["attack"] < len(_attacks())
+    with pytest.raises(ValueError, match="another evaluation \\(different seed\\)"):
+        saved_progress(path, model, (x, y), _attacks(), batch_size=BATCH, seed=1)
+
+
+def test_resuming_is_announced_only_for_a_usable_progress_file(run_folder):
+    from robustopt.experiments import eval_run
+
+    lines: list[str] = []
+    (run_folder / "eval-fast.progress.json").write_text("{broken")
+    with pytest.raises(ValueError, match="not a usable robustopt evaluation progress file"):
+        eval_run(run_folder, suite="fast", limit=8, batch_size=4, progress=False, echo=lines.append)
+    assert not any("Resuming" in line for line in lines)

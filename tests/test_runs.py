@@ -106,3 +106,11 @@ def test_write_card_reads_the_standard_evaluation_of_the_run(run):
     card = json.loads(path.read_text())
     assert path == folder / "robustbench-best.json" and card["dataset"] == "mnist-mini" and card["name"] == "a"
     assert card["architecture"] == "small-cnn" and card["threat_model"] == "Linf" and card["eps"] == "0.3"
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '"a run"', "3"])
+def test_a_run_json_that_is_no_object_is_refused_in_words(run, content):
+    folder, _, _ = run
+    (folder / "run.json").write_text(content)
+    with pytest.raises(ValueError, match="run.json holds a JSON .*, not a run's description"):
+        ro.load_run(folder)

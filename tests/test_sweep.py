@@ -208,3 +208,27 @@ def test_other_bad_arguments(cnn_and_data):
         sweep(model, (x, y), ro.Linf, [0.1], attack=lambda t: [FGSM(ro.Linf(0.3))], progress=False)
     with pytest.raises(ValueError, match="outside the bounds"):
         sweep(model, (x + 2, y), ro.Linf, [0.1], progress=False)
+
+
+def test_labels_outside_the_models_classes_are_refused():
+    model = make_linear()
+    x, y = make_data(n=20)
+    y[3] = -1
+    with pytest.raises(ValueError, match="labels must be in \\[0, 4\\] for a model with 5 outputs"):
+        sweep(model, (x, y), ro.Linf, [0.0, 0.1], progress=False)
+
+
+def test_a_model_whose_output_is_not_finite_is_refused():
+    class NaNModel(nn.Module):
+        def forward(self, x):
+            return make_linear()(x) * float("nan")
+
+    x, y = make_data(n=20)
+    with pytest.raises(ValueError, match="NaN or Inf on 20 of 20 clean inputs"):
+        sweep(NaNModel(), (x, y), ro.Linf, [0.0, 0.1], progress=False)
+
+
+def test_each_batch_pairs_its_own_images_and_labels():
+    x, y = make_data(n=20)
+    with pytest.raises(ValueError, match="batch 1 of data has x of shape"):
+        sweep(make_linear(), [(x[:10], y[:10]), (x[10:], y[11:])], ro.Linf, [0.1], progress=False)

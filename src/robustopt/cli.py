@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import warnings
@@ -376,7 +377,7 @@ def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size,
             click.echo(f"zoo entry {run.name}: evaluating in {run}")
         elif out is not None:
             raise ValueError("--out applies to zoo:NAME only; the results of RUN are written into RUN.")
-        parsed = dict(_parse_source(s) for s in sources)
+        parsed = _parse_sources(sources)
         eval_run(run, suite=suite, sources=parsed, norm=norm, eps=eps, limit=limit, max_restarts=max_restarts,
                  mode=mode, batch_size=batch_size, seed=seed, root=root, echo=click.echo, restart=restart,
                  device=device, weights=weights, overwrite=overwrite)
@@ -385,32 +386,47 @@ def eval_(run, suite, sources, norm, eps, limit, max_restarts, mode, batch_size,
 
 
 def parse_eps_grid(text: str) -> list[float]:
-    """Parse ``START:STOP:STEP`` (inclusive) or a comma list; values like ``8/255`` are allowed.
+    """Parse ``START:STOP:STEP`` or a comma list; values like ``8/255`` are allowed.
+
+    ``START:STOP:STEP`` holds ``START, START + STEP, ...`` up to STOP: numpy's ``arange`` with STOP
+    included when it lies on the grid (up to a relative rounding error of 1e-9), never beyond it;
+    ``0:0.5:0.3`` is 0 and 0.3.
 
     Raises:
-        click.BadParameter: malformed grid or value.
+        click.BadParameter: malformed grid or value (the message names --eps).
         ValueError: more than ``robustopt._checks.MAX_GRID`` (1,000) values.
     """
     if ":" in text:
         parts = text.split(":")
         if len(parts) != 3:
-            raise click.BadParameter(f"write the grid as START:STOP:STEP (e.g. 0:0.5:0.05), got {text!r}.")
-        start, stop, step = (parse_eps(p) for p in parts)
+            raise click.BadParameter(f"write the grid as START:STOP:STEP (e.g. 0:0.5:0.05), got {text!r}.",
+                                     param_hint="'--eps'")
+        start, stop, step = (_grid_value(p, what, text) for p, what in zip(parts, ("START", "STOP", "STEP")))
         if step <= 0 or stop < start:
-            raise click.BadParameter(f"the grid {text!r} needs STEP > 0 and STOP >= START.")
-        count = int(round((stop - start) / step))
+            raise click.BadParameter(f"the grid {text!r} needs STEP > 0 and STOP >= START.", param_hint="'--eps'")
+        count = math.floor((stop - start) / step * (1 + 1e-9) + 1e-9)  # values <= STOP, with a rounding tolerance
         check_grid_size(count + 1)  # before building it: 0:1000:0.0001 would be 10 million attacks
-        return [round(start + i * step, 10) for i in range(count + 1)]
+        return [min(round(start + i * step, 10), stop) for i in range(count + 1)]
     values = [p for p in text.split(",") if p.strip()]
     check_grid_size(len(values))
-    return [parse_eps(p) for p in values]
+    return [_grid_value(p, "every value", text) for p in values]
+
+
+def _grid_value(part: str, what: str, text: str) -> float:
+    """One number of an eps grid, with an error naming its place in the grid and --eps."""
+    try:
+        return parse_eps(part)
+    except click.BadParameter:
+        raise click.BadParameter(f"{what} of the grid {text!r} must be a number >= 0 such as 0.3 or 8/255, "
+                                 f"got {part.strip()!r}.", param_hint="'--eps'") from None
 
 
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--norm", type=click.Choice(_registry.threat.names()), default="linf", show_default=True)
 @click.option("--eps", "grid", default="0:0.5:0.05", show_default=True,
-              help="Grid START:STOP:STEP (inclusive) or a comma list, e.g. 0:30/255:2/255.")
+              help="Grid START:STOP:STEP (START, START+STEP, ... up to STOP, STOP included when on the grid) "
+                   "or a comma list, e.g. 0:30/255:2/255.")
 @click.option("--steps", type=int, default=40, show_default=True, help="PGD steps at each eps (step 2.5*eps/steps).")
 @click.option("--n", "limit", type=int, default=1000, show_default=True, help="First N test images.")
 @click.option("--batch-size", type=int, default=500, show_default=True)
@@ -538,11 +554,18 @@ def _eval_model(run, out, model_spec, data_spec, weights, mean, std, image_size,
                image_size=image_size, skip_bad=skip_bad, norm=norm or "linf", echo=click.echo, **eval_args)
 
 
-def _parse_source(text: str) -> tuple[str, Path]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise ValueError(f"--source must look like NAME=RUN (e.g. \"A'=runs/a2\"), got {text!r}.")
-    return name, Path(path)
+def _parse_sources(texts: tuple[str, ...]) -> dict[str, Path]:
+    """The --source options as table name -> run folder; each name once."""
+    sources: dict[str, Path] = {}
+    for text in texts:
+        name, sep, path = text.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"--source must look like NAME=RUN (e.g. \"A'=runs/a2\"), got {text!r}.")
+        if name in sources:
+            raise ValueError(f"--source {name} is given twice ({sources[name]} and {path}); give each source its "
+                             "own name, e.g. B1=... and B2=....")
+        sources[name] = Path(path)
+    return sources
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from robustopt.attacks import PGD
 from robustopt.attacks.base import eval_mode, predict
 from robustopt.evaluation import Evaluation, Finding, SweepCurve, audit, evaluate, report, suites, sweep
 from robustopt.evaluation.records import budget_table
+from robustopt.evaluation.evaluate import saved_progress
 from robustopt.runs import (
     REPORT_HTML, REPORT_MD, RUN_FILE, adds_rows, check_run, load_run, read_config, read_evaluations, read_info, read_log,
     read_sweeps, refuse_replacement, relative, report_request, request_line, result_stem, resume_point, saved_request,
@@ -269,6 +270,12 @@ def eval_run(
     run, ctx, dev, model, info = _attack_setup(run, weights, device)
     echo = echo if ctx.is_main else _quiet
     stem = result_stem("eval", suite, weights)
+    if norm is not None and eps is None and norm.lower() != str(info["norm"]).lower():
+        raise ValueError(f"--norm {norm} is not the run's training norm ({info['norm']}), so its eps "
+                         f"{info['eps']:g} is no radius for it: give one with --eps (eps=).")
+    if sources and suite != "madry":
+        raise ValueError(f"--source runs transfer rows only in the madry suite (--suite madry); the {suite} suite "
+                         "has none. Drop --source, or evaluate the transfer rows with --suite madry.")
     threat = threat_from_name(norm or info["norm"], info["eps"] if eps is None else eps)
     shape = _data_info(info).shape
     check_eps(threat.norm, threat.eps, shape)  # before any other complaint
@@ -303,10 +310,13 @@ def eval_run(
     progress_file = run / f"{stem}.progress.json"
     if restart and ctx.is_main:
         progress_file.unlink(missing_ok=True)
-    elif progress_file.exists() and not restart:
-        echo(f"Resuming the interrupted evaluation saved in {progress_file} "
-             "(`robustopt eval --restart` / restart=True starts over).")
     try:
+        data = x if isinstance(x, data_formats.Streamed) else (x, y)
+        resumed = None if restart else ctx.run_on_main(lambda: saved_progress(
+            progress_file, model, data, attacks, mode=mode, seed=seed, batch_size=batch_size))
+        if resumed is not None:  # the file is known to be usable: now say so
+            echo(f"Resuming the interrupted evaluation saved in {progress_file} at attack {resumed['attack'] + 1} "
+                 f"of {len(attacks)} (`robustopt eval --restart` / restart=True starts over).")
         ev = evaluate(model, x if isinstance(x, data_formats.Streamed) else (x, y), attacks, batch_size=batch_size, seed=seed, mode=mode,
                       progress=progress, meta={"run": str(run), "weights": weights, "data": info["data"], "sources": {k: str(v) for k, v in (sources or {}).items()},
                                                "request": request},
@@ -323,6 +333,7 @@ def eval_run(
         md = ev.to_markdown(run / f"{stem}.md", reference=reference)
         if budget:
             atomic_write_text(md, md.read_text() + "\n" + budget_table(ev, "markdown"))
+        echo(f"written: {result} and {md.name}")
     ctx.barrier()
     return ev
 
@@ -377,6 +388,7 @@ def sweep_run(
         curve.to_json(result)
         atomic_write_text(run / f"{stem}.md", curve.table("markdown"))
         curve.plot(run / f"{stem}.png", train_eps=info["eps"] if info["norm"] == norm else None)
+        echo(f"written: {result}, {stem}.md and {stem}.png")
     ctx.barrier()
     return curve
 

@@ -145,9 +145,13 @@ def read_info(run: PathLike) -> dict[str, Any]:
     """
     path = check_run(run, weights=None) / RUN_FILE
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except ValueError as err:
         raise ValueError(f"{path} is not valid JSON ({err}); train the run again.") from err
+    if not isinstance(info, dict):
+        raise ValueError(f"{path} holds a JSON {type(info).__name__}, not a run's description (an object with its "
+                         "data, model, norm and eps); train the run again.")
+    return info
 
 
 def read_config(run: PathLike) -> dict[str, Any]:

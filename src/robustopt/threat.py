@@ -214,7 +214,13 @@ class ThreatModel:
         return bool(((x + (hi - x)) < hi).any() or ((x + (lo - x)) > lo).any())
 
     def contains(self, x_adv: torch.Tensor, x: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:
-        """Per-example bool: inside the ball (up to ``atol``, relative to eps) and the box."""
+        """Per-example bool: inside the ball (up to ``atol``, relative to eps) and the box.
+
+        Measured in at least float32, so that low-precision points (float16, bfloat16) are judged by
+        where they are, not by a rounded difference.
+        """
+        wide = torch.promote_types(torch.promote_types(x.dtype, x_adv.dtype), torch.float32)
+        x_adv, x = x_adv.to(wide), x.to(wide)
         lo, hi = self.bounds
         in_box = ((x_adv >= lo - atol) & (x_adv <= hi + atol)).flatten(1).all(dim=1)
         in_ball = self.distance(x, x_adv) <= self.eps * (1 + atol) + atol

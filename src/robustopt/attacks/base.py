@@ -36,6 +36,7 @@ __all__ = [
     "predict", "success_of", "aims_at_top_classes", "UnsupportedThreat", "Cost", "STOP_REASONS", "stalled",
 ]
 
+WHITE_BOX_SOURCE = "A"  # the Source of white-box rows in tables (the paper's name for the evaluated model)
 _INTEGER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
 
@@ -413,6 +414,59 @@ def _target_scores(scores: Any, clean: torch.Tensor | None, targets: torch.Tenso
     return scores.to(clean.device)
 
 
+# --- low-precision inputs: the attack works in float32 ------------------------------------------
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class _Float32Inputs(nn.Module):
+    """``model`` seen from an attack that works in float32: inputs cast to ``dtype``, logits to float32."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model, self.dtype = model, dtype
+
+    def forward(self, x: torch.Tensor) -> Any:
+        out = self.model(x.to(self.dtype))
+        return out.float() if isinstance(out, torch.Tensor) and out.is_floating_point() else out
+
+
+def _options_in_float32(options: dict[str, Any]) -> dict[str, Any]:
+    """The call options with floating tensors (e.g. ``start``) in float32."""
+    return {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in options.items()}
+
+
+@torch.no_grad()
+def _round_into_ball(best: Best, x: torch.Tensor, dtype: torch.dtype, model: nn.Module, y: torch.Tensor,
+                     target: torch.Tensor | None, cost: Cost) -> None:
+    """Make the best points exact in ``dtype``, each coordinate rounded toward the clean ``x``.
+
+    Rounding toward ``x`` never moves a coordinate farther from it, so a point inside the ball and
+    the box (which holds ``x``) stays inside in ``dtype``; rounding to nearest does not. A point that
+    moved off the one the model scored is scored again (one forward pass, counted).
+    """
+    points = best.x
+    nearest = points.to(dtype)
+    away = (nearest.float() - x).abs() > (points - x).abs()
+    rounded = torch.where(away, torch.nextafter(nearest, x.to(dtype)), nearest).float()
+    success = best.success.clone()
+    rows = away.flatten(1).any(dim=1).nonzero().squeeze(1)
+    if len(rows):
+        logits = predict(model, rounded[rows])
+        success[rows] = success_of(logits, y[rows], None if target is None else target[rows])
+        cost.add(rows, forwards=1)
+    best.put(torch.arange(len(x), device=x.device), rounded, success, best.value.clone())
+
+
+def _cast_result(result: AttackResult, x: torch.Tensor, dtype: torch.dtype | None) -> AttackResult:
+    """``result`` with its points (tensors shaped like ``x``) back in the input's ``dtype``."""
+    if dtype is not None:
+        for f in dataclasses.fields(result):
+            value = getattr(result, f.name)
+            if isinstance(value, torch.Tensor) and value.shape == x.shape and value.dtype == x.dtype:
+                setattr(result, f.name, value.to(dtype))
+    return result
+
+
 # --- the base class and the driver ---------------------------------------------------------------
 class Attack:
     """Base of all attacks: frozen configuration values, called as ``attack(model, x, y)``.
@@ -511,9 +565,12 @@ class Attack:
         with torch.inference_mode(False):  # ordinary tensors even when called inside inference_mode
             cost = Cost(len(x), x.device)
             x = x.detach()
+            low = x.dtype if x.dtype in LOW_PRECISION else None
+            if low is not None:  # perturb and project in float32; the model still sees its own dtype
+                x, model, options = x.float(), _Float32Inputs(model, low), _options_in_float32(options)
             best = Best(x, minimize=self.minimize, eps=self.threat.eps)
             if len(x) == 0:
-                return self._result(x, best, cost)
+                return _cast_result(self._result(x, best, cost), x, low)
             check = _first_logits_check(model, y, targets)
             with eval_mode(model), torch.no_grad():
                 clean = None
@@ -534,7 +591,9 @@ class Attack:
                         self._search(Search(model, sub(x), sub(y), sub(aim.loss_target), sub(aim.success_target),
                                             rows, restart, generator, best, cost, options, check))
                 self._finish(model, x, y, plan[0], best, cost)
-        return self._result(x, best, cost)
+                if low is not None:
+                    _round_into_ball(best, x, low, model, y, plan[0].success_target, cost)
+        return _cast_result(self._result(x, best, cost), x, low)
 
     # --- the hooks ---------------------------------------------------------------------------------
     def _check_call(self, x: torch.Tensor, options: dict[str, Any]) -> None:
@@ -589,7 +648,8 @@ class Attack:
 
     @property
     def source(self) -> str:
-        return "A"
+        """The model the attack differentiates, as tables name it: the evaluated model (white box)."""
+        return WHITE_BOX_SOURCE
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready description: type, display name and every configuration field."""

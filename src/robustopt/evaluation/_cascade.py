@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from robustopt import distributed
-from robustopt.attacks.base import Attack, eval_mode, predict
+from robustopt.attacks.base import Attack, check_labels, eval_mode, predict
 from robustopt.evaluation.records import batch_records
 from robustopt.threat import ThreatModel
 
@@ -76,10 +76,24 @@ class Cascade:
         """``idx`` cut into consecutive batches of ``batch_size``."""
         return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
 
-    def misclassified(self, x_in: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        """Bool (B,): the model's prediction on ``x_in`` is not ``yb``."""
+    def misclassified(self, x_in: torch.Tensor, yb: torch.Tensor, where: str = "clean inputs") -> torch.Tensor:
+        """Bool (B,): the model's prediction on ``x_in`` is not ``yb``.
+
+        Raises:
+            ValueError: a label is not one of the model's classes, or the model's output holds NaN or
+                Inf at ``where`` (its prediction is then undefined, so no accuracy can count).
+        """
         with eval_mode(self.model), torch.no_grad():
-            return predict(self.model, x_in).argmax(1) != yb
+            logits = predict(self.model, x_in)
+        check_labels(logits, yb)
+        bad = ~torch.isfinite(logits).all(dim=1)
+        if bad.any():
+            raise ValueError(
+                f"the model's output (its logits) holds NaN or Inf on {int(bad.sum())} of {len(bad)} {where}: "
+                "its prediction is undefined there, so no accuracy can be measured. Fix the "
+                "model's numerics (e.g. a log or division by zero, an overflow in low precision) first."
+            )
+        return logits.argmax(1) != yb
 
     def clean(self) -> torch.Tensor:
         """Bool (N,): the clean prediction is right (each rank classifies its own batches)."""
@@ -128,7 +142,8 @@ class Cascade:
                         f"attack {attack.name} returned {int((~inside).sum())} points outside its threat model "
                         f"{threat}; its result cannot count. This is a bug in that attack."
                     )
-                state.survived[idx] = ~self.misclassified(result.x_adv, self.y[idx])
+                where = f"adversarial points of {attack.name}"
+                state.survived[idx] = ~self.misclassified(result.x_adv, self.y[idx], where)
                 cost, queries = int(result.grad_evals), int(result.forwards)
                 recorded = batch_records(idx, result) if records else None
             state.survived = ctx.all(state.survived)  # each rank only cleared the flags of its own batch

@@ -774,6 +774,8 @@ def audit(
     if data is not None:
         x, y = _as_tensors(data)
         check_batch(x, y, threat)
+        if len(x) == 0:
+            raise ValueError("data holds no examples: pass at least one (x, y) pair to audit.")
         y = y.long()
         pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:probe].to(x.device)
         ctx.x_all, ctx.x, ctx.y = x, x[pick], y[pick]

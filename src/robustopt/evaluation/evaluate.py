@@ -39,7 +39,7 @@ from robustopt._checks import warn_eps
 from robustopt.data_formats import Streamed, streamed
 from robustopt._io import atomic_write_json, atomic_write_text, json_default
 from robustopt._progress import progress_bar
-from robustopt.attacks.base import Attack, check_batch
+from robustopt.attacks.base import WHITE_BOX_SOURCE, Attack, check_batch
 from robustopt.evaluation._cascade import AttackPass, Cascade, seeded_generator
 from robustopt.evaluation.records import RowRecords
 from robustopt.threat import ThreatModel
@@ -56,7 +56,8 @@ class Row:
     Attributes:
         name: attack name ("Natural", "FGSM", "PGD", "CW+", ...).
         steps / restarts: attack budget (None for the natural row).
-        source: model the attack differentiates: "A" (white box) or a transfer source name.
+        source: model the attack differentiates: "A" (white box) or a transfer source name (a transfer
+            source named "A" too is shown as "A (transfer)" in tables).
         accuracy: accuracy under this attack alone ("independent"), or under this
             attack and all earlier ones ("cascade"), in [0, 1].
         worst_case: accuracy under this and all earlier attacks, in [0, 1].
@@ -141,7 +142,7 @@ class Evaluation:
             header.append("Paper")
         lines = []
         for r in self.rows:
-            cells = [r.name, _blank(r.steps), _blank(r.restarts), r.source, f"{100 * r.accuracy:.1f}%"]
+            cells = [r.name, _blank(r.steps), _blank(r.restarts), _source_label(r), f"{100 * r.accuracy:.1f}%"]
             if reference is not None:
                 ref = reference.get(row_key(r))
                 cells.append("" if ref is None else f"{ref:.1f}%")
@@ -216,8 +217,14 @@ class Evaluation:
 
 
 def row_key(row: Row) -> tuple:
-    """Key that identifies a row across runs: (name, steps, restarts, source)."""
-    return (row.name, row.steps, row.restarts, row.source)
+    """Key that identifies a row across runs: (name, steps, restarts, source as the table shows it)."""
+    return (row.name, row.steps, row.restarts, _source_label(row))
+
+
+def _source_label(row: Row) -> str:
+    """The Source cell: the row's source, marked as a transfer source where its name is the white-box one ("A")."""
+    transfer = isinstance(row.attack, Mapping) and row.attack.get("type") == "Transfer"
+    return f"{row.source} (transfer)" if transfer and row.source == WHITE_BOX_SOURCE else row.source
 
 
 def _blank(v: Any) -> str:
@@ -225,19 +232,53 @@ def _blank(v: Any) -> str:
 
 
 def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``data`` as one ``(x, y)`` pair: a pair of tensors, or the batches of an iterable concatenated.
+
+    Each batch is checked on its own (a tensor pair of equal lengths), so that no label is paired
+    with another batch's image.
+    """
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         return data[0], data[1]
-    if isinstance(data, Iterable):
-        xs, ys = [], []
-        for batch in data:
-            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-                raise TypeError("each batch of data must be an (x, y) pair of tensors.")
-            xs.append(batch[0])
-            ys.append(batch[1])
-        if not xs:
-            raise ValueError("data is empty: pass at least one example.")
+    labels = data[1] if isinstance(data, (tuple, list)) and len(data) == 2 else None
+    if isinstance(labels, (tuple, list)) and labels and all(isinstance(t, torch.Tensor) and t.dim() == 0 for t in labels):
+        raise TypeError("data is a pair of lists of tensors; pass tensors, e.g. (torch.stack(xs), torch.stack(ys)), "
+                        "or an iterable of (x, y) batches.")
+    if isinstance(data, (torch.Tensor, str, bytes, Mapping)) or not isinstance(data, Iterable):
+        raise TypeError(f"data must be an (x, y) pair of tensors or an iterable of (x, y) batches, "
+                        f"got {type(data).__name__}.")
+    xs, ys = [], []
+    for k, batch in enumerate(data):
+        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2
+                and isinstance(batch[0], torch.Tensor) and isinstance(batch[1], torch.Tensor)):
+            raise TypeError(f"batch {k} of data is not an (x, y) pair of tensors (got {type(batch).__name__}); "
+                            "each batch must hold images x (N, ...) and labels y (N,).")
+        bx, by = batch[0], batch[1]
+        if bx.dim() < 2 or by.dim() != 1 or len(bx) != len(by):
+            raise ValueError(f"batch {k} of data has x of shape {tuple(bx.shape)} and y of shape {tuple(by.shape)}; "
+                             "each batch needs one label per image: x (N, ...) and y (N,).")
+        xs.append(bx)
+        ys.append(by)
+    if not xs:
+        raise ValueError("data is empty: pass at least one example.")
+    try:
         return torch.cat(xs), torch.cat(ys)
-    raise TypeError(f"data must be an (x, y) pair of tensors or an iterable of (x, y) batches, got {type(data).__name__}.")
+    except RuntimeError as err:
+        raise ValueError(f"the batches of data do not fit together ({err}); every batch needs images of one "
+                         "shape, dtype and device.") from None
+
+
+def _as_attacks(attacks: Any) -> list[Attack]:
+    """``attacks`` as a list: a sequence or any iterable of attacks, or a single attack (one row)."""
+    if isinstance(attacks, Attack):
+        return [attacks]
+    if isinstance(attacks, (str, bytes, Mapping)) or not isinstance(attacks, Iterable):
+        raise TypeError(f"attacks must be a robustopt Attack or a list of them (e.g. [ro.attacks.PGD(...)]), "
+                        f"got {type(attacks).__name__}.")
+    attacks = list(attacks)
+    for a in attacks:
+        if not isinstance(a, Attack):
+            raise TypeError(f"every attack must be a robustopt Attack (e.g. ro.attacks.PGD(...)), got {a!r}.")
+    return attacks
 
 
 def _batch_generator(device: torch.device, seed: int, attack_index: int, batch_index: int) -> torch.Generator:
@@ -314,9 +355,7 @@ def evaluate(
         raise ValueError(f"mode must be 'cascade' or 'independent', got {mode!r}.")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    for a in attacks:
-        if not isinstance(a, Attack):
-            raise TypeError(f"every attack must be a robustopt Attack (e.g. ro.attacks.PGD(...)), got {a!r}.")
+    attacks = _as_attacks(attacks)
     stream = streamed(data)
     if stream is not None:  # x stands in for the images: each batch is read (and checked) when attacked
         x, y = stream, stream.labels()
@@ -529,6 +568,32 @@ def _mask(idx: torch.Tensor, n: int) -> torch.Tensor:
 
 def _save_progress(path: Path, state: dict[str, Any]) -> None:
     atomic_write_json(path, state, indent=None)
+
+
+def saved_progress(progress_file: str | Path, model: nn.Module, data: Any, attacks: Any, *, mode: Mode = "cascade",
+                   seed: int = 0, batch_size: int = 500) -> dict[str, int] | None:
+    """Where :func:`evaluate` with these arguments would resume from ``progress_file``, without running it.
+
+    Lets a caller announce a resumption only once the file is known to be usable.
+
+    Returns:
+        None when there is no such file; else ``{"attack": index of the attack in progress,
+        "batch": its next batch, "sessions": the sessions so far}``.
+
+    Raises:
+        ValueError: the file is unreadable or holds the progress of another evaluation, as
+            :func:`evaluate` would raise.
+    """
+    path = Path(progress_file)
+    if not path.exists():
+        return None
+    attacks = _as_attacks(attacks)
+    stream = streamed(data)
+    x, y = (stream, stream.labels()) if stream is not None else _as_tensors(data)
+    y = y.long()
+    job = _job_fingerprint(model, x, y, attacks, mode=mode, seed=seed, batch_size=batch_size)
+    state = _load_progress(path, job, n=len(x), n_attacks=len(attacks))
+    return None if state is None else {k: state[k] for k in ("attack", "batch", "sessions")}
 
 
 def _load_progress(path: Path, job: dict[str, Any], *, n: int, n_attacks: int) -> dict[str, Any] | None:

@@ -129,9 +129,18 @@ def madry(
     for name, model in (sources or {}).items():
         specs = _TRANSFER[preset].get(name, _TRANSFER[preset][None])
         rows += [Transfer(model, _build(threat, spec, preset, max_restarts), source_name=name) for spec in specs]
-    # Capping restarts can turn a row into a copy of another (PGD 40x20 -> 40x1): keep the first.
-    unique = {(a.name, a.steps, a.restarts, a.source): a for a in reversed(rows)}
-    return [a for a in rows if unique[(a.name, a.steps, a.restarts, a.source)] is a]
+    # Capping restarts can turn a row into a copy of another (PGD 40x20 -> 40x1): keep the first. A copy is
+    # the same configuration on the same model; the names shown in tables play no part.
+    unique = {_identity(a): a for a in reversed(rows)}
+    return [a for a in rows if unique[_identity(a)] is a]
+
+
+def _identity(attack: Attack) -> tuple:
+    """What makes two rows the same attack: the configuration, and for a transfer row its source model."""
+    if isinstance(attack, Transfer):
+        return ("transfer", id(attack.source_model), attack.source_name, repr(attack.attack.describe()))
+    return ("white-box", repr(attack.describe()))
+
 
 
 def standard(threat: ThreatModel, *, version: Literal["standard", "fast", "adaptive"] = "standard",
