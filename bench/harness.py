@@ -57,6 +57,7 @@ QUESTIONS = {
     "training_curves": "train-efficiency",
     "step_speed": "step-speed",
     "fresh_clone_time": "cifar10-cpu",
+    "stream_memory": "stream-memory",
     "run": "run",
 }
 

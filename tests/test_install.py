@@ -41,6 +41,8 @@ def _imported_top_levels() -> set[str]:
 
 def test_every_third_party_import_is_a_core_dependency():
     core = {_dist_name(r) for r in PYPROJECT["dependencies"]}
+    # Pillow, for folder: data only: imported when an image is read, its absence a one-line error naming the extra.
+    core |= {_dist_name(r) for r in PYPROJECT["optional-dependencies"]["images"]}
     providers = packages_distributions()
     third_party = {n for n in _imported_top_levels() if n not in sys.stdlib_module_names}
     missing = {n: providers.get(n, ["?"]) for n in third_party
