@@ -263,14 +263,14 @@ def models_list() -> None:
 @click.option("--guard-action", type=click.Choice(["stop", "continue"]), default=None,
               help="After a collapse: stop with the restored weights or continue from them.  [default: stop]")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision (float16 autocast + GradScaler); CUDA only.")
+@click.option("--fold-bn/--no-fold-bn", default=None,
+              help="Training attacks with batch norm folded into the convolutions (the same function up to "
+                   "float rounding; faster on CPU, any device).  [default: off]")
 @click.option("--device", default=None, help="cpu | cuda | cuda:N | auto.  [default: cpu]")
 @click.option("--eps-warmup-epochs", type=int, default=None,
               help="Ramp eps linearly over the first K epochs; 0 = off.  [default: 0]")
 @click.option("--augment", type=click.Choice(["none", "crop-flip"]), default=None,
               help="Training augmentation: crop-flip = random crop (zero padding 4) + horizontal flip (CIFAR-10)."
-@click.option("--fold-bn/--no-fold-bn", default=None,
-              help="Training attacks with batch norm folded into the convolutions (the same function up to "
-                   "float rounding; faster on CPU, any device).  [default: off]")
                    "  [default: none]")
 @click.option("--train-size", type=int, default=None, help="Use only the first N training images.  [default: all]")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -208,9 +208,9 @@ class TrainConfig:
         if not (self.guard is None or isinstance(self.guard, bool)):
             raise TypeError(f"guard must be True or False or None (on for fgsm-rs and n-fgsm only), got {self.guard!r}.")
         if not isinstance(self.amp, bool):
+            raise TypeError(f"amp must be True or False, got {self.amp!r}.")
         if not isinstance(self.fold_bn, bool):
             raise TypeError(f"fold_bn must be True or False, got {self.fold_bn!r}.")
-            raise TypeError(f"amp must be True or False, got {self.amp!r}.")
         _check_milestones(self)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}.")
