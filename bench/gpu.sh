@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for a lent CUDA machine (bench/README.md, "On a GPU").
 #
-# CHECKS=cifar10 (default; under 10 minutes of device time), each stage under its own time limit so
+# CHECKS=cifar10 (default; under 14 minutes of device time), each stage under its own time limit so
 # that one failure does not cost the others:
 #   1. the tests that need CUDA (device/dtype preservation of every attack, AMP training);
 #   2. the Fast-AT preset: `robustopt train --preset fast-at-cifar10` (preact-resnet18, 15 epochs of
 #      FGSM-RS, one-cycle LR, AMP) on the full CIFAR-10 training split;
 #   3. the standard suite (APGD-CE, APGD-T, FAB-T, Square) on its first 1,000 test images.
+#   4. the training-step levers on the device: bench/step_speed.py (every variant, compiled ones included)
+#      and a short `robustopt train` of the CPU recipe with --fold-bn.
 # CHECKS=mnist, the checks of the MNIST work:
 #   1. the CUDA tests; 2. PGD throughput on the GPU: the trained full-MNIST model A against the limit
 #   and the peers (strength rows), then random-init madry-mnist and preact-resnet18 (CIFAR-10 shapes);
@@ -60,6 +62,12 @@ if [ "$CHECKS" = cifar10 ]; then
         $FAST_AT --out "$OUT/fast-at"
     stage fast-at-standard 150 $PY -m robustopt eval "$OUT/fast-at" --suite $AA_VERSION --n $N \
         --device "$DEVICE" --root "$DATA" --batch-size 500
+    if [ "$QUICK" = 1 ]; then STEP_SPEED="--quick"; FOLD_SIZE=512; else STEP_SPEED="--threads 16"; FOLD_SIZE=10000; fi
+    stage step-speed 180 $PY bench/step_speed.py --device "$DEVICE" --root "$DATA" $STEP_SPEED \
+        --out "$OUT/step-speed-$DEVICE"
+    stage fold-bn-train 90 $PY -m robustopt train --data cifar10 --model resnet9 --method n-fgsm --eps 8/255 \
+        --augment crop-flip --optimizer sgd --lr 0.1 --batch-size 128 --epochs 1 --train-size $FOLD_SIZE --fold-bn \
+        --device "$DEVICE" --root "$DATA" --out "$OUT/fold-bn"
     exit 0
 fi
 

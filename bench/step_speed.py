@@ -10,10 +10,11 @@ N-FGSM through the attack engine, which also scores its last point with one more
 ``final`` combines the levers kept. Every variant has its own model and optimizer, from the same
 seed, and sees the same batches.
 
-Variants run in ``--rounds`` interleaved rounds (today, lever 1, lever 2, ..., today, ...), each
+Variants run in ``--rounds`` interleaved rounds (today, lever 1, lever 2, ..., then the next round,
+starting one variant later), each
 ``--steps`` timed steps after one untimed warm-up step (for the ``compile`` variants the warm-up
-holds the compilation, reported as ``compile_seconds``); the tables report the median over the
-rounds. Throughput is image-gradient evaluations per second, ``2 * batch / seconds per step``
+holds the compilation, from scratch: inductor's caches are off, reported as ``compile_seconds``);
+the tables report the median over the rounds. Throughput is image-gradient evaluations per second, ``2 * batch / seconds per step``
 (N-FGSM: one for the attack, one for the update); seconds per epoch are extrapolated from the
 median step to the 383 steps of a 49,000-image epoch (validation not included).
 
@@ -49,8 +50,8 @@ if not __package__:  # run as `python bench/step_speed.py`: import bench/ as a p
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import robustopt as ro  # noqa: E402
-from bench.harness import (header, loadavg, log, other_runnable, out_prefix, parser, provenance_md,  # noqa: E402
-                           publish, set_threads)
+from bench.harness import (finish, header, loadavg, log, other_runnable, out_prefix, parser,  # noqa: E402
+                           provenance_md, publish, set_threads, write_report)
 from robustopt.attacks import GradientAttack  # noqa: E402
 from robustopt.attacks.base import eval_mode  # noqa: E402
 from robustopt.models.folding import fold_batchnorm  # noqa: E402
@@ -142,6 +143,8 @@ def build(name: str, lever: Lever, what: str, data: tuple[torch.Tensor, torch.Te
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4,
                                 **({"foreach": True} if lever.optimizer == "foreach" else {}),
                                 **({"fused": True} if lever.optimizer == "fused" else {}))
+    if lever.compile:  # every compile from scratch: no reuse of an earlier variant's (or run's) kernels
+        torch._inductor.config.force_disable_caches = True
     compiled = torch.compile(model, mode=lever.compile) if lever.compile else model
     attacked = compiled if lever.compile else model
     if lever.fold_bn:
@@ -192,7 +195,8 @@ def load_data(root: str | None, quick: bool) -> tuple[tuple[torch.Tensor, torch.
     return (x, torch.randint(0, 10, (n,), generator=g)), f"{n:,} uniform random 32x32 RGB images (no CIFAR-10)"
 
 
-def measure(args: Any) -> dict[str, Any]:
+def measure(args: Any, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Build the variants, warm each up, then time them in interleaved rounds (``save`` gets each round's summary)."""
     device = torch.device(args.device)
     (x, y), data_note = load_data(args.root, args.quick)
     data = (x.to(device), y.to(device))
@@ -218,13 +222,20 @@ def measure(args: Any) -> dict[str, Any]:
     for r in range(args.rounds):
         rounds_load.append({"round": r, "loadavg": loadavg(), "other_runnable": other_runnable(1.0, 10)})
         steps = [torch.randint(0, n, (args.batch,), generator=batches) for _ in range(args.steps)]
-        for variant in variants:
+        for variant in variants[r % len(variants):] + variants[: r % len(variants)]:  # each round starts elsewhere
             t = time.perf_counter()
             for idx in steps:
                 variant.step(idx)
             variant.seconds.append((time.perf_counter() - t) / args.steps)
         log(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v.name} {v.seconds[-1]:.2f}" for v in variants)
             + f" s/step; load {rounds_load[-1]['loadavg']}")
+        save(summary(variants, args, data_note, device, rounds_load))  # a partial result after every round
+    return summary(variants, args, data_note, device, rounds_load)
+
+
+def summary(variants: list[Variant], args: Any, data_note: str, device: torch.device,
+            rounds_load: list[dict[str, Any]]) -> dict[str, Any]:
+    """The measured rows (medians over the rounds so far) and the conditions."""
     base = statistics.median(variants[0].seconds)
     steps_per_epoch = math.ceil(TRAIN_IMAGES / args.batch)
     rows = []
@@ -239,8 +250,8 @@ def measure(args: Any) -> dict[str, Any]:
             "epoch_seconds": steps_per_epoch * median,
             "warmup_seconds": v.warmup_seconds, "compile_seconds": compile_seconds, "first_loss": v.first_loss,
         })
-    return {"data": data_note, "device": str(device), "batch": args.batch, "steps": args.steps, "rounds": args.rounds,
-            "steps_per_epoch": steps_per_epoch, "rounds_load": rounds_load, "rows": rows}
+    return {"data": data_note, "device": str(device), "batch": args.batch, "steps": args.steps,
+            "rounds": len(rounds_load), "steps_per_epoch": steps_per_epoch, "rounds_load": rounds_load, "rows": rows}
 
 
 def describe(lever: Lever) -> str:
@@ -296,8 +307,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ro.tune_malloc()  # as the robustopt command does at start-up
     t0 = time.perf_counter()
     report = header("step_speed", quick=args.quick)
-    report["measured"] = measure(args)
-    publish(out_prefix(args.out, "step_speed", args.quick), report, markdown, t0)
+    prefix = out_prefix(args.out, "step_speed", args.quick)
+
+    def save(measured: dict[str, Any]) -> None:
+        report["measured"] = measured
+        write_report(prefix, finish(report, t0), markdown(report))
+
+    report["measured"] = measure(args, save)
+    publish(prefix, report, markdown, t0)
     return report
 
 
