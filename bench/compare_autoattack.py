@@ -25,6 +25,9 @@ The suites (``--version``):
   version='standard': APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square 5000.
 * ``fast``: robustopt APGD-CE, APGD-T (3 targets); AutoAttack has no such version, so it
   runs version='custom' with ['apgd-ce', 'apgd-t'], 1 restart, 3 target classes.
+* under ``--norm l1`` (``standard``): robustopt's L1 suite, APGD-CE (5 restarts) and APGD-T
+  (5 targets), both L1-APGD with the 3-2-1 eps schedule, then FAB-T (9 targets); AutoAttack's
+  version='standard' with norm='L1': the same APGD settings (use_largereps), FAB-T and its L1 Square.
 * ``adaptive``: robustopt ``AdaptiveAutoAttack`` (the same families scheduled by evidence per
   example, ``robustopt.attacks.adaptive``) against AutoAttack's version='standard', the reference
   it must match in robust accuracy (issue 15: at most +0.1 points, in at most 0.2x the time).
@@ -274,7 +277,7 @@ def diagnose(model, threat, ro_attacks, AutoAttack, aa_kwargs, x, y, idx, batch_
 def parse_args(argv=None):
     p = parser(__doc__, "root", "norm", "eps", "batch-size", "seed", "threads", "device", "out",
                root="data root (default: $ROBUSTOPT_DATA, else the user cache)",
-               norm="threat norm (default: the run's; AutoAttack: Linf / L2)",
+               norm="threat norm (default: the run's; AutoAttack: Linf / L2 / L1)",
                device="device of model and data for both (default cpu; e.g. cuda)",
                out="output path without suffix; writes OUT.json and OUT.md "
                    "(default bench/results/autoattack/DATA-VERSION-nN)")
@@ -348,11 +351,11 @@ def _compare(args, subject: ModelUnderTest, report: dict[str, Any], t0: float, a
     model, info = subject.model, subject.info
     data_name = args.data or subject.data
     norm = (args.norm or info.get("norm", "linf")).lower()
-    if norm not in ("linf", "l2"):
-        raise SystemExit(f"norm {norm!r}: this comparison supports linf and l2 (robustopt's standard suite).")
+    if norm not in ("linf", "l2", "l1"):
+        raise SystemExit(f"norm {norm!r}: this comparison supports linf, l2 and l1 (robustopt's standard suite).")
     threat = subject.threat(norm, args.eps)
     eps = threat.eps
-    aa_norm = {"linf": "Linf", "l2": "L2"}[norm]
+    aa_norm = {"linf": "Linf", "l2": "L2", "l1": "L1"}[norm]
 
     x, y = subject.test_set(args.n, root=args.root, data=data_name)
     x, y = x.to(args.device), y.long().to(args.device)

@@ -121,7 +121,7 @@ COMMON_OPTIONS: dict[str, dict[str, Any]] = {
     "run": dict(help="trained robustopt run folder (default: small-cnn PGD-AT on mnist-mini, cached)"),
     "cache": dict(default=str(CACHE), help="folder for the cached model (default bench/.cache)"),
     "root": dict(help="data root (default $ROBUSTOPT_DATA)"),
-    "norm": dict(choices=["linf", "l2"], help="threat norm (default: the run's)"),
+    "norm": dict(choices=["linf", "l2", "l1"], help="threat norm (default: the run's)"),
     "eps": dict(type=float, help="radius in pixel space (default: the run's)"),
     "batch-size": dict(type=int, default=500),
     "seed": dict(type=int, default=0),

@@ -204,8 +204,8 @@ def test_explicit_targets_and_errors(base, data):
         AdaptiveAutoAttack(ro.Linf(EPS), target_score="logits")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="sample"):
         AdaptiveAutoAttack(ro.Linf(EPS), sample=0.0)
-    with pytest.raises(NotImplementedError, match="L1"):
-        AdaptiveAutoAttack(ro.L1(1.0))
+    with pytest.raises(ValueError, match="eot"):
+        AdaptiveAutoAttack(ro.Linf(EPS), eot=0)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         x, y = make_data(n=4)
         AdaptiveAutoAttack(ro.Linf(EPS))(make_linear(), x.flatten(1), y)

@@ -260,8 +260,9 @@ def test_standard_suite_lists_the_attacks():
     fast = ro.suites.standard(ro.L2(0.5), version="fast", seed=3)
     assert [a.name for a in fast] == ["APGD-CE", "APGD-T"] and fast[1].n_target_classes == 3
     assert all(a.seed == 3 for a in fast)
-    with pytest.raises(ValueError):
-        ro.suites.standard(ro.L1(1.0))
+    l1 = ro.suites.standard(ro.L1(10.0))  # AutoAttack's L1 protocol: L1-APGD with the 3-2-1 eps schedule
+    assert [a.name for a in l1] == ["APGD-CE", "APGD-T", "FAB-T"]
+    assert l1[0].restarts == 5 and l1[1].n_target_classes == 5 and l1[0].decreasing_eps and l1[1].decreasing_eps
     with pytest.raises(ValueError):
         ro.suites.standard(t, version="plus")
 

@@ -316,6 +316,67 @@ def test_l1_sparse_step_averages_the_top_k(quantile):
     assert (d.sign() * grad.sign() >= 0).all()  # every moved coordinate goes uphill
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.05, 0.2, 0.5, 1.0])
+def test_l1_top_k_step_moves_the_top_fraction_by_equal_amounts(fraction):
+    """L1-APGD's step: the coordinates at or above |g|'s rank floor((1 - s) d), all by 1 / k, uphill."""
+    t = ro.L1(1.0)
+    grad = gradients(4)
+    d = t.top_k_step(grad, torch.full((6,), fraction, dtype=grad.dtype))
+    n = grad[0].numel()
+    k = n - min(math.floor((1 - fraction) * n), n - 1)  # distinct |g|: exactly these many move
+    top = grad.flatten(1).abs().topk(k, dim=1).values
+    torch.testing.assert_close(flat_norm(d, 1), torch.ones(6, dtype=grad.dtype))
+    torch.testing.assert_close((d * grad).flatten(1).sum(1), top.mean(dim=1), rtol=1e-10, atol=0)
+    assert ((d != 0).flatten(1).sum(1) == k).all()
+    assert (d.sign() == grad.sign() * (d != 0)).all()
+
+
+def test_l1_top_k_step_takes_a_fraction_per_example_and_a_zero_gradient_stays_put():
+    t = ro.L1(1.0)
+    grad = gradients(5)[:3]
+    grad[2] = 0
+    d = t.top_k_step(grad, torch.tensor([0.1, 0.6, 0.5], dtype=grad.dtype))
+    n = grad[0].numel()
+    assert [(d[i] != 0).sum().item() for i in range(3)] == [n - math.floor(0.9 * n), n - math.floor(0.4 * n), 0]
+    assert torch.equal(d[2], torch.zeros_like(d[2]))
+
+
+def dykstra_l1_box(v: torch.Tensor, x: torch.Tensor, t, rounds: int = 200) -> torch.Tensor:
+    """The projection onto the l1 ball ∩ box by Dykstra's alternating projections (an independent solver)."""
+    lo, hi = t.bounds
+    z, p, q = v - x, torch.zeros_like(v), torch.zeros_like(v)
+    for _ in range(rounds):
+        y = ball_projection(z + p, t)
+        p = z + p - y
+        z_new = torch.minimum(torch.maximum(y + q, lo - x), hi - x)
+        q = y + q - z_new
+        z = z_new
+    return x + z
+
+
+@pytest.mark.parametrize("eps", [0.1, 0.5, 2.0])
+@pytest.mark.parametrize("bounds", BOUNDS)
+def test_l1_box_projection_solves_the_kkt_conditions_and_matches_a_convex_solver(eps, bounds):
+    """p - x = clip(soft(v - x, lam), box - x) with lam >= 0, and lam > 0 only where ||p - x||_1 = eps."""
+    t, x, v = sample_problem(7, ro.L1, eps, bounds, 1.0, shape=(5, 1, 2, 3))
+    p = t.project(v, x)
+    delta, target = (p - x).flatten(1), (v - x).flatten(1)
+    lo, hi = (torch.as_tensor(b, dtype=x.dtype) - x.flatten(1) for b in bounds)
+    for i in range(len(x)):
+        free = (delta[i] != 0) & (delta[i] > lo[i]) & (delta[i] < hi[i])  # neither zero nor on the box
+        lam = (target[i] - delta[i])[free].abs()
+        if free.any():  # the free coordinates share one threshold lam >= 0
+            assert lam.max() - lam.min() <= 1e-9 and lam.min() >= -1e-12
+            lam = float(lam.mean())
+        else:
+            lam = float((target[i].abs() - delta[i].abs()).clamp_min(0).max())
+        soft = target[i].sign() * (target[i].abs() - lam).clamp_min(0)
+        torch.testing.assert_close(delta[i], torch.minimum(torch.maximum(soft, lo[i]), hi[i]), rtol=0, atol=1e-9)
+        if lam > 1e-9:  # complementary slackness
+            assert abs(float(delta[i].abs().sum()) - eps) <= 1e-9
+    torch.testing.assert_close(p, dykstra_l1_box(v, x, t), rtol=0, atol=1e-6)
+
+
 def test_l1_step_has_unit_norm_when_fewer_than_k_coordinates_are_nonzero():
     t = ro.L1(1.0, step_quantile=0.5)  # k = 150 of 300 coordinates
     grad = torch.zeros(2, 3, 10, 10, dtype=torch.float64)

@@ -496,6 +496,28 @@ class L1(ThreatModel):
         n, d = x.shape[0], x[0].numel()
         e = _exponentials((n, d + 1), generator, x)
         magnitude = e[:, :d] / e.sum(dim=1, keepdim=True)
+    def top_k_step(self, grad: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+        """The sparse ascent direction of L1-APGD with an adaptive sparsity (Croce & Hein 2021, "Mind the box").
+
+        Per example, the coordinates whose ``|grad|`` is at least its value at rank
+        ``floor((1 - fraction) * d)`` of ``d`` (ascending; at least the largest one) move by the
+        sign of the gradient, all by the same amount, so that the direction has unit l_1 norm:
+        about the top ``fraction`` of the coordinates (ties included). Zero gradient: zero direction.
+
+        Args:
+            grad: gradients (N, ...).
+            fraction: per example, the share of coordinates to move (N,), in [0, 1].
+
+        Returns:
+            The direction, shape of ``grad``.
+        """
+        flat = grad.flatten(1)
+        d = flat.shape[1]
+        rank = ((1 - fraction.to(flat.dtype)) * d).floor().clamp(0, d - 1).long()
+        threshold = flat.abs().sort(dim=1).values.gather(1, rank[:, None])
+        signs = flat.sign() * (flat.abs() >= threshold)
+        return (signs / signs.abs().sum(dim=1, keepdim=True).clamp_min(1)).view_as(grad)
+
         return (magnitude * random_signs((n, d), generator, x) * self.eps).view_as(x)
 
     def _sphere_direction(self, x, generator):

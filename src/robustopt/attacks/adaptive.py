@@ -46,9 +46,14 @@ spends where the evidence says an example can still flip:
 
 A stage's success counts only if a fresh forward pass on its point confirms it (a point just
 across the boundary, as FAB's are, can read differently in another batch; ``evaluate`` checks
-again). A random model (two forward passes on the same inputs differ) gets no early exit and
-every stage on every survivor: a success under one draw of its randomness proves little (and
-``ro.audit`` flags such a model).
+again). A random model (two forward passes on the same inputs differ) gets no early exit,
+every stage on every survivor, and APGD steps whose loss and gradient are averaged over
+``eot`` draws of its randomness (EOT, as in AutoAttack's ``rand`` version): a success under
+one draw proves little (and ``ro.audit`` flags such a model).
+
+Under ``L1`` the APGD stages are L1-APGD with AutoAttack's 3-2-1 eps schedule
+(``APGD.decreasing_eps``, as in ``suites.standard(L1(eps))``), and there is no Square stage
+(Square has no L1 version here).
 
 Every decision is recorded: per example (``AttackResult.notes``) which stage broke it
 (``broken_by``, an index into ``BROKEN_BY``, -1 for none) and how each stage ended for it
@@ -76,7 +81,7 @@ import torch
 from torch import nn
 
 from robustopt.attacks.apgd import APGD
-from robustopt.attacks.base import STOP_STALLED, Attack, AttackResult, Search, predict, success_of
+from robustopt.attacks.base import STOP_STALLED, Attack, AttackResult, Search, output_change, predict, success_of
 from robustopt.attacks.fab import FAB
 from robustopt.attacks.registry import register_attack
 from robustopt.attacks.square import Square
@@ -130,7 +135,7 @@ class AdaptiveAutoAttack(Attack):
     """AutoAttack's four attacks, scheduled per example by evidence (module docstring).
 
     Args:
-        threat: ``ro.Linf`` or ``ro.L2`` (Square has no L1 version).
+        threat: ``ro.Linf``, ``ro.L2`` or ``ro.L1`` (without the Square stage).
         steps: iterations of APGD-CE and of each APGD-T target (AutoAttack: 100).
         n_target_classes: targets of APGD-T and FAB-T, the highest by ``target_score``.
         target_score: how the targets are ranked: "adversarial", "malt" or "clean".
@@ -141,6 +146,7 @@ class AdaptiveAutoAttack(Attack):
         sample: the fraction of the survivors that FAB-T and Square try first, in (0, 1].
         min_sample: at least this many survivors are sampled (all, if fewer).
         masking_share: the share of examples that makes gradients look masked, in (0, 1].
+        eot: draws per APGD step on a randomized model (module docstring).
         seed: seed of every stage when no generator is given.
         label: display name in tables (default "AA-adaptive").
 
@@ -163,15 +169,16 @@ class AdaptiveAutoAttack(Attack):
     sample: float = 0.1
     min_sample: int = 20
     masking_share: float = 0.05
+    eot: int = 20
     seed: int = 0
     label: str | None = None
 
-    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2")
+    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2", "L1")
     clean_success_counts: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_counts("steps", "n_target_classes", "fab_steps", "queries", "min_sample")
+        self._check_counts("steps", "n_target_classes", "fab_steps", "queries", "min_sample", "eot")
         self._check_seed()
         if self.target_score not in ("adversarial", "malt", "clean"):
             raise ValueError(f"target_score must be 'adversarial', 'malt' or 'clean', got {self.target_score!r}.")
@@ -186,16 +193,20 @@ class AdaptiveAutoAttack(Attack):
 
     # --- the stages -------------------------------------------------------------------------
     def stages(self) -> list[Attack]:
-        """The four stage attacks with this configuration (APGD-T's loss is fixed per call)."""
+        """The stage attacks with this configuration (APGD-T's loss is fixed per call); no Square under L1."""
         common = {"seed": self.seed}
-        return [
-            APGD(self.threat, loss="ce", steps=self.steps, early_exit=True, stall_factor=self.stall_factor, **common),
+        l1 = {"decreasing_eps": True} if self.threat.norm == "L1" else {}
+        stages: list[Attack] = [
+            APGD(self.threat, loss="ce", steps=self.steps, early_exit=True, stall_factor=self.stall_factor, **l1, **common),
             APGD(self.threat, loss="dlr", targeted=True, n_target_classes=self.n_target_classes, steps=self.steps,
-                 early_exit=True, stall_factor=self.stall_factor, **common),
+                 early_exit=True, stall_factor=self.stall_factor, **l1, **common),
             FAB(self.threat, targeted=True, n_target_classes=self.n_target_classes, steps=self.fab_steps, **common),
-            # a random search progresses in jumps: Square gets twice the margin of safety
-            Square(self.threat, queries=self.queries, early_exit=True, stall_factor=2 * self.stall_factor, **common),
         ]
+        if self.threat.norm in Square.norms:
+            # a random search progresses in jumps: Square gets twice the margin of safety
+            stages.append(Square(self.threat, queries=self.queries, early_exit=True,
+                                 stall_factor=2 * self.stall_factor, **common))
+        return stages
 
     def _check_call(self, x: torch.Tensor, options: dict[str, Any]) -> None:
         super()._check_call(x, options)
@@ -205,9 +216,11 @@ class AdaptiveAutoAttack(Attack):
     def _search(self, s: Search) -> None:
         """The four stages on the examples of ``s``, each on what the earlier ones left (module docstring)."""
         log = _Log(s)
-        ce, targeted, fab, square = self.stages()
-        if log.randomized:  # a success under one draw of the randomness proves little: no early exits
-            ce, targeted, square = (dataclasses.replace(a, early_exit=False) for a in (ce, targeted, square))
+        ce, targeted, fab, *others = self.stages()
+        square = others[0] if others else None
+        if log.randomized:  # a success under one draw of the randomness proves little: no early exits, EOT
+            ce, targeted = (dataclasses.replace(a, early_exit=False, eot=self.eot) for a in (ce, targeted))
+            square = None if square is None else dataclasses.replace(square, early_exit=False)
         explicit = s.success_target is not None
         left = torch.arange(len(s.x), device=s.x.device)  # positions in s, still unbroken
 
@@ -235,7 +248,7 @@ class AdaptiveAutoAttack(Attack):
         productive = fab_attacked and fab_broken >= self.masking_share * fab_attacked
         if len(left) and productive and not explicit:  # FAB-T is what works here: AutoAttack's other targets too
             left, margin, scores = self._more_fab_targets(s, log, fab, left, margin, scores)
-        if len(left):
+        if len(left) and square is not None:
             evidence = [randomized] if randomized else []
             if productive and 4 * fab_broken >= ce_broken + t_broken + fab_broken:
                 evidence.append(f"FAB-T broke {fab_broken} of the {fab_attacked} examples APGD left: the APGD "
@@ -309,8 +322,7 @@ class _Log:
             a, b = predict(s.model, s.x[:k]), predict(s.model, s.x[:k])
         s.cost.add(s.rows[:k], forwards=2)
         self.classes = a.shape[1]
-        scale = float(a.abs().max().clamp_min(1.0)) if k else 1.0
-        self.randomized = bool(k) and not bool(((a - b).abs() <= 1e-4 * scale).all())
+        self.randomized = output_change(a, b)[1]
 
     def run(self, i: int, attack: Attack, idx: torch.Tensor, first: bool = False, again: bool = False,
             **options: Any) -> AttackResult:

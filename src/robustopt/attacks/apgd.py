@@ -14,9 +14,22 @@ of diverse parameter-free attacks" (ICML), Algorithm 1. For every example:
 
 ``step`` and ``P`` come from the threat model: sign steps and the exact box
 projection for ``Linf``, normalized-gradient steps and the exact projection onto
-ball and box for ``L2`` (the L2 variant of the AutoAttack code base). Under
-``L1`` this is the plain adaptation with the threat model's sparse step, not the
-L1-APGD of Croce & Hein 2021 ("Mind the box"), which adapts the sparsity.
+ball and box for ``L2`` (the L2 variant of the AutoAttack code base).
+
+Under ``L1`` it is L1-APGD (Croce & Hein 2021, "Mind the box: l1-APGD for sparse adversarial
+attacks on image classifiers", ICML), as AutoAttack runs it:
+
+* the step ``x_{k+1} = P(x_k + eta * L1.top_k_step(grad, s))`` moves about the top ``s`` of the
+  coordinates by |grad| (without momentum), ``P`` the exact projection onto the l1 ball
+  intersected with the box; the start is a Gaussian point projected into the set;
+* every ``max(floor(0.04 N), 1)`` steps the sparsity adapts: ``s`` becomes ``1 / 1.5`` of the share
+  of coordinates the best point has changed; where that count fell below 95% of the last
+  checkpoint's, ``eta`` returns to ``eps`` and the iterate to the best point, elsewhere ``eta``
+  shrinks by 1.5, within ``[eps / 10, eps]`` (``s = 0.2`` and ``eta = eps`` to begin with);
+* ``decreasing_eps`` (AutoAttack's ``use_largereps``, on in its L1 version) spends 30%, 30% and
+  40% of the steps at ``3 eps``, ``2 eps`` and ``eps``, each part from the best point of the one
+  before (projected into the smaller set, its sparsity its start's); only the last part's points,
+  inside the threat set, count.
 
 APGD-T (``targeted=True``) runs the attack once per target class, the
 ``n_target_classes`` classes with the highest clean logits other than the true
@@ -38,6 +51,8 @@ the step is halved. The run's notes record per example why it stopped
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import KW_ONLY, dataclass
 from typing import ClassVar
 
@@ -45,7 +60,8 @@ import torch
 
 from robustopt import losses
 from robustopt.attacks.base import (
-    STOP_BROKEN, STOP_BUDGET, STOP_NOT_RUN, STOP_STALLED, Aim, Attack, Search, aims_at_top_classes, predict, stalled,
+    STOP_BROKEN, STOP_BUDGET, STOP_NOT_RUN, STOP_STALLED, Aim, Attack, Search, aims_at_top_classes, stalled, value_and_grad,
+    value_at,
 )
 from robustopt.attacks.registry import register_attack
 from robustopt.threat import ThreatModel
@@ -104,12 +120,18 @@ class APGD(Attack):
             (module docstring); AutoAttack's APGD runs every step (False).
         stall_factor: with ``early_exit``, how many times the pace it has kept since its random
             start an example is granted before it counts as stalled (> 0; larger: fewer stops).
+        eot: draws of a randomized model's randomness that each loss, gradient and score averages
+            (Expectation over Transformation, Athalye et al. 2018; AutoAttack's ``rand`` version
+            uses 20); 1 for a deterministic model.
+        decreasing_eps: L1 only: the budget at 3 eps, 2 eps, then eps (module docstring;
+            AutoAttack's ``use_largereps``). With ``early_exit`` examples leave in the last part.
         seed: seed of the random starts when no generator is given.
         label: display name in tables (default "APGD-CE", "APGD-DLR", "APGD-T", "APGD-T-CE", ...).
 
     Returns of ``run``: per example the best point over all runs (successful first, then
-    highest loss); ``grad_evals`` = ``steps`` per example and run, ``forwards`` = one clean
-    pass plus one pass on the last iterate per example and run (with ``early_exit`` fewer:
+    highest loss); ``grad_evals`` = ``steps * eot`` per example and run (L1: one more per part
+    of the schedule, for its start), ``forwards`` = one clean pass plus ``eot`` passes on the last
+    iterate per example and run (with ``early_exit`` fewer:
     up to the step where the example left). With ``early_exit``, ``notes`` holds per example
     ``stop`` (an index into ``base.STOP_REASONS``), ``margin`` (the best margin reached) and
     ``margin_start`` (at the random start of its last run).
@@ -131,6 +153,8 @@ class APGD(Attack):
     rho: float = 0.75
     early_exit: bool = False
     stall_factor: float = 1.0
+    eot: int = 1
+    decreasing_eps: bool = False
     seed: int = 0
     label: str | None = None
 
@@ -138,7 +162,7 @@ class APGD(Attack):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_counts("steps", "restarts", "n_target_classes")
+        self._check_counts("steps", "restarts", "n_target_classes", "eot")
         self._check_seed()
         losses.get(self.loss)
         if not isinstance(self.targeted, bool):
@@ -148,8 +172,10 @@ class APGD(Attack):
             )
         if not (isinstance(self.rho, (int, float)) and 0.0 < self.rho <= 1.0):
             raise ValueError(f"rho must be a number in (0, 1], got {self.rho!r}.")
-        self._check_flags("early_exit")
+        self._check_flags("early_exit", "decreasing_eps")
         self._check_positive("stall_factor")
+        if self.decreasing_eps and self.threat.norm != "L1":
+            raise ValueError(f"decreasing_eps is part of L1-APGD; the threat model is {self.threat}: leave it False.")
 
     def _check_call(self, x: torch.Tensor, options: dict) -> None:
         super()._check_call(x, options)
@@ -161,8 +187,10 @@ class APGD(Attack):
         if self.label:
             return self.label
         if self.targeted:
-            return "APGD-T" if self.loss == "dlr" else f"APGD-T-{self.loss.upper()}"
-        return f"APGD-{self.loss.upper()}"
+            base = "APGD-T" if self.loss == "dlr" else f"APGD-T-{self.loss.upper()}"
+        else:
+            base = f"APGD-{self.loss.upper()}"
+        return f"{base} EOT-{self.eot}" if self.eot > 1 else base
 
     # --- the hooks of the driver ---------------------------------------------------------
     def _plan(self, clean, y, targets, generator) -> list[Aim]:
@@ -176,6 +204,8 @@ class APGD(Attack):
         With ``early_exit`` the examples that are broken or stalled leave the run (see the class
         docstring); the others go on as without it (up to the rounding of smaller batches).
         """
+        if self.threat.norm == "L1":
+            return self._search_l1(s)
         threat, steps, x = self.threat, self.steps, s.x
         n = len(x)
         project = threat.projector(x)  # the same map as threat.project(., x), set up once for the run
@@ -184,19 +214,15 @@ class APGD(Attack):
         y, target, aim = s.y, s.loss_target, s.success_target
 
         def evaluate(point: torch.Tensor, with_grad: bool):
+            objective = lambda logits: loss_fn(logits, y, target)  # noqa: E731 - y, target change as examples leave
             if not with_grad:
-                logits = predict(s.model, point)
-                return loss_fn(logits, y, target), None, logits
-            with torch.enable_grad():
-                point = point.detach().requires_grad_(True)
-                logits = predict(s.model, point)
-                f = loss_fn(logits, y, target)
-                (grad,) = torch.autograd.grad(f.sum(), point)
-            return f.detach(), grad, logits.detach()
+                f, logits = value_at(s.model, point, objective, self.eot)
+                return f, None, logits
+            return value_and_grad(s.model, point, objective, self.eot)
 
         x_cur = threat.random_init(x, s.generator)
         f_cur, g_cur, logits = evaluate(x_cur, with_grad=True)
-        s.cost.add(s.rows, grad_evals=1)
+        s.cost.add(s.rows, grad_evals=self.eot)
         s.offer(x_cur, s.success(logits), f_cur)
         # per example: the iterate and its step size, the best point, and the checkpoint bookkeeping:
         # how many steps since the last checkpoint increased the loss, f_max, and whether eta was
@@ -236,10 +262,7 @@ class APGD(Attack):
                 x_new = project(x_cur + MOMENTUM * (z - x_cur) + (1 - MOMENTUM) * (x_cur - x_prev))
             last = k == steps - 1  # the last iterate is only scored, no gradient needed
             f_new, g_new, logits = evaluate(x_new, with_grad=not last)
-            if last:
-                s.cost.add(s.rows[at], forwards=1)
-            else:
-                s.cost.add(s.rows[at], grad_evals=1)
+            s.cost.add(s.rows[at], **{"forwards" if last else "grad_evals": self.eot})
             s.offer(x_new, s.success(logits, sub), f_new, sub)
 
             increased = f_new > r.f_cur
@@ -266,6 +289,107 @@ class APGD(Attack):
                 r.increased = r.increased + increased
         if self.early_exit:
             ledger.close(r, at)
+
+    def _search_l1(self, s: Search) -> None:
+        """One run of L1-APGD (module docstring); in the last part of the schedule every iterate is offered."""
+        threat, x = self.threat, s.x
+        n, d = len(x), x[0].numel()
+        loss_fn = losses.get(self.loss)
+        at = torch.arange(n, device=x.device)  # positions (in s) of the examples still searched
+        y, target, aim = s.y, s.loss_target, s.success_target
+
+        def evaluate(point: torch.Tensor, with_grad: bool):
+            objective = lambda logits: loss_fn(logits, y, target)  # noqa: E731 - y, target change as examples leave
+            s.cost.add(s.rows[at], **{"grad_evals" if with_grad else "forwards": self.eot})
+            if not with_grad:
+                return (*value_at(s.model, point, objective, self.eot), None)
+            value, grad, logits = value_and_grad(s.model, point, objective, self.eot)
+            return value, logits, grad
+
+        parts = _l1_schedule(threat.eps, self.steps, self.decreasing_eps)
+        point = x + torch.randn(x.shape, generator=s.generator, device=x.device, dtype=x.dtype)
+        r = _Run(x=x)
+        for j, (eps, steps) in enumerate(parts):
+            final = j == len(parts) - 1
+            project = dataclasses.replace(threat, eps=eps).projector(r.x)
+            r.x_cur = project(point)
+            f, logits, r.g_cur = evaluate(r.x_cur, with_grad=True)
+            sub = None if len(at) == n else at
+            if final:
+                s.offer(r.x_cur, s.success(logits, sub), f, sub)
+            if self.decreasing_eps:  # the start's own sparsity
+                r.sparsity = (r.x_cur != r.x).flatten(1).sum(dim=1).to(x.dtype)
+                r.share = r.sparsity / d / SPARSITY_SHRINK
+            else:
+                r.sparsity = torch.full((len(at),), float(d), dtype=x.dtype, device=x.device)
+                r.share = torch.full_like(r.sparsity, INITIAL_SHARE)
+            r.eta = torch.full_like(r.sparsity, eps)
+            r.x_max, r.f_max, r.g_max = r.x_cur.clone(), f.clone(), r.g_cur.clone()
+            if final and self.early_exit:
+                r.margin = losses.margin(logits, y, aim)
+                r.margin_start, r.scale = r.margin.clone(), logits.abs().amax(dim=1)
+                ledger = _Ledger(s, r.margin)
+                checks = [w for w in checkpoints(steps) if w <= steps - 2]
+            window = max(int(SPARSITY_WINDOW * steps), 1)
+            for k in range(steps):
+                if final and self.early_exit:
+                    done = ledger.exits(r, at, taken=k, remaining=steps - k, check=k - 1 in checks,
+                                        stall_factor=self.stall_factor)
+                    if done is not None:
+                        r.keep(~done)
+                        at = at[~done]
+                        if len(at) == 0:
+                            break
+                        y, target = s.y[at], None if s.loss_target is None else s.loss_target[at]
+                        aim = None if s.success_target is None else s.success_target[at]
+                        project = dataclasses.replace(threat, eps=eps).projector(r.x)
+                sub = None if len(at) == n else at
+                x_new = project(r.x_cur + _view(r.eta, r.x_cur) * threat.top_k_step(r.g_cur, r.share))
+                last = final and k == steps - 1  # the last iterate is only scored
+                f, logits, g_new = evaluate(x_new, with_grad=not last)
+                if final:
+                    s.offer(x_new, s.success(logits, sub), f, sub)
+                    if self.early_exit:
+                        r.margin = torch.maximum(r.margin, losses.margin(logits, y, aim))
+                        r.scale = torch.maximum(r.scale, logits.abs().amax(dim=1))
+                better = f > r.f_max
+                r.x_max[better], r.f_max[better] = x_new[better], f[better]
+                if g_new is not None:
+                    r.g_max[better] = g_new[better]
+                r.x_cur, r.g_cur = x_new, g_new
+                if (k + 1) % window == 0 and not last:  # adapt the sparsity and the step size
+                    sparsity = (r.x_max != r.x).flatten(1).sum(dim=1).to(x.dtype)
+                    fell = sparsity < SPARSITY_DROP * r.sparsity
+                    r.share, r.sparsity = sparsity / d / SPARSITY_SHRINK, sparsity
+                    r.eta = torch.where(fell, eps, r.eta / STEP_SHRINK).clamp(eps / MIN_STEP_DIVISOR, eps)
+                    r.x_cur = torch.where(_view(fell, r.x_cur), r.x_max, r.x_cur)
+                    r.g_cur = torch.where(_view(fell, r.x_cur), r.g_max, r.g_cur)
+            point = r.x_max  # the next part starts from this part's best point
+        if self.early_exit:
+            ledger.close(r, at)
+
+
+# L1-APGD's constants (Croce & Hein 2021, as in AutoAttack's code)
+INITIAL_SHARE = 0.2  # of the coordinates moved by the first steps
+SPARSITY_WINDOW = 0.04  # of the steps between two adaptations of the sparsity
+SPARSITY_SHRINK = 1.5  # the share moved: the best point's share of changed coordinates / 1.5
+SPARSITY_DROP = 0.95  # the best point got sparser: back to eta = eps and the best point
+STEP_SHRINK = 1.5  # otherwise eta / 1.5 ...
+MIN_STEP_DIVISOR = 10.0  # ... down to eps / 10
+DECREASING_EPS = ((3.0, 0.3), (2.0, 0.3), (1.0, 0.4))  # (eps factor, share of the steps): use_largereps
+
+
+def _l1_schedule(eps: float, steps: int, decreasing: bool) -> list[tuple[float, int]]:
+    """The parts of an L1-APGD run, ``(eps, steps)``; with ``decreasing`` AutoAttack's 3, 2, 1 eps."""
+    if not decreasing:
+        return [(eps, steps)]
+    counts = [math.ceil(share * steps) for _, share in DECREASING_EPS[:-1]]
+    over = sum(counts) - (steps - 1)  # the part at eps keeps at least one step
+    for i in reversed(range(len(counts))):
+        cut = min(max(over, 0), counts[i])
+        counts[i], over = counts[i] - cut, over - cut
+    counts.append(steps - sum(counts))
+    return [(factor * eps, c) for (factor, _), c in zip(DECREASING_EPS, counts) if c > 0]
 
 
 class _Run:

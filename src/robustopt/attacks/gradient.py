@@ -11,7 +11,9 @@ not yet broken.
 Cost per restart and example: ``steps`` forward+backward passes (gradients with
 respect to the input only; no parameter gradient is computed or written) and one
 forward pass without a graph on the last iterate, which is scored like every other
-one. Each iterate before it is scored from the forward pass of the gradient step
+one; with ``eot=N`` each of them is N passes (Expectation over Transformation: the
+loss, its gradient and the logits that score an iterate are means over N draws of
+a randomized model's randomness, ``base.value_and_grad``). Each iterate before it is scored from the forward pass of the gradient step
 taken at it, so no pass is spent twice. Targeted attacks without explicit targets
 add one clean forward pass (least-likely targets come from the clean logits; random
 targets are drawn before the random start); untargeted ones run no clean pass.
@@ -26,7 +28,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from robustopt import losses
-from robustopt.attacks.base import Aim, Attack, Search, predict
+from robustopt.attacks.base import Aim, Attack, Search, value_and_grad, value_at
 from robustopt.attacks.registry import register_attack
 from robustopt.threat import ThreatModel
 
@@ -57,6 +59,8 @@ class GradientAttack(Attack):
         keep: "best" (per example, the best iterate over all steps and restarts, see the
             module docstring) or "last" (the final iterate, as TRADES' inner maximization).
             Both cost the same passes: the last iterate needs a forward pass for its success flag.
+        eot: draws of a randomized model's randomness that each loss, gradient and score averages
+            (Expectation over Transformation, Athalye et al. 2018); 1 for a deterministic model.
 
     Call options (keywords of ``run``, besides ``targets`` and ``generator``):
         start: starting points (N, ...) of the first restart, projected onto the threat set;
@@ -65,9 +69,9 @@ class GradientAttack(Attack):
             ``loss``; ``idx`` are the batch positions of the rows of ``logits`` (e.g. TRADES' KL
             divergence to the clean prediction).
 
-    Returns of ``run``: ``grad_evals`` = ``steps`` per example and restart, ``forwards`` = one
-    pass on the last iterate per example and restart (plus one clean pass per example for
-    ``targeted`` without ``targets``).
+    Returns of ``run``: ``grad_evals`` = ``steps * eot`` per example and restart, ``forwards`` =
+    ``eot`` passes on the last iterate per example and restart (plus one clean pass per example
+    for ``targeted`` without ``targets``).
 
     Example:
         >>> atk = PGD(Linf(0.3), steps=40, step_size=0.01)
@@ -87,12 +91,13 @@ class GradientAttack(Attack):
     seed: int = 0
     label: str | None = None
     keep: Literal["best", "last"] = "best"
+    eot: int = 1
 
     call_options: ClassVar[tuple[str, ...]] = ("start", "objective")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_counts("steps", "restarts")
+        self._check_counts("steps", "restarts", "eot")
         self._check_seed()
         for name in ("step_size", "rel_step_size"):
             value = getattr(self, name)
@@ -130,7 +135,8 @@ class GradientAttack(Attack):
             base = "FGSM" if self.steps == 1 and not self.random_start else "PGD"
             if self.loss == "dlr":
                 base += "-DLR"
-        return f"Targeted {base}" if self.targeted else base
+        base = f"Targeted {base}" if self.targeted else base
+        return f"{base} EOT-{self.eot}" if self.eot > 1 else base
 
     # --- the hooks of the driver ---------------------------------------------------------
     def _check_call(self, x: torch.Tensor, options: dict[str, Any]) -> None:
@@ -164,25 +170,23 @@ class GradientAttack(Attack):
             x_adv = threat.random_init(s.x, s.generator)
         else:
             x_adv = s.x.clone()
-        value_of = self._objective(s)
+        objective = self._objective(s)
+
+        def value_of(logits: torch.Tensor) -> torch.Tensor:  # labels and outputs are checked on the first logits
+            s.check(logits)
+            return objective(logits)
 
         for step in range(self.steps):
-            with torch.enable_grad():
-                x_adv.requires_grad_(True)
-                logits = predict(s.model, x_adv)
-                s.check(logits)
-                value = value_of(logits)
-                if step > 0 and keep_best:  # this pass scores the iterate x_adv
-                    s.offer(x_adv, s.success(logits), value)
-                (grad,) = torch.autograd.grad(value.sum(), x_adv)
-            s.cost.add(s.rows, grad_evals=1)
+            value, grad, logits = value_and_grad(s.model, x_adv, value_of, self.eot)
+            if step > 0 and keep_best:  # this pass scores the iterate x_adv
+                s.offer(x_adv, s.success(logits), value)
+            s.cost.add(s.rows, grad_evals=self.eot)
             x_adv = project(torch.add(x_adv, threat.step(grad, x_adv), alpha=alpha))
 
-        # the last iterate: scored by one forward pass without a graph (no_grad is as fast as
+        # the last iterate: scored by a forward pass without a graph (no_grad is as fast as
         # inference_mode here and leaves ordinary tensors, which objectives and models may need)
-        logits = predict(s.model, x_adv)
-        value = value_of(logits)
-        s.cost.add(s.rows, forwards=1)
+        value, logits = value_at(s.model, x_adv, value_of, self.eot)
+        s.cost.add(s.rows, forwards=self.eot)
         if keep_best:
             s.offer(x_adv, s.success(logits), value)
         else:  # "last": the final iterate replaces the stored one unconditionally

@@ -63,10 +63,17 @@ class Cascade:
             y: their labels (int64).
         batch_size: examples per attack call.
         what: the data's name in the error raised when the ranks hold different data.
+        draws: forward passes that judge each point (``judge``), for a randomized model: an example
+            is misclassified when most of them are wrong. With more than one, ``fooled`` keeps per
+            example and draw whether its worst point so far (wrong in the most draws) fooled the
+            model, from the clean pass on (single process only).
     """
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, what: str) -> None:
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, what: str,
+                 draws: int = 1) -> None:
         self.model, self.x, self.y, self.batch_size = model, x, y, batch_size
+        self.draws = draws
+        self.fooled = torch.zeros(len(y), draws, dtype=torch.bool, device=y.device) if draws > 1 else None
         self.ctx = distributed.setup()
         if self.ctx.enabled:
             sample = x.sample() if hasattr(x, "sample") else x  # streamed data: its first images
@@ -95,13 +102,26 @@ class Cascade:
             )
         return logits.argmax(1) != yb
 
+    def judge(self, x_in: torch.Tensor, yb: torch.Tensor, idx: torch.Tensor, where: str = "clean inputs") -> torch.Tensor:
+        """Bool (B,): :meth:`misclassified` in most of ``draws`` passes (one for a deterministic model).
+
+        ``idx`` are the batch's positions in the data: where a point is wrong in more draws than
+        the example's stored one, its per-draw outcomes replace those in ``fooled``.
+        """
+        if self.draws == 1:
+            return self.misclassified(x_in, yb, where)
+        wrong = torch.stack([self.misclassified(x_in, yb, where) for _ in range(self.draws)], dim=1)
+        worse = wrong.sum(1) > self.fooled[idx].sum(1)
+        self.fooled[idx[worse]] = wrong[worse]
+        return 2 * wrong.sum(1) > self.draws
+
     def clean(self) -> torch.Tensor:
         """Bool (N,): the clean prediction is right (each rank classifies its own batches)."""
         n = len(self.x)
         correct = torch.zeros(n, dtype=torch.bool, device=self.x.device)
         for k, b in enumerate(self.batches(torch.arange(n, device=self.x.device))):
             if self.ctx.owns(k):
-                correct[b] = ~self.misclassified(self.x[b], self.y[b])
+                correct[b] = ~self.judge(self.x[b], self.y[b], b)
         return self.ctx.any(correct)
 
     def rounds(
@@ -143,7 +163,7 @@ class Cascade:
                         f"{threat}; its result cannot count. This is a bug in that attack."
                     )
                 where = f"adversarial points of {attack.name}"
-                state.survived[idx] = ~self.misclassified(result.x_adv, self.y[idx], where)
+                state.survived[idx] = ~self.judge(result.x_adv, self.y[idx], idx, where)
                 cost, queries = int(result.grad_evals), int(result.forwards)
                 recorded = batch_records(idx, result) if records else None
             state.survived = ctx.all(state.survived)  # each rank only cleared the flags of its own batch

@@ -39,12 +39,14 @@ from robustopt._checks import warn_eps
 from robustopt.data_formats import Streamed, streamed
 from robustopt._io import atomic_write_json, atomic_write_text, json_default
 from robustopt._progress import progress_bar
-from robustopt.attacks.base import WHITE_BOX_SOURCE, Attack, check_batch
+from robustopt.attacks.base import WHITE_BOX_SOURCE, Attack, check_batch, is_randomized
 from robustopt.evaluation._cascade import AttackPass, Cascade, seeded_generator
 from robustopt.evaluation.records import RowRecords
 from robustopt.threat import ThreatModel
 
-__all__ = ["Row", "Evaluation", "evaluate"]
+__all__ = ["Row", "Evaluation", "DrawAccuracy", "evaluate", "RANDOM_DRAWS"]
+
+RANDOM_DRAWS = 10  # forward passes that judge each point of a randomized model
 
 Mode = Literal["cascade", "independent"]
 
@@ -87,8 +89,43 @@ class Row:
 
 
 @dataclass
+@dataclass
+class DrawAccuracy:
+    """Robust accuracy of a randomized model over repeated draws of its randomness.
+
+    Every point (clean or adversarial) is classified ``draws`` times; an example's worst point is
+    the one wrong in the most draws. ``per_draw[d]`` is the share of the examples whose worst point
+    is right in draw ``d``. ``Evaluation.robust`` counts an example as broken when its worst point
+    is wrong in most draws.
+
+    Attributes:
+        draws: forward passes per point, each a new draw.
+        per_draw: the robust accuracy under each draw, in [0, 1].
+    """
+
+    draws: int
+    per_draw: list[float]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.per_draw)) if self.per_draw else 0.0
+
+    @property
+    def std(self) -> float:
+        """The spread over the draws (sample standard deviation; 0 for one draw)."""
+        return float(np.std(self.per_draw, ddof=1)) if len(self.per_draw) > 1 else 0.0
+
+    def describe(self) -> str:
+        return (f"randomized model: robust accuracy over {self.draws} draws {100 * self.mean:.1f}% "
+                f"± {100 * self.std:.1f}% (an example is broken when its point fools the model in most draws)")
+
+
 class Evaluation:
-    """Result of ``evaluate``: typed data; tables are views of it."""
+    """Result of ``evaluate``: typed data; tables are views of it.
+
+    ``draws`` holds the accuracy over repeated draws of a randomized model's randomness (None
+    for a deterministic model).
+    """
 
     rows: list[Row]
     correct: torch.Tensor  # bool (N,): clean prediction is right
@@ -97,6 +134,7 @@ class Evaluation:
     seed: int
     meta: dict[str, Any] = field(default_factory=dict)
 
+    draws: DrawAccuracy | None = None
     @property
     def n(self) -> int:
         return int(self.correct.numel())
@@ -154,6 +192,7 @@ class Evaluation:
             + (" (each row: accuracy under that attack and all rows above it)" if self.mode == "cascade" else " (each row: that attack alone)")
             + (f", threat {threat}" if threat is not None else "")
         )
+            + (f"; {self.draws.describe()}" if self.draws is not None else "")
         return header, lines, caption
 
     def table(self, fmt: Literal["text", "markdown"] = "text", reference: dict[tuple, float] | None = None) -> str:
@@ -188,6 +227,7 @@ class Evaluation:
             "correct": self.correct.int().tolist(),
             "robust": self.robust.int().tolist(),
         }
+            "draws": asdict(self.draws) if self.draws is not None else None,
 
     def to_json(self, path: str | Path) -> Path:
         """Write the evaluation (numbers as numbers, per-example flags included) atomically."""
@@ -207,6 +247,7 @@ class Evaluation:
             seed=d["seed"],
             meta=d.get("meta", {}),
         )
+            draws=DrawAccuracy(**d["draws"]) if d.get("draws") else None,
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Evaluation":
@@ -316,6 +357,7 @@ def evaluate(
         progress: show a progress bar.
         meta: extra JSON-ready information stored with the result.
         progress_file: makes the evaluation resumable (e.g. ``run / "eval-madry.progress.json"``).
+    draws: int | None = None,
             After every finished batch the state (per-example flags, the attack and batch reached,
             the finished rows, counters) is written there atomically. If the file exists, the
             evaluation continues from it instead of starting over, and gives the same rows and
@@ -349,6 +391,11 @@ def evaluate(
 
     Example:
         >>> ev = evaluate(model, (x, y), [FGSM(Linf(0.3)), PGD(Linf(0.3), steps=40)])
+        draws: forward passes that judge each clean and adversarial point, for a randomized model:
+            an example is misclassified when most of them are wrong, and ``Evaluation.draws``
+            holds the robust accuracy per draw (its mean and spread). None: ``RANDOM_DRAWS`` when
+            two forward passes on the same inputs differ (the probe of ``ro.audit``'s
+            ``randomized-output``), else 1 (one pass, and ``Evaluation.draws`` is None).
         >>> print(ev.table())
     """
     if mode not in ("cascade", "independent"):
@@ -371,7 +418,7 @@ def evaluate(
         warn_eps(threat.norm, threat.eps, x.shape[1:], threat.bounds)
     # Under torchrun, batch j runs on rank j % world_size with batch j's generator and the
     # flags are merged after every round: the result is the single-process one, example by example.
-    core = Cascade(model, x, y, batch_size, "the evaluation data")
+    core = Cascade(model, x, y, batch_size, "the evaluation data", draws=draws)
     ctx = core.ctx
     progress_path = Path(progress_file) if progress_file is not None else None
     job = _job_fingerprint(model, x, y, attacks, mode=mode, seed=seed, batch_size=batch_size) if progress_path else None
@@ -394,6 +441,10 @@ def evaluate(
         first_attack, earlier_seconds, sessions = state["attack"], state["seconds"], state["sessions"] + 1
 
     for i, attack in enumerate(attacks):
+    if draws is None:  # a randomized model's points are judged over several draws
+        draws = RANDOM_DRAWS if is_randomized(model, stream.sample() if stream is not None else x[: min(n, 32)]) else 1
+    elif isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive integer or None, got {draws!r}.")
         if i < first_attack:
             continue
         t0 = time.perf_counter()
@@ -415,6 +466,8 @@ def evaluate(
         for finished, recorded in core.rounds(attack, step, generator, records=True):
             records.add(recorded)
             if progress_path is not None and ctx.is_main:
+        if core.fooled is not None and state["fooled"]:
+            core.fooled = _unpack_flags(state["fooled"], n * draws).view(n, draws).to(core.fooled.device)
                 now = time.perf_counter()
                 _save_progress(progress_path, {
                     "format": _PROGRESS_FORMAT, "version": _PROGRESS_VERSION, "job": job, "n": n,
@@ -449,6 +502,7 @@ def evaluate(
     if progress_path is not None:
         info["sessions"] = sessions
     if ctx.enabled:
+                    "fooled": None if core.fooled is None else _pack_flags(core.fooled.flatten()),
         info["world_size"] = ctx.world_size
     if stream is not None and (paths := stream.paths()) is not None:
         info["paths"] = paths  # which file each per-example flag belongs to
@@ -479,6 +533,8 @@ def _check_prefix(prior: Evaluation, attacks: Sequence[Attack], correct: torch.T
 
 _PROGRESS_FORMAT = "robustopt-evaluation-progress"
 _PROGRESS_VERSION = 1
+    if core.fooled is not None:
+        ev.draws = DrawAccuracy(draws, (~core.fooled).float().mean(dim=0).tolist())
 
 
 def _tensor_digest(h: Any, t: torch.Tensor, samples: int, with_sum: bool) -> None:
@@ -655,3 +711,4 @@ def _load_progress(path: Path, job: dict[str, Any], *, n: int, n_attacks: int) -
         if not ok:
             raise unreadable(why)
     return state
+            "fooled": raw.get("fooled"),

@@ -1,17 +1,20 @@
 """Declarative lists of attacks: the rows of a robustness table.
 
 ``madry`` gives the rows of Madry et al. (2018), Table 1 (MNIST) and Table 2 (CIFAR-10);
-``standard`` the AutoAttack-grade ensemble of Croce & Hein (2020).
+``standard`` the AutoAttack-grade ensemble of Croce & Hein (2020), with its L1 protocol
+(Croce & Hein 2021) and its version for randomized models (EOT).
 """
 
 from __future__ import annotations
 
 from typing import Literal, Mapping
 
+import torch
 from torch import nn
 
 from robustopt.attacks import Attack, Transfer, create
-from robustopt.threat import L2, Linf, ThreatModel
+from robustopt.attacks.base import is_randomized
+from robustopt.threat import L1, L2, Linf, ThreatModel
 
 __all__ = ["madry", "standard", "MADRY_REFERENCE"]
 
@@ -66,6 +69,7 @@ _TRANSFER = {
     "cifar10": {None: [("fgsm",), ("ce", 0, 7, 1), ("cw", 0, 30, 1)]},
 }
 _REL_STEP = {"mnist": 1 / 30, "cifar10": 1 / 4}
+EOT_DRAWS = 20  # draws of a randomized model's randomness per gradient in the rand version
 
 # AutoAttack's ensembles (Croce & Hein 2020) as (registered attack, configuration) rows, in its order.
 _STANDARD: dict[str, list[tuple[str, dict]]] = {
@@ -81,6 +85,26 @@ _STANDARD: dict[str, list[tuple[str, dict]]] = {
     ],
     # the same families, scheduled by evidence per example (robustopt.attacks.adaptive)
     "adaptive": [("adaptive", {})],
+    # randomized models: the loss and gradient of each step averaged over 20 draws (AutoAttack's "rand")
+    "rand": [
+        ("apgd", {"loss": "ce", "steps": 100, "eot": EOT_DRAWS}),
+        ("apgd", {"loss": "dlr", "steps": 100, "eot": EOT_DRAWS}),
+    ],
+}
+# AutoAttack's L1 protocol (Croce & Hein 2021): L1-APGD with the 3-2-1 eps schedule (use_largereps),
+# APGD-CE with 5 restarts and APGD-T on 5 targets; FAB-T as in the other norms (no L1 Square here).
+_STANDARD_L1: dict[str, list[tuple[str, dict]]] = {
+    "standard": [
+        ("apgd", {"loss": "ce", "steps": 100, "restarts": 5, "decreasing_eps": True}),
+        ("apgd", {"loss": "dlr", "targeted": True, "n_target_classes": 5, "steps": 100, "decreasing_eps": True}),
+        ("fab", {"targeted": True, "n_target_classes": 9, "steps": 100, "restarts": 1}),
+    ],
+    "fast": [
+        ("apgd", {"loss": "ce", "steps": 100, "decreasing_eps": True}),
+        ("apgd", {"loss": "dlr", "targeted": True, "n_target_classes": 3, "steps": 100, "decreasing_eps": True}),
+    ],
+    "adaptive": _STANDARD["adaptive"],
+    "rand": [(name, {**config, "decreasing_eps": True}) for name, config in _STANDARD["rand"]],
 }
 
 
@@ -142,9 +166,8 @@ def _identity(attack: Attack) -> tuple:
     return ("white-box", repr(attack.describe()))
 
 
-
-def standard(threat: ThreatModel, *, version: Literal["standard", "fast", "adaptive"] = "standard",
-             seed: int = 0) -> list[Attack]:
+def standard(threat: ThreatModel, *, version: Literal["standard", "fast", "adaptive", "rand"] = "standard",
+             seed: int = 0, model: nn.Module | None = None, x: torch.Tensor | None = None) -> list[Attack]:
     """An AutoAttack-grade ensemble (Croce & Hein 2020), to run as a cascade.
 
     ``version="standard"``: AutoAttack's standard version, in its order: APGD-CE (100 steps),
@@ -156,24 +179,39 @@ def standard(threat: ThreatModel, *, version: Literal["standard", "fast", "adapt
     evidence per example (early exits, APGD-T on 3 targets ranked at APGD-CE's point, FAB-T and
     Square on a sample of the survivors first); its row records every decision per example
     (``Row.records``, ``records.budget_table``).
+    ``version="rand"``: AutoAttack's version for randomized models: APGD-CE and APGD-DLR, each
+    step's loss and gradient averaged over 20 draws of the model's randomness (EOT, Athalye et
+    al. 2018); ``evaluate`` then counts an example as broken when the attack's point fools the
+    model in most of several draws.
+
+    Under ``L1`` the suite follows AutoAttack's L1 protocol (Croce & Hein 2021, "Mind the box"):
+    L1-APGD (sparse steps of adaptive sparsity, the exact projection onto the l1 ball and the
+    box) with AutoAttack's 3-2-1 eps schedule (``decreasing_eps``), APGD-CE with 5 restarts and
+    APGD-T on 5 targets, then FAB-T; there is no L1 Square here. ``fast`` and ``rand`` use the
+    same L1-APGD; ``adaptive`` schedules it as for the other norms.
 
     Args:
-        threat: ``Linf(eps)`` or ``L2(eps)``; L1 is not supported (AutoAttack's L1 version
-            uses the L1-APGD of a later paper).
-        version: "standard", "fast" or "adaptive".
+        threat: ``Linf(eps)``, ``L2(eps)`` or ``L1(eps)``.
+        version: "standard", "fast", "adaptive" or "rand".
         seed: seed of every attack (``evaluate`` passes its own seeded generators).
+        model, x: the model to evaluate and some of its inputs: when two forward passes on them
+            differ (a randomized model, the probe of ``ro.audit``'s ``randomized-output``), the
+            suite is the ``rand`` version whatever ``version`` says.
 
     Returns:
         The list of attacks, strongest-per-cost first.
 
     Example:
         >>> ev = ro.evaluate(model, (x, y), standard(Linf(8 / 255)), mode="cascade")
+        >>> standard(Linf(0.3), model=noisy_model, x=x)     # the rand version, with EOT
     """
-    if not isinstance(threat, (Linf, L2)):
-        raise ValueError(
-            f"the standard suite is defined for Linf and L2 threat models, got {threat}; "
-            "for L1 build a list yourself, e.g. [APGD(t, loss='ce'), APGD(t, loss='dlr', targeted=True)]."
-        )
+    if not isinstance(threat, (Linf, L2, L1)):
+        raise ValueError(f"the standard suite is defined for the Linf, L2 and L1 threat models, got {threat}.")
     if version not in _STANDARD:
         raise ValueError(f"unknown version {version!r}; choose one of {sorted(_STANDARD)}.")
-    return [create(name, threat, seed=seed, **config) for name, config in _STANDARD[version]]
+    if (model is None) != (x is None):
+        raise ValueError("pass both model and x (some of its inputs) to detect a randomized model, or neither.")
+    if model is not None and is_randomized(model, x):
+        version = "rand"
+    rows = (_STANDARD_L1 if isinstance(threat, L1) else _STANDARD)[version]
+    return [create(name, threat, seed=seed, **config) for name, config in rows]
