@@ -491,11 +491,6 @@ class L1(ThreatModel):
         direction = g.flatten(1).sign() * mask / count
         return direction.view_as(grad)
 
-    def _uniform_ball(self, x, generator):
-        # Uniform in the l_1 ball: exponential spacings normalized by one extra exponential.
-        n, d = x.shape[0], x[0].numel()
-        e = _exponentials((n, d + 1), generator, x)
-        magnitude = e[:, :d] / e.sum(dim=1, keepdim=True)
     def top_k_step(self, grad: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
         """The sparse ascent direction of L1-APGD with an adaptive sparsity (Croce & Hein 2021, "Mind the box").
 
@@ -518,6 +513,11 @@ class L1(ThreatModel):
         signs = flat.sign() * (flat.abs() >= threshold)
         return (signs / signs.abs().sum(dim=1, keepdim=True).clamp_min(1)).view_as(grad)
 
+    def _uniform_ball(self, x, generator):
+        # Uniform in the l_1 ball: exponential spacings normalized by one extra exponential.
+        n, d = x.shape[0], x[0].numel()
+        e = _exponentials((n, d + 1), generator, x)
+        magnitude = e[:, :d] / e.sum(dim=1, keepdim=True)
         return (magnitude * random_signs((n, d), generator, x) * self.eps).view_as(x)
 
     def _sphere_direction(self, x, generator):

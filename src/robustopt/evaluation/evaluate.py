@@ -89,7 +89,6 @@ class Row:
 
 
 @dataclass
-@dataclass
 class DrawAccuracy:
     """Robust accuracy of a randomized model over repeated draws of its randomness.
 
@@ -120,6 +119,7 @@ class DrawAccuracy:
                 f"± {100 * self.std:.1f}% (an example is broken when its point fools the model in most draws)")
 
 
+@dataclass
 class Evaluation:
     """Result of ``evaluate``: typed data; tables are views of it.
 
@@ -133,8 +133,8 @@ class Evaluation:
     mode: str
     seed: int
     meta: dict[str, Any] = field(default_factory=dict)
-
     draws: DrawAccuracy | None = None
+
     @property
     def n(self) -> int:
         return int(self.correct.numel())
@@ -191,8 +191,8 @@ class Evaluation:
             f"{self.n} examples, mode={self.mode}"
             + (" (each row: accuracy under that attack and all rows above it)" if self.mode == "cascade" else " (each row: that attack alone)")
             + (f", threat {threat}" if threat is not None else "")
-        )
             + (f"; {self.draws.describe()}" if self.draws is not None else "")
+        )
         return header, lines, caption
 
     def table(self, fmt: Literal["text", "markdown"] = "text", reference: dict[tuple, float] | None = None) -> str:
@@ -226,8 +226,8 @@ class Evaluation:
             "rows": [asdict(r) for r in self.rows],
             "correct": self.correct.int().tolist(),
             "robust": self.robust.int().tolist(),
-        }
             "draws": asdict(self.draws) if self.draws is not None else None,
+        }
 
     def to_json(self, path: str | Path) -> Path:
         """Write the evaluation (numbers as numbers, per-example flags included) atomically."""
@@ -246,8 +246,8 @@ class Evaluation:
             mode=d["mode"],
             seed=d["seed"],
             meta=d.get("meta", {}),
-        )
             draws=DrawAccuracy(**d["draws"]) if d.get("draws") else None,
+        )
 
     @classmethod
     def from_json(cls, path: str | Path) -> "Evaluation":
@@ -339,6 +339,7 @@ def evaluate(
     meta: dict[str, Any] | None = None,
     progress_file: str | Path | None = None,
     start_from: Evaluation | None = None,
+    draws: int | None = None,
 ) -> Evaluation:
     """Evaluate ``model`` against ``attacks``; the reported robust accuracy is the per-example worst case.
 
@@ -357,7 +358,6 @@ def evaluate(
         progress: show a progress bar.
         meta: extra JSON-ready information stored with the result.
         progress_file: makes the evaluation resumable (e.g. ``run / "eval-madry.progress.json"``).
-    draws: int | None = None,
             After every finished batch the state (per-example flags, the attack and batch reached,
             the finished rows, counters) is written there atomically. If the file exists, the
             evaluation continues from it instead of starting over, and gives the same rows and
@@ -373,6 +373,11 @@ def evaluate(
             the later attacks run, e.g. transfer rows added to the white-box rows. The result is
             the one a single run of all ``attacks`` gives: an attack's random stream depends on
             its position. A saved state in ``progress_file`` takes precedence.
+        draws: forward passes that judge each clean and adversarial point, for a randomized model:
+            an example is misclassified when most of them are wrong, and ``Evaluation.draws``
+            holds the robust accuracy per draw (its mean and spread). None: ``RANDOM_DRAWS`` when
+            two forward passes on the same inputs differ (the probe of ``ro.audit``'s
+            ``randomized-output``), else 1 (one pass, and ``Evaluation.draws`` is None).
 
     Under ``torchrun`` (several processes, see :mod:`robustopt.distributed`) every process
     must pass the same model, data and arguments; batch ``j`` of each attack runs on rank
@@ -391,11 +396,6 @@ def evaluate(
 
     Example:
         >>> ev = evaluate(model, (x, y), [FGSM(Linf(0.3)), PGD(Linf(0.3), steps=40)])
-        draws: forward passes that judge each clean and adversarial point, for a randomized model:
-            an example is misclassified when most of them are wrong, and ``Evaluation.draws``
-            holds the robust accuracy per draw (its mean and spread). None: ``RANDOM_DRAWS`` when
-            two forward passes on the same inputs differ (the probe of ``ro.audit``'s
-            ``randomized-output``), else 1 (one pass, and ``Evaluation.draws`` is None).
         >>> print(ev.table())
     """
     if mode not in ("cascade", "independent"):
@@ -416,6 +416,10 @@ def evaluate(
         raise ValueError("data holds no examples: pass at least one (x, y) pair to evaluate.")
     for threat in dict.fromkeys(a.threat for a in attacks):  # each distinct threat once, in order
         warn_eps(threat.norm, threat.eps, x.shape[1:], threat.bounds)
+    if draws is None:  # a randomized model's points are judged over several draws
+        draws = RANDOM_DRAWS if is_randomized(model, stream.sample() if stream is not None else x[: min(n, 32)]) else 1
+    elif isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be a positive integer or None, got {draws!r}.")
     # Under torchrun, batch j runs on rank j % world_size with batch j's generator and the
     # flags are merged after every round: the result is the single-process one, example by example.
     core = Cascade(model, x, y, batch_size, "the evaluation data", draws=draws)
@@ -437,14 +441,12 @@ def evaluate(
             first_attack, earlier_seconds = len(rows) - 1, float(start_from.meta.get("seconds", 0.0))
     else:
         correct, robust = state["correct"].to(x.device), state["robust"].to(x.device)
+        if core.fooled is not None and state["fooled"]:
+            core.fooled = _unpack_flags(state["fooled"], n * draws).view(n, draws).to(core.fooled.device)
         rows = state["rows"]
         first_attack, earlier_seconds, sessions = state["attack"], state["seconds"], state["sessions"] + 1
 
     for i, attack in enumerate(attacks):
-    if draws is None:  # a randomized model's points are judged over several draws
-        draws = RANDOM_DRAWS if is_randomized(model, stream.sample() if stream is not None else x[: min(n, 32)]) else 1
-    elif isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
-        raise ValueError(f"draws must be a positive integer or None, got {draws!r}.")
         if i < first_attack:
             continue
         t0 = time.perf_counter()
@@ -466,8 +468,6 @@ def evaluate(
         for finished, recorded in core.rounds(attack, step, generator, records=True):
             records.add(recorded)
             if progress_path is not None and ctx.is_main:
-        if core.fooled is not None and state["fooled"]:
-            core.fooled = _unpack_flags(state["fooled"], n * draws).view(n, draws).to(core.fooled.device)
                 now = time.perf_counter()
                 _save_progress(progress_path, {
                     "format": _PROGRESS_FORMAT, "version": _PROGRESS_VERSION, "job": job, "n": n,
@@ -477,6 +477,7 @@ def evaluate(
                     "survived": _pack_flags(step.survived), "grad_evals": step.grad_evals,
                     "attack_seconds": attack_seconds + now - t0, "forwards": step.forwards,
                     "records": records.to_dict(),
+                    "fooled": None if core.fooled is None else _pack_flags(core.fooled.flatten()),
                 })
             bar.update(sum(len(step.batches[k]) for k in finished))
         survived = step.survived
@@ -502,12 +503,13 @@ def evaluate(
     if progress_path is not None:
         info["sessions"] = sessions
     if ctx.enabled:
-                    "fooled": None if core.fooled is None else _pack_flags(core.fooled.flatten()),
         info["world_size"] = ctx.world_size
     if stream is not None and (paths := stream.paths()) is not None:
         info["paths"] = paths  # which file each per-example flag belongs to
     info.update(meta or {})
     ev = Evaluation(rows=rows, correct=correct.cpu(), robust=robust.cpu(), mode=mode, seed=seed, meta=info)
+    if core.fooled is not None:
+        ev.draws = DrawAccuracy(draws, (~core.fooled).float().mean(dim=0).tolist())
     if progress_path is not None and ctx.is_main:
         progress_path.unlink(missing_ok=True)
     return ev
@@ -533,8 +535,6 @@ def _check_prefix(prior: Evaluation, attacks: Sequence[Attack], correct: torch.T
 
 _PROGRESS_FORMAT = "robustopt-evaluation-progress"
 _PROGRESS_VERSION = 1
-    if core.fooled is not None:
-        ev.draws = DrawAccuracy(draws, (~core.fooled).float().mean(dim=0).tolist())
 
 
 def _tensor_digest(h: Any, t: torch.Tensor, samples: int, with_sum: bool) -> None:
@@ -695,6 +695,7 @@ def _load_progress(path: Path, job: dict[str, Any], *, n: int, n_attacks: int) -
             "attack_seconds": float(raw["attack_seconds"]),
             "forwards": int(raw.get("forwards", 0)),  # absent from files written before these were kept
             "records": dict(raw.get("records") or {}),
+            "fooled": raw.get("fooled"),
         }
     except (KeyError, TypeError, ValueError) as err:
         raise unreadable(err) from err
@@ -711,4 +712,3 @@ def _load_progress(path: Path, job: dict[str, Any], *, n: int, n_attacks: int) -
         if not ok:
             raise unreadable(why)
     return state
-            "fooled": raw.get("fooled"),
