@@ -40,7 +40,8 @@ ENTRIES: dict[str, dict] = {
     "mnist-natural": dict(description="natural training (the undefended reference)"),
     "mnist-pgd-linf": dict(description="PGD adversarial training (Madry et al. 2018), 5 steps, eps ramped over 3 epochs"),
     "mnist-trades-linf": dict(description="TRADES (Zhang et al. 2019), beta 6, 5 PGD steps"),
-    "mnist-fgsm-rs-co": dict(description="FGSM-RS without the guard: catastrophic overfitting, a naturally masked model"),
+    "mnist-fgsm-rs-co": dict(description="FGSM-RS without the guard: catastrophic overfitting, a naturally masked model "
+                                         "(first 1,000 test images: FGSM 76.4%, PGD-10 and PGD-40 0.0%)"),
     "mnist-n-fgsm-linf": dict(description="N-FGSM (de Jorge et al. 2022), single step with noise"),
     "mnist-pgd-l2": dict(description="PGD adversarial training under L2 eps 2.0"),
     "cifar10-n-fgsm-linf": dict(run="bench/results/cifar10-cpu/A", method="n-fgsm",
@@ -80,6 +81,10 @@ def setup() -> None:
     """Write every entry.json; make the linked and constructed entries' run folders."""
     for name, spec in ENTRIES.items():
         folder = ZOO / name
+        ready = REPO / spec["run"] if "run" in spec else ZOO / spec.get("base", name)
+        if not (ready / "run.json").is_file():
+            print(f"{name}: skipped, {ready.relative_to(REPO)} is not trained yet")
+            continue
         folder.mkdir(parents=True, exist_ok=True)
         record = {"name": name, "description": spec["description"], "provenance": {}}
         if "run" in spec:  # a committed run: link its files and its evaluation, if it has the suite's

@@ -167,7 +167,7 @@ def prepare_run(name: str, out: PathLike | None = None, path: PathLike | None = 
     item = entry(name, path)
     out = Path(out) if out is not None else cache_dir() / item.name
     if out.exists() and out.resolve() == item.folder.resolve():
-        return item.folder
+        return out
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file; give a folder for the evaluation of zoo:{item.name}.")
     if (out / RUN_FILE).is_file() and read_info(out).get("zoo") != item.name:
