@@ -393,3 +393,63 @@ def test_extra_tensors_round_trip_verified_and_removed_when_absent(tmp_path: Pat
     save(tmp_path / "m", model)  # without tensors: the stale file goes
     assert checkpoint.load_tensors(tmp_path / "m") == {}
     assert _dir_listing(tmp_path) == ["m.json", "m.safetensors"]
+
+
+# ----------------------------------------------------------------------------- reproducible bytes
+
+
+class TwoOrders(nn.Module):
+    """The same parameters, registered in the order given: state_dict() keeps that order."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        values = {"w": torch.randn(3, 2, generator=g), "b": torch.randn(3, generator=g),
+                  "count": torch.arange(4), "f16": torch.ones(2, dtype=torch.float16)}
+        for name in names:
+            self.register_buffer(name, values[name])
+
+
+def test_the_same_tensors_give_the_same_bytes(tmp_path: Path) -> None:
+    # sha256sum of two runs that end with equal tensors agrees, whatever the order of the state dict
+    # (and safetensors' metadata, which it writes in a hash-map order that changes from save to save).
+    orders = [["w", "b", "count", "f16"], ["f16", "count", "b", "w"]]
+    digests = set()
+    for i in range(16):
+        model = TwoOrders(orders[i % 2])
+        save(tmp_path / f"m{i}", model, tensors={"z": torch.ones(2), "a": torch.zeros(3)})
+        digests.add((_io.sha256_file(tmp_path / f"m{i}.safetensors"),
+                     _io.sha256_file(tmp_path / f"m{i}.tensors.safetensors")))
+        loaded, _ = load(tmp_path / f"m{i}", TwoOrders(orders[0]))
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(),
+                                                      TwoOrders(orders[0]).state_dict().values()))
+    assert len(digests) == 1
+    header = (tmp_path / "m0.safetensors").read_bytes()
+    meta = json.loads(header[8 : 8 + int.from_bytes(header[:8], "little")])["__metadata__"]
+    assert list(meta) == sorted(meta)
+
+
+def _hostile_optimizer_file(base: Path) -> Path:
+    """Replace the optimizer state of checkpoint ``base`` by a pickle that names a non-tensor global,
+    and commit it in the .json (as someone handing over a run folder could)."""
+    import fractions
+
+    optim = checkpoint.checkpoint_paths(base).optimizer
+    torch.save({"state": {}, "param_groups": [], "payload": fractions.Fraction(1, 3)}, optim)
+    meta = json.loads(base.with_suffix(".json").read_text())
+    meta["files"]["optimizer"]["sha256"] = _io.sha256_file(optim)
+    base.with_suffix(".json").write_text(json.dumps(meta))
+    return optim
+
+
+def test_a_pickled_optimizer_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    save(tmp_path / "m", model, optimizer=opt)
+    optim = _hostile_optimizer_file(tmp_path / "m")
+    with pytest.raises(ValueError) as err:
+        load(tmp_path / "m", _model(), optimizer=opt)
+    message = str(err.value)
+    assert message.startswith(f"refused to load the optimizer state {optim}") and "\n" not in message
+    assert "fractions.Fraction" in message and "could run code" in message
+    assert "weights_only=False" not in message  # never the advice to do the unsafe thing

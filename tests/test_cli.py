@@ -61,7 +61,62 @@ def test_train_passes_sgd_momentum_and_weight_decay(tmp_path):
 
 def test_train_refuses_to_overwrite(runs):
     res = CliRunner().invoke(main, ["train", *TINY, "--method", "pgd", "--out", str(runs / "a")])
-    assert res.exit_code == 2 and "resume" in res.output
+    assert res.exit_code == 2 and "add --resume" in res.output and "choose another --out" in res.output
+    assert res.output.count("\n") == 1 and "plan:" not in res.output  # refused before the plan is printed
+
+
+def test_train_resume_needs_a_run_to_continue(tmp_path):
+    out = tmp_path / "mistyped"
+    res = CliRunner().invoke(main, ["train", *TINY, "--out", str(out), "--resume"])
+    assert res.exit_code == 2 and res.output.startswith(f"error: --resume: {out} holds no training to continue")
+    assert res.output.count("\n") == 1 and not out.exists()  # nothing written
+    out.mkdir()  # an existing folder that holds no training is no run either
+    res = CliRunner().invoke(main, ["train", *TINY, "--out", str(out), "--resume"])
+    assert res.exit_code == 2 and "holds no training to continue" in res.output and not any(out.iterdir())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--train-size", "5001"], "train_size (--train-size) 5,001 exceeds the 5,000 training images of mnist-mini"),
+    (["--amp"], "--amp (amp=True) needs a CUDA device"),
+])
+def test_train_refuses_before_its_plan(tmp_path, args, message):
+    if "--amp" in args and torch.cuda.is_available():
+        pytest.skip("CUDA is here")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["train", *TINY, "--out", str(out), *args])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {message}") and res.output.count("\n") == 1
+    assert not out.exists()
+
+
+def test_train_out_must_not_be_empty(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, ["train", *TINY, "--out", ""])  # e.g. --out "$UNSET"
+    assert res.exit_code == 2 and "'--out': is empty" in res.output and not any(tmp_path.iterdir())
+
+
+def test_an_unusable_progress_file_is_named_in_cli_terms(runs):
+    progress = runs / "a" / "eval-fast.progress.json"
+    progress.write_text("{broken")
+    try:
+        res = CliRunner().invoke(main, ["eval", str(runs / "a"), "--suite", "fast", "--n", "10"])
+    finally:
+        progress.unlink()
+    assert res.exit_code == 2 and res.output.count("\n") == 1, res.output
+    assert "--restart" in res.output and "progress_file" not in res.output
+
+
+@pytest.mark.parametrize("device", ["xpu", "meta", "vulkan", "cuda:64"])
+@pytest.mark.parametrize("command", ["train", "eval", "sweep", "reproduce"])
+def test_a_device_this_machine_lacks_is_one_line(runs, tmp_path, command, device):
+    out = tmp_path / "out"
+    args = {"train": ["train", *TINY, "--out", str(out)],
+            "eval": ["eval", str(runs / "a"), "--n", "10"],
+            "sweep": ["sweep", str(runs / "a"), "--n", "10", "--eps", "0,0.1"],
+            "reproduce": ["reproduce", "madry-mnist", "--out", str(out)]}[command]
+    res = CliRunner().invoke(main, [*args, "--device", device])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith(f"error: device '{device}'") and res.output.count("\n") == 1, res.output
+    assert not out.exists()
 
 
 def test_eval_prints_table_and_writes_files(runs):
@@ -97,6 +152,17 @@ def test_bad_input_gets_a_clear_error(runs, args, message):
 def test_data_list():
     res = CliRunner().invoke(main, ["data", "list"])
     assert res.exit_code == 0 and "mnist-mini" in res.output and "shipped" in res.output
+
+
+def test_data_list_says_damaged_for_fake_files(tmp_path):
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (tmp_path / "mnist").mkdir(exist_ok=True)
+        (tmp_path / "mnist" / name).write_bytes(bytes(1000))  # 1,000 bytes: no official MNIST file
+    res = CliRunner().invoke(main, ["data", "list", "--root", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    line = next(line for line in res.output.splitlines() if line.startswith("mnist "))
+    assert line.split()[1] == "damaged" and "robustopt data fetch mnist names the bad file" in line
 
 
 @pytest.mark.slow

@@ -42,6 +42,8 @@ def test_train_prints_plan_summary_and_resume_point(tmp_path):
     assert "plan: " in res.output and "1 epoch (epochs 2-2) of 270 images" in res.output
     res = CliRunner().invoke(main, ["train", *TINY, "--epochs", "2", "--resume", "--out", str(out)])
     assert "after epoch 2 of 2 (optimizer step 6): nothing left to train." in res.output and "plan: " not in res.output
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "config.json").write_text("{}")  # a training killed before its first checkpoint
     res = CliRunner().invoke(main, ["train", *TINY, "--epochs", "1", "--method", "natural", "--resume",
                                     "--out", str(tmp_path / "new")])
     assert res.exit_code == 0, res.output

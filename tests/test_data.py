@@ -201,7 +201,21 @@ def test_status(tmp_path: Path) -> None:
     for names in MNIST_NAMES.values():
         for name in names:
             (tmp_path / "mnist" / name).write_bytes(b"")
-    assert data.status("mnist", tmp_path) == "present"  # existence only; fetch/load verify
+    assert data.status("mnist", tmp_path) == "damaged"  # there, but not the official files
+
+
+def test_status_checks_sizes_and_checksums(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    info, _ = tiny_mnist(tmp_path / "mnist")
+    monkeypatch.setitem(data._REGISTRY, "mnist", info)
+    assert data.status("mnist", tmp_path) == "present"  # the official sizes and checksums
+    images = tmp_path / "mnist" / MNIST_NAMES["test"][0]
+    official = images.read_bytes()
+    images.write_bytes(bytes(len(official)))  # the right size, other bytes
+    assert data.status("mnist", tmp_path) == "damaged"
+    monkeypatch.setattr(data, "HASH_LIMIT", 0)  # too large to hash in a listing: the sizes are checked
+    assert data.status("mnist", tmp_path) == "present (not verified)"
+    images.write_bytes(official[:-1])
+    assert data.status("mnist", tmp_path) == "damaged"
 
 
 # --- mnist-mini (shipped) -------------------------------------------------------------

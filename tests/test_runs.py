@@ -54,6 +54,30 @@ def test_what_is_not_a_finished_run_is_named(run, tmp_path):
         runs.read_info(folder)
 
 
+def test_weights_without_their_json_are_named_incomplete(run):
+    folder, _, _ = run
+    (folder / "model.json").unlink()  # a copy that left the commit record out
+    with pytest.raises(FileNotFoundError) as err:
+        ro.load_run(folder)
+    message = str(err.value)
+    assert message.startswith(f"{folder / 'model.json'} is missing though model.safetensors is there")
+    assert "ended before it saved any" not in message and "--resume" in message
+
+
+def test_train_resume_refusals(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="--resume: .* holds no training to continue"):
+        runs.refuse_resume_of_nothing(out)
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # a training that was killed before its first checkpoint
+    runs.refuse_resume_of_nothing(out)
+    runs.refuse_restart(out)
+    checkpoint.save(out / "partial", ro.models.create("small-cnn"))  # a mid-epoch checkpoint
+    with pytest.raises(FileExistsError, match="add --resume"):
+        runs.refuse_restart(out)
+    assert runs.training_started(out)
+
+
 def test_result_names_and_reading(run):
     folder, model, _ = run
     assert runs.result_stem("eval", "madry") == "eval-madry"

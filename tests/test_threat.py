@@ -541,6 +541,23 @@ def test_check_images_messages():
     check_images(torch.tensor([[-1.0, 2.0]]), bounds=(-1.0, 2.0))
 
 
+@pytest.mark.parametrize("mean, std", [((0.1307,), (0.3081,)), ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616))])
+def test_data_normalized_in_float32_lies_in_bounds_computed_from_mean_and_std(mean, std):
+    # Bounds given exactly, in float64, for data normalized in float32: rounding puts pixels a hair outside.
+    m, s = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+    pixels = torch.linspace(0, 1, 256).repeat(len(mean), 1).view(len(mean), 16, 16)[None]
+    x = (pixels - m) / s
+    lo, hi = min((0 - a) / b for a, b in zip(mean, std)), max((1 - a) / b for a, b in zip(mean, std))
+    for channel, (a, b) in enumerate(zip(mean, std)):  # each channel's own bounds, as Linf(bounds=...) takes one pair
+        check_images(x[:, channel : channel + 1], bounds=((0 - a) / b, (1 - a) / b))
+    check_images(x, bounds=(lo, hi))
+    atk = ro.attacks.PGD(ro.Linf(0.1, bounds=((0 - mean[0]) / std[0], (1 - mean[0]) / std[0])), steps=1)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 3))
+    atk(model, x[:, :1], torch.zeros(1, dtype=torch.long))  # accepted by an attack too
+    with pytest.raises(ValueError, match="outside the bounds"):  # beyond rounding: refused
+        check_images(x[:, :1] + 1e-4, bounds=((0 - mean[0]) / std[0], (1 - mean[0]) / std[0]))
+
+
 # --- threat models as data: the one name table, and the dict form of result files -----------------
 
 

@@ -2,7 +2,8 @@
 
 A checkpoint at ``runs/a/model`` is up to three files::
 
-    runs/a/model.safetensors   weights (model.state_dict(), CPU, contiguous)
+    runs/a/model.safetensors   weights (model.state_dict(), CPU, contiguous; the same
+                               tensors give the same bytes, whatever their order)
     runs/a/model.optim.pt      optimizer state (optional; torch.save, loaded
                                with weights_only=True)
     runs/a/model.tensors.safetensors
@@ -36,6 +37,7 @@ import contextlib
 import datetime
 import json
 import os
+import pickle
 import re
 import shutil
 import warnings
@@ -211,6 +213,30 @@ def _restore(backup: Path, file: Path) -> None:
         os.replace(backup, file)
 
 
+def _save_safetensors(tensors: dict[str, torch.Tensor], file: Path) -> None:
+    """Write ``tensors`` to ``file`` in safetensors format, as bytes that depend on the tensors alone.
+
+    safetensors lays the data out by dtype, then name, whatever the dict's order, but writes its
+    header's metadata in a hash-map order that differs between processes. The header is written
+    again here with its metadata keys sorted and the tensors in their data order, so that equal
+    tensors give byte-identical files (``sha256sum`` agrees across runs and resumes).
+    """
+    from safetensors.torch import save
+
+    blob = save(tensors, metadata={"format": "pt", "producer": FORMAT})
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    meta = header.pop("__metadata__", {})
+    ordered = {"__metadata__": dict(sorted(meta.items())),
+               **dict(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"], kv[0])))}
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes, keeping the data aligned
+    with open(file, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        f.write(blob[8 + size :])
+
+
 def _write_payload(files: dict[str, Any], key: str, file: Path, write: Callable[[Path], None]) -> None:
     """Write payload ``file`` atomically with ``write(tmp)``; record its name, sha256 and size as ``files[key]``."""
     with atomic_path(file) as tmp:
@@ -293,15 +319,11 @@ def save(
 
     files: dict[str, Any] = {"weights": None, "optimizer": None}
     try:
-        from safetensors.torch import save_file
-
-        tags = {"format": "pt", "producer": FORMAT}
-        _write_payload(files, "weights", paths.weights, lambda tmp: save_file(weights, os.fspath(tmp), metadata=tags))
+        _write_payload(files, "weights", paths.weights, lambda tmp: _save_safetensors(weights, tmp))
         if optim_state is not None:
             _write_payload(files, "optimizer", paths.optimizer, lambda tmp: torch.save(optim_state, tmp))
         if tensors is not None:
-            _write_payload(files, "tensors", paths.tensors,
-                           lambda tmp: save_file(tensors, os.fspath(tmp), metadata=tags))
+            _write_payload(files, "tensors", paths.tensors, lambda tmp: _save_safetensors(tensors, tmp))
         meta = {
             "format": FORMAT,
             "version": VERSION,
@@ -449,6 +471,11 @@ def _verified(file: Path, entry: dict[str, Any]) -> Path:
     )
 
 
+def _first_line(err: Exception) -> str:
+    """The first non-empty line of ``err``'s message (torch's are often several paragraphs)."""
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
 def _model_from_metadata(meta: dict[str, Any], paths: CheckpointPaths) -> nn.Module:
     info = meta.get("model") or {}
     if not info.get("name") or not info.get("config"):
@@ -535,9 +562,19 @@ def load(
             optim_file = _verified(paths.optimizer, entry)
             try:
                 optim_state = torch.load(optim_file, map_location=device, weights_only=True)
+            except pickle.UnpicklingError as e:
+                named = re.search(r"GLOBAL (\S+)", str(e))
+                raise ValueError(
+                    f"refused to load the optimizer state {optim_file}: it holds pickled Python objects other than "
+                    f"tensors{f' (it names {named.group(1)})' if named else ''}, and unpickling them could run code. "
+                    "Only tensors and numbers are read from a checkpoint: delete this checkpoint and train again."
+                ) from None
+            except Exception as e:  # zip and pickle errors of a damaged file
+                raise ValueError(f"cannot load optimizer state from {optim_file}: {_first_line(e)}") from None
+            try:
                 optimizer.load_state_dict(optim_state)
-            except Exception as e:
-                raise ValueError(f"cannot load optimizer state from {optim_file}: {e}") from None
+            except Exception as e:  # an optimizer of another kind or of other parameters
+                raise ValueError(f"cannot load optimizer state from {optim_file}: {_first_line(e)}") from None
 
     model.eval()
     return model, meta

@@ -54,6 +54,21 @@ class _Numbers(click.ParamType):
 
 _NUMBERS = _Numbers()
 
+
+class _Folder(click.Path):
+    """A folder to write, never empty text: ``--out "$UNSET"`` would otherwise mean the current folder."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)
+
+    def convert(self, value, param, ctx):  # noqa: D102
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty; name a folder, e.g. runs/a.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+_FOLDER = _Folder()
+
 # Options that eval and sweep share.
 _ATTACK_DEVICE = click.option("--device", default="cpu", show_default=True,
                               help="cpu | cuda | cuda:N | auto; under torchrun, cuda means each process's own GPU.")
@@ -111,7 +126,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/demo"), show_default=True,
+@click.option("--out", type=_FOLDER, default=Path("runs/demo"), show_default=True,
               help="Run folder for the four models, the tables, the sweeps and the report.")
 @click.option("--data", default="mnist-mini", show_default=True, help="Dataset (mnist-mini ships with the package).")
 @click.option("--seed", default=0, show_default=True)
@@ -138,7 +153,7 @@ def _reproduce(experiment: str, budget: str, **kwargs: object) -> None:
               help="demo: minutes, offline (mnist-mini); cpu: the full dataset on 2 CPU cores (MNIST about 1 h 15 min; "
                    "CIFAR-10 hours, see docs/results.md); "
                    "paper: the paper's recipe, for a GPU.")
-@click.option("--out", type=click.Path(path_type=Path), default=None,
+@click.option("--out", type=_FOLDER, default=None,
               help="Run folder (default: runs/EXPERIMENT-BUDGET).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
@@ -165,17 +180,21 @@ def data() -> None:
 @data.command("list")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root (default: $ROBUSTOPT_DATA or cache).")
 def data_list(root: Path | None) -> None:
-    """Show the known datasets, whether their files are present, and where they were looked for."""
+    """Show the known datasets, whether their official files are present (size and, up to 64 MB, checksum checked),
+    and where they were looked for."""
     from robustopt import data as ds
 
     source = ("--root" if root is not None else f"${ds.ENV_VAR}" if os.environ.get(ds.ENV_VAR, "").strip()
               else f"the user cache; set ${ds.ENV_VAR} or --root for another folder")
     click.echo(f"data root: {ds.default_root(root)} ({source})")
-    for name in ds.names():
-        status, found = ds.status(name, root), ds.locate(name, root)
-        where = ("inside the package" if status == "shipped" else f"in {found}" if found else
+    rows = [(name, ds.status(name, root), ds.locate(name, root)) for name in ds.names()]
+    width = max(len(status) for _, status, _ in rows)
+    for name, status, found in rows:
+        where = ("inside the package" if status == "shipped" else
+                 f"in {found}" + (f" (robustopt data fetch {name} names the bad file)" if status == "damaged" else "")
+                 if found else
                  f"looked in {', '.join(map(str, ds.search_folders(name, root)))} (robustopt data fetch {name})")
-        click.echo(f"{name:15s} {status:8s} {where}")
+        click.echo(f"{name:15s} {status:{width}s} {where}")
 
 
 @data.command("fetch")
@@ -280,7 +299,7 @@ def models_list() -> None:
 @click.option("--checkpoint-minutes", type=float, default=None,
               help="Checkpoint inside an epoch when this many minutes passed since the last checkpoint "
                    "(default 10; 0 = off).")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder.")
+@click.option("--out", type=_FOLDER, required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
 def train(preset, dataset, model_name, method, norm, eps, train_size, out, resume, root, **overrides) -> None:

@@ -34,7 +34,8 @@ from robustopt.evaluation.records import budget_table
 from robustopt.evaluation.evaluate import saved_progress
 from robustopt.runs import (
     REPORT_HTML, REPORT_MD, RUN_FILE, adds_rows, check_run, load_run, read_config, read_evaluations, read_info, read_log,
-    read_sweeps, refuse_replacement, relative, report_request, request_line, result_stem, resume_point, saved_request,
+    read_sweeps, refuse_replacement, refuse_restart, refuse_resume_of_nothing, relative, report_request, request_line,
+    result_stem, resume_point, saved_request, training_started,
 )
 from robustopt.threat import ThreatModel, by_name, threat_from_name
 from robustopt.training import TrainConfig, TrainResult, fit
@@ -67,7 +68,8 @@ def train_run(
         data: dataset name for ``ro.data.load``.
         model: model name for ``ro.models.create``.
         train_size: use only the first N training images (None: all).
-        resume: continue an interrupted run.
+        resume: continue the interrupted run in ``out``, which must hold one (its config.json or a checkpoint);
+            without it, ``out`` must hold no training checkpoint.
         root: data root.
         progress: show progress bars.
         echo: prints what the run does (None: nothing): where a resumed run continues from,
@@ -80,17 +82,25 @@ def train_run(
 
     Raises:
         ValueError: a model built for other images than ``data``'s, a bad configuration
-            (e.g. epochs < 1, an eps beyond the [0, 1] box) or a bad ``train_size``.
+            (e.g. epochs < 1, an eps beyond the [0, 1] box, a device this machine lacks) or a bad ``train_size``.
+        FileExistsError: ``out`` holds a training checkpoint and ``resume`` is False.
+        FileNotFoundError: ``resume`` is True and ``out`` holds no training.
     """
     out = Path(out)
     info = datasets.info(data)
     _check_model_fits_data(model, data)
     cfg = TrainConfig(**config)
     check_eps(cfg.norm, cfg.eps, info.shape)  # before anything is printed or loaded (fit warns above the usual)
+    if resolve_device(cfg.device).type != "cuda" and cfg.amp:
+        raise ValueError(f"--amp (amp=True) needs a CUDA device, got --device {cfg.device}; leave --amp out on a CPU.")
+    (refuse_resume_of_nothing if resume else refuse_restart)(out)
     if train_size is not None:
         check_count("train_size (--train-size)", train_size)
     x, y = datasets.load(data, split="train", root=root)
     if train_size is not None:
+        if train_size > len(x):  # else run.json would record a size the run did not train on
+            raise ValueError(f"train_size (--train-size) {train_size:,} exceeds the {len(x):,} training images of "
+                             f"{data}; pass at most {len(x):,}, or leave it out for all of them.")
         x, y = x[:train_size], y[:train_size]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the seed covers the initial weights too
@@ -323,7 +333,8 @@ def eval_run(
                       progress_file=progress_file, start_from=prior)
     except ValueError as err:
         if str(err).startswith(str(progress_file)):  # unusable or foreign progress file
-            raise ValueError(f"{err} `robustopt eval --restart` (restart=True) discards it.") from err
+            what = str(err).split(" Delete it")[0]  # the library's advice names its keyword; here, the flag
+            raise ValueError(f"{what} `robustopt eval --restart` (restart=True) discards it and starts over.") from err
         raise
     reference = suites.MADRY_REFERENCE[preset] if suite == "madry" and threat.norm == "Linf" and abs(threat.eps - (0.3 if preset == "mnist" else 8 / 255)) < 1e-9 else None
     budget = budget_table(ev)  # the budget per stage of a scheduled suite (adaptive); "" for the others
@@ -693,6 +704,7 @@ def run_madry_experiment(
     seconds: dict[str, float] = {}
     reused: list[str] = []  # models trained before this call
     echo(f"robustopt: Madry et al. (2018) experiment on {data}, eps={preset.eps:.4g} (L-inf), run folder {out}")
+    resolve_device(preset.device)  # before the first line and the first model
     echo(f"budget: {preset.summary()}")
     common = dict(data=data, train_size=preset.train_size, root=root, progress=progress, batch_size=preset.batch_size,
                   lr=preset.lr, optimizer=preset.optimizer, momentum=preset.momentum,
@@ -727,7 +739,7 @@ def run_madry_experiment(
             continue
         echo(f"[{name}] training {recipe['model']} ({recipe['method']}) -> {folder}")
         t0 = time.perf_counter()
-        train_run(folder, resume=folder.exists(), **common, **recipe)
+        train_run(folder, resume=training_started(folder), **common, **recipe)
         seconds[f"train {name}"] = time.perf_counter() - t0
         echo(f"[{name}] done in {seconds[f'train {name}']:.0f} s")
     if only is not None:

@@ -52,7 +52,8 @@ from robustopt.training import BEST_NAME, CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME
 __all__ = [
     "RUN_FILE", "MODEL_SPEC", "WEIGHTS", "REPORT_MD", "REPORT_HTML", "CARD_NAME", "RunFolderBusyError", "check_run", "load_run", "read_info",
     "read_config", "read_log", "result_stem", "result_files", "read_evaluations", "read_sweeps", "saved_request",
-    "refuse_replacement", "report_request", "request_line", "relative", "resume_point", "write_card",
+    "refuse_replacement", "refuse_restart", "refuse_resume_of_nothing", "report_request", "request_line", "relative",
+    "resume_point", "training_started", "write_card",
 ]
 
 RUN_FILE = "run.json"
@@ -101,6 +102,12 @@ def check_run(run: PathLike, weights: str | None = "final") -> Path:
             raise ValueError(f"{run} evaluates a model given by --model (no training, no best epoch); "
                              "use the final weights.")
         return run
+    paths = checkpoint.checkpoint_paths(run / WEIGHTS[weights])
+    if paths.weights.is_file():  # the weights without the record that commits them
+        raise FileNotFoundError(f"{paths.metadata} is missing though {paths.weights.name} is there: the checkpoint "
+                                "is incomplete (a copy without its .json, which holds the weights' sha256, or a save "
+                                "cut short). Copy the run folder again with that file, or continue the training with "
+                                f"`robustopt train ... --resume --out {run}`.")
     if weights == "final":
         raise FileNotFoundError(f"{run} has no trained weights ({WEIGHTS[weights]}.*): its training ended before "
                                 f"it saved any. Continue it with `robustopt train ... --resume --out {run}` (the "
@@ -311,6 +318,38 @@ def resume_point(run: PathLike, epochs: int) -> tuple[str, int]:
     if state.get("stopped"):
         return f"{where}: it stopped early ({state['stopped']}), nothing left to train.", epochs
     return (f"{where}: nothing left to train.", epochs) if epoch >= epochs else (f"{where}.", epoch)
+
+
+def training_started(run: PathLike) -> bool:
+    """True when ``run`` holds a training that ``train --resume`` can continue: its ``config.json`` or a checkpoint."""
+    run = Path(run)
+    return (run / CONFIG_NAME).is_file() or any(checkpoint.exists(run / n) for n in (CHECKPOINT_NAME, PARTIAL_NAME))
+
+
+def refuse_restart(run: PathLike) -> None:
+    """Refuse to start a new training in ``run`` over the checkpoint of another (``train`` without ``--resume``).
+
+    Raises:
+        FileExistsError: ``run`` holds a training checkpoint; the message names ``--resume``.
+    """
+    run = Path(run)
+    for name in (CHECKPOINT_NAME, PARTIAL_NAME):
+        if checkpoint.exists(run / name):
+            raise FileExistsError(f"{run} already holds a training checkpoint ({run / name}.json): add --resume "
+                                  "(resume=True) to continue that run, or choose another --out. Nothing was "
+                                  "overwritten.")
+
+
+def refuse_resume_of_nothing(run: PathLike) -> None:
+    """Refuse ``train --resume`` into a folder that holds no training (a mistyped ``--out``, say).
+
+    Raises:
+        FileNotFoundError: ``run`` holds neither ``config.json`` nor a checkpoint (or is missing).
+    """
+    if not training_started(run):
+        raise FileNotFoundError(f"--resume: {run} holds no training to continue (no {CONFIG_NAME}, no "
+                                f"{CHECKPOINT_NAME}.json); check --out, or leave out --resume to start a new run "
+                                "there. Nothing was written.")
 
 
 def write_card(run: PathLike, *, weights: str = "final", evaluation: PathLike | None = None,

@@ -20,8 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-import torch
-
+from robustopt._device import check_device_name
 from robustopt.threat import names as norm_names
 from robustopt.training.augment import AUGMENTATIONS
 from robustopt.training.methods import get_method
@@ -227,13 +226,7 @@ class TrainConfig:
             object.__setattr__(self, "attack_step_size", step)
         if not isinstance(self.attack_random_start, bool):
             raise TypeError(f"attack_random_start must be True or False, got {self.attack_random_start!r}.")
-        if not isinstance(self.device, str):
-            raise TypeError(f"device must be a str such as 'cpu', 'cuda' or 'auto', got {self.device!r}.")
-        if self.device != "auto":
-            try:
-                torch.device(self.device)
-            except RuntimeError as err:
-                raise ValueError(f"device must be 'cpu', 'auto' or a torch device string, got {self.device!r}.") from err
+        check_device_name(self.device)  # its spelling; whether this machine has it is checked when training starts
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of JSON types."""

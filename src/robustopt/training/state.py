@@ -163,7 +163,8 @@ def check_resume(meta: Mapping[str, Any], config: TrainConfig, data_info: dict[s
     if diffs:
         raise ValueError(
             f"cannot resume {ckpt}: the configuration differs in " + "; ".join(diffs)
-            + f". Only {sorted(RESUMABLE_CHANGES)} may change on resume; use another output folder for a new run."
+            + f". Only {sorted(RESUMABLE_CHANGES)} may change on resume; use another output folder (--out) for a "
+            "new run."
         )
     old = state.get("data") or {}
     same_data = (
@@ -173,14 +174,17 @@ def check_resume(meta: Mapping[str, Any], config: TrainConfig, data_info: dict[s
         and math.isclose(old.get("x_sum", math.nan), data_info["x_sum"], rel_tol=1e-9, abs_tol=1e-9)
     )
     if old and not same_data:
+        what = (f"{old.get('n')} images then, {data_info['n']} now" if old.get("n") != data_info["n"]
+                else "other images or labels")
         raise ValueError(
-            f"cannot resume {ckpt}: the training data differs from the checkpoint's "
-            f"(checkpoint {old}, now {data_info}). Pass the same (x, y) or use another output folder."
+            f"cannot resume {ckpt}: the training data differs from the checkpoint's ({what}). Resume with the "
+            "data it was started with (--data, --train-size, --root; in Python the same (x, y)), or use another "
+            "output folder (--out) for a new run."
         )
     if state["epoch"] > config.epochs:
         raise ValueError(
             f"cannot resume {ckpt}: it already trained {state['epoch']} epochs, more than the requested "
-            f"epochs={config.epochs}. Ask for at least {state['epoch']} epochs."
+            f"{config.epochs} (--epochs). Ask for at least {state['epoch']} epochs."
         )
     return state
 
