@@ -700,11 +700,11 @@ def run_madry_experiment(
     out = Path(out)
     data = data or preset.data
     preset = dataclasses.replace(preset, device=device) if device else preset
+    resolve_device(preset.device)  # before the first line and the first model
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     reused: list[str] = []  # models trained before this call
     echo(f"robustopt: Madry et al. (2018) experiment on {data}, eps={preset.eps:.4g} (L-inf), run folder {out}")
-    resolve_device(preset.device)  # before the first line and the first model
     echo(f"budget: {preset.summary()}")
     common = dict(data=data, train_size=preset.train_size, root=root, progress=progress, batch_size=preset.batch_size,
                   lr=preset.lr, optimizer=preset.optimizer, momentum=preset.momentum,
