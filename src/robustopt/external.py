@@ -110,7 +110,8 @@ def eval_model(
     broken = int((ev.correct & ~ev.robust).sum())
     echo(f"per example: {csv_path} (file, label, correct, robust; {broken} correctly classified image"
          f"{'s' * (broken != 1)} broken by the attacks)")
-    echo(f"next: robustopt report {out}   (robustopt sweep {out}; robustopt card {out} after --suite standard)")
+    card = f"robustopt card {out}" + ("" if eval_args.get("suite") == "standard" else " after --suite standard")
+    echo(f"next: robustopt report {out}   (robustopt sweep {out}; {card})")
     return ev
 
 
