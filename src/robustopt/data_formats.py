@@ -204,7 +204,9 @@ class Streamed:
             raise TypeError("streamed data needs a map-style dataset (len() and dataset[i]).")
         self.dataset, self.device = dataset, torch.device(device)
         self.indices = list(range(len(dataset))) if indices is None else [int(i) for i in indices]
-        first = dataset[self.indices[0]][0] if self.indices else None
+        if not self.indices:
+            raise ValueError("data holds no examples: pass a dataset with at least one (image, label) item.")
+        first = dataset[self.indices[0]][0]
         if not isinstance(first, torch.Tensor):
             raise TypeError(f"each item of the dataset must be (image tensor, label), got {type(first).__name__}.")
         self.shape = torch.Size((len(self.indices), *first.shape))
@@ -267,7 +269,10 @@ def first(dataset: Dataset, n: int | None = None) -> tuple[torch.Tensor, torch.T
     if count == 0:
         raise ValueError("the dataset holds no examples.")
     stream = Streamed(dataset, indices=range(count))
-    return stream[slice(0, count)], stream.labels()
+    x = torch.empty(stream.shape, dtype=stream.dtype)
+    for i in range(0, count, 256):  # batch by batch into one tensor: no list of items beside it
+        x[i : i + 256] = stream[slice(i, i + 256)]
+    return x, stream.labels()
 
 
 def batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
