@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -273,14 +273,6 @@ def first(dataset: Dataset, n: int | None = None) -> tuple[torch.Tensor, torch.T
     for i in range(0, count, 256):  # batch by batch into one tensor: no list of items beside it
         x[i : i + 256] = stream[slice(i, i + 256)]
     return x, stream.labels()
-
-
-def batches(dataset: Dataset, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The dataset in consecutive ``(x, y)`` batches."""
-    stream = Streamed(dataset)
-    y = stream.labels()
-    for i in range(0, len(stream), batch_size):
-        yield stream[slice(i, i + batch_size)], y[i : i + batch_size]
 
 
 # --- helpers ---------------------------------------------------------------------------------
