@@ -115,6 +115,9 @@ def setup() -> None:
 def cards() -> None:
     """robustbench.json for every evaluated entry; docs/zoo.md from the cards."""
     for name in ENTRIES:
+        if name not in zoo.names(ZOO):
+            print(f"{name}: not set up yet (python bench/zoo_build.py setup)")
+            continue
         item = zoo.entry(name, ZOO)
         result = item.folder / f"eval-{SUITE}.json"
         if not result.is_file():

@@ -547,7 +547,7 @@ def zoo_list(markdown: bool) -> None:
     for e in items:
         card = e.card["robustopt"] if e.card else None
         where = (f"{', '.join(card['attacks'])} on {card['n']:,} test images" if card else "not evaluated")
-        rows.append((e.name, e.dataset, e.network, e.training, f"{e.norm} {e.card['eps'] if e.card else f'{e.eps:g}'}",
+        rows.append((e.name, e.dataset, e.network, e.training, e.threat,
                      f"{100 * card['clean_accuracy']:.1f}%" if card else "-",
                      f"{100 * card['robust_accuracy']:.1f}%" if card else "-", where))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]

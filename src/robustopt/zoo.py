@@ -80,6 +80,11 @@ class Entry:
         return self.method + (f" + {self.defense['kind']}" if self.defense else "")
 
     @property
+    def threat(self) -> str:
+        """The threat model in words, e.g. ``linf 8/255`` or ``l2 2``."""
+        return f"{self.norm} {_eps(self.eps)}"
+
+    @property
     def clean_accuracy(self) -> float | None:
         """Clean accuracy on the card's test images (a fraction), None without a card."""
         return self.card["robustopt"]["clean_accuracy"] if self.card else None
@@ -202,7 +207,7 @@ def leaderboard(path: PathLike | None = None) -> str:
     lines = []
     for (dataset, norm, eps), items in sorted(groups.items()):
         items.sort(key=lambda e: (e.robust_accuracy is None, -(e.robust_accuracy or 0), e.name))
-        lines += [f"## {dataset}, {norm} eps = {_eps(eps)}", "",
+        lines += [f"## {dataset}, {items[0].threat.replace(' ', ' eps = ')}", "",
                   "| # | Entry | Network | Training | Clean | Robust | Attacks | Test images | Description |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for rank, item in enumerate(items, 1):
