@@ -462,3 +462,14 @@ def test_eval_requests_that_cannot_mean_what_they_say_are_refused(runs, args, me
     assert res.exit_code == 2 and res.output.startswith("error: ") and message in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert sorted(p.name for p in (runs / "a").iterdir()) == before  # nothing recorded
+
+
+def test_eval_and_sweep_of_a_run_json_without_its_threat_are_one_line(runs, tmp_path):
+    import shutil
+
+    run = tmp_path / "bare"
+    shutil.copytree(runs / "nat", run)
+    (run / "run.json").write_text("{}")
+    for command in (["eval", str(run), "--n", "5"], ["sweep", str(run), "--n", "5"]):
+        res = CliRunner().invoke(main, command)
+        assert res.exit_code == 2 and res.output.startswith("error: ") and "has no data, norm, eps" in res.output

@@ -368,3 +368,44 @@ def test_a_transfer_row_named_A_is_told_apart_in_tables_and_reference(problem):
     table = ev.table(reference={("FGSM", 1, 1, "A"): 95.6})
     line = [s for s in table.splitlines() if "A (transfer)" in s][0]
     assert "95.6" not in line  # the white-box paper number is not shown beside a transfer row
+
+
+def test_no_attack_or_a_used_up_generator_is_refused(problem):
+    model, x, y = problem
+    attacks = (a for a in [FGSM(ro.Linf(0.1))])
+    evaluate(model, (x, y), attacks, progress=False)
+    for empty in ([], attacks):  # robust accuracy would silently be the clean one
+        with pytest.raises(ValueError, match="attacks is empty"):
+            evaluate(model, (x, y), empty, progress=False)
+
+
+def test_attacks_of_different_threat_models_are_refused(problem):
+    model, x, y = problem
+    with pytest.raises(ValueError, match=r"2 threat models \(FGSM: Linf\(eps=0.05\), PGD: Linf\(eps=0.3\)\)"):
+        evaluate(model, (x, y), [FGSM(ro.Linf(0.05)), PGD(ro.Linf(0.3), steps=2)], progress=False)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": True}, "batch_size must be a positive integer"),
+    ({"seed": -1}, "seed must be a whole number >= 0"),
+    ({"seed": 1.5}, "seed must be a whole number >= 0"),
+])
+def test_bad_batch_size_and_seed_are_refused_in_words(problem, kwargs, message):
+    model, x, y = problem
+    with pytest.raises(ValueError, match=message):
+        evaluate(model, (x, y), FGSM(ro.Linf(0.1)), progress=False, **kwargs)
+
+
+def test_data_that_is_no_pair_is_refused_in_words(problem):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    model, x, y = problem
+    with pytest.raises(TypeError, match="data is a tuple of 3 tensors; pass \\(x, y\\)"):
+        evaluate(model, (x, y, y), FGSM(ro.Linf(0.1)), progress=False)
+    with pytest.raises(ValueError, match="data holds no examples"):
+        evaluate(model, DataLoader(TensorDataset(x[:0], y[:0]), batch_size=4), FGSM(ro.Linf(0.1)), progress=False)
+
+
+def test_a_transfer_source_without_a_name_is_refused():
+    with pytest.raises(ValueError, match="every source needs a name"):
+        suites.madry(ro.Linf(0.3), {"": _linear(1)})

@@ -158,7 +158,7 @@ def _interrupted(problem, path, k=3, **kwargs):
     ({"batch_size": 8}, "batch_size"),
     ({"model": 7}, "model"),
     ({"x": True}, "data"),
-    ({"attacks": "eps"}, "attacks"),
+    ({"attacks": "steps"}, "attacks"),
     ({"attacks": "source"}, "attacks"),
 ])
 def test_progress_of_another_job_is_refused(problem, tmp_path, change, named):
@@ -172,8 +172,8 @@ def test_progress_of_another_job_is_refused(problem, tmp_path, change, named):
     elif "x" in change:
         x = x.clone()
         x[-1, 0, -1] = 1 - x[-1, 0, -1]  # one pixel of the last example
-    elif change.get("attacks") == "eps":
-        attacks[1] = PGD(ro.Linf(0.06), steps=2, loss="cw", step_size=0.05 / 4)
+    elif change.get("attacks") == "steps":
+        attacks[1] = PGD(ro.Linf(0.05), steps=3, loss="cw", step_size=0.05 / 4)
     elif change.get("attacks") == "source":
         attacks[2] = Transfer(_mlp(9), PGD(ro.Linf(0.05), steps=2, step_size=0.05 / 4), source_name="B")  # same describe()
     else:

@@ -232,3 +232,19 @@ def test_each_batch_pairs_its_own_images_and_labels():
     x, y = make_data(n=20)
     with pytest.raises(ValueError, match="batch 1 of data has x of shape"):
         sweep(make_linear(), [(x[:10], y[:10]), (x[10:], y[11:])], ro.Linf, [0.1], progress=False)
+
+
+def test_a_bad_seed_is_refused_in_words():
+    x, y = make_data(n=10)
+    with pytest.raises(ValueError, match="seed must be a whole number >= 0, got -3"):
+        sweep(make_linear(), (x, y), ro.Linf, [0.1], seed=-3, progress=False)
+
+
+def test_a_threat_factory_that_ignores_eps_is_refused():
+    x, y = make_data(n=10)
+    with pytest.raises(ValueError, match=r"returned Linf\(eps=0.3\) when asked for eps=0.01"):
+        sweep(make_linear(), (x, y), lambda eps: ro.Linf(0.3), [0.01, 0.02], attack=FGSM(ro.Linf(0.0)),
+              progress=False)
+    with pytest.raises(ValueError, match="several norms or bounds"):
+        sweep(make_linear(), (x, y), lambda eps: ro.Linf(eps) if eps < 0.05 else ro.L2(eps), [0.01, 0.1],
+              progress=False)

@@ -187,6 +187,10 @@ def _attack_setup(run: str | Path, weights: str, device: str) -> tuple[
     ctx = distributed.setup()
     dev = ctx.device(resolve_device(device))
     model, info = load_run(run, weights)
+    missing = [k for k in ("data", "norm", "eps") if k not in info]
+    if missing:
+        raise ValueError(f"{Path(run) / RUN_FILE} has no {', '.join(missing)}: it does not describe a trained run; "
+                         "train it again (robustopt train --out RUN).")
     return Path(run), ctx, dev, model.to(dev), info
 
 

@@ -119,9 +119,19 @@ class Cascade:
         """Bool (N,): the clean prediction is right (each rank classifies its own batches)."""
         n = len(self.x)
         correct = torch.zeros(n, dtype=torch.bool, device=self.x.device)
+        refused = None  # under torchrun, a refusal on one rank is raised on every rank: none waits in a collective
         for k, b in enumerate(self.batches(torch.arange(n, device=self.x.device))):
-            if self.ctx.owns(k):
-                correct[b] = ~self.judge(self.x[b], self.y[b], b)
+            if self.ctx.owns(k) and refused is None:
+                try:
+                    correct[b] = ~self.judge(self.x[b], self.y[b], b)
+                except ValueError as err:
+                    if not self.ctx.enabled:
+                        raise
+                    refused = str(err)
+        if self.ctx.enabled:
+            refused = next((r for r in self.ctx.gather(refused) if r is not None), None)
+            if refused is not None:
+                raise ValueError(refused)
         return self.ctx.any(correct)
 
     def rounds(

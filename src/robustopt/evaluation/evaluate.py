@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import numbers
 import platform
 import time
 from collections.abc import Mapping
@@ -280,6 +281,8 @@ def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         return data[0], data[1]
+    if isinstance(data, tuple) and len(data) > 2 and all(isinstance(t, torch.Tensor) for t in data):
+        raise TypeError(f"data is a tuple of {len(data)} tensors; pass (x, y): images and labels.")
     labels = data[1] if isinstance(data, (tuple, list)) and len(data) == 2 else None
     if isinstance(labels, (tuple, list)) and labels and all(isinstance(t, torch.Tensor) and t.dim() == 0 for t in labels):
         raise TypeError("data is a pair of lists of tensors; pass tensors, e.g. (torch.stack(xs), torch.stack(ys)), "
@@ -306,6 +309,21 @@ def _as_tensors(data: Any) -> tuple[torch.Tensor, torch.Tensor]:
     except RuntimeError as err:
         raise ValueError(f"the batches of data do not fit together ({err}); every batch needs images of one "
                          "shape, dtype and device.") from None
+
+
+def check_seed(seed: Any) -> None:
+    """Raise ValueError unless ``seed`` is a whole number >= 0 (it seeds numpy's SeedSequence)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be a whole number >= 0, got {seed!r}.")
+
+
+def _check_one_threat(attacks: Sequence[Attack]) -> None:
+    """Raise ValueError unless every attack has the same ball (norm, eps, bounds): the worst case is over one set."""
+    balls = {(a.threat.norm, a.threat.eps, tuple(a.threat.bounds)) for a in attacks}
+    if len(balls) > 1:
+        shown = ", ".join(dict.fromkeys(f"{a.name}: {a.threat}" for a in attacks))
+        raise ValueError(f"the attacks use {len(balls)} threat models ({shown}); a worst case over them would "
+                         "mix radii. Evaluate each threat model on its own, or use ro.sweep for several eps.")
 
 
 def _as_attacks(attacks: Any) -> list[Attack]:
@@ -400,10 +418,17 @@ def evaluate(
     """
     if mode not in ("cascade", "independent"):
         raise ValueError(f"mode must be 'cascade' or 'independent', got {mode!r}.")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_seed(seed)
     attacks = _as_attacks(attacks)
+    if not attacks:
+        raise ValueError("attacks is empty: pass at least one attack (a generator of attacks is used up by the "
+                         "first evaluation that reads it).")
+    _check_one_threat(attacks)
     stream = streamed(data)
+    if stream is not None and len(stream) == 0:
+        raise ValueError("data holds no examples: pass at least one (x, y) pair to evaluate.")
     if stream is not None:  # x stands in for the images: each batch is read (and checked) when attacked
         x, y = stream, stream.labels()
         check_batch(stream.sample(), y[: min(len(y), 16)], attacks[0].threat if attacks else None)

@@ -151,6 +151,8 @@ def madry(
         raise ValueError(f"max_restarts must be a positive integer or None, got {max_restarts!r}.")
     rows = [_build(threat, spec, preset, max_restarts) for spec in _WHITE_BOX[preset]]
     for name, model in (sources or {}).items():
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"every source needs a name for the table's Source column, e.g. \"B\"; got {name!r}.")
         specs = _TRANSFER[preset].get(name, _TRANSFER[preset][None])
         rows += [Transfer(model, _build(threat, spec, preset, max_restarts), source_name=name) for spec in specs]
     # Capping restarts can turn a row into a copy of another (PGD 40x20 -> 40x1): keep the first. A copy is

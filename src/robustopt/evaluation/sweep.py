@@ -40,7 +40,7 @@ from robustopt._progress import progress_bar
 from robustopt.attacks.base import Attack, check_batch
 from robustopt.attacks.gradient import PGD
 from robustopt.evaluation._cascade import AttackPass, Cascade, seeded_generator
-from robustopt.evaluation.evaluate import _as_tensors
+from robustopt.evaluation.evaluate import _as_tensors, check_seed
 from robustopt.threat import ThreatModel
 
 __all__ = ["SweepCurve", "sweep", "default_attacks"]
@@ -134,6 +134,9 @@ def _make_threat(threat_cls: Callable[[float], ThreatModel], eps: float) -> Thre
             f"threat_cls must be a threat model class such as ro.Linf (or a function eps -> ThreatModel), "
             f"got {threat_cls!r} which returned {type(threat).__name__}."
         )
+    if not math.isclose(threat.eps, eps, rel_tol=1e-9, abs_tol=1e-12):
+        raise ValueError(f"threat_cls returned {threat} when asked for eps={eps:g}; it must build the threat model "
+                         "of the eps it is given (e.g. functools.partial(ro.Linf, bounds=(-1, 1))).")
     return threat
 
 
@@ -349,7 +352,11 @@ def sweep(
     eps_grid = _check_eps(eps_values)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    check_seed(seed)
     threats = [_make_threat(threat_cls, e) for e in eps_grid]
+    if len({(t.norm, tuple(t.bounds)) for t in threats}) > 1:
+        raise ValueError(f"threat_cls returned threat models of several norms or bounds ({threats[0]}, {threats[-1]}); "
+                         "a curve is over one norm and one box.")
     attacks_per_eps = [_attacks_for(attack, t) for t in threats]
 
     x, y = _as_tensors(data)
