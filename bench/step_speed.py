@@ -14,7 +14,9 @@ Variants run in ``--rounds`` interleaved rounds (today, lever 1, lever 2, ..., t
 starting one variant later), each
 ``--steps`` timed steps after one untimed warm-up step (for the ``compile`` variants the warm-up
 holds the compilation, from scratch: inductor's caches are off, reported as ``compile_seconds``);
-the tables report the median over the rounds. Throughput is image-gradient evaluations per second, ``2 * batch / seconds per step``
+the tables report the median over the rounds; a variant's gain is the median over the rounds of today's time divided by its own in the
+same round (paired, so that a slow drift of the machine's load cancels). Throughput is
+image-gradient evaluations per second, ``2 * batch / seconds per step``
 (N-FGSM: one for the attack, one for the update); seconds per epoch are extrapolated from the
 median step to the 383 steps of a 49,000-image epoch (validation not included).
 
@@ -236,17 +238,18 @@ def measure(args: Any, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]
 def summary(variants: list[Variant], args: Any, data_note: str, device: torch.device,
             rounds_load: list[dict[str, Any]]) -> dict[str, Any]:
     """The measured rows (medians over the rounds so far) and the conditions."""
-    base = statistics.median(variants[0].seconds)
+    base = variants[0].seconds
     steps_per_epoch = math.ceil(TRAIN_IMAGES / args.batch)
     rows = []
     for v in variants:
         median = statistics.median(v.seconds)
+        speedup = statistics.median(b / s for b, s in zip(base, v.seconds))  # paired within each round
         compile_seconds = max(0.0, v.warmup_seconds - median) if v.lever.compile else None
         rows.append({
             "variant": v.name, "what": v.what, "lever": dataclasses.asdict(v.lever),
             "seconds_per_step": median, "seconds_per_round": v.seconds,
             "images_per_second": 2 * args.batch / median,
-            "speedup": base / median, "kept": v.name == "final" or (v.name != "today" and base / median >= 1 + KEEP),
+            "speedup": speedup, "kept": v.name == "final" or (v.name != "today" and speedup >= 1 + KEEP),
             "epoch_seconds": steps_per_epoch * median,
             "warmup_seconds": v.warmup_seconds, "compile_seconds": compile_seconds, "first_loss": v.first_loss,
         })
@@ -266,7 +269,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"# One N-FGSM training step of resnet9 on {m.get('device', 'cpu')} (batch {m['batch']})",
         "",
         f"Data: {m['data']}. {m['rounds']} interleaved rounds of {m['steps']} timed steps per variant after one "
-        "warm-up step; medians over the rounds. Images/s: image-gradient evaluations per second (2 per image "
+        "warm-up step; medians over the rounds (vs today: the median of the per-round ratios). Images/s: image-gradient evaluations per second (2 per image "
         f"and step). Epoch: {m['steps_per_epoch']} steps (49,000 images), extrapolated from the median step, "
         "without validation.",
         "",
