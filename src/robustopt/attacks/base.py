@@ -629,6 +629,10 @@ class Attack:
         Returns:
             AttackResult: per example the best point found (see ``better``), inside the ball and
             the bounds, its success flag, and the model passes spent.
+
+        Inputs in float16 or bfloat16 are attacked in float32 (the model still sees its own dtype,
+        the losses its logits in float32); each coordinate of the result is then rounded toward the
+        clean input, so the point lies inside the ball and the bounds in the input's dtype too.
         """
         check_batch(x, y, self.threat)
         self._check_call(x, options)

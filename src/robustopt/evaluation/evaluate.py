@@ -369,9 +369,10 @@ def evaluate(
             a ``DataLoader`` that reads one in order, or a :class:`robustopt.data_formats.Streamed`
             (which also picks the device). Datasets that know their files (``dataset.path(i)``)
             leave each example's file in ``meta["paths"]``.
-        attacks: the rows, e.g. ``ro.suites.madry(ro.Linf(0.3))``; each starts from the clean input.
+        attacks: the rows, e.g. ``ro.suites.madry(ro.Linf(0.3))`` (a list, any iterable, or one attack),
+            all with one threat model; each starts from the clean input.
         batch_size: examples per attack call.
-        seed: makes every random start reproducible (one generator per attack and batch).
+        seed: a whole number >= 0; makes every random start reproducible (one generator per attack and batch).
         mode: "cascade" (attack only what is still robust) or "independent" (rows are each attack alone).
         progress: show a progress bar.
         meta: extra JSON-ready information stored with the result.
@@ -407,10 +408,12 @@ def evaluate(
         Evaluation with rows, per-example ``correct`` and ``robust`` flags and ``table()``.
 
     Raises:
-        ValueError: bad arguments, no examples, an eps beyond the input box (a larger eps than
-            the box's diameter is a unit mistake; EpsWarning above half of it, see
-            :mod:`robustopt._checks`), an attack leaving its threat model, or a ``progress_file``
-            that is unreadable or belongs to another evaluation (delete it to start over).
+        ValueError: bad arguments, no examples or no attacks, attacks of different threat models,
+            labels that are not classes of the model, a batch whose x and y differ in length, a model
+            output with NaN or Inf, an eps beyond the input box (a larger eps than the box's diameter
+            is a unit mistake; EpsWarning above half of it, see :mod:`robustopt._checks`), an attack
+            leaving its threat model, or a ``progress_file`` that is unreadable or belongs to another
+            evaluation (delete it to start over).
 
     Example:
         >>> ev = evaluate(model, (x, y), [FGSM(Linf(0.3)), PGD(Linf(0.3), steps=40)])

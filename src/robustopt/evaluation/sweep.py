@@ -343,8 +343,9 @@ def sweep(
 
     Raises:
         ValueError: empty eps list, more than 1,000 eps values, negative or non-finite eps, an eps beyond
-            the input box (see :mod:`robustopt._checks`; EpsWarning above half of it), bad batch_size
-            or data (none, or malformed).
+            the input box (see :mod:`robustopt._checks`; EpsWarning above half of it), a ``threat_cls``
+            that does not build the eps it is given, bad batch_size or seed, data (none, or malformed),
+            labels that are not classes of the model, or a model output with NaN or Inf.
 
     Example:
         >>> curve = sweep(model, (x, y), ro.Linf, [0, 0.1, 0.2, 0.3], attack=ro.attacks.PGD(ro.Linf(0), steps=20))
