@@ -330,3 +330,73 @@ def test_robust_accuracy_agrees_with_autoattack(trained_cnn):
     assert ro.Linf(0.1).contains(x_adv, x).all()
     theirs = accuracy(model, x_adv, y)
     assert ours <= theirs + 0.02  # at least as strong, up to the randomness of the starts
+
+
+@pytest.mark.slow
+def test_l1_suite_is_as_strong_as_autoattacks_l1_version(trained_cnn):
+    """The L1 suite's APGD-CE and APGD-T against AutoAttack's L1 APGD (use_largereps, 5 restarts, targets)."""
+    pyautoattack = pytest.importorskip("pyautoattack")
+    model, x, y = trained_cnn
+    x, y = x[:60], y[:60]
+    t = ro.L1(2.0)
+    ours = ro.evaluate(model, (x, y), ro.suites.standard(t)[:2], progress=False).robust_accuracy
+    adversary = pyautoattack.AutoAttack(model, norm="L1", eps=t.eps, version="standard", device="cpu")
+    adversary.attacks_to_run = ["apgd-ce", "apgd-t"]
+    adversary.apgd_targeted.n_target_classes = 3  # the model has 4 classes
+    x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=60)
+    assert t.contains(x_adv, x).all()
+    assert ours <= accuracy(model, x_adv, y)  # measured: equal, at eps 1, 2 and 3 on 100 points
+
+
+# --- L1-APGD ("Mind the box") ------------------------------------------------------------------------
+@pytest.mark.parametrize("steps, parts", [
+    (100, [(30.0, 30), (20.0, 30), (10.0, 40)]), (10, [(30.0, 3), (20.0, 3), (10.0, 4)]),
+    (4, [(30.0, 2), (20.0, 1), (10.0, 1)]), (2, [(30.0, 1), (10.0, 1)]), (1, [(10.0, 1)]),
+])
+def test_l1_decreasing_eps_schedule_ends_at_eps_and_spends_the_budget(steps, parts):
+    from robustopt.attacks.apgd import _l1_schedule
+
+    assert _l1_schedule(10.0, steps, True) == parts
+    assert _l1_schedule(10.0, steps, False) == [(10.0, steps)]
+
+
+@pytest.mark.parametrize("decreasing_eps", [False, True])
+def test_l1_apgd_budget_and_points(decreasing_eps):
+    """Every part starts with a gradient at its start point; the last iterate is only scored."""
+    model = Constant()
+    x, _ = make_data(n=6)
+    y = torch.zeros(6, dtype=torch.long)  # class 0 always wins: no example breaks, every restart runs
+    t = ro.L1(2.0)
+    res = APGD(t, steps=10, restarts=2, decreasing_eps=decreasing_eps).run(model, x, y)
+    parts = 3 if decreasing_eps else 1
+    assert res.grad_evals == 6 * 2 * (10 + parts - 1) and res.forwards == 6 * (1 + 2)
+    assert t.contains(res.x_adv, x).all() and not res.success.any()
+
+
+def test_l1_apgd_spends_the_ball_and_nears_the_optimum_on_a_linear_model():
+    """Two classes, box far away: the worst margin in the l1 ball is m(x) - eps * ||w_y - w_o||_inf.
+
+    L1-APGD moves at least the top ``ceil(d / 1.5 * s)`` coordinates of a sparsity s (two here, of 16),
+    so it need not reach the one-coordinate optimum; it gets most of the way, on the sphere.
+    """
+    model = make_linear(classes=2, dtype=torch.float64)
+    x, y = make_data(n=40, classes=2, dtype=torch.float64)
+    t = ro.L1(0.5, bounds=(-10.0, 10.0))
+    w = model[1].weight
+
+    def margin(points):
+        with torch.no_grad():
+            z = model(points)
+            return (z.gather(1, y[:, None]) - z.gather(1, 1 - y[:, None])).squeeze(1)
+
+    clean = margin(x)
+    worst = clean - t.eps * (w[0] - w[1]).abs().max()
+    res = APGD(t, steps=20, decreasing_eps=True).run(model, x, y)
+    torch.testing.assert_close(t.distance(x, res.x_adv), torch.full((40,), t.eps, dtype=torch.float64))
+    assert ((clean - margin(res.x_adv)) >= 0.6 * (clean - worst)).all()
+    assert int(res.success.sum()) >= int((worst < 0).sum()) - 2
+
+
+def test_decreasing_eps_is_only_for_l1():
+    with pytest.raises(ValueError, match="decreasing_eps"):
+        APGD(ro.Linf(0.3), decreasing_eps=True)
