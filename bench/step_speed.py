@@ -15,7 +15,9 @@ starting one variant later), each
 ``--steps`` timed steps after one untimed warm-up step (for the ``compile`` variants the warm-up
 holds the compilation, from scratch: inductor's caches are off, reported as ``compile_seconds``);
 the tables report the median over the rounds; a variant's gain is the median over the rounds of today's time divided by its own in the
-same round (paired, so that a slow drift of the machine's load cancels). Throughput is
+same round (paired, so that a slow drift of the machine's load cancels). The CPU time of the
+process (both threads) is measured beside the wall time: on a machine shared with other jobs it
+shows the work itself, without the time the process waited for a core. Throughput is
 image-gradient evaluations per second, ``2 * batch / seconds per step``
 (N-FGSM: one for the attack, one for the update); seconds per epoch are extrapolated from the
 median step to the 383 steps of a 49,000-image epoch (validation not included).
@@ -114,6 +116,7 @@ class Variant:
     warmup_seconds: float | None = None
     first_loss: float | None = None  # the loss of the warm-up step: the same batch and weights for every variant
     seconds: list[float] = field(default_factory=list)  # mean seconds per step, one per round
+    cpu_seconds: list[float] = field(default_factory=list)  # the same in CPU time of this process
 
 
 @contextlib.contextmanager
@@ -225,10 +228,11 @@ def measure(args: Any, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]
         rounds_load.append({"round": r, "loadavg": loadavg(), "other_runnable": other_runnable(1.0, 10)})
         steps = [torch.randint(0, n, (args.batch,), generator=batches) for _ in range(args.steps)]
         for variant in variants[r % len(variants):] + variants[: r % len(variants)]:  # each round starts elsewhere
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             for idx in steps:
                 variant.step(idx)
             variant.seconds.append((time.perf_counter() - t) / args.steps)
+            variant.cpu_seconds.append((time.process_time() - cpu) / args.steps)
         log(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v.name} {v.seconds[-1]:.2f}" for v in variants)
             + f" s/step; load {rounds_load[-1]['loadavg']}")
         save(summary(variants, args, data_note, device, rounds_load))  # a partial result after every round
@@ -244,12 +248,14 @@ def summary(variants: list[Variant], args: Any, data_note: str, device: torch.de
     for v in variants:
         median = statistics.median(v.seconds)
         speedup = statistics.median(b / s for b, s in zip(base, v.seconds))  # paired within each round
+        cpu_speedup = statistics.median(b / s for b, s in zip(variants[0].cpu_seconds, v.cpu_seconds))
         compile_seconds = max(0.0, v.warmup_seconds - median) if v.lever.compile else None
         rows.append({
             "variant": v.name, "what": v.what, "lever": dataclasses.asdict(v.lever),
             "seconds_per_step": median, "seconds_per_round": v.seconds,
             "images_per_second": 2 * args.batch / median,
-            "speedup": speedup, "kept": v.name == "final" or (v.name != "today" and speedup >= 1 + KEEP),
+            "speedup": speedup, "cpu_seconds_per_step": statistics.median(v.cpu_seconds),
+            "cpu_seconds_per_round": v.cpu_seconds, "cpu_speedup": cpu_speedup, "kept": v.name == "final" or (v.name != "today" and speedup >= 1 + KEEP),
             "epoch_seconds": steps_per_epoch * median,
             "warmup_seconds": v.warmup_seconds, "compile_seconds": compile_seconds, "first_loss": v.first_loss,
         })
@@ -273,14 +279,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"and step). Epoch: {m['steps_per_epoch']} steps (49,000 images), extrapolated from the median step, "
         "without validation.",
         "",
-        "| variant | what it changes | s/step | images/s | vs today | N-FGSM epoch | kept (>= 5%) |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | what it changes | s/step | images/s | vs today | N-FGSM epoch | CPU s/step | vs today (CPU) "
+        "| kept (>= 5%) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in m["rows"]:
         compile_note = f" (+{r['compile_seconds']:.0f} s compile)" if r["compile_seconds"] is not None else ""
         lines.append(f"| {r['variant']} | {r['what']} | {r['seconds_per_step']:.3f} | {r['images_per_second']:.0f} | "
                      f"{r['speedup']:.2f}x | {r['epoch_seconds'] / 60:.1f} min{compile_note} | "
-                     f"{'yes' if r['kept'] else 'no'} |")
+                     f"{r['cpu_seconds_per_step']:.2f} | {r['cpu_speedup']:.2f}x | {'yes' if r['kept'] else 'no'} |")
     loads = ", ".join(f"{x['loadavg']} ({x['other_runnable']} other runnable)" for x in m["rounds_load"])
     lines += ["", f"Load before each round (1/5/15-min load average, tasks of other processes runnable): {loads}.",
               "", *provenance_md(report)]
