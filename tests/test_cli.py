@@ -94,6 +94,18 @@ def test_train_out_must_not_be_empty(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "'--out': is empty" in res.output and not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("world_size, message", [
+    ("2", "WORLD_SIZE=2 is set but"),  # left in the environment by an earlier torchrun
+    ("two", "WORLD_SIZE='two' is not a whole number"),
+])
+def test_a_stray_world_size_is_one_line(monkeypatch, world_size, message):
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", world_size)
+    res = CliRunner().invoke(main, ["data", "list"])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {message}") and res.output.count("\n") == 1
+
+
 def test_an_unusable_progress_file_is_named_in_cli_terms(runs):
     progress = runs / "a" / "eval-fast.progress.json"
     progress.write_text("{broken")

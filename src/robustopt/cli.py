@@ -119,10 +119,13 @@ def main() -> None:
         tune_malloc()
     warnings.showwarning = _show_warning
     warnings.simplefilter("always", EpsWarning)
-    if int(os.environ.get("WORLD_SIZE") or 1) > 1:  # started by torchrun: join the process group first
+    if os.environ.get("WORLD_SIZE", "").strip() not in ("", "1"):  # started by torchrun: join the process group first
         from robustopt import distributed
 
-        distributed.setup()
+        try:
+            distributed.setup()
+        except (ValueError, RuntimeError) as err:  # a WORLD_SIZE left in the environment, a failed rendezvous
+            _fail(err)
 
 
 @main.command()

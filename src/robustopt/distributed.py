@@ -223,14 +223,15 @@ def setup() -> Context:
     initialized already is used as it is. Outside torchrun: ``Context()`` (one process).
 
     Raises:
-        ValueError: ``WORLD_SIZE > 1`` but torchrun's other variables are missing.
+        ValueError: ``WORLD_SIZE > 1`` but torchrun's other variables are missing, or ``WORLD_SIZE`` /
+            ``LOCAL_RANK`` is not a whole number.
     """
     if not dist.is_available():
         return Context()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = _env_int("LOCAL_RANK")
     if dist.is_initialized():
         return Context(dist.get_world_size(), dist.get_rank(), local_rank)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = _env_int("WORLD_SIZE", 1)
     if world_size <= 1:
         return Context()
     missing = [k for k in _ENV if k not in os.environ]
@@ -248,6 +249,16 @@ def setup() -> Context:
     ctx = Context(dist.get_world_size(), dist.get_rank(), local_rank)
     logger.info("process group started: backend %s, rank %d of %d", backend, ctx.rank, ctx.world_size)
     return ctx
+
+
+def _env_int(name: str, default: int = 0) -> int:
+    """The whole number in environment variable ``name`` (``default`` when unset or empty)."""
+    text = os.environ.get(name, "").strip()
+    try:
+        return int(text) if text else default
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a whole number; unset it, or start multi-process runs with "
+                         "torchrun, which sets it.") from None
 
 
 def _teardown() -> None:
