@@ -327,9 +327,12 @@ def train(preset, dataset, model_name, method, norm, eps, train_size, out, resum
 
 @main.command("eval")
 @click.argument("run", metavar="[RUN | zoo:NAME]", required=False)
-@click.option("--suite", type=click.Choice(["madry", "standard", "fast", "adaptive"]), default="madry", show_default=True,
+@click.option("--suite", type=click.Choice(["madry", "standard", "fast", "adaptive", "rand"]), default="madry",
+              show_default=True,
               help="madry: the paper's rows; standard: APGD-CE, APGD-T, FAB-T, Square (cascade); fast: APGD only; "
-                   "adaptive: the standard attacks scheduled by evidence per example (prints the budget per stage).")
+                   "adaptive: the standard attacks scheduled by evidence per example (prints the budget per stage); "
+                   "rand: APGD-CE and APGD-DLR with EOT, for a randomized model (standard, fast and adaptive switch "
+                   "to it on their own when the model is random).")
 @click.option("--source", "sources", multiple=True, metavar="NAME=RUN",
               help="Transfer source, e.g. \"A'=runs/a2\" or B=runs/b; repeatable.")
 @click.option("--norm", type=click.Choice(_registry.threat.names()), default=None, help="Default: the run's training norm.")

@@ -300,13 +300,20 @@ def eval_run(
     preset = "cifar10" if info["data"] == "cifar10" else "mnist"
     if suite == "madry":
         attacks = suites.madry(threat, source_models, preset=preset, max_restarts=max_restarts)
-    elif suite in ("standard", "fast", "adaptive"):
+    elif suite in ("standard", "fast", "adaptive", "rand"):
         attacks = suites.standard(threat, version=suite, seed=seed)
         mode = mode or "cascade"
     else:
-        raise ValueError(f"unknown suite {suite!r}; available: madry, standard, fast, adaptive.")
+        raise ValueError(f"unknown suite {suite!r}; available: madry, standard, fast, adaptive, rand.")
     x, y = _test_images(info, limit, root, echo, stream=dev)  # a data SPEC is read batch by batch
     x, y = x.to(dev) if isinstance(x, torch.Tensor) else x, y.to(dev)
+    if suite in ("standard", "fast", "adaptive"):  # a randomized model gets the rand version (EOT)
+        probe = x[:32] if isinstance(x, torch.Tensor) else x.sample()
+        attacks = suites.standard(threat, version=suite, seed=seed, model=model, x=probe)
+        if attacks[0].name.endswith(f"EOT-{suites.EOT_DRAWS}"):
+            echo(f"The model is random (two forward passes on the same images differ): running the rand version "
+                 f"of the suite instead of {suite} (APGD-CE and APGD-DLR, each gradient averaged over "
+                 f"{suites.EOT_DRAWS} draws), each point judged over several draws.")
     mode = mode or "independent"
     request = {"weights": weights, "threat": str(threat), "n": len(x), "mode": mode, "seed": seed,
                "batch_size": batch_size, "attacks": [[a.name, a.steps, a.restarts, a.source] for a in attacks],

@@ -16,7 +16,7 @@ from robustopt.attacks import Attack, Transfer, create
 from robustopt.attacks.base import is_randomized
 from robustopt.threat import L1, L2, Linf, ThreatModel
 
-__all__ = ["madry", "standard", "MADRY_REFERENCE"]
+__all__ = ["madry", "standard", "MADRY_REFERENCE", "EOT_DRAWS"]
 
 Preset = Literal["mnist", "cifar10"]
 
