@@ -453,3 +453,15 @@ def test_a_pickled_optimizer_file_is_refused_in_one_line(tmp_path: Path) -> None
     assert message.startswith(f"refused to load the optimizer state {optim}") and "\n" not in message
     assert "fractions.Fraction" in message and "could run code" in message
     assert "weights_only=False" not in message  # never the advice to do the unsafe thing
+
+
+def test_verify_checks_every_payload_file_without_loading(tmp_path: Path) -> None:
+    model = _model()
+    save(tmp_path / "m", model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), tensors={"d": torch.ones(2)})
+    assert checkpoint.verify(tmp_path / "m")["format"] == checkpoint.FORMAT
+    (tmp_path / "m.tensors.safetensors").write_bytes(b"x")
+    with pytest.raises(ValueError, match="sha256 of .*m.tensors.safetensors does not match"):
+        checkpoint.verify(tmp_path / "m")
+    (tmp_path / "m.tensors.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="m.tensors.safetensors is missing"):
+        checkpoint.verify(tmp_path / "m")

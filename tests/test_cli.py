@@ -106,6 +106,16 @@ def test_a_stray_world_size_is_one_line(monkeypatch, world_size, message):
     assert res.exit_code == 2 and res.output.startswith(f"error: {message}") and res.output.count("\n") == 1
 
 
+def test_train_resume_of_a_damaged_checkpoint_is_refused_before_its_plan(runs, tmp_path):
+    import shutil
+
+    out = tmp_path / "a"
+    shutil.copytree(runs / "a", out)
+    (out / "model.optim.pt").unlink()
+    res = CliRunner().invoke(main, ["train", *TINY, "--epochs", "2", "--out", str(out), "--resume"])
+    assert res.exit_code == 2 and res.output == f"error: checkpoint file {out / 'model.optim.pt'} is missing\n"
+
+
 def test_an_unusable_progress_file_is_named_in_cli_terms(runs):
     progress = runs / "a" / "eval-fast.progress.json"
     progress.write_text("{broken")

@@ -62,6 +62,7 @@ __all__ = [
     "load_tensors",
     "read_metadata",
     "remove",
+    "verify",
     "load_weights",
 ]
 
@@ -469,6 +470,25 @@ def _verified(file: Path, entry: dict[str, Any]) -> Path:
         f"corrupt or partially written checkpoint: sha256 of {file} does not match the one "
         f"recorded in its .json ({sha[:16]}...); re-save or restore the checkpoint"
     )
+
+
+def verify(path: PathLike) -> dict[str, Any]:
+    """Check that the checkpoint at ``path`` is complete and intact, without loading it; return its metadata.
+
+    Every payload file its JSON names (weights, optimizer state, extra tensors) must be there
+    with the recorded sha256 (or its committed backup, as :func:`load` would use).
+
+    Raises:
+        FileNotFoundError: the JSON or a payload file is missing.
+        ValueError: the JSON is not a robustopt checkpoint, or a file does not match its sha256.
+    """
+    paths = checkpoint_paths(path)
+    meta = read_metadata(paths.metadata)
+    payload = {"weights": paths.weights, "optimizer": paths.optimizer, "tensors": paths.tensors}
+    for key, entry in (meta.get("files") or {}).items():
+        if key in payload and isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
+            _verified(payload[key], entry)
+    return meta
 
 
 def _first_line(err: Exception) -> str:

@@ -302,13 +302,19 @@ def resume_point(run: PathLike, epochs: int) -> tuple[str, int]:
 
     Returns:
         A one-line message, and the number of epochs already trained (``epochs`` when nothing is left).
+
+    Raises:
+        FileNotFoundError / ValueError: the checkpoint to continue from is incomplete or damaged
+            (see :func:`robustopt.checkpoint.verify`).
     """
     run = Path(run)
     ckpt, partial = run / CHECKPOINT_NAME, run / PARTIAL_NAME
-    state = checkpoint.read_metadata(ckpt).get("extra") or {} if checkpoint.exists(ckpt) else {}
+    # Checked whole before anything is said or trained: a damaged checkpoint is refused here, not after the plan.
+    state = checkpoint.verify(ckpt).get("extra") or {} if checkpoint.exists(ckpt) else {}
     inside = checkpoint.read_metadata(partial).get("extra") or {} if checkpoint.exists(partial) else {}
     epoch, step = state.get("epoch", 0), state.get("step", 0)
     if inside.get("epoch") == epoch:  # a mid-epoch checkpoint of the epoch after the last finished one
+        checkpoint.verify(partial)
         batch = (inside.get("position") or {}).get("batch")
         return (f"resuming {run} inside epoch {epoch + 1} of {epochs}, after batch {batch} "
                 f"(optimizer step {inside.get('step')})."), epoch
