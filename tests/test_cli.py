@@ -128,11 +128,13 @@ def test_an_unusable_progress_file_is_named_in_cli_terms(runs):
 
 
 @pytest.mark.parametrize("device", ["xpu", "meta", "vulkan", "cuda:64"])
-@pytest.mark.parametrize("command", ["train", "eval", "sweep", "reproduce"])
+@pytest.mark.parametrize("command", ["train", "eval", "eval-model", "sweep", "reproduce"])
 def test_a_device_this_machine_lacks_is_one_line(runs, tmp_path, command, device):
     out = tmp_path / "out"
     args = {"train": ["train", *TINY, "--out", str(out)],
             "eval": ["eval", str(runs / "a"), "--n", "10"],
+            "eval-model": ["eval", "--model", "small-cnn", "--data", "mnist-mini", "--suite", "fast", "--n", "5",
+                           "--eps", "0.1", "--out", str(out)],
             "sweep": ["sweep", str(runs / "a"), "--n", "10", "--eps", "0,0.1"],
             "reproduce": ["reproduce", "madry-mnist", "--out", str(out)]}[command]
     res = CliRunner().invoke(main, [*args, "--device", device])

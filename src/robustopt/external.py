@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from robustopt import data as datasets, data_formats
+from robustopt._device import resolve_device
 from robustopt._io import atomic_write_json, atomic_write_text
 from robustopt.evaluation import Evaluation
 from robustopt.experiments import eval_run
@@ -73,6 +74,7 @@ def eval_model(
     """
     out = Path(out)
     threat = threat_from_name(norm, eps)
+    resolve_device(eval_args.get("device", "cpu"))  # before out/run.json is written
     net, description = specs.build(model, weights=weights, mean=mean, std=std)
     options = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v}
     if data_formats.is_spec(data):  # recorded with an absolute path: the run works from any folder
