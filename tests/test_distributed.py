@@ -290,3 +290,30 @@ def test_resume_rng_states_per_rank():
     assert pick(2, 0) == state["rng"] and pick(2, 1)["attack"] == "a1"
     assert pick(3, 2) == {"shuffle": "s0", "attack": "fresh"}  # another world size: shared shuffle, fresh streams
     assert pick(1, 0) == state["rng"]
+
+
+def test_a_refusal_at_the_clean_pass_reaches_every_rank(tmp_path):
+    """A bad label in a batch that rank 1 classifies is refused on both ranks: neither waits in a collective."""
+    import textwrap
+
+    script = tmp_path / "bad_label.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(TESTS)!r})
+        import robustopt as ro
+        from robustopt import distributed
+        from tiny_problem import mlp, separable
+        ctx = distributed.setup()
+        x, y = separable(90, seed=1)
+        y[20] = 7  # in batch 1 of 13: rank 1's
+        for run in (lambda: ro.evaluate(mlp(0).eval(), (x, y), [ro.attacks.FGSM(ro.Linf(0.1))], batch_size=13,
+                                        progress=False),
+                    lambda: ro.sweep(mlp(0).eval(), (x, y), ro.Linf, [0.0, 0.1], batch_size=13, progress=False)):
+            try:
+                run()
+            except ValueError as err:
+                print(f"rank {{ctx.rank}}: {{err}}")
+    """))
+    log = tmp_path / "torchrun.log"
+    _run(TORCHRUN + [str(script)], log, timeout=90)
+    assert log.read_text().count("labels must be in [0, 1] for a model with 2 outputs") == 4
