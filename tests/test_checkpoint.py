@@ -465,3 +465,11 @@ def test_verify_checks_every_payload_file_without_loading(tmp_path: Path) -> Non
     (tmp_path / "m.tensors.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="m.tensors.safetensors is missing"):
         checkpoint.verify(tmp_path / "m")
+
+
+def test_a_payload_path_that_is_no_regular_file_is_named_so(tmp_path: Path) -> None:
+    save(tmp_path / "m", _model())
+    (tmp_path / "m.safetensors").unlink()
+    (tmp_path / "m.safetensors").mkdir()  # e.g. a copy tool that made a folder of it
+    with pytest.raises(FileNotFoundError, match=r"missing .*m\.safetensors \(there, but not a regular file\)"):
+        load(tmp_path / "m")

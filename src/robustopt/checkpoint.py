@@ -400,7 +400,7 @@ def _robustopt_version() -> str | None:
 
 
 def _missing_files_error(paths: CheckpointPaths, missing: list[Path]) -> FileNotFoundError:
-    names = ", ".join(str(p) for p in missing)
+    names = ", ".join(str(p) + (" (there, but not a regular file)" if p.exists() else "") for p in missing)
     msg = f"checkpoint {paths.base} is incomplete or does not exist: missing {names}."
     if paths.metadata in missing and paths.weights not in missing:
         msg += " The .json is written last, so a missing .json means the save did not finish."
