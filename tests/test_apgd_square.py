@@ -261,7 +261,7 @@ def test_standard_suite_lists_the_attacks():
     assert [a.name for a in fast] == ["APGD-CE", "APGD-T"] and fast[1].n_target_classes == 3
     assert all(a.seed == 3 for a in fast)
     l1 = ro.suites.standard(ro.L1(10.0))  # AutoAttack's L1 protocol: L1-APGD with the 3-2-1 eps schedule
-    assert [a.name for a in l1] == ["APGD-CE", "APGD-T", "FAB-T"]
+    assert [a.name for a in l1] == ["APGD-CE", "APGD-T", "FAB-T", "Square"]
     assert l1[0].restarts == 5 and l1[1].n_target_classes == 5 and l1[0].decreasing_eps and l1[1].decreasing_eps
     with pytest.raises(ValueError):
         ro.suites.standard(t, version="plus")
@@ -295,8 +295,6 @@ def test_bad_configurations_raise():
             Square(t, **kwargs)
     with pytest.raises(TypeError):
         APGD("linf")
-    with pytest.raises(NotImplementedError, match="L1"):
-        Square(ro.L1(1.0))
 
 
 def test_square_needs_images():
@@ -400,3 +398,27 @@ def test_l1_apgd_spends_the_ball_and_nears_the_optimum_on_a_linear_model():
 def test_decreasing_eps_is_only_for_l1():
     with pytest.raises(ValueError, match="decreasing_eps"):
         APGD(ro.Linf(0.3), decreasing_eps=True)
+
+
+# --- the L1 Square Attack ------------------------------------------------------------------------------
+def test_l1_square_block_and_window_side():
+    from robustopt.attacks.square import _block_l1, _window_side_l1
+
+    for side in (1, 3, 4, 5, 8):
+        block = _block_l1(side)
+        assert block.shape == (side, side) and abs(float(block.abs().sum()) - 1) < 1e-12
+        if side > 1:  # the two halves carry equal mass with opposite signs
+            assert abs(float(block.sum())) < 1e-12
+    assert [_window_side_l1(p, 1, 28, 28) for p in (0.8, 0.1, 0.001)] == [25, 9, 3]  # odd, at least 3
+    assert _window_side_l1(1.0, 1, 4, 4) == 4
+
+
+def test_l1_square_spends_the_ball_and_breaks_a_linear_model(trained_cnn):
+    model, x, y = trained_cnn
+    x, y = x[:40], y[:40]
+    t = ro.L1(3.0)
+    res = Square(t, queries=300, seed=1).run(model, x, y)
+    assert t.contains(res.x_adv, x).all()
+    broken = ~torch.eq(model(res.x_adv).argmax(1), y)
+    assert torch.equal(res.success, broken) and broken.float().mean() > 0.5
+    assert res.forwards <= 40 * 301 and res.grad_evals == 0

@@ -52,8 +52,7 @@ every stage on every survivor, and APGD steps whose loss and gradient are averag
 one draw proves little (and ``ro.audit`` flags such a model).
 
 Under ``L1`` the APGD stages are L1-APGD with AutoAttack's 3-2-1 eps schedule
-(``APGD.decreasing_eps``, as in ``suites.standard(L1(eps))``), and there is no Square stage
-(Square has no L1 version here).
+(``APGD.decreasing_eps``, as in ``suites.standard(L1(eps))``) and Square is its L1 version.
 
 Every decision is recorded: per example (``AttackResult.notes``) which stage broke it
 (``broken_by``, an index into ``BROKEN_BY``, -1 for none) and how each stage ended for it
@@ -135,7 +134,7 @@ class AdaptiveAutoAttack(Attack):
     """AutoAttack's four attacks, scheduled per example by evidence (module docstring).
 
     Args:
-        threat: ``ro.Linf``, ``ro.L2`` or ``ro.L1`` (without the Square stage).
+        threat: ``ro.Linf``, ``ro.L2`` or ``ro.L1``.
         steps: iterations of APGD-CE and of each APGD-T target (AutoAttack: 100).
         n_target_classes: targets of APGD-T and FAB-T, the highest by ``target_score``.
         target_score: how the targets are ranked: "adversarial", "malt" or "clean".
@@ -193,20 +192,17 @@ class AdaptiveAutoAttack(Attack):
 
     # --- the stages -------------------------------------------------------------------------
     def stages(self) -> list[Attack]:
-        """The stage attacks with this configuration (APGD-T's loss is fixed per call); no Square under L1."""
+        """The four stage attacks with this configuration (APGD-T's loss is fixed per call)."""
         common = {"seed": self.seed}
         l1 = {"decreasing_eps": True} if self.threat.norm == "L1" else {}
-        stages: list[Attack] = [
+        return [
             APGD(self.threat, loss="ce", steps=self.steps, early_exit=True, stall_factor=self.stall_factor, **l1, **common),
             APGD(self.threat, loss="dlr", targeted=True, n_target_classes=self.n_target_classes, steps=self.steps,
                  early_exit=True, stall_factor=self.stall_factor, **l1, **common),
             FAB(self.threat, targeted=True, n_target_classes=self.n_target_classes, steps=self.fab_steps, **common),
-        ]
-        if self.threat.norm in Square.norms:
             # a random search progresses in jumps: Square gets twice the margin of safety
-            stages.append(Square(self.threat, queries=self.queries, early_exit=True,
-                                 stall_factor=2 * self.stall_factor, **common))
-        return stages
+            Square(self.threat, queries=self.queries, early_exit=True, stall_factor=2 * self.stall_factor, **common),
+        ]
 
     def _check_call(self, x: torch.Tensor, options: dict[str, Any]) -> None:
         super()._check_call(x, options)
@@ -216,11 +212,10 @@ class AdaptiveAutoAttack(Attack):
     def _search(self, s: Search) -> None:
         """The four stages on the examples of ``s``, each on what the earlier ones left (module docstring)."""
         log = _Log(s)
-        ce, targeted, fab, *others = self.stages()
-        square = others[0] if others else None
+        ce, targeted, fab, square = self.stages()
         if log.randomized:  # a success under one draw of the randomness proves little: no early exits, EOT
             ce, targeted = (dataclasses.replace(a, early_exit=False, eot=self.eot) for a in (ce, targeted))
-            square = None if square is None else dataclasses.replace(square, early_exit=False)
+            square = dataclasses.replace(square, early_exit=False)
         explicit = s.success_target is not None
         left = torch.arange(len(s.x), device=s.x.device)  # positions in s, still unbroken
 
@@ -248,7 +243,7 @@ class AdaptiveAutoAttack(Attack):
         productive = fab_attacked and fab_broken >= self.masking_share * fab_attacked
         if len(left) and productive and not explicit:  # FAB-T is what works here: AutoAttack's other targets too
             left, margin, scores = self._more_fab_targets(s, log, fab, left, margin, scores)
-        if len(left) and square is not None:
+        if len(left):
             evidence = [randomized] if randomized else []
             if productive and 4 * fab_broken >= ce_broken + t_broken + fab_broken:
                 evidence.append(f"FAB-T broke {fab_broken} of the {fab_attacked} examples APGD left: the APGD "

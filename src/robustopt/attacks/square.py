@@ -22,7 +22,12 @@ halved at the iterations 10, 50, 200, 500, 1000, 2000, 4000, 6000 and 8000 of a
   W1 and W2 and, per channel, moves the perturbation mass of W2 (and the unused budget
   ``eps^2 - ||delta||^2``) into W1, in the direction of the old content of W1 plus a
   new random-signed block; the total norm stays eps before the projection onto the box.
-* ``L1`` is not implemented (the L1 version is a later paper).
+* ``L1`` (Croce & Hein 2021, "Mind the box", as in AutoAttack's code): the start is the grid of
+  blocks of ``L2`` with rings weighted ``1/(k+1)^4`` and unit l1 norm per channel, projected onto
+  ball and box; a proposal moves, per channel, the mass of W2 into W1 as ``L2`` does, with l1
+  norms: the old content of W1 (normalized) plus a new random-signed block, scaled to the unused
+  budget over the channels plus the window's old mass, times the channels (AutoAttack's rule),
+  then projected onto ball and box. Windows are at least 3 pixels wide and of odd side.
 """
 
 from __future__ import annotations
@@ -79,8 +84,8 @@ def _windows(n: int, side: int, height: int, width: int, generator: torch.Genera
     return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
-def _rings(rows: int, cols: int) -> torch.Tensor:
-    """Concentric squares around the centre of a rows x cols block: ``sum_{k=d}^{n} 1/(k+1)^2``.
+def _rings(rows: int, cols: int, power: int = 2) -> torch.Tensor:
+    """Concentric squares around the centre of a rows x cols block: ``sum_{k=d}^{n} 1/(k+1)^power``.
 
     ``d`` is the Chebyshev distance of a pixel to the centre ``(rows // 2, cols // 2)`` and
     ``n = max(rows // 2, cols // 2)`` (eq. 5 of the paper for a square block).
@@ -89,8 +94,8 @@ def _rings(rows: int, cols: int) -> torch.Tensor:
     r = (torch.arange(rows) - rows // 2).abs()
     c = (torch.arange(cols) - cols // 2).abs()
     d = torch.maximum(r[:, None], c[None, :])
-    weights = 1.0 / torch.arange(1, n + 2, dtype=torch.float64) ** 2  # 1/(k+1)^2, k = 0..n
-    tail = weights.flip(0).cumsum(0).flip(0)  # tail[d] = sum_{k=d}^{n} 1/(k+1)^2
+    weights = 1.0 / torch.arange(1, n + 2, dtype=torch.float64) ** power  # 1/(k+1)^power, k = 0..n
+    tail = weights.flip(0).cumsum(0).flip(0)  # tail[d] = sum_{k=d}^{n} 1/(k+1)^power
     return tail[d]
 
 
@@ -99,6 +104,22 @@ def _block(side: int) -> torch.Tensor:
     top = side // 2
     block = torch.cat([_rings(top, side), -_rings(side - top, side)]) if top else -_rings(side, side)
     return block / block.norm()
+
+
+def _block_l1(side: int) -> torch.Tensor:
+    """Unit-l1 side x side block of the L1 Square Attack: rings ``1/(k+1)^4``, each half of unit l1 norm,
+    on the first half of the rows, minus on the rest."""
+    top = side // 2
+    halves = [h / h.abs().sum() for h in (_rings(top, side, 4), _rings(side - top, side, 4)) if h.numel()]
+    block = torch.cat([halves[0], -halves[1]]) if top else -halves[0]
+    return block / block.abs().sum()
+
+
+def _window_side_l1(p: float, channels: int, height: int, width: int) -> int:
+    """The L1 Square Attack's window side: ``round(sqrt(p * height * width))``, at least 3, odd, at most the image."""
+    side = max(int(round(math.sqrt(p * height * width))), 3)
+    side += 1 - side % 2
+    return min(side, height, width)
 
 
 def _flat_sq(v: torch.Tensor) -> torch.Tensor:
@@ -116,7 +137,7 @@ class Square(Attack):
     """Square Attack (Andriushchenko et al. 2020): random search on the logits, no gradients.
 
     Args:
-        threat: ``ro.Linf`` or ``ro.L2`` (``ro.L1`` is not implemented); inputs must be NCHW images.
+        threat: ``ro.Linf``, ``ro.L2`` or ``ro.L1``; inputs must be NCHW images.
         queries: model queries per example and restart, the initial point included (>= 1).
         p_init: fraction of the pixels the first windows cover, in (0, 1]; halved on the
             schedule of the paper rescaled to ``queries``.
@@ -150,7 +171,7 @@ class Square(Attack):
     seed: int = 0
     label: str | None = None
 
-    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2")  # the L1 Square Attack is a later paper
+    norms: ClassVar[tuple[str, ...]] = ("Linf", "L2", "L1")
     clean_success_counts: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
@@ -198,7 +219,9 @@ class Square(Attack):
             active = searching.nonzero().squeeze(1)
             if len(active) == 0:
                 break
-            side = window_side(p_schedule(self.p_init, i, self.queries), height, width)
+            p = p_schedule(self.p_init, i, self.queries)
+            side = (_window_side_l1(p, x.shape[1], height, width) if self.threat.norm == "L1"
+                    else window_side(p, height, width))
             xa, ya = x[active], y[active]
             ta = target[active] if target is not None else None
             x_new = propose(self, xa, x_hat[active], side, s.generator)
@@ -281,5 +304,46 @@ class Square(Attack):
         return self.threat.project(x + nu_new, x)
 
 
+    def _init_l1(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A centred grid of L1 blocks with random signs per channel, projected onto ball and box."""
+        n, channels, height, width = x.shape
+        side = max(1, min(height, width) // 5)
+        block = _block_l1(side).to(device=x.device, dtype=x.dtype)
+        rows, cols = height // side, width // side
+        r0, c0 = (height - rows * side) // 2, (width - cols * side) // 2
+        delta = torch.zeros_like(x)
+        for i in range(rows):
+            for j in range(cols):
+                signs = random_signs((n, channels, 1, 1), generator, x)
+                r, c = r0 + i * side, c0 + j * side
+                delta[:, :, r : r + side, c : c + side] = signs * block
+        return self.threat.project(x + delta, x)
+
+    def _propose_l1(self, x, x_hat, side, generator):
+        n, channels, height, width = x.shape
+        eps = self.threat.eps
+        nu = x_hat - x
+        unused = (eps - nu.abs().flatten(1).sum(1)).clamp_min(0).view(-1, 1, 1, 1)
+        w1 = _windows(n, side, height, width, generator, x.device)
+        w2 = _windows(n, side, height, width, generator, x.device)
+        block = _block_l1(side).to(device=x.device, dtype=x.dtype)
+        transpose = torch.randint(0, 2, (n, 1, 1), generator=generator, device=x.device).bool()
+        blocks = torch.where(transpose, block.T.expand(n, side, side), block.expand(n, side, side))
+        placed = torch.zeros(n, 1, height, width, device=x.device, dtype=x.dtype)
+        placed[w1] = blocks.reshape(-1)
+        rho = random_signs((n, channels, 1, 1), generator, x)
+
+        def l1_hw(v):
+            return v.abs().sum(dim=(2, 3), keepdim=True)
+
+        nu_w1 = nu * w1
+        direction = rho * placed + nu_w1 / l1_hw(nu_w1).clamp_min(1e-12)
+        both = w1 | w2
+        mass = (unused / channels + l1_hw(nu * both)) * channels
+        nu_new = nu * ~both + direction / l1_hw(direction).clamp_min(1e-12) * mass
+        return self.threat.project(x + nu_new, x)
+
+
 # The start and the proposal of each norm the attack supports (Square.norms).
-_NORMS = {"Linf": (Square._init_linf, Square._propose_linf), "L2": (Square._init_l2, Square._propose_l2)}
+_NORMS = {"Linf": (Square._init_linf, Square._propose_linf), "L2": (Square._init_l2, Square._propose_l2),
+          "L1": (Square._init_l1, Square._propose_l1)}

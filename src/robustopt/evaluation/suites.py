@@ -92,12 +92,13 @@ _STANDARD: dict[str, list[tuple[str, dict]]] = {
     ],
 }
 # AutoAttack's L1 protocol (Croce & Hein 2021): L1-APGD with the 3-2-1 eps schedule (use_largereps),
-# APGD-CE with 5 restarts and APGD-T on 5 targets; FAB-T as in the other norms (no L1 Square here).
+# APGD-CE with 5 restarts and APGD-T on 5 targets; FAB-T and Square as in the other norms (Square's L1 version).
 _STANDARD_L1: dict[str, list[tuple[str, dict]]] = {
     "standard": [
         ("apgd", {"loss": "ce", "steps": 100, "restarts": 5, "decreasing_eps": True}),
         ("apgd", {"loss": "dlr", "targeted": True, "n_target_classes": 5, "steps": 100, "decreasing_eps": True}),
         ("fab", {"targeted": True, "n_target_classes": 9, "steps": 100, "restarts": 1}),
+        ("square", {"queries": 5000}),
     ],
     "fast": [
         ("apgd", {"loss": "ce", "steps": 100, "decreasing_eps": True}),
@@ -189,7 +190,7 @@ def standard(threat: ThreatModel, *, version: Literal["standard", "fast", "adapt
     Under ``L1`` the suite follows AutoAttack's L1 protocol (Croce & Hein 2021, "Mind the box"):
     L1-APGD (sparse steps of adaptive sparsity, the exact projection onto the l1 ball and the
     box) with AutoAttack's 3-2-1 eps schedule (``decreasing_eps``), APGD-CE with 5 restarts and
-    APGD-T on 5 targets, then FAB-T; there is no L1 Square here. ``fast`` and ``rand`` use the
+    APGD-T on 5 targets, then FAB-T and Square (its L1 version). ``fast`` and ``rand`` use the
     same L1-APGD; ``adaptive`` schedules it as for the other norms.
 
     Args:
