@@ -102,6 +102,7 @@ def test_card_values_follow_robustbench(trained_cnn):
     assert card["clean_acc"] == str(round(100 * ev.clean_accuracy, 2))
     assert card["autoattack_acc"] == card["reported"] == str(round(100 * ev.robust_accuracy, 2))
     assert "first 40 of 10,000 test images" in card["footnote"] and "FGSM" in card["footnote"]
+    assert card["unreliable"] is True  # FGSM alone does not back an AutoAttack-grade number
     assert card["robustopt"]["eps"] == 8 / 255 and card["robustopt"]["n"] == 40  # numbers as numbers
     assert [_eps_text(e) for e in (0.3, 0.5, 2 / 255, 16 / 255, 0.2)] == ["0.3", "0.5", "2/255", "16/255", "0.2"]
     with pytest.raises(ValueError, match="a fraction in"):
@@ -131,4 +132,5 @@ def test_card_command(tiny_run):
         ("Tiny PGD", "ICLR 2018", "SmallCNN", "mnist-mini", "0.3")
     assert card["autoattack_acc"] == str(round(100 * ev["robust_accuracy"], 2))
     assert card["robustopt"]["attacks"] == ["APGD-CE", "APGD-T", "FAB-T", "Square"]
+    assert card["unreliable"] is False
     assert "model_info/mnist-mini/Linf/NAME.json" in res.output

@@ -23,7 +23,7 @@ from typing import Any
 
 from robustopt.evaluation.evaluate import Evaluation
 
-__all__ = ["robustbench_card"]
+__all__ = ["autoattack_grade", "robustbench_card"]
 
 _THREAT_MODELS = {"Linf": "Linf", "L2": "L2"}  # robustopt norm -> RobustBench threat model
 
@@ -45,7 +45,10 @@ def robustbench_card(
 
     ``autoattack_acc`` is the evaluation's per-example worst case over its attacks, so it is
     RobustBench's number when the evaluation is the AutoAttack-grade ``suites.standard`` on the
-    test set; the footnote names the attacks and the number of images either way.
+    test set; the footnote names the attacks and the number of images either way. An evaluation
+    that lacks AutoAttack's four attacks (APGD-CE, APGD-T, FAB-T, Square, or the adaptive suite
+    that schedules them) is marked ``"unreliable": true``, as RobustBench marks entries whose
+    number an AutoAttack-grade evaluation does not back.
 
     Args:
         evaluation: the result of ``ro.evaluate`` (e.g. ``RUN/eval-standard.json`` read back
@@ -93,7 +96,7 @@ def robustbench_card(
         "autoattack_acc": _percent(robust),
         "footnote": footnote if footnote is not None else
         f"Evaluated with robustopt ({attacks}; per-example worst case) on the first {evaluation.n:,}{of} test images.",
-        "unreliable": False,
+        "unreliable": not autoattack_grade(evaluation),
         "robustopt": {
             "clean_accuracy": evaluation.clean_accuracy,
             "robust_accuracy": robust,
@@ -105,6 +108,19 @@ def robustbench_card(
             "seed": evaluation.seed,
         },
     }
+
+
+def autoattack_grade(evaluation: Evaluation) -> bool:
+    """Whether the white-box rows hold AutoAttack's four attacks, or the adaptive suite that schedules them."""
+    kinds = set()
+    for row in evaluation.rows:
+        attack = row.attack or {}
+        if row.source != "A" or "type" not in attack:
+            continue
+        if attack["type"] == "AdaptiveAutoAttack":
+            return True
+        kinds.add((attack["type"], bool(attack.get("targeted"))))
+    return {("APGD", False), ("APGD", True), ("FAB", True), ("Square", False)} <= kinds
 
 
 def _percent(fraction: float) -> str:
