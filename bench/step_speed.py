@@ -20,8 +20,9 @@ process (both threads) is measured beside the wall time: on a machine shared wit
 shows the work itself, without the time the process waited for a core. A lever counts as kept
 when it gains at least 5% in both. Throughput is
 image-gradient evaluations per second, ``2 * batch / seconds per step``
-(N-FGSM: one for the attack, one for the update); seconds per epoch are extrapolated from the
-median step to the 383 steps of a 49,000-image epoch (validation not included).
+(N-FGSM: one for the attack, one for the update), and seconds per epoch are extrapolated to the
+383 steps of a 49,000-image epoch (validation not included), both from today's median step and
+the variant's paired gain (a variant's own median drifts with the load of its moments).
 
 The machine's load (``os.getloadavg()`` and the runnable tasks of other processes) is recorded
 before every round: on a shared machine every variant suffers alike, thanks to the interleaving,
@@ -244,6 +245,7 @@ def summary(variants: list[Variant], args: Any, data_note: str, device: torch.de
             rounds_load: list[dict[str, Any]]) -> dict[str, Any]:
     """The measured rows (medians over the rounds so far) and the conditions."""
     base = variants[0].seconds
+    today = statistics.median(base)
     steps_per_epoch = math.ceil(TRAIN_IMAGES / args.batch)
     rows = []
     for v in variants:
@@ -254,11 +256,11 @@ def summary(variants: list[Variant], args: Any, data_note: str, device: torch.de
         rows.append({
             "variant": v.name, "what": v.what, "lever": dataclasses.asdict(v.lever),
             "seconds_per_step": median, "seconds_per_round": v.seconds,
-            "images_per_second": 2 * args.batch / median,
+            "images_per_second": 2 * args.batch * speedup / today,  # today's rate times the paired gain
             "speedup": speedup, "cpu_seconds_per_step": statistics.median(v.cpu_seconds),
             "cpu_seconds_per_round": v.cpu_seconds, "cpu_speedup": cpu_speedup,
             "kept": v.name == "final" or (v.name != "today" and min(speedup, cpu_speedup) >= 1 + KEEP),
-            "epoch_seconds": steps_per_epoch * median,
+            "epoch_seconds": steps_per_epoch * today / speedup,
             "warmup_seconds": v.warmup_seconds, "compile_seconds": compile_seconds, "first_loss": v.first_loss,
         })
     return {"data": data_note, "device": str(device), "batch": args.batch, "steps": args.steps,
@@ -277,9 +279,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"# One N-FGSM training step of resnet9 on {m.get('device', 'cpu')} (batch {m['batch']})",
         "",
         f"Data: {m['data']}. {m['rounds']} interleaved rounds of {m['steps']} timed steps per variant after one "
-        "warm-up step; medians over the rounds (vs today: the median of the per-round ratios). Images/s: image-gradient evaluations per second (2 per image "
-        f"and step). Epoch: {m['steps_per_epoch']} steps (49,000 images), extrapolated from the median step, "
-        "without validation.",
+        "warm-up step; s/step: the variant's median over the rounds; vs today: the median of its per-round ratios to "
+        "today's step (paired). Images/s (image-gradient evaluations per second, 2 per image and step) and the epoch "
+        f"({m['steps_per_epoch']} steps of 49,000 images, without validation): today's median step divided by the "
+        "paired gain.",
         "",
         "| variant | what it changes | s/step | images/s | vs today | N-FGSM epoch | CPU s/step | vs today (CPU) "
         "| kept (>= 5% in both) |",
@@ -289,11 +292,16 @@ def markdown(report: dict[str, Any]) -> str:
         compile_note = f" (+{r['compile_seconds']:.0f} s compile)" if r["compile_seconds"] is not None else ""
         lines.append(f"| {r['variant']} | {r['what']} | {r['seconds_per_step']:.3f} | {r['images_per_second']:.0f} | "
                      f"{r['speedup']:.2f}x | {r['epoch_seconds'] / 60:.1f} min{compile_note} | "
-                     f"{r['cpu_seconds_per_step']:.2f} | {r['cpu_speedup']:.2f}x | {'yes' if r['kept'] else 'no'} |")
+                     f"{_fmt(r.get('cpu_seconds_per_step'), '.2f')} | {_fmt(r.get('cpu_speedup'), '.2f', 'x')} | "
+                     f"{'yes' if r['kept'] else 'no'} |")
     loads = ", ".join(f"{x['loadavg']} ({x['other_runnable']} other runnable)" for x in m["rounds_load"])
     lines += ["", f"Load before each round (1/5/15-min load average, tasks of other processes runnable): {loads}.",
               "", *provenance_md(report)]
     return "\n".join(lines)
+
+
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
 def parse_args(argv: list[str] | None = None) -> Any:
