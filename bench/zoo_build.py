@@ -107,8 +107,9 @@ def setup() -> None:
             record["method"] = json.loads((folder / "run.json").read_text())["method"]
             record["provenance"]["train"] = (folder / "command.txt").read_text().strip()
         dataset = json.loads((folder / "run.json").read_text())["data"]
+        n = 200 if spec.get("defense", {}).get("kind") == "noise" else N[dataset]  # EOT: 20 draws per gradient
         record["provenance"]["evaluate"] = spec.get(
-            "evaluate", f"robustopt eval zoo:{name} --suite {SUITE} --n {N[dataset]} --out zoo/{name}")
+            "evaluate", f"robustopt eval zoo:{name} --suite {SUITE} --n {n} --out zoo/{name}")
         (folder / zoo.ENTRY_FILE).write_text(json.dumps(record, indent=2) + "\n")
         print(f"{name}: {record['provenance']['train']}")
 
