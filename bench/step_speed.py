@@ -10,19 +10,18 @@ N-FGSM through the attack engine, which also scores its last point with one more
 ``final`` combines the levers kept. Every variant has its own model and optimizer, from the same
 seed, and sees the same batches.
 
-Variants run in ``--rounds`` interleaved rounds (today, lever 1, lever 2, ..., then the next round,
-starting one variant later), each
-``--steps`` timed steps after one untimed warm-up step (for the ``compile`` variants the warm-up
-holds the compilation, from scratch: inductor's caches are off, reported as ``compile_seconds``);
-the tables report the median over the rounds; a variant's gain is the median over the rounds of today's time divided by its own in the
-same round (paired, so that a slow drift of the machine's load cancels). The CPU time of the
-process (both threads) is measured beside the wall time: on a machine shared with other jobs it
-shows the work itself, without the time the process waited for a core. A lever counts as kept
-when it gains at least 5% in both. Throughput is
-image-gradient evaluations per second, ``2 * batch / seconds per step``
-(N-FGSM: one for the attack, one for the update), and seconds per epoch are extrapolated to the
-383 steps of a 49,000-image epoch (validation not included), both from today's median step and
-the variant's paired gain (a variant's own median drifts with the load of its moments).
+Variants run in ``--rounds`` interleaved rounds (today, lever 1, lever 2, ..., each round starting
+one variant later), each ``--steps`` timed steps after one untimed warm-up step (for the
+``compile`` variants the warm-up holds the compilation, inductor's caches off, reported as
+``compile_seconds``). A variant's gain is the median over the rounds of today's time divided by
+its own in the same round (paired, so that a slow drift of the machine's load cancels), in wall
+time and in the CPU time of the process (both threads; on a machine shared with other jobs it
+shows the work itself, without the time spent waiting for a core). A lever counts as kept when it
+gains at least 5% in both. Throughput is image-gradient evaluations per second, ``2 * batch /
+seconds per step`` (N-FGSM: one for the attack, one for the update), and seconds per epoch are
+extrapolated to the 383 steps of a 49,000-image epoch (validation not included), both from
+today's median step and the variant's paired gain (a variant's own median drifts with the load of
+its moments).
 
 The machine's load (``os.getloadavg()`` and the runnable tasks of other processes) is recorded
 before every round: on a shared machine every variant suffers alike, thanks to the interleaving,
@@ -59,7 +58,6 @@ import robustopt as ro  # noqa: E402
 from bench.harness import (finish, header, loadavg, log, other_runnable, out_prefix, parser,  # noqa: E402
                            provenance_md, publish, set_threads, write_report)
 from robustopt.attacks import GradientAttack  # noqa: E402
-from robustopt.attacks.base import eval_mode  # noqa: E402
 from robustopt.models.folding import fold_batchnorm  # noqa: E402
 from robustopt.training import TrainConfig, get_method  # noqa: E402
 from robustopt.training.augment import crop_flip  # noqa: E402
