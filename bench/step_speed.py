@@ -276,6 +276,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# One N-FGSM training step of resnet9 on {m.get('device', 'cpu')} (batch {m['batch']})",
         "",
+        *(["--quick: a check of the script (random images, one step per variant); the numbers mean nothing.", ""]
+          if report.get("quick") else []),
         f"Data: {m['data']}. {m['rounds']} interleaved rounds of {m['steps']} timed steps per variant after one "
         "warm-up step; s/step: the variant's median over the rounds; vs today: the median of its per-round ratios to "
         "today's step (paired). Images/s (image-gradient evaluations per second, 2 per image and step) and the epoch "
