@@ -210,3 +210,29 @@ def test_evaluate_of_a_deterministic_model_has_no_draws():
     assert torch.equal(forced.robust, ev.robust) and forced.draws.std == 0.0
     with pytest.raises(ValueError, match="draws"):
         ro.evaluate(model, (x, y), [FGSM(ro.Linf(EPS))], progress=False, draws=0)
+
+
+def test_an_interrupted_evaluation_of_a_randomized_model_keeps_its_draws(tmp_path):
+    """The per-draw outcomes travel in the progress file: a resumed evaluation reports them for every example."""
+    x, _ = make_data(n=200, dtype=torch.float64)
+    y = first_pixel_class(x)
+    attacks = [FGSM(ro.Linf(0.0))]
+    calls = {"n": 0}
+    run = attacks[0].run
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return run(*args, **kwargs)
+
+    object.__setattr__(attacks[0], "run", interrupted)  # shadows Attack.run; the configuration is unchanged
+    progress = tmp_path / "eval.progress.json"
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        ro.evaluate(CoinFlip(0.8), (x, y), attacks, batch_size=50, progress=False, progress_file=progress)
+    assert json.loads(progress.read_text())["fooled"]
+    object.__setattr__(attacks[0], "run", run)
+    resumed = ro.evaluate(CoinFlip(0.8), (x, y), attacks, batch_size=50, progress=False, progress_file=progress)
+    # without the saved outcomes the three finished batches would count as right in every draw (about 0.95)
+    assert 0.65 < resumed.draws.mean < 0.8
