@@ -65,7 +65,9 @@ ENTRIES: dict[str, dict] = {
     "mnist-pgd-linf-saturated": dict(base="mnist-pgd-linf", defense={"kind": "saturate", "scale": 1000.0},
                                      description="logits x1000 (saturated softmax) over mnist-pgd-linf"),
     "mnist-pgd-linf-noise": dict(base="mnist-pgd-linf", defense={"kind": "noise", "sigma": 0.1},
-                                 description="Gaussian input noise, std 0.1 (a randomized model) over mnist-pgd-linf"),
+                                 description="Gaussian input noise, std 0.1 (a randomized model) over mnist-pgd-linf; "
+                                             "the noise on top of eps 0.3 leaves the radius the base holds (base at "
+                                             "eps 0.4: 0.5% under PGD-40 on these 200 points)"),
     "mnist-pgd-linf-softmax": dict(base="mnist-pgd-linf", defense={"kind": "softmax"},
                                    description="probabilities instead of logits over mnist-pgd-linf"),
 }
