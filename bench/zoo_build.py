@@ -38,8 +38,8 @@ RUN_FILES = ("run.json", "config.json", "log.jsonl", "model.json", "model.safete
 # linked. "base" + "defense": a constructed defense over the base entry's weights.
 ENTRIES: dict[str, dict] = {
     "mnist-natural": dict(description="natural training (the undefended reference)"),
-    "mnist-pgd-linf": dict(description="PGD adversarial training (Madry et al. 2018), 5 steps, eps ramped over 3 epochs"),
-    "mnist-trades-linf": dict(description="TRADES (Zhang et al. 2019), beta 6, 5 PGD steps"),
+    "mnist-pgd-linf": dict(description="PGD adversarial training (Madry et al. 2018), 3 steps of 0.15, 3 epochs"),
+    "mnist-trades-linf": dict(description="TRADES (Zhang et al. 2019), beta 6, 3 PGD steps of 0.15, 3 epochs"),
     "mnist-fgsm-rs-co": dict(description="FGSM-RS without the guard: catastrophic overfitting, a naturally masked model "
                                          "(first 1,000 test images: FGSM 76.4%, PGD-10 and PGD-40 0.0%)"),
     "mnist-n-fgsm-linf": dict(description="N-FGSM (de Jorge et al. 2022) with its guard: at full eps (epoch 2) "
