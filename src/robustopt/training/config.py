@@ -127,6 +127,7 @@ class TrainConfig:
             attacks included) under float16 ``torch.autocast``, the weight updates with
             a ``GradScaler``. Validation stays in float32. On a device without CUDA
             ``fit`` raises ValueError (float16 autocast is a CUDA feature; there is no
+            silent bfloat16 fallback on CPU).
         fold_bn: run the training attacks through ``robustopt.models.folding.fold_batchnorm(model)``:
             in their eval-mode passes every convolution directly followed by a batch norm is one
             convolution with folded weights (recomputed from the live weights at every call). The
@@ -134,7 +135,6 @@ class TrainConfig:
             coordinate is within rounding of zero; faster on CPU (docs/performance.md, "Training
             step on CPU"). Any device; no effect on models without such pairs. Validation and the
             weight updates use the model itself.
-            silent bfloat16 fallback on CPU).
         log_every: refresh the progress bar's loss/accuracy every this many steps.
         checkpoint_every: also checkpoint inside an epoch (``out/partial.*``), at the first batch
             boundary after this many optimizer steps since the last checkpoint; 0 = off.
@@ -173,8 +173,8 @@ class TrainConfig:
     guard_action: str = "stop"
     early_stopping_patience: int = 0
     device: str = "cpu"
-    fold_bn: bool = False
     amp: bool = False
+    fold_bn: bool = False
     log_every: int = 10
     checkpoint_every: int = 0
     checkpoint_minutes: float | None = 10.0
