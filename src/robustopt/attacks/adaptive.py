@@ -52,7 +52,9 @@ every stage on every survivor, and APGD steps whose loss and gradient are averag
 one draw proves little (and ``ro.audit`` flags such a model).
 
 Under ``L1`` the APGD stages are L1-APGD with AutoAttack's 3-2-1 eps schedule
-(``APGD.decreasing_eps``, as in ``suites.standard(L1(eps))``) and Square is its L1 version.
+(``APGD.decreasing_eps``, as in ``suites.standard(L1(eps))``), APGD-CE runs AutoAttack's 5 restarts
+(each on what the earlier ones left; with one, the APGD stages left twice as many examples on
+model A, L1 eps 10) and Square is its L1 version.
 
 Every decision is recorded: per example (``AttackResult.notes``) which stage broke it
 (``broken_by``, an index into ``BROKEN_BY``, -1 for none) and how each stage ended for it
@@ -97,6 +99,7 @@ BROKEN_BY = ("clean", *STAGES)
 
 TargetScore = Literal["adversarial", "malt", "clean"]
 AUTOATTACK_TARGETS = 9  # the target classes of AutoAttack's APGD-T and FAB-T
+L1_CE_RESTARTS = 5  # AutoAttack's L1 version runs APGD-CE 5 times
 
 
 def malt_scores(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel) -> torch.Tensor:
@@ -195,8 +198,10 @@ class AdaptiveAutoAttack(Attack):
         """The four stage attacks with this configuration (APGD-T's loss is fixed per call)."""
         common = {"seed": self.seed}
         l1 = {"decreasing_eps": True} if self.threat.norm == "L1" else {}
+        ce_runs = {"restarts": L1_CE_RESTARTS} if self.threat.norm == "L1" else {}
         return [
-            APGD(self.threat, loss="ce", steps=self.steps, early_exit=True, stall_factor=self.stall_factor, **l1, **common),
+            APGD(self.threat, loss="ce", steps=self.steps, early_exit=True, stall_factor=self.stall_factor, **l1,
+                 **ce_runs, **common),
             APGD(self.threat, loss="dlr", targeted=True, n_target_classes=self.n_target_classes, steps=self.steps,
                  early_exit=True, stall_factor=self.stall_factor, **l1, **common),
             FAB(self.threat, targeted=True, n_target_classes=self.n_target_classes, steps=self.fab_steps, **common),
