@@ -53,8 +53,7 @@ one draw proves little (and ``ro.audit`` flags such a model).
 
 Under ``L1`` the APGD stages are L1-APGD with AutoAttack's 3-2-1 eps schedule
 (``APGD.decreasing_eps``, as in ``suites.standard(L1(eps))``), APGD-CE runs AutoAttack's 5 restarts
-(each on what the earlier ones left; with one, the APGD stages left twice as many examples on
-model A, L1 eps 10) and Square is its L1 version.
+(each on what the earlier ones left) and Square is its L1 version.
 
 Every decision is recorded: per example (``AttackResult.notes``) which stage broke it
 (``broken_by``, an index into ``BROKEN_BY``, -1 for none) and how each stage ended for it
