@@ -58,6 +58,8 @@ QUESTIONS = {
     "step_speed": "step-speed",
     "fresh_clone_time": "cifar10-cpu",
     "stream_memory": "stream-memory",
+    "zoo_vs_autoattack": "zoo-vs-autoattack",
+    "eot_vs_autoattack_rand": "autoattack",
     "run": "run",
 }
 

@@ -154,10 +154,3 @@ def test_a_shuffled_loader_is_collected_not_streamed(tmp_path):
     ds = ro.data.load(f"folder:{image_folder(tmp_path)}")
     assert data_formats.streamed(DataLoader(ds, shuffle=True)) is None
     assert data_formats.streamed((torch.zeros(1, 3), torch.zeros(1))) is None
-
-
-def test_without_pillow_the_error_names_the_extra(tmp_path, monkeypatch):
-    root = image_folder(tmp_path)
-    monkeypatch.setitem(__import__("sys").modules, "PIL", None)  # `import PIL` raises, as without the extra
-    with pytest.raises(ImportError, match=r'pip install "robustopt\[images\]"'):
-        ro.data.load(f"folder:{root}")

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import tomllib
+from importlib import metadata
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -41,8 +42,6 @@ def _imported_top_levels() -> set[str]:
 
 def test_every_third_party_import_is_a_core_dependency():
     core = {_dist_name(r) for r in PYPROJECT["dependencies"]}
-    # Pillow, for folder: data only: imported when an image is read, its absence a one-line error naming the extra.
-    core |= {_dist_name(r) for r in PYPROJECT["optional-dependencies"]["images"]}
     providers = packages_distributions()
     third_party = {n for n in _imported_top_levels() if n not in sys.stdlib_module_names}
     missing = {n: providers.get(n, ["?"]) for n in third_party
@@ -51,11 +50,27 @@ def test_every_third_party_import_is_a_core_dependency():
     assert "matplotlib" in third_party  # the report and the sweep plots: core, as the quick start needs
 
 
+def _core_closure() -> set[str]:
+    """The core dependencies and, transitively, what they require (as installed here)."""
+    seen: set[str] = set()
+    todo = [_dist_name(r) for r in PYPROJECT["dependencies"]]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = metadata.requires(name) or []
+        except metadata.PackageNotFoundError:
+            continue
+        todo += [_dist_name(r) for r in requires if "extra ==" not in r]
+    return seen
+
+
 def _extra_modules() -> list[str]:
     """Top-level module names of the packages that only the optional extras bring."""
-    core = {_dist_name(r) for r in PYPROJECT["dependencies"]}
-    extras = {_dist_name(r) for reqs in PYPROJECT["optional-dependencies"].values() for r in reqs} - core
-    extras |= {"torchattacks"}  # the fourth peer, installed by hand (bench/README.md)
+    extras = {_dist_name(r) for reqs in PYPROJECT["optional-dependencies"].values() for r in reqs}
+    extras = (extras | {"torchattacks"}) - _core_closure()  # torchattacks: the fourth peer, installed by hand
     return sorted(m for m, dists in packages_distributions().items()
                   if {d.lower().replace("_", "-") for d in dists} & extras)
 

@@ -287,7 +287,7 @@ def models_list() -> None:
 @click.option("--amp/--no-amp", default=None, help="Mixed precision (float16 autocast + GradScaler); CUDA only.")
 @click.option("--fold-bn/--no-fold-bn", default=None,
               help="Training attacks with batch norm folded into the convolutions (the same function up to "
-                   "float rounding; faster on CPU, any device).  [default: off]")
+                   "float rounding; faster on CPU, any device).  [default: False]")
 @click.option("--device", default=None, help="cpu | cuda | cuda:N | auto.  [default: cpu]")
 @click.option("--eps-warmup-epochs", type=int, default=None,
               help="Ramp eps linearly over the first K epochs; 0 = off.  [default: 0]")

@@ -1,7 +1,7 @@
 """Your own images: an ImageFolder tree or an ``.npz`` of arrays, read example by example.
 
-A data SPEC names them: ``folder:PATH`` (one sub-folder per class, PNG or JPEG files;
-Pillow is needed, ``pip install "robustopt[images]"``) or ``npz:PATH`` (arrays ``x``, uint8
+A data SPEC names them: ``folder:PATH`` (one sub-folder per class, PNG or JPEG files,
+read with Pillow) or ``npz:PATH`` (arrays ``x``, uint8
 or float, NCHW or NHWC, and ``y``). Both open as map-style :class:`torch.utils.data.Dataset`
 objects whose items are ``(image, label)``: a float32 (C, H, W) tensor in [0, 1] and an int.
 Nothing is read before it is asked for, so memory stays bounded by what the caller holds:
@@ -75,7 +75,6 @@ class ImageFolder(Dataset):
 
     def __init__(self, root: str | os.PathLike[str], *, image_size: int | None = None,
                  skip_bad: bool = False) -> None:
-        _pillow()
         self.root = Path(root)
         if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
             raise ValueError(f"image_size (--image-size) must be a positive integer, got {image_size!r}.")
@@ -276,13 +275,6 @@ def first(dataset: Dataset, n: int | None = None) -> tuple[torch.Tensor, torch.T
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def _pillow() -> None:
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        raise ImportError('reading image folders needs Pillow: pip install "robustopt[images]".') from None
 
 
 def _first_line(err: BaseException) -> str:
