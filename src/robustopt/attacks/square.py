@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import KW_ONLY, dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -97,6 +97,24 @@ def _rings(rows: int, cols: int, power: int = 2) -> torch.Tensor:
     weights = 1.0 / torch.arange(1, n + 2, dtype=torch.float64) ** power  # 1/(k+1)^power, k = 0..n
     tail = weights.flip(0).cumsum(0).flip(0)  # tail[d] = sum_{k=d}^{n} 1/(k+1)^power
     return tail[d]
+
+
+def _block_grid(x: torch.Tensor, make_block: Callable[[int], torch.Tensor],
+                generator: torch.Generator) -> torch.Tensor:
+    """Square's initial perturbation: a centred grid of ``make_block(side)`` blocks (side a fifth of
+    the image), each with a random sign per example and channel."""
+    n, channels, height, width = x.shape
+    side = max(1, min(height, width) // 5)
+    block = make_block(side).to(device=x.device, dtype=x.dtype)
+    rows, cols = height // side, width // side
+    r0, c0 = (height - rows * side) // 2, (width - cols * side) // 2
+    delta = torch.zeros_like(x)
+    for i in range(rows):
+        for j in range(cols):
+            signs = random_signs((n, channels, 1, 1), generator, x)
+            r, c = r0 + i * side, c0 + j * side
+            delta[:, :, r : r + side, c : c + side] = signs * block
+    return delta
 
 
 def _block(side: int) -> torch.Tensor:
@@ -249,19 +267,8 @@ class Square(Attack):
 
     def _init_l2(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A centred grid of pseudo-Gaussian blocks with random signs, scaled to norm eps."""
-        n, channels, height, width = x.shape
-        eps = self.threat.eps
-        side = max(1, min(height, width) // 5)
-        block = _block(side).to(device=x.device, dtype=x.dtype)
-        rows, cols = height // side, width // side
-        r0, c0 = (height - rows * side) // 2, (width - cols * side) // 2
-        delta = torch.zeros_like(x)
-        for i in range(rows):
-            for j in range(cols):
-                signs = random_signs((n, channels, 1, 1), generator, x)
-                r, c = r0 + i * side, c0 + j * side
-                delta[:, :, r : r + side, c : c + side] = signs * block
-        delta = delta * (eps / _flat_sq(delta).sqrt().clamp_min(1e-12)).view(-1, 1, 1, 1)
+        delta = _block_grid(x, _block, generator)
+        delta = delta * (self.threat.eps / _flat_sq(delta).sqrt().clamp_min(1e-12)).view(-1, 1, 1, 1)
         return self.threat.project(x + delta, x)
 
     def _propose_linf(self, x, x_hat, side, generator):
@@ -303,21 +310,9 @@ class Square(Attack):
         nu_new = nu * ~both + direction / norm_hw(direction).clamp_min(1e-12) * available
         return self.threat.project(x + nu_new, x)
 
-
     def _init_l1(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A centred grid of L1 blocks with random signs per channel, projected onto ball and box."""
-        n, channels, height, width = x.shape
-        side = max(1, min(height, width) // 5)
-        block = _block_l1(side).to(device=x.device, dtype=x.dtype)
-        rows, cols = height // side, width // side
-        r0, c0 = (height - rows * side) // 2, (width - cols * side) // 2
-        delta = torch.zeros_like(x)
-        for i in range(rows):
-            for j in range(cols):
-                signs = random_signs((n, channels, 1, 1), generator, x)
-                r, c = r0 + i * side, c0 + j * side
-                delta[:, :, r : r + side, c : c + side] = signs * block
-        return self.threat.project(x + delta, x)
+        return self.threat.project(x + _block_grid(x, _block_l1, generator), x)
 
     def _propose_l1(self, x, x_hat, side, generator):
         n, channels, height, width = x.shape
