@@ -117,6 +117,20 @@ def _block_grid(x: torch.Tensor, make_block: Callable[[int], torch.Tensor],
     return delta
 
 
+def _place_block(block: torch.Tensor, window: torch.Tensor, generator: torch.Generator,
+                 x: torch.Tensor) -> torch.Tensor:
+    """``block`` (side x side), transposed for a random half of the examples, placed at ``window``
+    in an (N, 1, H, W) tensor of zeros."""
+    n, _, height, width = x.shape
+    side = block.shape[0]
+    block = block.to(device=x.device, dtype=x.dtype)
+    transpose = torch.randint(0, 2, (n, 1, 1), generator=generator, device=x.device).bool()
+    blocks = torch.where(transpose, block.T.expand(n, side, side), block.expand(n, side, side))
+    placed = torch.zeros(n, 1, height, width, device=x.device, dtype=x.dtype)
+    placed[window] = blocks.reshape(-1)  # row-major order matches the window's pixels
+    return placed
+
+
 def _block(side: int) -> torch.Tensor:
     """Unit-norm side x side block: rings on the first half of the rows, minus rings on the rest."""
     top = side // 2
@@ -293,11 +307,7 @@ class Square(Attack):
         w1 = _windows(n, side, height, width, generator, x.device)
         w2 = _windows(n, side, height, width, generator, x.device)
         # the new block, transposed for a random half of the examples, placed at W1
-        block = _block(side).to(device=x.device, dtype=x.dtype)
-        transpose = torch.randint(0, 2, (n, 1, 1), generator=generator, device=x.device).bool()
-        blocks = torch.where(transpose, block.T.expand(n, side, side), block.expand(n, side, side))
-        placed = torch.zeros(n, 1, height, width, device=x.device, dtype=x.dtype)
-        placed[w1] = blocks.reshape(-1)  # row-major order matches the window's pixels
+        placed = _place_block(_block(side), w1, generator, x)
         rho = random_signs((n, channels, 1, 1), generator, x)
 
         def norm_hw(v):
@@ -321,11 +331,7 @@ class Square(Attack):
         unused = (eps - nu.abs().flatten(1).sum(1)).clamp_min(0).view(-1, 1, 1, 1)
         w1 = _windows(n, side, height, width, generator, x.device)
         w2 = _windows(n, side, height, width, generator, x.device)
-        block = _block_l1(side).to(device=x.device, dtype=x.dtype)
-        transpose = torch.randint(0, 2, (n, 1, 1), generator=generator, device=x.device).bool()
-        blocks = torch.where(transpose, block.T.expand(n, side, side), block.expand(n, side, side))
-        placed = torch.zeros(n, 1, height, width, device=x.device, dtype=x.dtype)
-        placed[w1] = blocks.reshape(-1)
+        placed = _place_block(_block_l1(side), w1, generator, x)
         rho = random_signs((n, channels, 1, 1), generator, x)
 
         def l1_hw(v):
