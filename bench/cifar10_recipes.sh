@@ -6,7 +6,10 @@
 # batch 128, crop-flip); each run logs per epoch its image-gradient evaluations, wall time and validation
 # accuracy (clean, PGD-10) on the 1,000 held-out training images; its final model gets the adaptive suite
 # on the first N test images. bench/training_curves.py tabulates and plots them (docs/results.md).
-# Usage: ROBUSTOPT_DATA=../shared/data [METHODS="n-fgsm fgsm-rs pgd-2"] bash bench/cifar10_recipes.sh [RUNS_DIR] [EPOCHS] [N]
+# Usage: ROBUSTOPT_DATA=../shared/data [METHODS="n-fgsm fgsm-rs pgd-2"] [FLAGS="--fold-bn"] bash bench/cifar10_recipes.sh [RUNS_DIR] [EPOCHS] [N]
+# METHODS names recipes of the ARGS table below: a training method, or the N-FGSM recipe with one lever changed
+# (ema: weight averaging; ls: label smoothing; lr-0.1/lr-0.4: the peak learning rate). FLAGS go to every
+# training (the faster step of docs/performance.md is `--fold-bn`; the results do not depend on it).
 # EXTRA="RUN..." adds finished run folders to the table (e.g. bench/results/cifar10-cpu/A, N-FGSM for 10 epochs).
 # Every step resumes: start the script again after an interruption.
 set -euo pipefail
@@ -15,10 +18,14 @@ EPOCHS=${2:-4}
 N=${3:-500}
 RO=${RO:-.venv/bin/robustopt}
 COMMON="--data cifar10 --model resnet9 --eps 8/255 --epochs $EPOCHS --batch-size 128 --optimizer sgd --lr 0.2
-        --momentum 0.9 --weight-decay 5e-4 --lr-schedule cyclic --augment crop-flip --seed 0"
-train() { $RO train $COMMON "${@:2}" --out "$RUNS/$1" --resume; }  # --resume: a new run, or the rest of one
+        --momentum 0.9 --weight-decay 5e-4 --lr-schedule cyclic --augment crop-flip --seed 0 ${FLAGS:-}"
+train() {  # a new run, or the rest of an interrupted one (--resume)
+    $RO train $COMMON "${@:2}" --out "$RUNS/$1" $([ -e "$RUNS/$1/config.json" ] && echo --resume)
+}
 METHODS=${METHODS:-"n-fgsm fgsm-rs pgd-2"}
-declare -A ARGS=([n-fgsm]="--method n-fgsm" [fgsm-rs]="--method fgsm-rs" [pgd-2]="--method pgd --steps 2 --step-size 4/255")
+declare -A ARGS=([n-fgsm]="--method n-fgsm" [fgsm-rs]="--method fgsm-rs" [pgd-2]="--method pgd --steps 2 --step-size 4/255"
+                 [ema]="--method n-fgsm --ema 0.999" [ls]="--method n-fgsm --label-smoothing 0.1"
+                 [lr-0.1]="--method n-fgsm --lr 0.1" [lr-0.4]="--method n-fgsm --lr 0.4")
 for run in $METHODS; do
     train "$run" ${ARGS[$run]}
 done

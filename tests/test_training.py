@@ -387,3 +387,73 @@ def test_fold_bn_trains_the_same_model_up_to_float_rounding(method, monkeypatch)
     assert runs[1].config.fold_bn and not runs[1].model.training
     with pytest.raises(TypeError, match="fold_bn must be True or False"):
         TrainConfig(fold_bn="yes")
+
+
+def test_weight_average_follows_the_warmed_up_decay():
+    from robustopt.training.averaging import WeightAverage
+
+    model = _bn_convnet()
+    average = WeightAverage(model, decay=0.5)
+    start = weights(model)
+    expected = {k: v.clone() for k, v in start.items()}
+    for n in range(1, 4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+        model[1].running_mean.add_(2.0)
+        model[1].num_batches_tracked.add_(1)
+        average.update(model)
+        d = min(0.5, n / (n + 9))  # 0.1, 0.18, 0.25: the warm-up, below the decay
+        for k, v in weights(model).items():
+            expected[k] = d * expected[k] + (1 - d) * v if v.is_floating_point() else v
+    for k, v in expected.items():
+        torch.testing.assert_close(average.model.state_dict()[k], v)
+    assert average.updates == 3 and not average.model.training
+    assert not any(p.requires_grad for p in average.model.parameters())
+    assert weights(model)["1.num_batches_tracked"] == 3  # the trained model is not touched
+    with pytest.raises(ValueError, match=r"decay must be in \(0, 1\)"):
+        WeightAverage(model, decay=1.0)
+
+
+def test_ema_is_the_model_that_is_validated_saved_and_returned(tmp_path):
+    from robustopt import checkpoint
+    from robustopt.attacks.base import predict
+
+    x, y = separable(160)
+    kw = dict(method="n-fgsm", epochs=3, optimizer="sgd", **FAST)
+    plain = fit(_bn_convnet(), (x, y), **kw)
+    res = fit(_bn_convnet(), (x, y), ema_decay=0.9, out=tmp_path / "run", **kw)
+    # the same training trajectory (the average does not feed back), but the average is returned
+    assert [r["train_loss"] for r in res.history] == [r["train_loss"] for r in plain.history]
+    trained = {k[len("train/"):]: v for k, v in checkpoint.load_tensors(tmp_path / "run" / "model").items()}
+    assert_same_weights_dict(trained, weights(plain.model))
+    saved, _ = checkpoint.load(tmp_path / "run" / "model", _bn_convnet())
+    assert_same_weights(saved, res.model)
+    assert any(not torch.equal(v, trained[k]) for k, v in weights(res.model).items() if v.is_floating_point())
+    # the log's validation accuracy is the average's
+    x_val, y_val = x[-16:], y[-16:]
+    with torch.no_grad():
+        clean = (predict(res.model, x_val).argmax(1) == y_val).float().mean().item()
+    assert res.history[-1]["val_clean_acc"] == pytest.approx(clean)
+    with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\)"):
+        TrainConfig(ema_decay=1.5)
+
+
+def assert_same_weights_dict(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+def test_label_smoothing_smooths_the_update_loss_only():
+    import torch.nn.functional as F
+    from robustopt.training.methods import Crafted, cross_entropy_update
+
+    model = _bn_convnet()
+    x, y = separable(32)
+    update = cross_entropy_update(model, Crafted(x), y, label_smoothing=0.2)
+    torch.testing.assert_close(update.loss, F.cross_entropy(model(x), y, label_smoothing=0.2))
+    runs = [fit(_bn_convnet(), separable(160), method="trades", epochs=1, label_smoothing=s, **FAST) for s in (0.0, 0.2)]
+    assert runs[0].history[0]["train_loss"] != runs[1].history[0]["train_loss"]
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
+        TrainConfig(label_smoothing=1.0)

@@ -113,6 +113,8 @@ def run_with_interruptions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cuts
     ("trades", {"augment": "crop-flip"}),  # augmentation draws from the shuffling generator mid-epoch
     ("free", {"replay": 3, "checkpoint_every": 2}),  # Free's perturbation; 3 steps per batch, a checkpoint every 2
     ("fgsm-rs", {"early_stopping_patience": 2, "optimizer": "sgd"}),  # the guard (on by default) and best.*
+    # the weight average (saved as the model, the trained weights as resume state) under the guard and best.*
+    ("n-fgsm", {"ema_decay": 0.9, "label_smoothing": 0.1, "early_stopping_patience": 2, "optimizer": "sgd"}),
 ])
 def test_mid_epoch_resume_is_bit_identical(tmp_path, monkeypatch, method, extra):
     extra = dict(extra)

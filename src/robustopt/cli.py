@@ -263,6 +263,12 @@ def models_list() -> None:
 @click.option("--momentum", type=float, default=None, help="SGD momentum (Adam ignores it).  [default: 0.9]")
 @click.option("--weight-decay", type=float, default=None,
               help="L2 penalty coefficient, e.g. 5e-4 for CIFAR-10 with SGD.  [default: 0.0]")
+@click.option("--label-smoothing", type=float, default=None,
+              help="Cross-entropy of the weight updates against labels smoothed by this much, e.g. 0.1; 0 = off."
+                   "  [default: 0.0]")
+@click.option("--ema", "ema_decay", type=float, default=None,
+              help="Keep an exponential moving average of the weights with this decay, e.g. 0.999, and make it "
+                   "the model (validated, saved, evaluated); 0 = off.  [default: 0.0]")
 @click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step", "piecewise", "cyclic"]), default=None,
               help="Per optimizer step. cyclic: 0 -> lr at the midpoint -> 0 (Wong et al. 2020); "
                    "piecewise: through --lr-milestones/--lr-values, else 0 -> lr at 40% of the epochs -> 0."

@@ -70,6 +70,15 @@ class TrainConfig:
         lr: peak learning rate.
         momentum: SGD momentum (ignored by Adam).
         weight_decay: L2 penalty coefficient.
+        label_smoothing: the cross-entropy of the weight updates against labels smoothed by this
+            amount (``torch.nn.functional.cross_entropy``'s ``label_smoothing``), in [0, 1); 0 = off.
+            Every method's update uses it (TRADES: its cross-entropy term); the training attacks and
+            the validation do not.
+        ema_decay: keep an exponential moving average of the weights with this decay, in [0, 1)
+            (e.g. 0.999; :class:`robustopt.training.averaging.WeightAverage`); 0 = off. When on, the
+            average is the model: the validation, the guard and early stopping read it, the
+            checkpoints save it as the weights, and ``fit`` returns it; the weights being trained
+            are kept in the checkpoint to resume.
         lr_schedule: per optimizer step, evaluated at the step's start: "constant";
             "cosine" (from lr to 0 over all steps); "step" (x0.1 after 50% and again
             after 75% of the steps); "cyclic" (one triangular cycle, Wong et al. 2020:
@@ -153,6 +162,8 @@ class TrainConfig:
     lr: float = 1e-4
     momentum: float = 0.9
     weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0
     lr_schedule: str = "constant"
     lr_milestones: tuple[float, ...] | None = None
     lr_values: tuple[float, ...] | None = None
@@ -197,7 +208,7 @@ class TrainConfig:
         _integer("seed", self.seed, 0)
         if self.val_size is not None:
             _integer("val_size", self.val_size, 0)
-        for name in ("lr", "momentum", "weight_decay", "eps", "beta", "guard_drop"):
+        for name in ("lr", "momentum", "weight_decay", "label_smoothing", "ema_decay", "eps", "beta", "guard_drop"):
             object.__setattr__(self, name, _number(name, getattr(self, name)))
         if self.beta < 0:
             raise ValueError(f"beta must be >= 0 (TRADES' weight of the KL term; the paper uses 6), got {self.beta}.")
@@ -217,6 +228,10 @@ class TrainConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}.")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1) (0 = off, e.g. 0.1), got {self.label_smoothing}.")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1) (0 = off, e.g. 0.999), got {self.ema_decay}.")
         if self.eps < 0:
             raise ValueError(f"eps must be >= 0 (a radius in pixel space, e.g. 0.3 or 8/255), got {self.eps}.")
         if self.attack_step_size is not None:

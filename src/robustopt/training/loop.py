@@ -56,6 +56,7 @@ from robustopt.attacks import PGD
 from robustopt.models.folding import fold_batchnorm
 from robustopt.attacks.base import check_batch, check_labels, eval_mode, predict
 from robustopt.threat import ThreatModel, threat_from_name
+from robustopt.training.averaging import WeightAverage
 from robustopt.training.config import TrainConfig, guard_enabled, resolve_config
 from robustopt.training.methods import as_updates, get_method, method_extras, updates_per_batch
 from robustopt.training.state import (
@@ -76,7 +77,8 @@ class TrainResult:
 
     Attributes:
         model: the trained model (the same object that was passed), in eval mode; after
-            a stop, with the restored weights (the last good epoch, or the best one).
+            a stop, with the restored weights (the last good epoch, or the best one). With
+            ``ema_decay``, it holds the weight average.
         history: one dict per finished epoch, as in ``out/log.jsonl`` (epochs of an
             earlier, resumed run included).
         out: the output folder, or None.
@@ -206,7 +208,10 @@ def fit(
     start_epoch, step = 0, 0
     stopped: str | None = None  # why the run ended early, if it did
     method_state: dict[str, torch.Tensor] = {}  # kept by a stateful method (Free's delta), checkpointed
-    checkpoints = Checkpoints(model, optimizer, scaler, shuffle_gen, attack_gen, device, config, fingerprint(x, y), ctx)
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None  # then it is the model
+    checkpoints = Checkpoints(model, optimizer, scaler, shuffle_gen, attack_gen, device, config, fingerprint(x, y), ctx,
+                              average)
+    evaluated = checkpoints.evaluated  # what is validated, saved and returned: the average, or the model
 
     # Resume: from the last finished epoch's checkpoint, then from a mid-epoch one inside the next epoch.
     out = Path(out) if out is not None else None
@@ -223,8 +228,8 @@ def fit(
         stopped = state.get("stopped")
     # Restore points: the last epoch the guard accepted (the checkpoint always holds it), the best epoch.
     restore_points = RestorePoints(
-        config, good=Snapshot.take(start_epoch, model, optimizer, scaler) if guard else None,
-        best=best_weights(out, model, history, start_epoch, device) if config.early_stopping_patience else None)
+        config, good=Snapshot.take(start_epoch, model, optimizer, scaler, average) if guard else None,
+        best=best_weights(out, evaluated, history, start_epoch, device) if config.early_stopping_patience else None)
     position = Position()  # where the first epoch starts: its beginning, or where a mid-epoch checkpoint left it
     if resume and partial is not None and ctx.run_on_main(lambda: partial_continues(partial, start_epoch)):
         state, method_state = checkpoints.restore(partial)
@@ -265,7 +270,7 @@ def fit(
                 # Inner maximization: the method crafts the batch or its loss (attacks run in eval mode).
                 with autocast():
                     result = method(attacked, xb, yb, threat=threat, config=config, generator=attack_gen, **extra_args)
-                updates = as_updates(result, net, yb)  # a crafted batch: its cross-entropy, in train mode
+                updates = as_updates(result, net, yb, config.label_smoothing)  # a crafted batch: its cross-entropy
                 # Outer minimization: one optimizer step per update (several for minibatch replay).
                 for _ in range(per_batch):
                     with autocast():  # the update's forward passes; the backward runs outside
@@ -282,6 +287,8 @@ def fit(
                     scaler.scale(update.loss * scale if scale != 1.0 else update.loss).backward()
                     scaler.step(optimizer)  # without amp: optimizer.step()
                     scaler.update()
+                    if average is not None:
+                        average.update(model)
                     step += 1
 
                     loss_sum += update.loss.item() * len(yb)
@@ -311,7 +318,7 @@ def fit(
             model.eval()
             loss_sum, correct, seen, grad_evals = ctx.sum(loss_sum, correct, seen, grad_evals)
             val_clean, val_robust = ctx.run_on_main(
-                lambda: _validate(model, x_val, y_val, val_threat, config, device))
+                lambda: _validate(evaluated, x_val, y_val, val_threat, config, device))
             record = {
                 "epoch": epoch + 1,
                 "step": step,
@@ -324,7 +331,7 @@ def fit(
                 "seconds": time.perf_counter() - t_epoch,
                 "grad_evals": grad_evals,
             }
-            events, stopped, improved = restore_points.after_epoch(record, history, model, optimizer, scaler)
+            events, stopped, improved = restore_points.after_epoch(record, history, checkpoints)
             if events:
                 record["events"] = events
                 for event in events:
@@ -344,13 +351,15 @@ def fit(
                                  metrics=record, **({"stopped": stopped} if stopped else {}))
                 if ctx.is_main:
                     if improved:  # after model.*: a crash in between leaves best = the checkpoint's epoch
-                        checkpoint.save(out / BEST_NAME, model, config=config.to_dict(),
+                        checkpoint.save(out / BEST_NAME, evaluated, config=config.to_dict(),
                                         extra={"epoch": epoch + 1, "metrics": record})
                     checkpoint.remove(partial)  # after model.*: a crash in between leaves a stale one, ignored
                 saved_at = (step, time.monotonic())
             ctx.barrier()
             if stopped:
                 break
+        if average is not None:  # the average is the model that fit returns
+            model.load_state_dict(average.model.state_dict())
     finally:
         optimizer.zero_grad(set_to_none=True)
         model.eval()

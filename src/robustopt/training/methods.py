@@ -124,6 +124,9 @@ class MethodConfig(Protocol):
     @property
     def replay(self) -> int: ...
 
+    @property
+    def label_smoothing(self) -> float: ...
+
 
 class Method(Protocol):
     """Signature of a training method (see the module docstring)."""
@@ -213,8 +216,10 @@ def method_extras(method: Method) -> frozenset[str]:
     return frozenset(p for p in _EXTRAS if p in params and params[p].kind is inspect.Parameter.KEYWORD_ONLY)
 
 
-def cross_entropy_update(forward: nn.Module, batch: Crafted, y: torch.Tensor) -> Update:
+def cross_entropy_update(forward: nn.Module, batch: Crafted, y: torch.Tensor, label_smoothing: float = 0.0) -> Update:
     """The update of a crafted batch: cross-entropy of ``forward(batch.x)`` in train mode.
+
+    ``label_smoothing`` is the run's (``TrainConfig.label_smoothing``).
 
     Costs one backward pass per example on top of ``batch.grad_evals``. An empty batch
     (possible for one rank of a distributed run) gives a zero loss that still reaches
@@ -222,18 +227,22 @@ def cross_entropy_update(forward: nn.Module, batch: Crafted, y: torch.Tensor) ->
     """
     forward.train()
     logits = forward(batch.x)
-    loss = F.cross_entropy(logits, y) if len(y) else logits.sum()
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing) if len(y) else logits.sum()
     return Update(loss, logits, batch.grad_evals + len(y), x=batch.x)
 
 
-def as_updates(result: MethodResult, forward: nn.Module, y: torch.Tensor) -> Iterator[Update]:
+def as_updates(result: MethodResult, forward: nn.Module, y: torch.Tensor,
+               label_smoothing: float = 0.0) -> Iterator[Update]:
     """The weight updates of a method's result, lazily (see the module docstring).
+
+    ``label_smoothing`` applies to a crafted batch's cross-entropy (a method that returns its own
+    updates reads ``config.label_smoothing`` itself).
 
     Raises:
         TypeError: If ``result`` is not a Crafted, an Update or an iterator of Updates.
     """
     if isinstance(result, Crafted):
-        yield cross_entropy_update(forward, result, y)
+        yield cross_entropy_update(forward, result, y, label_smoothing)
     elif isinstance(result, Update):
         yield result
     elif isinstance(result, Iterator):
@@ -375,7 +384,8 @@ def trades(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: Threat
     logits, logits_adv = forward(x), forward(x_adv)
     if not len(y):  # an empty shard of a distributed batch: zero loss, every parameter reached
         return Update(logits.sum() + logits_adv.sum(), logits_adv, 0, x=x_adv)
-    loss = F.cross_entropy(logits, y) + config.beta * kl_per_example(logits, logits_adv).mean()
+    loss = (F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            + config.beta * kl_per_example(logits, logits_adv).mean())
     return Update(loss, logits_adv, attack_evals + 2 * len(y), x=x_adv)
 
 
@@ -412,7 +422,7 @@ def free(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatMo
         x_in = threat.project(x + delta, x).detach().requires_grad_(True)
         forward.train()
         logits = forward(x_in)
-        loss = F.cross_entropy(logits, y) if len(y) else logits.sum()
+        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing) if len(y) else logits.sum()
         yield Update(loss, logits, len(y), x=x_in)
         grad = x_in.grad  # filled by the loop's backward of this update
         if grad is not None and bool(torch.isfinite(grad).all()):

@@ -33,6 +33,7 @@ from torch import nn
 from robustopt import checkpoint, distributed
 from robustopt._io import atomic_write_text
 from robustopt.training.augment import augment
+from robustopt.training.averaging import WeightAverage
 from robustopt.training.config import RESUMABLE_CHANGES, TrainConfig
 
 __all__ = ["CHECKPOINT_NAME", "BEST_NAME", "PARTIAL_NAME", "CONFIG_NAME", "LOG_NAME", "Checkpoints", "Position",
@@ -46,6 +47,7 @@ BEST_NAME = "best"  # out/best.*: the best epoch's checkpoint, kept while early 
 PARTIAL_NAME = "partial"  # out/partial.*: the mid-epoch checkpoint, removed once its epoch ends
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.jsonl"
+_TRAINED = "train/"  # with a weight average: the trained weights' prefix among a checkpoint's tensors
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -62,6 +64,9 @@ class Checkpoints:
         config: the run's configuration (a checkpoint of another one is refused).
         data: :func:`fingerprint` of the training data (a checkpoint of other data is refused).
         ctx: the distributed context (a single process outside torchrun).
+        average: the weight average (``ema_decay > 0``), or None. With one, a checkpoint's weights are
+            the average's (what an evaluation loads) and the trained weights go in its tensors
+            (``train/NAME``), to resume.
     """
 
     model: nn.Module
@@ -73,6 +78,12 @@ class Checkpoints:
     config: TrainConfig
     data: dict[str, Any]
     ctx: distributed.Context
+    average: WeightAverage | None = None
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model that is validated and saved: the weight average, or the trained model."""
+        return self.average.model if self.average is not None else self.model
 
     def restore(self, path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
         """Load checkpoint ``path`` into the model, optimizer, scaler and generators.
@@ -86,8 +97,12 @@ class Checkpoints:
                 anything is loaded).
         """
         state = check_resume(checkpoint.read_metadata(path), self.config, self.data, path)
-        checkpoint.load(path, self.model, map_location=self.device, optimizer=self.optimizer)
-        method_state = rank_state(checkpoint.load_tensors(path, map_location=self.device), self.ctx.rank)
+        checkpoint.load(path, self.evaluated, map_location=self.device, optimizer=self.optimizer)
+        tensors = checkpoint.load_tensors(path, map_location=self.device)
+        if self.average is not None:
+            self.model.load_state_dict({k[len(_TRAINED):]: v for k, v in tensors.items() if k.startswith(_TRAINED)})
+            self.average.updates = state["average_updates"]
+        method_state = rank_state(tensors, self.ctx.rank)
         if self.config.amp and state.get("amp_scaler"):
             self.scaler.load_state_dict(state["amp_scaler"])
         fresh = self._rng_states()
@@ -120,7 +135,10 @@ class Checkpoints:
         if self.config.amp:
             extra["amp_scaler"] = self.scaler.state_dict()
         tensors = {f"{rank}/{k}": v for rank, st in enumerate(state_ranks) for k, v in st.items()}
-        checkpoint.save(path, self.model, config=self.config.to_dict(), optimizer=self.optimizer, extra=extra,
+        if self.average is not None:
+            tensors.update({_TRAINED + k: v for k, v in self.model.state_dict().items()})
+            extra["average_updates"] = self.average.updates
+        checkpoint.save(path, self.evaluated, config=self.config.to_dict(), optimizer=self.optimizer, extra=extra,
                         tensors=tensors or None)
 
     def _rng_states(self) -> dict[str, Any]:
@@ -309,26 +327,31 @@ def checkpoint_due(config: TrainConfig, step: int, saved_at: tuple[int, float], 
 
 @dataclass
 class Snapshot:
-    """Weights, optimizer and AMP-scaler state after ``epoch``, to restore them exactly."""
+    """Weights, optimizer, AMP-scaler state and weight average after ``epoch``, to restore them exactly."""
 
     epoch: int
     weights: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     scaler: dict[str, Any]
+    average: dict[str, Any] | None = None
 
     @classmethod
     def take(cls, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler) -> Snapshot:
+             scaler: torch.amp.GradScaler, average: WeightAverage | None = None) -> Snapshot:
         """The state after ``epoch``, copied."""
-        return cls(epoch, clone_weights(model), copy.deepcopy(optimizer.state_dict()), scaler.state_dict())
+        return cls(epoch, clone_weights(model), copy.deepcopy(optimizer.state_dict()), scaler.state_dict(),
+                   average.state_dict() if average is not None else None)
 
-    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
-        """Put the snapshot's state back into the model, optimizer and scaler."""
+    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                average: WeightAverage | None = None) -> None:
+        """Put the snapshot's state back into the model, optimizer, scaler and weight average."""
         model.load_state_dict(self.weights)
         # load_state_dict keeps the given tensors, which the next steps update in place: hand it a copy.
         optimizer.load_state_dict(copy.deepcopy(self.optimizer))
         if self.scaler:
             scaler.load_state_dict(self.scaler)
+        if average is not None and self.average is not None:
+            average.load_state_dict(self.average)  # (a module's load_state_dict copies the values)
 
 
 @dataclass
@@ -345,10 +368,11 @@ class RestorePoints:
     good: Snapshot | None
     best: dict[str, torch.Tensor] | None
 
-    def after_epoch(self, record: dict[str, Any], history: list[dict[str, Any]], model: nn.Module,
-                    optimizer: torch.optim.Optimizer,
-                    scaler: torch.amp.GradScaler) -> tuple[list[dict[str, Any]], str | None, bool]:
+    def after_epoch(self, record: dict[str, Any], history: list[dict[str, Any]],
+                    state: Checkpoints) -> tuple[list[dict[str, Any]], str | None, bool]:
         """The guard, then early stopping, after the epoch of ``record`` (``history``: the epochs before it).
+
+        ``state`` holds what they restore: the trained model, optimizer, scaler and weight average.
 
         Returns:
             The events to log (what was restored and why), why the run stops (None: it goes on),
@@ -360,21 +384,21 @@ class RestorePoints:
         if self.good is not None:  # catastrophic overfitting: robust accuracy collapsed below the best seen
             best_acc = max((r["val_robust_acc"] for r in history if r["val_robust_acc"] is not None), default=None)
             if best_acc is not None and val_robust < best_acc - config.guard_drop:
-                self.good.restore(model, optimizer, scaler)
+                self.good.restore(state.model, state.optimizer, state.scaler, state.average)
                 events.append({"type": "catastrophic_overfitting", "val_robust_acc": val_robust,
                                "best_val_robust_acc": best_acc, "guard_drop": config.guard_drop,
                                "restored_epoch": self.good.epoch, "action": config.guard_action})
                 stopped = "catastrophic_overfitting" if config.guard_action == "stop" else None
             else:
-                self.good = Snapshot.take(epoch, model, optimizer, scaler)
+                self.good = Snapshot.take(epoch, state.model, state.optimizer, state.scaler, state.average)
         improved = False
         if config.early_stopping_patience and not stopped:
             best_so_far = best_epoch(history + [record])
             improved = best_so_far == epoch
             if improved:
-                self.best = clone_weights(model)
+                self.best = clone_weights(state.evaluated)
             elif epoch - best_so_far >= config.early_stopping_patience:
-                model.load_state_dict(self.best)
+                state.evaluated.load_state_dict(self.best)  # the run ends: what it saves and returns
                 events.append({"type": "early_stopping", "best_epoch": best_so_far,
                                "best_val_robust_acc": history[best_so_far - 1]["val_robust_acc"],
                                "patience": config.early_stopping_patience, "restored_epoch": best_so_far})
