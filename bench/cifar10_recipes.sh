@@ -11,7 +11,8 @@
 # (ema: weight averaging; ls: label smoothing; lr-0.1/lr-0.4: the peak learning rate). FLAGS go to every
 # training (the faster step of docs/performance.md is `--fold-bn`; the results do not depend on it).
 # EXTRA="RUN..." adds finished run folders to the table (e.g. bench/results/cifar10-cpu/A, N-FGSM for 10 epochs).
-# Every step resumes: start the script again after an interruption.
+# Every step resumes: start the script again after an interruption. Each recipe is trained, then evaluated,
+# before the next one starts.
 set -euo pipefail
 RUNS=${1:-runs/cifar10-recipes}
 EPOCHS=${2:-4}
@@ -24,13 +25,11 @@ train() {  # a new run, or the rest of an interrupted one (--resume)
 }
 METHODS=${METHODS:-"n-fgsm fgsm-rs pgd-2"}
 declare -A ARGS=([n-fgsm]="--method n-fgsm" [fgsm-rs]="--method fgsm-rs" [pgd-2]="--method pgd --steps 2 --step-size 4/255"
-                 [ema]="--method n-fgsm --ema 0.999" [ls]="--method n-fgsm --label-smoothing 0.1"
+                 [ema]="--method n-fgsm --ema 0.998" [ls]="--method n-fgsm --label-smoothing 0.1"
                  [lr-0.1]="--method n-fgsm --lr 0.1" [lr-0.4]="--method n-fgsm --lr 0.4")
-for run in $METHODS; do
+for run in $METHODS; do  # one recipe at a time: its training, then its test evaluation (skipped once written)
     train "$run" ${ARGS[$run]}
-done
-for run in $METHODS; do
-    $RO eval "$RUNS/$run" --suite adaptive --n "$N"
+    [ -e "$RUNS/$run/eval-adaptive.json" ] || $RO eval "$RUNS/$run" --suite adaptive --n "$N"
 done
 .venv/bin/python bench/training_curves.py ${EXTRA:-} $(for run in $METHODS; do echo "$RUNS/$run"; done) \
     --out "bench/results/cifar10-recipes/resnet9-$EPOCHS-epochs"
