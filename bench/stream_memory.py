@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Memory of `robustopt eval` on an image folder: peak RSS on 20,000 generated 64x64 images vs on 2,000.
 
-An ImageFolder is read batch by batch (``robustopt.data_formats.Streamed``), so the peak resident
+An ImageFolder is read batch by batch (``robustopt.data.formats.Streamed``), so the peak resident
 set size (RSS) of ``robustopt eval --model ... --data folder:PATH`` should not grow with the number
 of images: 20,000 RGB 64x64 images are 938 MiB as float32 tensors, 94 MiB at 2,000. Each size runs
 ``robustopt eval`` in a fresh process (one torch thread, the same batch size) and its peak RSS is read
@@ -138,10 +138,10 @@ def main() -> None:
                                    **measured(cmd, work / f"eval-{n}.log")})
             log(f"  peak RSS {report['runs'][-1]['peak_rss_mib']:.0f} MiB")
         n = sizes[-1]
-        hold = (f"import robustopt as ro; x, y = ro.data_formats.first(ro.data.load('folder:{work / f'images-{n}'}')); "
+        hold = (f"import robustopt as ro; x, y = ro.data.formats.first(ro.data.load('folder:{work / f'images-{n}'}')); "
                 "print(x.shape)")
         log(f"the {n:,} images as one tensor ...")
-        report["runs"].append({"images": n, "what": "held as one tensor (`ro.data_formats.first`), no attack",
+        report["runs"].append({"images": n, "what": "held as one tensor (`ro.data.formats.first`), no attack",
                                **measured([sys.executable, "-c", hold], work / "hold.log")})
     finally:
         if not args.keep:

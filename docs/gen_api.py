@@ -74,6 +74,8 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("robustopt.models.names", "print(ro.models.names())"),
         ("robustopt.data.load", "x, y = ro.data.load(\"mnist\", split=\"test\", root=None)"),
         ("robustopt.data.names", "print(ro.data.names())"),
+        ("robustopt.data.register_dataset",
+         "ro.data.register_dataset(\"kmnist\", reader=ro.data.idx_reader, shape=(1, 28, 28), classes=KANA, ...)"),
         ("robustopt.zoo.names", "print(ro.zoo.names())"),
         ("robustopt.zoo.load", "model = ro.zoo.load(ro.zoo.names()[0])"),
     ]),

@@ -353,7 +353,7 @@ def test_eval_of_your_model_then_report_and_card(tmp_path, model, data):
         assert rows[1].split(",")[1] == str(d / "imgs" / "ant" / "0.png")
     ev = ro.Evaluation.from_json(out / "eval-fast.json")
     model_back, _ = ro.load_run(out)
-    x = ro.data_formats.first(ro.data.load(info["data"]), 6)[0]
+    x = ro.data.formats.first(ro.data.load(info["data"]), 6)[0]
     assert torch.equal(model_back(x).argmax(1) == torch.tensor([int(r.split(",")[2]) for r in rows[1:]]), ev.correct)
     report = CliRunner().invoke(main, ["report", str(out)])
     assert report.exit_code == 0, report.output

@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from robustopt import data
+from robustopt._registry import Registry
 
 MNIST_NAMES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -35,7 +36,15 @@ MNIST_NAMES = {
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fresh verification cache for every test."""
-    monkeypatch.setattr(data, "_VERIFIED", set())
+    monkeypatch.setattr(data.download, "_VERIFIED", set())
+
+
+def use(monkeypatch: pytest.MonkeyPatch, ds: data.DatasetInfo) -> None:
+    """Stand ``ds`` in for the registered dataset of its name, for one test."""
+    patched: Registry[data.DatasetInfo] = Registry("dataset")
+    for name, entry in data.registry.DATASETS.items():
+        patched.register(name, ds if name == ds.name else entry)
+    monkeypatch.setattr(data.registry, "DATASETS", patched)
 
 
 def _full_root() -> Path | None:
@@ -206,13 +215,13 @@ def test_status(tmp_path: Path) -> None:
 
 def test_status_checks_sizes_and_checksums(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     info, _ = tiny_mnist(tmp_path / "mnist")
-    monkeypatch.setitem(data._REGISTRY, "mnist", info)
+    use(monkeypatch, info)
     assert data.status("mnist", tmp_path) == "present"  # the official sizes and checksums
     images = tmp_path / "mnist" / MNIST_NAMES["test"][0]
     official = images.read_bytes()
     images.write_bytes(bytes(len(official)))  # the right size, other bytes
     assert data.status("mnist", tmp_path) == "damaged"
-    monkeypatch.setattr(data, "HASH_LIMIT", 0)  # too large to hash in a listing: the sizes are checked
+    monkeypatch.setattr(data.download, "HASH_LIMIT", 0)  # too large to hash in a listing: the sizes are checked
     assert data.status("mnist", tmp_path) == "present (not verified)"
     images.write_bytes(official[:-1])
     assert data.status("mnist", tmp_path) == "damaged"
@@ -360,17 +369,17 @@ def test_valid_idx_with_unknown_hash_is_rejected(tmp_path: Path, monkeypatch: py
     info, _ = tiny_mnist(tmp_path / "mnist")
     official = {f.path: f.sha256 for f in data.info("mnist").files}
     files = tuple(dataclasses.replace(f, sha256=official[f.path]) for f in info.files)  # right size, wrong bytes
-    monkeypatch.setitem(data._REGISTRY, "mnist", dataclasses.replace(info, files=files))
+    use(monkeypatch, dataclasses.replace(info, files=files))
     with pytest.raises(data.DatasetCorruptError, match="its sha256 is [0-9a-f]{64}, the official file's is 8d422c7b"):
         data.load("mnist", "test", root=tmp_path, download=False)
 
 
 def test_load_tiny_dataset_and_verify_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     info, arrays = tiny_mnist(tmp_path / "mnist")
-    monkeypatch.setitem(data._REGISTRY, "mnist", info)
+    use(monkeypatch, info)
     calls = []
-    real = data._sha256
-    monkeypatch.setattr(data, "_sha256", lambda p: calls.append(p) or real(p))
+    real = data.download._sha256
+    monkeypatch.setattr(data.download, "_sha256", lambda p: calls.append(p) or real(p))
     for split in ("train", "test"):
         x, y = data.load("mnist", split, root=tmp_path, download=False)
         xs, ys = arrays[split]
@@ -388,7 +397,7 @@ def test_load_tiny_dataset_and_verify_once(tmp_path: Path, monkeypatch: pytest.M
 
 def test_wrong_count_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     info, _ = tiny_mnist(tmp_path / "mnist")
-    monkeypatch.setitem(data._REGISTRY, "mnist", dataclasses.replace(info, test_size=5))
+    use(monkeypatch, dataclasses.replace(info, test_size=5))
     with pytest.raises(data.DatasetCorruptError, match=r"expected \(5,\)"):
         data.load("mnist", "test", root=tmp_path, download=False)
 
@@ -400,7 +409,7 @@ def test_debian_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     debian = tmp_path / "usr-share-datasets-fashion-mnist"
     info, arrays = tiny_mnist(debian)
     info = dataclasses.replace(info, name="fashion-mnist", folder="fashion-mnist", fallback_dirs=(str(debian),))
-    monkeypatch.setitem(data._REGISTRY, "fashion-mnist", info)
+    use(monkeypatch, info)
     monkeypatch.setattr(pooch, "retrieve", _no_network)
     root = tmp_path / "root"
     assert data.status("fashion-mnist", root) == "present"
@@ -421,7 +430,7 @@ def test_debian_folder_with_other_names_is_ignored(tmp_path: Path, monkeypatch: 
     debian.mkdir()
     (debian / "train-images.idx3-ubyte").write_bytes(b"")
     info = dataclasses.replace(data.info("fashion-mnist"), fallback_dirs=(str(debian),))
-    monkeypatch.setitem(data._REGISTRY, "fashion-mnist", info)
+    use(monkeypatch, info)
     assert data.status("fashion-mnist", tmp_path) == "missing"
     with pytest.raises(FileNotFoundError, match="Also looked in"):
         data.load("fashion-mnist", root=tmp_path, download=False)
@@ -440,7 +449,7 @@ def test_debian_repack_hashes_are_accepted() -> None:
 def test_download_uses_mirror_and_verifies(tmp_path: Path, server, monkeypatch: pytest.MonkeyPatch) -> None:
     url, www = server
     info, arrays = tiny_mnist(www / "good", bases=(url + "missing/", url + "good/"))  # first mirror: 404
-    monkeypatch.setitem(data._REGISTRY, "mnist", info)
+    use(monkeypatch, info)
     root = tmp_path / "root"
     x, y = data.load("mnist", "test", root=root)
     assert y.tolist() == arrays["test"][1].tolist()
@@ -457,7 +466,7 @@ def test_failed_download_leaves_nothing(tmp_path: Path, server, monkeypatch: pyt
         for name in names:
             (www / "bad").mkdir(exist_ok=True)
             (www / "bad" / name).write_bytes((www / "good" / name).read_bytes()[:-5])
-    monkeypatch.setitem(data._REGISTRY, "mnist", info)
+    use(monkeypatch, info)
     root = tmp_path / "root"
     with pytest.raises(data.DatasetNotFoundError) as err:
         data.load("mnist", "train", root=root)
@@ -471,7 +480,7 @@ def test_failed_download_leaves_nothing(tmp_path: Path, server, monkeypatch: pyt
 def test_cifar_archive_download_and_unpack(tmp_path: Path, server, monkeypatch: pytest.MonkeyPatch) -> None:
     url, www = server
     info, arrays = tiny_cifar(www, url + "cifar-10-binary.tar.gz")
-    monkeypatch.setitem(data._REGISTRY, "cifar10", info)
+    use(monkeypatch, info)
     root = tmp_path / "root"
     x, y = data.load("cifar10", "test", root=root)
     xs, ys = arrays["cifar-10-batches-bin/test_batch.bin"]
@@ -487,7 +496,7 @@ def test_cifar_archive_download_and_unpack(tmp_path: Path, server, monkeypatch: 
 def test_cifar_bad_archive_leaves_nothing(tmp_path: Path, server, monkeypatch: pytest.MonkeyPatch) -> None:
     url, www = server
     info, _ = tiny_cifar(www, url + "cifar-10-binary.tar.gz", bad_member="test_batch.bin")
-    monkeypatch.setitem(data._REGISTRY, "cifar10", info)
+    use(monkeypatch, info)
     root = tmp_path / "root"
     with pytest.raises(data.DatasetNotFoundError, match="not the official file .*nothing was kept") as err:
         data.load("cifar10", "test", root=root)

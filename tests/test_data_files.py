@@ -1,4 +1,5 @@
-"""CIFAR-100 (binary) and SVHN (MATLAB) official files: parsing, and loading them through the checksummed registry."""
+"""CIFAR-100 (binary) and SVHN (MATLAB) official files: parsing (robustopt.data.files), and loading them through
+the checksummed registry."""
 
 from __future__ import annotations
 
@@ -13,12 +14,14 @@ import pooch
 import pytest
 import torch
 
-from robustopt import data, data_files
+from robustopt import data
+from robustopt._registry import Registry
+from robustopt.data import files
 
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "_VERIFIED", set())
+    monkeypatch.setattr(data.download, "_VERIFIED", set())
     monkeypatch.setattr(pooch, "retrieve", _no_network)
 
 
@@ -61,7 +64,7 @@ def svhn_file(path: Path, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 
 def test_cifar100_records_give_images_and_fine_labels(tmp_path):
     images, fine = cifar100_file(tmp_path / "test.bin", 5)
-    x, y = data_files.read_cifar100_batch(tmp_path / "test.bin")
+    x, y = files.read_cifar100_batch(tmp_path / "test.bin")
     assert np.array_equal(x, images) and np.array_equal(y, fine)
 
 
@@ -70,15 +73,15 @@ def test_cifar100_truncated_or_bad_labels_are_refused(tmp_path):
     raw = (tmp_path / "a.bin").read_bytes()
     (tmp_path / "cut.bin").write_bytes(raw[:-1])
     with pytest.raises(ValueError, match="not a positive multiple of the 3074-byte record"):
-        data_files.read_cifar100_batch(tmp_path / "cut.bin")
+        files.read_cifar100_batch(tmp_path / "cut.bin")
     (tmp_path / "lab.bin").write_bytes(bytes([0, 100]) + raw[2:])
     with pytest.raises(ValueError, match="fine, < 100"):
-        data_files.read_cifar100_batch(tmp_path / "lab.bin")
+        files.read_cifar100_batch(tmp_path / "lab.bin")
 
 
 def test_svhn_mat_gives_nchw_images_and_digit_zero_for_ten(tmp_path):
     x, y = svhn_file(tmp_path / "test_32x32.mat", 7)
-    images, labels = data_files.read_svhn_mat(tmp_path / "test_32x32.mat")
+    images, labels = files.read_svhn_mat(tmp_path / "test_32x32.mat")
     assert images.shape == (7, 3, 32, 32) and images.dtype == np.uint8
     assert np.array_equal(images[4, 1], x[:, :, 1, 4])  # image 4, green plane: row-major rows, columns
     assert labels.tolist() == [int(v) % 10 for v in y[:, 0]]
@@ -91,7 +94,7 @@ def test_svhn_mat_gives_nchw_images_and_digit_zero_for_ten(tmp_path):
 def test_svhn_other_files_are_refused(tmp_path, blob, message):
     (tmp_path / "x.mat").write_bytes(blob)
     with pytest.raises(ValueError, match=message):
-        data_files.read_svhn_mat(tmp_path / "x.mat")
+        files.read_svhn_mat(tmp_path / "x.mat")
 
 
 def test_svhn_broken_compression_and_missing_matrix(tmp_path):
@@ -99,20 +102,23 @@ def test_svhn_broken_compression_and_missing_matrix(tmp_path):
     raw = (tmp_path / "ok.mat").read_bytes()
     (tmp_path / "z.mat").write_bytes(raw[:140] + b"\xff" * 40 + raw[180:])
     with pytest.raises(ValueError, match="not a readable MAT-file"):
-        data_files.read_svhn_mat(tmp_path / "z.mat")
+        files.read_svhn_mat(tmp_path / "z.mat")
     first = 128 + 8 + struct.unpack("<I", raw[132:136])[0]
     (tmp_path / "only_y.mat").write_bytes(raw[:128] + raw[first + (-first % 8):])
     with pytest.raises(ValueError, match="holds no matrix X"):
-        data_files.read_svhn_mat(tmp_path / "only_y.mat")
+        files.read_svhn_mat(tmp_path / "only_y.mat")
 
 
 def _fixture_registry(monkeypatch, name: str, paths: dict[str, Path], n: int) -> None:
     """The registry entry of ``name`` with the fixture files' sizes and md5 (the loader's own checksum check)."""
     info = data.info(name)
-    files = tuple(dataclasses.replace(f, size=paths[f.split].stat().st_size,
-                                      md5=hashlib.md5(paths[f.split].read_bytes()).hexdigest())
-                  for f in info.files if f.split in paths)
-    monkeypatch.setitem(data._REGISTRY, name, dataclasses.replace(info, files=files, test_size=n))
+    fixture_files = tuple(dataclasses.replace(f, size=paths[f.split].stat().st_size,
+                                              md5=hashlib.md5(paths[f.split].read_bytes()).hexdigest())
+                          for f in info.files if f.split in paths)
+    patched: Registry[data.DatasetInfo] = Registry("dataset")
+    for key, entry in data.registry.DATASETS.items():
+        patched.register(key, dataclasses.replace(info, files=fixture_files, test_size=n) if key == name else entry)
+    monkeypatch.setattr(data.registry, "DATASETS", patched)
 
 
 @pytest.mark.parametrize("name, make, rel", [
@@ -128,7 +134,7 @@ def test_load_checks_the_checksum_then_parses(tmp_path, monkeypatch, name, make,
     assert y.dtype == torch.int64 and len(y) == 6
     raw = path.read_bytes()
     path.write_bytes(raw[:-1] + bytes([raw[-1] ^ 1]))  # same size, one bit off
-    monkeypatch.setattr(data, "_VERIFIED", set())
+    monkeypatch.setattr(data.download, "_VERIFIED", set())
     with pytest.raises(data.DatasetCorruptError, match=f"{rel}.*md5 .*robustopt data fetch {name}"):
         data.load(name, "test", root=tmp_path, download=False)
 

@@ -9,7 +9,7 @@ from own_data import CLASSES, image_folder, npz_file
 from torch.utils.data import DataLoader
 
 import robustopt as ro
-from robustopt import data_formats
+from robustopt.data import formats
 
 pytest.importorskip("PIL")
 
@@ -48,8 +48,8 @@ def test_images_of_another_size_need_image_size(tmp_path):
     Image.fromarray(np.zeros((10, 10, 3), dtype=np.uint8)).save(root / "dog" / "big.png")
     ds = ro.data.load(f"folder:{root}")
     with pytest.raises(ValueError, match=r"big\.png is 10x10.*--image-size"):
-        data_formats.first(ds)
-    assert data_formats.first(ro.data.load(f"folder:{root}", image_size=8))[0].shape == (13, 3, 8, 8)
+        formats.first(ds)
+    assert formats.first(ro.data.load(f"folder:{root}", image_size=8))[0].shape == (13, 3, 8, 8)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -67,10 +67,10 @@ def test_a_corrupt_image_is_named_or_skipped_with_skip_bad(tmp_path):
     (root / "cat" / "zz.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     ds = ro.data.load(f"folder:{root}")
     with pytest.raises(ValueError, match=r"cannot read image .*cat/zz\.png.*--skip-bad"):
-        data_formats.first(ds)
+        formats.first(ds)
     kept = ro.data.load(f"folder:{root}", skip_bad=True)
     assert len(kept) == 12 and [p.name for p in kept.skipped] == ["zz.png"]
-    assert data_formats.first(kept)[0].shape == (12, 3, 8, 8)
+    assert formats.first(kept)[0].shape == (12, 3, 8, 8)
 
 
 def test_npz_channels_last_uint8_and_memory_map(tmp_path):
@@ -120,9 +120,9 @@ def test_streamed_evaluation_equals_the_in_memory_one(tmp_path):
     root = image_folder(tmp_path, per_class=5)
     ds = ro.data.load(f"folder:{root}")
     model, attacks = _tiny_setup()
-    x, y = data_formats.first(ds)
+    x, y = formats.first(ds)
     reference = ro.evaluate(model, (x, y), attacks, batch_size=6, progress=False)
-    for data in (ds, DataLoader(ds, batch_size=4), data_formats.Streamed(ds)):
+    for data in (ds, DataLoader(ds, batch_size=4), formats.Streamed(ds)):
         ev = ro.evaluate(model, data, attacks, batch_size=6, progress=False)
         assert torch.equal(ev.correct, reference.correct) and torch.equal(ev.robust, reference.robust)
         assert ev.meta["paths"] == [str(p) for p in ds.files]
@@ -142,7 +142,7 @@ def test_streamed_evaluation_reads_at_most_a_batch_at_once(tmp_path):
             return self.inner[i]
 
     ds = Counting(ro.data.load(f"folder:{image_folder(tmp_path, per_class=5)}"))
-    stream = data_formats.Streamed(ds)
+    stream = formats.Streamed(ds)
     batch = stream[torch.tensor([3, 7, 11])]
     assert batch.shape == (3, 3, 8, 8) and ds.reads == [0, 3, 7, 11]  # the first item: the shape
     model, attacks = _tiny_setup()
@@ -152,5 +152,5 @@ def test_streamed_evaluation_reads_at_most_a_batch_at_once(tmp_path):
 
 def test_a_shuffled_loader_is_collected_not_streamed(tmp_path):
     ds = ro.data.load(f"folder:{image_folder(tmp_path)}")
-    assert data_formats.streamed(DataLoader(ds, shuffle=True)) is None
-    assert data_formats.streamed((torch.zeros(1, 3), torch.zeros(1))) is None
+    assert formats.streamed(DataLoader(ds, shuffle=True)) is None
+    assert formats.streamed((torch.zeros(1, 3), torch.zeros(1))) is None

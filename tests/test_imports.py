@@ -14,9 +14,9 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. A name ending in ".*" covers a package and its modules.
 LAYERS = [
-    ["robustopt._io", "robustopt._checks", "robustopt._device", "robustopt._progress", "robustopt.malloc",
-     "robustopt.losses", "robustopt.distributed", "robustopt.threat"],
-    ["robustopt._lock", "robustopt.data_files", "robustopt.data_formats", "robustopt.data", "robustopt.models", "robustopt.models.*"],
+    ["robustopt._io", "robustopt._checks", "robustopt._device", "robustopt._progress", "robustopt._registry",
+     "robustopt.malloc", "robustopt.losses", "robustopt.distributed", "robustopt.threat"],
+    ["robustopt._lock", "robustopt.data", "robustopt.data.*", "robustopt.models", "robustopt.models.*"],
     ["robustopt.checkpoint"],
     ["robustopt.attacks", "robustopt.attacks.*"],
     ["robustopt.evaluation", "robustopt.evaluation.*"],

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from robustopt import data as datasets, data_formats, distributed, models
+from robustopt import data as datasets, distributed, models
 from robustopt._checks import check_count, check_eps, check_grid_size, check_input_shape
 from robustopt._device import resolve_device
 from robustopt._io import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -29,6 +29,7 @@ from robustopt._lock import hold, holding
 from robustopt._progress import format_seconds
 from robustopt.attacks import PGD
 from robustopt.attacks.base import eval_mode, predict
+from robustopt.data import formats as data_formats
 from robustopt.evaluation import Evaluation, Finding, SweepCurve, audit, evaluate, report, suites, sweep
 from robustopt.evaluation.records import budget_table
 from robustopt.evaluation.evaluate import saved_progress
@@ -291,13 +292,14 @@ def eval_run(
         raise ValueError(f"--source runs transfer rows only in the madry suite (--suite madry); the {suite} suite "
                          "has none. Drop --source, or evaluate the transfer rows with --suite madry.")
     threat = threat_from_name(norm or info["norm"], info["eps"] if eps is None else eps)
-    shape = _data_info(info).shape
+    data_info = _data_info(info)
+    shape = data_info.shape
     check_eps(threat.norm, threat.eps, shape)  # before any other complaint
     source_models = {name: load_run(path)[0].to(dev) for name, path in (sources or {}).items()}
     for name, source in source_models.items():  # a source for other images fails late and obscurely
         check_input_shape(f"transfer source {name} ({sources[name]}), a {source.config.name} model",
                           source.config.input_size, info["data"], shape)
-    preset = "cifar10" if info["data"] == "cifar10" else "mnist"
+    preset = data_info.madry_table or "mnist"  # the madry suite's settings: Table 1's unless the data has Table 2's
     if suite == "madry":
         attacks = suites.madry(threat, source_models, preset=preset, max_restarts=max_restarts)
     elif suite in ("standard", "fast", "adaptive", "rand"):
@@ -763,7 +765,7 @@ def run_madry_experiment(
                   max_restarts=preset.max_restarts, root=root, echo=lambda s: None, progress=progress, seed=seed,
                   device=preset.device, overwrite=True)
     seconds["eval madry"] = time.perf_counter() - t0
-    paper = "cifar10" if data == "cifar10" else "mnist"
+    paper = datasets.info(data).madry_table or "mnist"
     reference = suites.MADRY_REFERENCE[paper]
     table = ev.table(reference=reference)
     echo("")

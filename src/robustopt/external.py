@@ -20,9 +20,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from robustopt import data as datasets, data_formats
+from robustopt import data as datasets
 from robustopt._device import resolve_device
 from robustopt._io import atomic_write_json, atomic_write_text
+from robustopt.data import formats as data_formats
 from robustopt.evaluation import Evaluation
 from robustopt.experiments import eval_run
 from robustopt.models import specs

@@ -59,7 +59,7 @@ class Cascade:
 
     Args:
         model: maps inputs to logits (N, C); run in eval mode, its mode restored after.
-        x: all inputs (or a ``robustopt.data_formats.Streamed`` that reads them batch by batch),
+        x: all inputs (or a ``robustopt.data.formats.Streamed`` that reads them batch by batch),
             y: their labels (int64).
         batch_size: examples per attack call.
         what: the data's name in the error raised when the ranks hold different data.

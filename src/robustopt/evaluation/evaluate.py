@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from robustopt._checks import warn_eps
-from robustopt.data_formats import Streamed, streamed
+from robustopt.data.formats import Streamed, streamed
 from robustopt._io import atomic_write_json, atomic_write_text, json_default
 from robustopt._progress import progress_bar
 from robustopt.attacks.base import WHITE_BOX_SOURCE, Attack, check_batch, is_randomized
@@ -366,7 +366,7 @@ def evaluate(
         data: ``(x, y)`` tensors, an iterable of ``(x, y)`` batches (x in the attacks' bounds), or
             data read batch by batch as it is attacked, so that memory is bounded by the batch: a
             map-style ``Dataset`` of ``(image, label)`` items (e.g. ``ro.data.load("folder:PATH")``),
-            a ``DataLoader`` that reads one in order, or a :class:`robustopt.data_formats.Streamed`
+            a ``DataLoader`` that reads one in order, or a :class:`robustopt.data.formats.Streamed`
             (which also picks the device). Datasets that know their files (``dataset.path(i)``)
             leave each example's file in ``meta["paths"]``.
         attacks: the rows, e.g. ``ro.suites.madry(ro.Linf(0.3))`` (a list, any iterable, or one attack),

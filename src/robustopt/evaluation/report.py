@@ -46,6 +46,7 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 import torch
 
+from robustopt import data as datasets
 from robustopt.evaluation.audit import LEVELS, Finding, findings_summary
 from robustopt.evaluation.evaluate import Evaluation, row_key
 from robustopt.evaluation.records import budget_cells
@@ -131,8 +132,7 @@ class Document:
     figures: dict[str, bytes]  # file name (beside the Markdown) -> PNG bytes
 
 
-# Which reference table of the paper applies, by dataset, and at which L-inf eps.
-_REFERENCE_DATA = {"mnist": "mnist", "mnist-mini": "mnist", "cifar10": "cifar10"}
+# At which L-inf eps each table of the paper applies (a dataset's table: its DatasetInfo.madry_table).
 _REFERENCE_EPS = {"mnist": 0.3, "cifar10": 8 / 255}
 _REFERENCE_SOURCE = {
     "mnist": "Madry et al. (2018), Table 1: full MNIST, 100k training steps, up to 20 restarts",
@@ -331,7 +331,7 @@ def _new_figure(size: tuple[float, float]) -> Any:
 def madry_reference(ev: Evaluation, data: str | None) -> tuple[dict[tuple, float], str] | None:
     """The paper's numbers for ``ev`` and where they come from, when it is the madry suite on MNIST at
     L-inf eps 0.3 or CIFAR-10 at 8/255; None otherwise."""
-    preset = _REFERENCE_DATA.get(str(data))
+    preset = _madry_table(data) or None
     threat = ev.threat
     if preset is None or threat is None or threat.norm != "Linf":
         return None
@@ -341,6 +341,16 @@ def madry_reference(ev: Evaluation, data: str | None) -> tuple[dict[tuple, float
     if not any(row_key(r) in reference for r in ev.rows if r.name != "Natural"):
         return None  # not the madry suite (e.g. APGD / Square rows)
     return reference, _REFERENCE_SOURCE[preset]
+
+
+def _madry_table(data: str | None) -> str:
+    """The paper table a registered dataset compares with; "" for a data SPEC, an unknown name or None."""
+    if not isinstance(data, str) or datasets.formats.is_spec(data):
+        return ""
+    try:
+        return datasets.info(data).madry_table
+    except ValueError:
+        return ""
 
 
 def _git_commit() -> str:
