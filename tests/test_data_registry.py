@@ -145,6 +145,7 @@ def _kwargs(**change: object) -> dict:
     ("new", {"files": (data.FileInfo("a.bin", "val", "batch", 1, "0" * 64),)}, ValueError, "no split"),
     ("new", {"aliases": ("cifar-10",)}, ValueError, r"aliases \['cifar-10'\] are taken"),
     ("new", {"aliases": ("svhn",)}, ValueError, "are taken"),
+    ("new", {"madry_table": "imagenet"}, ValueError, "madry_table must be one of"),
 ])
 def test_bad_registrations_are_refused(name: str, change: dict, error: type, message: str) -> None:
     before = data.names()

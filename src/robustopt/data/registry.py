@@ -28,6 +28,7 @@ __all__ = ["DatasetInfo", "FileInfo", "Reader", "DatasetNotFoundError", "Dataset
            "register_dataset", "info", "names", "spec_info", "corrupt"]
 
 SPLITS = ("train", "test")
+MADRY_TABLES = ("mnist", "cifar10")  # the datasets of Madry et al. (2018)'s Tables 1 and 2
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -185,7 +186,8 @@ def register_dataset(
     Raises:
         TypeError: ``reader`` is not callable.
         ValueError: a taken name or alias, neither ``files`` nor ``asset`` (or both), a file of
-            another split, or sizes and statistics that do not fit ``shape`` and ``classes``.
+            another split, sizes and statistics that do not fit ``shape`` and ``classes``, or an
+            unknown ``madry_table``.
     """
     if not callable(reader):
         raise TypeError(f"reader of dataset {name!r} must be callable (ds, split, paths) -> (images, labels).")
@@ -199,6 +201,9 @@ def register_dataset(
         raise ValueError(f"dataset {name!r}: mean and std need one value per channel ({shape[0]}).")
     if len(classes) < 2 or min(train_size, test_size) < 0:
         raise ValueError(f"dataset {name!r}: needs at least two classes and non-negative split sizes.")
+    if madry_table not in ("", *MADRY_TABLES):
+        raise ValueError(f"dataset {name!r}: madry_table must be one of {MADRY_TABLES} or '' (none), "
+                         f"got {madry_table!r}.")
     bad = [f.path for f in files if f.split not in SPLITS]
     if bad:
         raise ValueError(f"dataset {name!r}: files {bad} have no split; set split='train' or 'test'.")
