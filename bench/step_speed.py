@@ -59,7 +59,8 @@ from bench.harness import (finish, header, loadavg, log, other_runnable, out_pre
                            provenance_md, publish, set_threads, write_report)
 from robustopt.attacks import GradientAttack  # noqa: E402
 from robustopt.models.folding import fold_batchnorm  # noqa: E402
-from robustopt.training import TrainConfig, get_method  # noqa: E402
+from robustopt.training import MethodContext, TrainConfig  # noqa: E402
+from robustopt.training.methods import n_fgsm  # noqa: E402
 from robustopt.training.augment import crop_flip  # noqa: E402
 
 EPS = 8 / 255
@@ -156,10 +157,10 @@ def build(name: str, lever: Lever, what: str, data: tuple[torch.Tensor, torch.Te
         attacked = fold_batchnorm(model)
     forward = model if lever.compile_attack_only else compiled
     config = TrainConfig(method="n-fgsm", eps=EPS)
-    n_fgsm = get_method("n-fgsm")
     threat = ro.Linf(EPS)
     shuffle_gen = torch.Generator().manual_seed(seed)  # on CPU, as fit's
     attack_gen = torch.Generator(device=device).manual_seed(seed + 1)
+    method_ctx = MethodContext(attacked, threat=threat, config=config, generator=attack_gen)
 
     def step(idx: torch.Tensor) -> float:
         with backend_flags(lever):
@@ -171,7 +172,7 @@ def build(name: str, lever: Lever, what: str, data: tuple[torch.Tensor, torch.Te
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = y_all[idx]
             if lever.single_step:
-                x_adv = n_fgsm(attacked, xb, yb, threat=threat, config=config, generator=attack_gen).x
+                x_adv = n_fgsm(method_ctx, xb, yb).x
             else:
                 x_adv = today_craft(attacked, xb, yb, attack_gen)
             forward.train()

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 import robustopt as ro
 from robustopt import experiments
 from robustopt.cli import main
-from robustopt.training import TrainConfig, fit, get_method
+from robustopt.training import MethodContext, TrainConfig, fit
+from robustopt.training.methods import n_fgsm
 from tiny_problem import mlp, separable
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,7 +69,8 @@ def test_n_fgsm_is_noise_of_2eps_then_a_sign_step_of_eps_without_projection():
     x = 0.2 + 0.6 * torch.rand(64, 1, 6, 6, generator=g)  # away from the box: no clipping
     y = torch.randint(0, 3, (64,), generator=g)
     threat = ro.Linf(eps)
-    crafted = get_method("n-fgsm")(model, x, y, threat=threat, config=TrainConfig(), generator=torch.Generator().manual_seed(7))
+    crafted = n_fgsm(MethodContext(model, threat=threat, config=TrainConfig(), generator=torch.Generator().manual_seed(7)),
+                     x, y)
     # The same noise, drawn again from the same generator state.
     start = ro.Linf(2 * eps).random_init(x, torch.Generator().manual_seed(7))
     assert (start - x).abs().max() <= 2 * eps + 1e-7 and (start - x).abs().max() > 1.5 * eps
@@ -87,10 +89,10 @@ def test_n_fgsm_stays_in_the_box_and_is_natural_at_eps_zero():
     x[:, :, :2] = 0.0
     x[:, :, -2:] = 1.0
     y = torch.zeros(32, dtype=torch.long)
-    crafted = get_method("n-fgsm")(model, x, y, threat=ro.Linf(0.1), config=TrainConfig(),
-                                   generator=torch.Generator().manual_seed(0))
+    crafted = n_fgsm(MethodContext(model, threat=ro.Linf(0.1), config=TrainConfig(),
+                                   generator=torch.Generator().manual_seed(0)), x, y)
     assert crafted.x.min() >= 0.0 and crafted.x.max() <= 1.0
-    natural = get_method("n-fgsm")(model, x, y, threat=ro.Linf(0.0), config=TrainConfig(), generator=torch.Generator())
+    natural = n_fgsm(MethodContext(model, threat=ro.Linf(0.0), config=TrainConfig(), generator=torch.Generator()), x, y)
     assert natural.x is x and natural.grad_evals == 0
 
 

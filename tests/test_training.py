@@ -13,7 +13,8 @@ from torch import nn
 
 import robustopt as ro
 from robustopt import checkpoint
-from robustopt.training import METHODS, Crafted, TrainConfig, fit, get_method, register_method
+from robustopt.training import METHODS, Crafted, MethodContext, TrainConfig, fit, get_method, register_method
+from robustopt.training import methods
 from tiny_problem import separable
 
 LOG_KEYS = {
@@ -206,14 +207,15 @@ def test_validation_split_is_the_end_of_the_data_and_never_trained_on():
     seen: list[torch.Tensor] = []
 
     @register_method("spy-test")
-    def spy(model, xb, yb, *, threat, config, generator):
+    @methods.crafting_method
+    def spy(ctx, xb, yb):
         seen.append(xb.clone())
         return Crafted(xb)
 
     try:
         res = fit(mlp(), (x, y), method="spy-test", epochs=2, val_size=20, **FAST)
     finally:
-        del METHODS["spy-test"]
+        METHODS.unregister("spy-test")
     batches = torch.cat(seen)
     assert len(batches) == 2 * 80
     assert not (batches == 1.0).flatten(1).all(1).any()
@@ -275,7 +277,8 @@ def test_pgd_method_reaches_the_optimal_linf_attack_of_a_linear_model():
     w = model[1].weight.detach()
     direction = (w[1 - y] - w[y]).sign().view_as(x)
     cfg = TrainConfig(eps=0.1, attack_steps=10, attack_step_size=0.05)
-    batch = get_method("pgd")(model, x, y, threat=ro.Linf(0.1), config=cfg, generator=torch.Generator().manual_seed(0))
+    batch = methods.pgd(MethodContext(model, threat=ro.Linf(0.1), config=cfg, generator=torch.Generator().manual_seed(0)),
+                        x, y)
     assert torch.allclose(batch.x, x + 0.1 * direction, atol=1e-6)
     assert batch.grad_evals == 8 * 10
 
@@ -290,7 +293,8 @@ def test_fgsm_rs_is_one_step_of_1_25_eps_from_a_uniform_start():
     start = threat.random_init(x, generator=torch.Generator().manual_seed(5))
     expected = threat.project(start + 1.25 * 0.1 * grad_sign, x)
     cfg = TrainConfig(method="fgsm-rs", eps=0.1)
-    batch = get_method("fgsm-rs")(model, x, y, threat=threat, config=cfg, generator=torch.Generator().manual_seed(5))
+    batch = methods.fgsm_rs(MethodContext(model, threat=threat, config=cfg, generator=torch.Generator().manual_seed(5)),
+                            x, y)
     assert torch.allclose(batch.x, expected, atol=1e-6)
     assert threat.contains(batch.x, x).all()
     assert batch.grad_evals == 8
@@ -298,8 +302,13 @@ def test_fgsm_rs_is_one_step_of_1_25_eps_from_a_uniform_start():
 
 def test_natural_method_returns_the_clean_batch():
     x, y = separable(4)
-    batch = get_method("natural")(_linear(), x, y, threat=ro.Linf(0.3), config=TrainConfig(), generator=torch.Generator())
+    model = _linear()
+    ctx = MethodContext(model, threat=ro.Linf(0.3), config=TrainConfig(), generator=torch.Generator())
+    batch = methods.natural(ctx, x, y)
     assert batch.x is x and batch.grad_evals == 0
+    (update,) = get_method("natural")(ctx, x, y)  # the method: one update, the batch's cross-entropy
+    assert update.x is x and update.grad_evals == len(y)
+    assert update.loss.item() == pytest.approx(torch.nn.functional.cross_entropy(model(x), y).item())
 
 
 # --- configuration and input errors --------------------------------------------------------

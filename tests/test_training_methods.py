@@ -18,9 +18,10 @@ from torch import nn
 import robustopt as ro
 from robustopt import checkpoint
 from robustopt.cli import main
-from robustopt.training import METHODS, Crafted, TrainConfig, Update, fit, get_method, register_method
+from robustopt.training import METHODS, Crafted, MethodContext, TrainConfig, Update, fit, get_method, register_method
+from robustopt.training import methods
 from robustopt.training.config import guard_enabled
-from robustopt.training.methods import as_updates, updates_per_batch
+from robustopt.training.methods import crafting_method, cross_entropy_update, updates_per_batch
 from tiny_problem import mlp, separable
 
 loop_module = importlib.import_module("robustopt.training.loop")  # the module of fit()
@@ -53,8 +54,8 @@ def test_trades_loss_is_ce_plus_beta_kl_and_x_adv_follows_the_official_attack():
     model, (x, y) = linear(), batch()
     eps, steps, alpha, beta = 0.1, 5, 0.03, 3.0
     cfg = TrainConfig(method="trades", eps=eps, attack_steps=steps, attack_step_size=alpha, beta=beta)
-    update = get_method("trades")(model, x, y, threat=ro.Linf(eps), config=cfg,
-                                  generator=torch.Generator().manual_seed(7))
+    (update,) = get_method("trades")(MethodContext(model, threat=ro.Linf(eps), config=cfg,
+                                                   generator=torch.Generator().manual_seed(7)), x, y)
     assert isinstance(update, Update)
 
     # The inner maximization by hand, as in Zhang et al.'s code: start at x + 0.001 N(0, 1), ascend the KL
@@ -88,7 +89,8 @@ def test_trades_loss_is_ce_plus_beta_kl_and_x_adv_follows_the_official_attack():
 def test_trades_with_beta_zero_is_natural_cross_entropy():
     model, (x, y) = linear(), batch()
     cfg = TrainConfig(method="trades", eps=0.1, attack_steps=2, beta=0.0)
-    update = get_method("trades")(model, x, y, threat=ro.Linf(0.1), config=cfg, generator=torch.Generator())
+    (update,) = get_method("trades")(MethodContext(model, threat=ro.Linf(0.1), config=cfg,
+                                                   generator=torch.Generator()), x, y)
     assert update.loss.item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)
 
 
@@ -101,7 +103,8 @@ def test_free_replays_the_batch_and_steps_delta_with_the_update_gradient():
     cfg = TrainConfig(method="free", eps=eps, replay=m)
     threat, state = ro.Linf(eps), {}
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    updates = get_method("free")(model, x, y, threat=threat, config=cfg, generator=torch.Generator(), state=state)
+    ctx = MethodContext(model, threat=threat, config=cfg, generator=torch.Generator(), state=state)
+    updates = get_method("free")(ctx, x, y)
     delta = torch.zeros_like(x)  # Free starts from delta = 0
     count = 0
     for update in updates:  # what the fit loop does: backward, then one optimizer step, per replay
@@ -124,12 +127,11 @@ def test_free_replays_the_batch_and_steps_delta_with_the_update_gradient():
     # The next minibatch starts from the stored delta; a smaller one takes its first rows and keeps the rest.
     x2, y2 = batch(n=5, seed=1)
     stored = state["delta"].clone()
-    first = next(get_method("free")(model, x2, y2, threat=threat, config=cfg, generator=torch.Generator(),
-                                    state=state))
+    first = next(get_method("free")(ctx, x2, y2))
     assert torch.allclose(first.x, threat.project(x2 + stored[:5], x2))
     # A larger batch pads with zeros.
     x3, y3 = batch(n=10, seed=2)
-    gen = get_method("free")(model, x3, y3, threat=threat, config=cfg, generator=torch.Generator(), state=state)
+    gen = get_method("free")(ctx, x3, y3)
     first = next(gen)
     assert torch.equal(first.x[8:], x3[8:])
     assert torch.allclose(first.x[:5], threat.project(x3[:5] + stored[:5], x3[:5]))
@@ -155,24 +157,55 @@ def test_free_fit_counts_steps_and_grad_evals_and_resumes_exactly(tmp_path):
 
 def test_crafted_batches_become_one_cross_entropy_update():
     model, (x, y) = linear(), batch()
-    (update,) = list(as_updates(Crafted(x, grad_evals=40), model, y))
+    method = crafting_method(lambda ctx, xb, yb: Crafted(xb, grad_evals=40))
+    (update,) = list(method(MethodContext(model, threat=ro.Linf(0.1), config=TrainConfig(),
+                                                   generator=torch.Generator()), x, y))
     assert model.training
     assert update.loss.item() == pytest.approx(F.cross_entropy(model(x), y).item())
     assert update.grad_evals == 40 + len(y) and update.x is x
-    with pytest.raises(TypeError, match="Crafted batch, an Update or an iterator"):
-        list(as_updates(x, model, y))
 
 
-def test_a_method_yielding_the_wrong_number_of_updates_is_an_error():
+@pytest.mark.parametrize("yielded, error, match", [
+    (1, RuntimeError, "fewer than 2 updates"), (3, RuntimeError, "more than 2 updates"),
+    ("loss", TypeError, "yielded Tensor; a method yields Update objects"),
+])
+def test_a_method_yielding_the_wrong_number_of_updates_is_an_error(yielded, error, match):
+    steps = []
+
     @register_method("short-test", updates_per_batch=lambda cfg: 2)
-    def short(model, x, y, *, threat, config, generator):
-        yield Update(F.cross_entropy(model(x), y), model(x), len(y))
+    def short(ctx, x, y):
+        for _ in range(1 if yielded == "loss" else yielded):
+            loss = F.cross_entropy(ctx.forward(x), y)
+            yield loss if yielded == "loss" else Update(loss, ctx.forward(x), len(y))
+            steps.append(1)
 
     try:
-        with pytest.raises(RuntimeError, match="fewer than 2 updates"):
+        with pytest.raises(error, match=match):
             fit(mlp(), separable(64), method="short-test", epochs=1, **FAST)
     finally:
-        del METHODS["short-test"]
+        METHODS.unregister("short-test")
+    assert len(steps) == (0 if yielded == "loss" else min(yielded, 2))  # never a step on a third update
+
+
+def test_the_loop_resumes_a_method_after_its_last_update_and_passes_one_context_per_epoch():
+    seen = []
+
+    @register_method("trace-test", updates_per_batch=lambda cfg: 2)
+    def trace(ctx, x, y):
+        for k in range(2):
+            update = cross_entropy_update(ctx.forward, Crafted(x), y)
+            yield update
+            seen.append((k, ctx.model.training, ctx.threat.eps, "count" in ctx.state))
+        ctx.state["count"] = ctx.state.get("count", torch.zeros(())) + 1
+
+    try:
+        res = fit(mlp(), separable(80), method="trace-test", epochs=2, eps_warmup_epochs=2, **FAST)
+    finally:
+        METHODS.unregister("trace-test")
+    assert [r["step"] for r in res.history] == [6, 12]  # 3 batches, 2 updates each
+    assert len(seen) == 12 and [k for k, *_ in seen] == [0, 1] * 6  # resumed after the second update too
+    assert sorted({eps for *_, eps, _ in seen}) == [pytest.approx(0.05), pytest.approx(0.1)]  # the warm-up
+    assert [has for *_, has in seen][2:] == [True] * 10  # the state dict lives across batches
 
 
 @pytest.mark.parametrize(
@@ -207,7 +240,9 @@ def wrecker():
     calls = {"n": 0}
 
     @register_method("wreck-test")
-    def wreck(model, x, y, *, threat, config, generator):
+    @crafting_method
+    def wreck(ctx, x, y):
+        model = ctx.model
         calls["n"] += 1
         if calls["n"] == 3 * 5:  # the last batch of epoch 3 (5 batches per epoch): predictions turn around
             with torch.no_grad():
@@ -216,7 +251,7 @@ def wrecker():
         return Crafted(x)
 
     yield calls
-    del METHODS["wreck-test"]
+    METHODS.unregister("wreck-test")
 
 
 def _optim_state(path) -> dict:
@@ -419,8 +454,9 @@ def test_single_step_methods_give_the_engine_points_with_one_forward_pass(method
     model, (x, y), threat = _bn_net(), batch(16), ro.Linf(0.1)
     calls = []
     hook = model.register_forward_hook(lambda m, i, o: calls.append(m.training))
-    crafted = get_method(method)(model, x, y, threat=threat, config=TrainConfig(),
-                                 generator=torch.Generator().manual_seed(3))
+    craft = {"n-fgsm": methods.n_fgsm, "fgsm-rs": methods.fgsm_rs}[method]
+    crafted = craft(MethodContext(model, threat=threat, config=TrainConfig(), generator=torch.Generator().manual_seed(3)),
+                    x, y)
     hook.remove()
     assert calls == [False] and model.training  # one eval-mode pass; the mode is restored
     g = torch.Generator().manual_seed(3)  # the same draws through the attack engine (which also scores its point)

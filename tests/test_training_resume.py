@@ -7,7 +7,7 @@ stopping, LR schedules); the slow test SIGKILLs a real `robustopt train` at rand
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import importlib
 import itertools
 import json
@@ -66,13 +66,12 @@ def interrupt_at(monkeypatch: pytest.MonkeyPatch, batch: int | None) -> None:
     def get_method(name: str):
         method, calls = REAL_GET_METHOD(name), itertools.count()
 
-        @functools.wraps(method)  # keeps the signature: fit passes "forward" / "state" when declared
-        def wrapped(*args, **kwargs):
+        def interrupted(ctx, x, y):
             if batch is not None and next(calls) == batch:
                 raise Interrupted
-            return method(*args, **kwargs)
+            return method.fn(ctx, x, y)
 
-        return wrapped
+        return dataclasses.replace(method, fn=interrupted)
 
     monkeypatch.setattr(loop_module, "get_method", get_method)
 

@@ -8,14 +8,14 @@ The modules: ``config`` (:class:`TrainConfig`, its checks and schedules), ``meth
 weight update minimizes), ``loop`` (:func:`fit`, read top to bottom) and ``state`` (checkpoints,
 resume, RNG states, restore points). Methods ("natural", "pgd", "fgsm-rs", "n-fgsm", "trades",
 "free") live in the registry ``METHODS``; add one with ``@register_method("name")``. A method
-returns a :class:`Crafted` batch, an :class:`Update` (its own loss) or an iterator of Updates
-(see :mod:`robustopt.training.methods`).
+``method(ctx, x, y)`` gets a :class:`MethodContext` and a minibatch and yields :class:`Update` objects,
+one optimizer step each (see :mod:`robustopt.training.methods`).
 """
 
-from robustopt.training.methods import METHODS, Crafted, Update, get_method, register_method
+from robustopt.training.methods import METHODS, Crafted, MethodContext, Update, get_method, register_method
 from robustopt.training.config import TrainConfig
 from robustopt.training.state import BEST_NAME, CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, PARTIAL_NAME
 from robustopt.training.loop import TrainResult, fit
 
 __all__ = ["fit", "TrainConfig", "TrainResult", "CHECKPOINT_NAME", "BEST_NAME", "PARTIAL_NAME", "CONFIG_NAME",
-           "LOG_NAME", "METHODS", "Crafted", "Update", "get_method", "register_method"]
+           "LOG_NAME", "METHODS", "Crafted", "MethodContext", "Update", "get_method", "register_method"]

@@ -18,9 +18,10 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
 from robustopt._device import check_device_name
+from robustopt.threat import ThreatModel, by_name
 from robustopt.threat import names as norm_names
 from robustopt.training.augment import AUGMENTATIONS
 from robustopt.training.methods import get_method
@@ -196,6 +197,7 @@ class TrainConfig:
         _choice("lr_schedule", self.lr_schedule, _SCHEDULES)
         _choice("augment", self.augment, AUGMENTATIONS)
         _choice("norm", self.norm, tuple(norm_names()))
+        object.__setattr__(self, "_threat_class", by_name(self.norm))  # resolved once, see threat()
         for name, minimum in (("epochs", 1), ("batch_size", 1), ("attack_steps", 1), ("replay", 1),
                               ("eps_warmup_epochs", 0), ("val_attack_steps", 0), ("early_stopping_patience", 0),
                               ("log_every", 0), ("checkpoint_every", 0)):
@@ -300,6 +302,20 @@ class TrainConfig:
         if self.eps_warmup_epochs == 0:
             return self.eps
         return self.eps * min(1.0, (epoch + 1) / self.eps_warmup_epochs)
+
+    _threat_class: ClassVar[type[ThreatModel]]  # the class of ``norm``, set by __post_init__
+
+    def threat(self, epoch: int | None = None) -> ThreatModel:
+        """The threat model of ``norm`` with the training eps of ``epoch`` (0-based, see :meth:`eps_at`).
+
+        Args:
+            epoch: the training epoch; None: the full ``eps`` (the validation's threat model).
+
+        Example:
+            >>> TrainConfig(norm="l2", eps=0.5, eps_warmup_epochs=2).threat(0)
+            L2(eps=0.25, bounds=(0.0, 1.0))
+        """
+        return self._threat_class(self.eps if epoch is None else self.eps_at(epoch))
 
 
 def guard_enabled(config: TrainConfig, has_robust_val: bool) -> bool:

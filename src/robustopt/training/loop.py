@@ -2,12 +2,11 @@
 
 ``fit`` trains a model on ``min_theta E max_{delta in S} CE(theta, x + delta, y)``:
 per minibatch a training method (:mod:`robustopt.training.methods`) runs the inner
-maximization and defines the weight update(s): "natural", "pgd" and "fgsm-rs" craft
-the batch and the loop steps on its cross-entropy; "trades" returns its own loss
-(CE + beta * KL); "free" replays the batch ``replay`` times, one step each. The loop
-below reads top to bottom: method, optimizer steps (under autocast with ``amp``),
-then per epoch validation, the catastrophic-overfitting guard, early stopping and
-the checkpoint. Its configuration is the :class:`TrainConfig` dataclass
+maximization and yields the weight updates: one for "natural", "pgd", "fgsm-rs" and
+"n-fgsm" (the cross-entropy of the crafted batch) and "trades" (CE + beta * KL);
+``replay`` for "free", which replays the batch. The loop below reads top to bottom: the
+method's updates (under autocast with ``amp``), one optimizer step each, then per epoch
+validation, the catastrophic-overfitting guard, early stopping and the checkpoint. Its configuration is the :class:`TrainConfig` dataclass
 (:mod:`robustopt.training.config`); what a checkpoint holds and how a run resumes is
 :mod:`robustopt.training.state`.
 
@@ -55,10 +54,10 @@ from robustopt._progress import progress_bar
 from robustopt.attacks import PGD
 from robustopt.models.folding import fold_batchnorm
 from robustopt.attacks.base import check_batch, check_labels, eval_mode, predict
-from robustopt.threat import ThreatModel, threat_from_name
+from robustopt.threat import ThreatModel
 from robustopt.training.averaging import WeightAverage
 from robustopt.training.config import TrainConfig, guard_enabled, resolve_config
-from robustopt.training.methods import as_updates, get_method, method_extras, updates_per_batch
+from robustopt.training.methods import MethodContext, get_method
 from robustopt.training.state import (
     BEST_NAME, CHECKPOINT_NAME, CONFIG_NAME, PARTIAL_NAME, Checkpoints, Position, RestorePoints, Snapshot,
     best_weights, checkpoint_due, fingerprint, local_batch, partial_continues, write_log,
@@ -180,7 +179,7 @@ def fit(
     n_train = len(x) - n_val
     x_train, y_train, x_val, y_val = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
     method = get_method(config.method)
-    per_batch = updates_per_batch(config.method, config)  # weight updates per minibatch (Free: replay)
+    per_batch = method.updates_per_batch(config)  # weight updates per minibatch (Free: replay)
     # The guard and early stopping read the validation robust accuracy: is there one?
     has_robust_val = n_val > 0 and (config.val_attack_steps > 0 or config.eps == 0)
     guard = guard_enabled(config, has_robust_val)
@@ -241,21 +240,20 @@ def fit(
     ctx.check_same((start_epoch, position.batch), f"the epoch and batch to resume {ckpt} from")
     net = ctx.wrap(model, device)  # DDP under torchrun (weight updates only), else the model itself
     attacked = fold_batchnorm(model) if config.fold_bn else model  # what the methods' attacks run through
-    extra_args = {k: v for k, v in (("forward", net), ("state", method_state)) if k in method_extras(method)}
-    kept_state = method_state if "state" in extra_args else None  # what the checkpoints save of the method
     if out is not None and ctx.is_main:
         atomic_write_json(out / CONFIG_NAME, config.to_dict())
         write_log(out, history)  # drops lines of an epoch whose checkpoint never landed
 
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     total_steps = config.epochs * steps_per_epoch * per_batch  # optimizer steps, for the lr schedule
-    val_threat = threat_from_name(config.norm, config.eps)
+    val_threat = config.threat()  # the full eps
     saved_at = (step, time.monotonic())  # the last checkpoint (or the start): mid-epoch ones count from there
     try:
         for epoch in range(start_epoch, start_epoch if stopped else config.epochs):
             t_epoch = time.perf_counter() - position.seconds
-            eps = config.eps_at(epoch)
-            threat = threat_from_name(config.norm, eps)
+            threat = config.threat(epoch)  # eps warm-up
+            method_ctx = MethodContext(attacked, threat=threat, config=config, generator=attack_gen, forward=net,
+                                       state=method_state)
             # The epoch's permutation; resuming inside the epoch draws it again from the state it came from.
             perm_gen, epoch_shuffle = position.permutation_generator(shuffle_gen)
             perm = torch.randperm(n_train, generator=perm_gen).to(x_train.device)
@@ -267,17 +265,9 @@ def fit(
                 global_idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
                 xb, yb = local_batch(x_train, y_train, global_idx, config, ctx, shuffle_gen, device)
 
-                # Inner maximization: the method crafts the batch or its loss (attacks run in eval mode).
-                with autocast():
-                    result = method(attacked, xb, yb, threat=threat, config=config, generator=attack_gen, **extra_args)
-                updates = as_updates(result, net, yb, config.label_smoothing)  # a crafted batch: its cross-entropy
-                # Outer minimization: one optimizer step per update (several for minibatch replay).
-                for _ in range(per_batch):
-                    with autocast():  # the update's forward passes; the backward runs outside
-                        update = next(updates, None)
-                    if update is None:
-                        raise RuntimeError(f"training method {config.method!r} gave fewer than {per_batch} "
-                                           "updates for a batch (see register_method's updates_per_batch).")
+                # Inner maximization inside the method (attacks in eval mode, forward passes under autocast),
+                # outer minimization here: one optimizer step per update (several for minibatch replay).
+                for update in method.updates(method_ctx, xb, yb, under=autocast):
                     lr = config.lr_at(step, total_steps)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
@@ -295,16 +285,13 @@ def fit(
                     correct += (update.logits.argmax(dim=1) == yb).sum().item()
                     seen += len(yb)
                     grad_evals += update.grad_evals  # attack + weight-update backward passes
-                if next(updates, None) is not None:  # lets the method finish its batch (Free: the last delta step)
-                    raise RuntimeError(f"training method {config.method!r} gave more than {per_batch} updates "
-                                       "for a batch.")
                 bar.update()
                 if config.log_every and (i + 1) % config.log_every == 0:
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}",
-                                    **({} if config.method == "natural" else {"eps": f"{eps:.3g}"}))
+                                    **({} if config.method == "natural" else {"eps": f"{threat.eps:.3g}"}))
                 # A mid-epoch checkpoint (the last batch is followed by the epoch's own checkpoint).
                 if partial is not None and i + 1 < steps_per_epoch and checkpoint_due(config, step, saved_at, ctx):
-                    checkpoints.save(partial, step=step, history=history, method_state=kept_state, epoch=epoch,
+                    checkpoints.save(partial, step=step, history=history, method_state=method_state, epoch=epoch,
                                      position={"batch": i + 1, "shuffle": epoch_shuffle, "train_mode": model.training,
                                                # per rank, summed after the epoch
                                                "sums": ctx.gather((loss_sum, correct, seen, grad_evals)),
@@ -327,7 +314,7 @@ def fit(
                 "val_clean_acc": val_clean,
                 "val_robust_acc": val_robust,
                 "lr": lr,
-                "eps": eps,
+                "eps": threat.eps,
                 "seconds": time.perf_counter() - t_epoch,
                 "grad_evals": grad_evals,
             }
@@ -347,7 +334,7 @@ def fit(
                 if ctx.is_main:
                     write_log(out, history)
                 # "stopped": resuming a stopped run does nothing
-                checkpoints.save(ckpt, step=step, history=history, method_state=kept_state, epoch=epoch + 1,
+                checkpoints.save(ckpt, step=step, history=history, method_state=method_state, epoch=epoch + 1,
                                  metrics=record, **({"stopped": stopped} if stopped else {}))
                 if ctx.is_main:
                     if improved:  # after model.*: a crash in between leaves best = the checkpoint's epoch

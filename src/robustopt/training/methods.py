@@ -2,71 +2,70 @@
 
 Adversarial training solves ``min_theta E_(x,y) max_{delta in S} L(theta, x + delta, y)``
 (Madry et al. 2018, Sec. 2 and 4). The training loop (:mod:`robustopt.training.loop`)
-owns the optimizer; a *method* is a function ``method(model, x, y, *, threat, config,
-generator)`` called once per minibatch that returns one of:
+owns the optimizer; a *method* turns one minibatch into weight updates. Every method has
+one signature, ``method(ctx, x, y) -> Iterator[Update]``:
 
-* :class:`Crafted`: the inputs to train on (the approximate inner maximizer); the loop
-  takes one step on their cross-entropy, in train mode ("natural", "pgd", "fgsm-rs").
-* :class:`Update`: a loss of the method's own (a scalar tensor for the loop to
-  backpropagate), the logits that measure training accuracy and the gradient cost
-  ("trades").
-* an iterator of :class:`Update`: one optimizer step each. The loop resumes the
-  iterator after each step, so the method can read input gradients left by that
-  step's backward pass ("free": minibatch replay). It must yield
-  ``updates_per_batch(name, config)`` updates (declared by :func:`register_method`).
+* ``ctx`` is a :class:`MethodContext`: the model the attacks run through, the module whose
+  forward passes the updates backpropagate, the threat model of the epoch, the run's
+  configuration, the attack generator and a state dict that lives for the whole run (and
+  is saved in the checkpoint, e.g. Free's perturbation).
+* it yields :class:`Update` objects (a loss, its logits and its gradient cost), exactly
+  ``updates_per_batch`` of them (declared by :func:`register_method`; one unless declared).
+  The loop takes one optimizer step per update and resumes the iterator after each step,
+  the last one included, so a method can read the input gradients that a step's backward
+  pass left ("free": minibatch replay).
 
-A method may also declare the keyword-only parameters ``forward`` (the module for the
-forward passes whose loss the loop backpropagates: the model itself, or its
-DistributedDataParallel wrapper under torchrun; default: ``model``) and ``state`` (a
-dict of tensors kept for the whole run and saved in the checkpoint, e.g. Free's
-perturbation); the loop passes them only to methods that declare them. Methods live
-in the registry :data:`METHODS`; add one with :func:`register_method` without
-touching the loop.
+Most methods craft a batch and train on its cross-entropy ("natural", "pgd", "fgsm-rs",
+"n-fgsm"): they are written as a function ``craft(ctx, x, y) -> Crafted`` and turned into a
+method by :func:`crafting_method`. The registered records live in :data:`METHODS` (a
+:class:`~robustopt._registry.Registry` of :class:`TrainingMethod`); add one with
+:func:`register_method` without touching the loop.
 
-The ``model`` a method receives is the model, or with ``TrainConfig.fold_bn`` a view of it
+The ``ctx.model`` a method receives is the model, or with ``TrainConfig.fold_bn`` a view of it
 with batch norm folded into the convolutions (:mod:`robustopt.models.folding`: the same
 parameters, the same function in train mode). Attacks inside methods use the library's
 attack engine (or its one-step form), which runs the model in **eval mode** and restores
-its mode afterwards; "free" is the
-exception: its perturbation gradient comes from the training pass (train mode). For
-networks without batch norm or dropout, such as Madry et al.'s MNIST model A, eval
-and train mode compute the same function, so this makes no difference there.
+its mode afterwards; "free" is the exception: its perturbation gradient comes from the
+training pass (train mode). For networks without batch norm or dropout, such as Madry et
+al.'s MNIST model A, eval and train mode compute the same function, so this makes no
+difference there.
 
 Example:
-    >>> craft = get_method("pgd")
-    >>> batch = craft(model, x, y, threat=ro.Linf(0.3), config=cfg, generator=g)
-    >>> loss = F.cross_entropy(model(batch.x), y)
-    >>> update = get_method("trades")(model, x, y, threat=ro.Linf(0.3), config=cfg, generator=g)
+    >>> ctx = MethodContext(model, threat=ro.Linf(0.3), config=cfg, generator=g)
+    >>> batch = pgd(ctx, x, y)                       # the crafted points of "pgd"
+    >>> (update,) = get_method("trades")(ctx, x, y)  # one update: CE + beta * KL
     >>> update.loss.backward()
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import inspect
+import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol, Union
+from dataclasses import dataclass, field
+from typing import ContextManager, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from robustopt import losses
+from robustopt._registry import Registry
 from robustopt.attacks import PGD, GradientAttack
 from robustopt.attacks.base import eval_mode, predict
 from robustopt.threat import ThreatModel
 
 __all__ = [
-    "Crafted", "Update", "Method", "MethodConfig", "METHODS", "register_method", "get_method", "updates_per_batch",
-    "method_extras", "as_updates", "cross_entropy_update", "kl_per_example",
-    "natural", "pgd", "fgsm_rs", "n_fgsm", "trades", "free",
+    "Crafted", "Update", "MethodContext", "Method", "MethodConfig", "TrainingMethod", "METHODS", "register_method",
+    "get_method", "updates_per_batch", "grad_evals_per_example", "crafting_method", "cross_entropy_update",
+    "kl_per_example", "natural", "pgd", "fgsm_rs", "n_fgsm", "trades", "free",
 ]
 
 
 @dataclass
 class Crafted:
-    """A training batch produced by a method.
+    """A training batch crafted by an attack-then-cross-entropy method (see :func:`crafting_method`).
 
     Attributes:
         x: inputs to train on, same shape/dtype/device as the clean batch, detached,
@@ -99,9 +98,6 @@ class Update:
     x: torch.Tensor | None = None
 
 
-MethodResult = Union[Crafted, Update, Iterator[Update]]
-
-
 class MethodConfig(Protocol):
     """What the methods here read of the run's configuration, a :class:`~robustopt.training.TrainConfig`.
 
@@ -128,32 +124,110 @@ class MethodConfig(Protocol):
     def label_smoothing(self) -> float: ...
 
 
-class Method(Protocol):
-    """Signature of a training method (see the module docstring)."""
+@dataclass(frozen=True)
+class MethodContext:
+    """What a training method works with besides the batch; the loop makes one per epoch.
 
-    def __call__(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        threat: ThreatModel,
-        config: MethodConfig,
-        generator: torch.Generator,
-    ) -> MethodResult: ...
+    Attributes:
+        model: the module the method's attacks run through (in eval mode, see the module docstring).
+        threat: the threat model of the epoch's training attack (its eps follows the warm-up).
+        config: the run's configuration.
+        generator: the generator of the attacks' random draws.
+        forward: the module whose forward passes the updates' losses come from: the model, or its
+            DistributedDataParallel wrapper under torchrun. None: ``model``.
+        state: tensors the method keeps for the whole run (e.g. Free's perturbation), saved in the
+            checkpoint and restored on resume; empty for a method without state.
+    """
+
+    model: nn.Module
+    _: dataclasses.KW_ONLY
+    threat: ThreatModel
+    config: MethodConfig
+    generator: torch.Generator
+    forward: nn.Module | None = None
+    state: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.forward is None:
+            object.__setattr__(self, "forward", self.model)
 
 
-METHODS: dict[str, Method] = {}
-_UPDATES_PER_BATCH: dict[str, Callable[[Any], int]] = {}
-_GRAD_EVALS: dict[str, Callable[[Any], int]] = {}
-_EXTRAS = ("forward", "state")  # optional keyword-only parameters the loop fills in
+Method = Callable[[MethodContext, torch.Tensor, torch.Tensor], Iterator[Update]]
+"""A training method: ``method(ctx, x, y)`` yields the updates of the minibatch ``(x, y)``."""
+
+
+def _one_update(config: MethodConfig) -> int:
+    return 1
+
+
+@dataclass(frozen=True)
+class TrainingMethod:
+    """A registered training method: the function and what the loop and the cost report read of it.
+
+    Calling the record calls the method: ``get_method("pgd")(ctx, x, y)`` yields its updates.
+
+    Attributes:
+        name: the name ``TrainConfig.method`` selects it by.
+        fn: the method, ``fn(ctx, x, y) -> Iterator[Update]``.
+        updates_per_batch: the number of updates (optimizer steps) per minibatch as a function of the
+            configuration (e.g. Free's ``config.replay``); the learning-rate schedule counts on it.
+        grad_evals: image-gradient evaluations (forward + backward passes) per training example and
+            epoch as a function of the configuration (e.g. PGD's ``attack_steps + 1``), or None
+            (unknown); ``robustopt train`` prints the run's cost with it.
+    """
+
+    name: str
+    fn: Method
+    updates_per_batch: Callable[[MethodConfig], int] = _one_update
+    grad_evals: Callable[[MethodConfig], int] | None = None
+
+    def __call__(self, ctx: MethodContext, x: torch.Tensor, y: torch.Tensor) -> Iterator[Update]:
+        return self.fn(ctx, x, y)
+
+    def updates(self, ctx: MethodContext, x: torch.Tensor, y: torch.Tensor,
+                under: Callable[[], ContextManager[object]] = contextlib.nullcontext) -> Iterator[Update]:
+        """The updates of the minibatch ``(x, y)``, checked: exactly ``updates_per_batch(ctx.config)`` of them.
+
+        The method runs until it ends, so after the last update it can still finish its batch
+        (Free's last perturbation step).
+
+        Args:
+            under: a context for the method's work up to each update (its attack and forward
+                passes), e.g. autocast; the caller's backward pass runs outside it.
+
+        Raises:
+            RuntimeError: the method yields fewer or more updates than it declared.
+            TypeError: it yields something that is not an :class:`Update`.
+        """
+        expected = int(self.updates_per_batch(ctx.config))
+        produced = iter(self.fn(ctx, x, y))
+        for count in range(expected + 1):
+            with under():
+                update = next(produced, None)
+            if update is None:
+                if count < expected:
+                    raise RuntimeError(f"training method {self.name!r} gave fewer than {expected} updates for a "
+                                       f"batch ({count}; see register_method's updates_per_batch).")
+                return
+            if count == expected:
+                raise RuntimeError(f"training method {self.name!r} gave more than {expected} updates for a batch "
+                                   "(see register_method's updates_per_batch).")
+            if not isinstance(update, Update):
+                raise TypeError(f"training method {self.name!r} yielded {type(update).__name__}; a method yields "
+                                "Update objects (see robustopt.training.methods).")
+            yield update
+
+
+METHODS: Registry[TrainingMethod] = Registry("training method")
 
 
 def register_method(
     name: str, *, updates_per_batch: Callable[[MethodConfig], int] | None = None,
     grad_evals: Callable[[MethodConfig], int] | None = None,
 ) -> Callable[[Method], Method]:
-    """Decorator adding a method to :data:`METHODS` under ``name``.
+    """Decorator adding the method ``fn(ctx, x, y) -> Iterator[Update]`` to :data:`METHODS` under ``name``.
+
+    The function itself is returned unchanged.
 
     Args:
         name: the name ``TrainConfig.method`` selects it by.
@@ -167,53 +241,56 @@ def register_method(
 
     Raises:
         ValueError: If ``name`` is already registered.
+        TypeError: If ``name`` is not a non-empty string or ``fn`` is not callable.
+
+    Example:
+        >>> @register_method("clean-twice", updates_per_batch=lambda config: 2)
+        ... def clean_twice(ctx, x, y):
+        ...     for _ in range(2):
+        ...         yield cross_entropy_update(ctx.forward, Crafted(x), y, ctx.config.label_smoothing)
     """
 
     def decorator(fn: Method) -> Method:
-        if name in METHODS:
-            raise ValueError(f"training method {name!r} is already registered")
-        METHODS[name] = fn
-        for table, value in ((_UPDATES_PER_BATCH, updates_per_batch), (_GRAD_EVALS, grad_evals)):
-            if value is not None:
-                table[name] = value
-            else:
-                table.pop(name, None)
+        if not callable(fn):
+            raise TypeError(f"a training method must be a function (ctx, x, y) -> Iterator[Update], got {fn!r}.")
+        METHODS.register(name, TrainingMethod(name, fn, updates_per_batch or _one_update, grad_evals))
         return fn
 
     return decorator
 
 
-def get_method(name: str) -> Method:
-    """The method registered as ``name``.
+def get_method(name: str) -> TrainingMethod:
+    """The method registered as ``name`` (a callable record, see :class:`TrainingMethod`).
 
     Raises:
-        ValueError: If no method has that name (the message lists the known ones).
+        ValueError: If no method has that name (the message names a close one and lists the known ones).
     """
-    try:
-        return METHODS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown training method {name!r}; choose one of {sorted(METHODS)}.") from None
+    return METHODS.get(name)
 
 
 def updates_per_batch(name: str, config: MethodConfig) -> int:
     """Weight updates the method ``name`` takes per minibatch (1 unless it registered a count)."""
-    count = _UPDATES_PER_BATCH.get(name)
-    return 1 if count is None else int(count(config))
+    return int(get_method(name).updates_per_batch(config))
 
 
 def grad_evals_per_example(name: str, config: MethodConfig) -> int | None:
     """Image-gradient evaluations per training example and epoch of method ``name`` (None: not declared)."""
-    cost = _GRAD_EVALS.get(name)
+    cost = get_method(name).grad_evals
     return None if cost is None else int(cost(config))
 
 
-def method_extras(method: Method) -> frozenset[str]:
-    """The optional keyword-only parameters ("forward", "state") that ``method`` declares."""
-    try:
-        params = inspect.signature(method).parameters
-    except (TypeError, ValueError):  # a builtin or C callable: no extras
-        return frozenset()
-    return frozenset(p for p in _EXTRAS if p in params and params[p].kind is inspect.Parameter.KEYWORD_ONLY)
+def crafting_method(craft: Callable[[MethodContext, torch.Tensor, torch.Tensor], Crafted]) -> Method:
+    """The method that trains on the batch ``craft(ctx, x, y)`` crafts: one update, its cross-entropy.
+
+    The update is :func:`cross_entropy_update` of the crafted batch through ``ctx.forward``,
+    with the run's ``label_smoothing``.
+    """
+
+    @functools.wraps(craft)
+    def method(ctx: MethodContext, x: torch.Tensor, y: torch.Tensor) -> Iterator[Update]:
+        yield cross_entropy_update(ctx.forward, craft(ctx, x, y), y, ctx.config.label_smoothing)
+
+    return method
 
 
 def cross_entropy_update(forward: nn.Module, batch: Crafted, y: torch.Tensor, label_smoothing: float = 0.0) -> Update:
@@ -231,32 +308,6 @@ def cross_entropy_update(forward: nn.Module, batch: Crafted, y: torch.Tensor, la
     return Update(loss, logits, batch.grad_evals + len(y), x=batch.x)
 
 
-def as_updates(result: MethodResult, forward: nn.Module, y: torch.Tensor,
-               label_smoothing: float = 0.0) -> Iterator[Update]:
-    """The weight updates of a method's result, lazily (see the module docstring).
-
-    ``label_smoothing`` applies to a crafted batch's cross-entropy (a method that returns its own
-    updates reads ``config.label_smoothing`` itself).
-
-    Raises:
-        TypeError: If ``result`` is not a Crafted, an Update or an iterator of Updates.
-    """
-    if isinstance(result, Crafted):
-        yield cross_entropy_update(forward, result, y, label_smoothing)
-    elif isinstance(result, Update):
-        yield result
-    elif isinstance(result, Iterator):
-        for update in result:
-            if not isinstance(update, Update):
-                raise TypeError(f"a training method yielded {type(update).__name__}; it must yield Update objects.")
-            yield update
-    else:
-        raise TypeError(
-            f"a training method returned {type(result).__name__}; return a Crafted batch, an Update "
-            "or an iterator of Updates (see robustopt.training.methods)."
-        )
-
-
 def kl_per_example(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     """``KL(softmax(p_logits) || softmax(q_logits))`` per example, shape (N,), computed in float32.
 
@@ -267,17 +318,19 @@ def kl_per_example(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tens
     return F.kl_div(log_q, log_p, reduction="none", log_target=True).sum(dim=1)
 
 
-@register_method("natural", grad_evals=lambda config: 1)
-def natural(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
-            config: MethodConfig, generator: torch.Generator) -> Crafted:
+# --- the attack-then-cross-entropy methods: each a craft function, registered as crafting_method(craft) ---
+
+
+def natural(ctx: MethodContext, x: torch.Tensor, y: torch.Tensor) -> Crafted:
     """Standard (non-robust) training: train on the clean batch. No attack, eps is ignored."""
     return Crafted(x, 0)
 
 
-@register_method("pgd", grad_evals=lambda config: config.attack_steps + 1)
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
-        config: MethodConfig, generator: torch.Generator) -> Crafted:
-    """PGD adversarial training (Madry et al. 2018, Sec. 4).
+register_method("natural", grad_evals=lambda config: 1)(crafting_method(natural))
+
+
+def pgd(ctx: MethodContext, x: torch.Tensor, y: torch.Tensor) -> Crafted:
+    """PGD adversarial training (Madry et al. 2018, Sec. 4): the crafted batch.
 
     The inner maximization is ``config.attack_steps`` steps of projected gradient
     ascent on the cross-entropy, step ``config.attack_step_size`` (absolute, pixel
@@ -286,27 +339,32 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatMod
     with the highest loss (a misclassified one first). The attack runs the model in
     eval mode. At ``eps = 0`` (e.g. the start of an eps warm-up) it is natural training.
     """
-    return _craft(model, x, y, threat, generator, lambda: PGD(
-        threat, steps=config.attack_steps, step_size=config.attack_step_size, random_start=config.attack_random_start))
+    config = ctx.config
+    return _craft(ctx.model, x, y, ctx.threat, ctx.generator, lambda: PGD(
+        ctx.threat, steps=config.attack_steps, step_size=config.attack_step_size,
+        random_start=config.attack_random_start))
 
 
-@register_method("fgsm-rs", grad_evals=lambda config: 2)
-def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
-            config: MethodConfig, generator: torch.Generator) -> Crafted:
-    """FGSM with random start (Wong, Rice & Kolter 2020, "Fast is better than free", Alg. 3).
+register_method("pgd", grad_evals=lambda config: config.attack_steps + 1)(crafting_method(pgd))
+
+
+def fgsm_rs(ctx: MethodContext, x: torch.Tensor, y: torch.Tensor) -> Crafted:
+    """FGSM with random start (Wong, Rice & Kolter 2020, "Fast is better than free", Alg. 3): the crafted batch.
 
     One gradient step of size ``1.25 * eps`` from a point drawn uniformly in the ball,
     projected back onto the ball and the box. ``attack_steps``, ``attack_step_size``
     and ``attack_random_start`` are not used. The attack runs the model in eval mode.
     """
+    threat = ctx.threat
     if threat.eps == 0:
         return Crafted(x, 0)
-    return _single_step(model, x, y, threat.random_init(x, generator), threat, 1.25 * threat.eps)
+    return _single_step(ctx.model, x, y, threat.random_init(x, ctx.generator), threat, 1.25 * threat.eps)
 
 
-@register_method("n-fgsm", grad_evals=lambda config: 2)
-def n_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel,
-           config: MethodConfig, generator: torch.Generator) -> Crafted:
+register_method("fgsm-rs", grad_evals=lambda config: 2)(crafting_method(fgsm_rs))
+
+
+def n_fgsm(ctx: MethodContext, x: torch.Tensor, y: torch.Tensor) -> Crafted:
     """N-FGSM (de Jorge et al. 2022, "Make some noise"): noise of 2 eps, a step of eps, no clipping to the ball.
 
     From a point drawn uniformly in the ball of radius ``2 * eps``, one gradient step of
@@ -316,11 +374,15 @@ def n_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: Threat
     cost. ``attack_steps``, ``attack_step_size`` and ``attack_random_start`` are not used.
     The attack runs the model in eval mode.
     """
+    threat = ctx.threat
     if threat.eps == 0:
         return Crafted(x, 0)
-    start = dataclasses.replace(threat, eps=2 * threat.eps).random_init(x, generator)
+    start = dataclasses.replace(threat, eps=2 * threat.eps).random_init(x, ctx.generator)
     wide = dataclasses.replace(threat, eps=3 * threat.eps)  # in this ball the projection is the box clip alone
-    return _single_step(model, x, y, wide.project(start, x), wide, threat.eps)
+    return _single_step(ctx.model, x, y, wide.project(start, x), wide, threat.eps)
+
+
+register_method("n-fgsm", grad_evals=lambda config: 2)(crafting_method(n_fgsm))
 
 
 def _craft(model: nn.Module, x: torch.Tensor, y: torch.Tensor, threat: ThreatModel, generator: torch.Generator,
@@ -354,8 +416,7 @@ def _single_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, start: torc
 
 
 @register_method("trades", grad_evals=lambda config: config.attack_steps + 2)
-def trades(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, config: MethodConfig,
-           generator: torch.Generator, forward: nn.Module | None = None) -> Update:
+def trades(ctx: MethodContext, x: torch.Tensor, y: torch.Tensor) -> Iterator[Update]:
     """TRADES (Zhang et al. 2019, "Theoretically principled trade-off between robustness and accuracy").
 
     Loss: ``CE(f(x), y) + beta * KL(softmax f(x) || softmax f(x_adv))``, the KL averaged
@@ -369,7 +430,7 @@ def trades(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: Threat
     Training accuracy is measured on x_adv. Cost per example: ``attack_steps`` input
     gradients plus 2 for the update (its backward runs through both forward passes).
     """
-    forward = model if forward is None else forward
+    model, threat, config, generator = ctx.model, ctx.threat, ctx.config, ctx.generator
     x_adv, attack_evals = x, 0
     if threat.eps > 0 and len(y):
         with eval_mode(model), torch.no_grad():
@@ -380,19 +441,18 @@ def trades(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: Threat
         result = attack.run(model, x, y, generator=generator, start=x + 0.001 * noise,
                             objective=lambda logits, idx: kl_per_example(clean_logits[idx], logits))
         x_adv, attack_evals = result.x_adv.detach(), result.grad_evals
-    forward.train()
-    logits, logits_adv = forward(x), forward(x_adv)
+    ctx.forward.train()
+    logits, logits_adv = ctx.forward(x), ctx.forward(x_adv)
     if not len(y):  # an empty shard of a distributed batch: zero loss, every parameter reached
-        return Update(logits.sum() + logits_adv.sum(), logits_adv, 0, x=x_adv)
+        yield Update(logits.sum() + logits_adv.sum(), logits_adv, 0, x=x_adv)
+        return
     loss = (F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
             + config.beta * kl_per_example(logits, logits_adv).mean())
-    return Update(loss, logits_adv, attack_evals + 2 * len(y), x=x_adv)
+    yield Update(loss, logits_adv, attack_evals + 2 * len(y), x=x_adv)
 
 
 @register_method("free", updates_per_batch=lambda config: config.replay, grad_evals=lambda config: config.replay)
-def free(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatModel, config: MethodConfig,
-         generator: torch.Generator, forward: nn.Module | None = None,
-         state: dict[str, torch.Tensor] | None = None) -> Iterator[Update]:
+def free(ctx: MethodContext, x: torch.Tensor, y: torch.Tensor) -> Iterator[Update]:
     """Free adversarial training (Shafahi et al. 2019, "Adversarial training for free!", Alg. 1).
 
     The minibatch is replayed ``m = config.replay`` times. Each replay is one weight
@@ -409,8 +469,7 @@ def free(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatMo
     budget of E natural epochs is ``epochs = E / m``. An update whose input gradient is
     not finite (a float16 overflow step that the AMP scaler skips) leaves delta as it is.
     """
-    forward = model if forward is None else forward
-    state = {} if state is None else state
+    threat, state = ctx.threat, ctx.state
     stored = state.get("delta")
     if stored is None or stored.shape[1:] != x.shape[1:]:
         stored = x.new_zeros((0, *x.shape[1:]))
@@ -418,11 +477,11 @@ def free(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, threat: ThreatMo
     if len(stored) < len(x):
         stored = torch.cat([stored, x.new_zeros((len(x) - len(stored), *x.shape[1:]))])
     delta = stored[: len(x)].clone()
-    for _ in range(config.replay):
+    for _ in range(ctx.config.replay):
         x_in = threat.project(x + delta, x).detach().requires_grad_(True)
-        forward.train()
-        logits = forward(x_in)
-        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing) if len(y) else logits.sum()
+        ctx.forward.train()
+        logits = ctx.forward(x_in)
+        loss = F.cross_entropy(logits, y, label_smoothing=ctx.config.label_smoothing) if len(y) else logits.sum()
         yield Update(loss, logits, len(y), x=x_in)
         grad = x_in.grad  # filled by the loop's backward of this update
         if grad is not None and bool(torch.isfinite(grad).all()):
