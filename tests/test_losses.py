@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import robustopt as ro
 from robustopt import losses
 
 HYP = settings(max_examples=30, deadline=None, derandomize=True)
@@ -146,6 +147,34 @@ def test_get_returns_the_functions():
     assert losses.get("cw") is losses.cw
     assert losses.get("dlr") is losses.dlr
     assert set(losses.LOSSES) == {"ce", "cw", "dlr"}
+
+
+def test_the_registry_says_which_loss_takes_kappa_and_attacks_pass_it():
+    assert [name for name, loss in losses.LOSSES.items() if loss.takes_kappa] == ["cw"]
+    assert losses.LOSSES["cw"](NEG, torch.tensor([0]), kappa=50.0) == losses.cw(NEG, torch.tensor([0]), kappa=50.0)
+    seen = []
+
+    @losses.register_loss("capped-test", takes_kappa=True)
+    def capped(logits, y, target=None, kappa=0.0):
+        seen.append(kappa)
+        return losses.cw(logits, y, target, kappa=kappa)
+
+    @losses.register_loss("plain-test")
+    def plain(logits, y, target=None):
+        return losses.ce(logits, y, target)
+
+    try:
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+        x, y = torch.rand(2, 1, 2, 2), torch.tensor([0, 1])
+        ro.attacks.PGD(ro.Linf(0.1), steps=1, loss="capped-test", kappa=7.0)(model, x, y)
+        assert seen and set(seen) == {7.0}  # a user's loss that takes kappa gets the attack's
+        with pytest.raises(ValueError, match=r"kappa only applies to a loss that takes one \(cw, capped-test\)"):
+            ro.attacks.PGD(ro.Linf(0.1), loss="plain-test", kappa=1.0)
+        with pytest.raises(ValueError, match="already taken"):
+            losses.register_loss("cw")(plain)
+    finally:
+        losses.LOSSES.unregister("capped-test")
+        losses.LOSSES.unregister("plain-test")
 
 
 @pytest.mark.parametrize("name", ["CE", "xent", "", "margin"])

@@ -5,6 +5,10 @@ they grow as the ``target`` class wins. Every function masks a class with
 ``-inf`` (never by multiplying with zero), so margins stay correct when all
 logits are negative.
 
+The attack objectives live in the registry :data:`LOSSES` (records of :class:`Loss`, which
+say whether the loss takes a confidence ``kappa``); :func:`get` returns the function. Add one
+with :func:`register_loss`.
+
 References:
     CE, CW margin: Carlini & Wagner 2017, as used by Madry et al. 2018 (CW, CW+ with kappa=50).
     DLR: Croce & Hein 2020, "Reliable evaluation of adversarial robustness ...".
@@ -12,12 +16,58 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ce", "cw", "dlr", "margin", "get", "LOSSES"]
+from robustopt._registry import Registry
+
+__all__ = ["ce", "cw", "dlr", "margin", "get", "LOSSES", "Loss", "register_loss"]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A registered attack objective; calling the record calls the function.
+
+    Attributes:
+        name: the name attacks select it by (``loss="cw"``).
+        fn: ``fn(logits, y, target=None[, kappa]) -> Tensor[N]``, to be maximized.
+        takes_kappa: whether ``fn`` takes a confidence ``kappa`` keyword (the CW margin's cap).
+    """
+
+    name: str
+    fn: Callable[..., torch.Tensor]
+    takes_kappa: bool = False
+
+    def __call__(self, *args: object, **kwargs: object) -> torch.Tensor:
+        return self.fn(*args, **kwargs)
+
+
+LOSSES: Registry[Loss] = Registry("loss")
+
+
+def register_loss(name: str, *, takes_kappa: bool = False) -> Callable[[Callable[..., torch.Tensor]],
+                                                                       Callable[..., torch.Tensor]]:
+    """Decorator adding the objective ``fn(logits, y, target=None) -> Tensor[N]`` to :data:`LOSSES` as ``name``.
+
+    The function itself is returned unchanged.
+
+    Args:
+        name: the name attacks select it by.
+        takes_kappa: ``fn`` takes a confidence ``kappa`` keyword; attacks pass theirs (and refuse
+            a nonzero ``kappa`` for a loss without one).
+
+    Raises:
+        ValueError: ``name`` is already registered.
+    """
+
+    def decorator(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        LOSSES.register(name, Loss(name, fn, takes_kappa))
+        return fn
+
+    return decorator
 
 
 def _other_max(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
@@ -30,6 +80,7 @@ def _at(logits: torch.Tensor, cls: torch.Tensor) -> torch.Tensor:
     return logits.gather(1, cls[:, None]).squeeze(1)
 
 
+@register_loss("ce")
 def ce(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of the true class (untargeted) or minus that of the target (targeted)."""
     if target is None:
@@ -37,6 +88,7 @@ def ce(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None
     return -F.cross_entropy(logits, target, reduction="none")
 
 
+@register_loss("cw", takes_kappa=True)
 def cw(
     logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None, kappa: float = 0.0
 ) -> torch.Tensor:
@@ -51,6 +103,7 @@ def cw(
     return -F.relu(_other_max(logits, target) - _at(logits, target) + kappa)
 
 
+@register_loss("dlr")
 def dlr(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     """Difference of Logits Ratio (Croce & Hein 2020), invariant to shift and scale of the logits.
 
@@ -79,12 +132,10 @@ def margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = 
     return _at(logits, target) - _other_max(logits, target)
 
 
-LOSSES: dict[str, Callable[..., torch.Tensor]] = {"ce": ce, "cw": cw, "dlr": dlr}
-
-
 def get(name: str) -> Callable[..., torch.Tensor]:
-    """Look up a loss by name ("ce", "cw", "dlr")."""
-    try:
-        return LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}.") from None
+    """The loss function registered as ``name`` ("ce", "cw", "dlr", or one of the user's).
+
+    Raises:
+        ValueError: no loss has that name (the message names a close one and lists the known ones).
+    """
+    return LOSSES.get(name).fn

@@ -103,9 +103,11 @@ class GradientAttack(Attack):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
                 raise ValueError(f"{name} must be a positive number or None, got {value!r}.")
-        losses.get(self.loss)
-        if self.kappa != 0.0 and self.loss != "cw":
-            raise ValueError(f"kappa only applies to loss='cw', got loss={self.loss!r} with kappa={self.kappa}.")
+        loss = losses.LOSSES.get(self.loss)  # an unknown name: ValueError with the known ones
+        if self.kappa != 0.0 and not loss.takes_kappa:
+            with_kappa = [name for name, loss in losses.LOSSES.items() if loss.takes_kappa]
+            raise ValueError(f"kappa only applies to a loss that takes one ({', '.join(with_kappa)}), got "
+                             f"loss={self.loss!r} with kappa={self.kappa}.")
         if self.kappa < 0:
             raise ValueError(f"kappa must be >= 0, got {self.kappa}.")
         if self.targeted not in (None, "least-likely", "random"):
@@ -197,9 +199,9 @@ class GradientAttack(Attack):
         objective = s.options.get("objective")
         if objective is not None:
             return lambda logits: objective(logits, s.rows)
-        loss_fn = losses.get(self.loss)
-        kwargs = {"kappa": self.kappa} if self.loss == "cw" else {}
-        return lambda logits: loss_fn(logits, s.y, s.loss_target, **kwargs)
+        loss = losses.LOSSES.get(self.loss)
+        kwargs = {"kappa": self.kappa} if loss.takes_kappa else {}
+        return lambda logits: loss.fn(logits, s.y, s.loss_target, **kwargs)
 
 
 @register_attack("pgd")

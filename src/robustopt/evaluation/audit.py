@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustopt import losses
 from robustopt.attacks.base import check_batch, eval_mode, output_change, predict
 from robustopt.evaluation.evaluate import Evaluation, Row, _as_tensors
 from robustopt.evaluation.records import stage_budget
@@ -152,7 +153,7 @@ class AuditContext:
                 xb = self.x[s].detach().clone().requires_grad_(True)
                 logits = predict(self.model, xb)
                 ce = F.cross_entropy(logits, self.y[s], reduction="none")
-                margin = _margin(logits, self.y[s])
+                margin = losses.margin(logits, self.y[s])
                 for name, loss in (("ce", ce), ("margin", margin)):
                     if loss.requires_grad:
                         (g,) = torch.autograd.grad(loss.sum(), xb, retain_graph=True, allow_unused=True)
@@ -161,12 +162,6 @@ class AuditContext:
                     out[name].append(torch.zeros_like(xb) if g is None else g.detach())
                     out[name + "_loss"].append(loss.detach())
         return {k: torch.cat(v) for k, v in out.items()}
-
-
-def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``max_{j != y} z_j - z_y`` per example (the uncapped CW objective); the true class masked with -inf."""
-    mask = F.one_hot(y, logits.shape[1]).bool()
-    return logits.masked_fill(mask, float("-inf")).amax(dim=1) - logits.gather(1, y[:, None]).squeeze(1)
 
 
 # --- the registry -----------------------------------------------------------------------
@@ -306,7 +301,7 @@ def _shattered_gradient(ctx: AuditContext) -> list[Finding]:
     gen = torch.Generator(device=x.device).manual_seed(ctx.seed)
 
     def margin_at(x_new: torch.Tensor) -> torch.Tensor:
-        return _margin(ctx.forward(x_new), y)
+        return losses.margin(ctx.forward(x_new), y)
 
     # Each example gets its own step in [h/2, h], so that no single step size aliases with a periodic
     # preprocessing; the gradient step and its random rivals use the same size.
