@@ -578,7 +578,7 @@ def test_names_and_lookup():
     assert [by_name(n) for n in names()] == [ro.Linf, ro.L2, ro.L1]
     assert by_name("Linf") is by_name("LINF") is ro.Linf  # the class names (result files) and the CLI names
     assert threat_from_name("l2", 0.5, bounds=(-1, 1)) == ro.L2(0.5, bounds=(-1.0, 1.0))
-    with pytest.raises(ValueError, match=r"unknown norm 'l3'.*\['linf', 'l2', 'l1'\]"):
+    with pytest.raises(ValueError, match=r"unknown norm 'l3'; choose one of: linf, l2, l1"):
         by_name("l3")
     with pytest.raises(ValueError, match="unknown norm"):
         ro.ThreatModel.from_dict({"norm": "l0", "eps": 1.0})
@@ -598,7 +598,8 @@ def test_a_threat_model_of_ones_own_is_found_by_name_and_read_back():
     from dataclasses import dataclass
     from typing import ClassVar
 
-    from robustopt.threat import _BY_NAME, by_name
+    from robustopt._checks import check_eps, eps_warning
+    from robustopt.threat import NORMS, by_name
 
     @dataclass(frozen=True)
     class Box(ro.Linf):  # inherits Linf's name: does not take its place
@@ -608,9 +609,26 @@ def test_a_threat_model_of_ones_own_is_found_by_name_and_read_back():
     class Cube(ro.Linf):
         norm: ClassVar[str] = "Cube"
 
+    @dataclass(frozen=True)
+    class LThree(ro.L1):
+        norm: ClassVar[str] = "lthree"
+        p: ClassVar[float] = 3.0  # an exponent of its own: the eps checks read it
+
     try:
-        assert by_name("linf") is ro.Linf and by_name("cube") is Cube
+        assert by_name("linf") is ro.Linf and by_name("cube") is Cube and by_name("LTHREE") is LThree
         assert ro.ThreatModel.from_dict(Cube(0.2).to_dict()) == Cube(0.2)
+        assert NORMS.names()[-2:] == ["cube", "lthree"]
+        check_eps("cube", 1.0, (1, 28, 28))  # a user's norm is checked like the others, with its own exponent
+        with pytest.raises(ValueError, match=r"eps=1.01 \(L-inf\) exceeds 1"):
+            check_eps("cube", 1.01, (1, 28, 28))
+        with pytest.raises(ValueError, match=r"eps=13 \(L3\) exceeds 12,"):  # the diameter (3 * 24 * 24) ** (1/3)
+            check_eps("lthree", 13.0, (3, 24, 24))
+        assert "mid-gray" in eps_warning("lthree", 6.01, (3, 24, 24))
+        with pytest.raises(ValueError, match="already taken"):
+            @dataclass(frozen=True)
+            class Other(ro.Linf):
+                norm: ClassVar[str] = "CUBE"  # the name of another class, in any case
     finally:
-        del _BY_NAME["cube"]
+        NORMS.unregister("cube")
+        NORMS.unregister("lthree")
     assert Box(0.1).to_dict()["norm"] == "Linf"

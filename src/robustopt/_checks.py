@@ -5,7 +5,8 @@ known (``fit``, ``evaluate``, ``sweep``, and ``train_run`` / ``eval_run`` /
 ``sweep_run`` behind the CLI) and their messages say what to do.
 
 Limits on eps (pixel space; inputs in ``bounds = (lo, hi)``; ``d`` values per image;
-``p`` the norm):
+``p`` the exponent of the norm, read from its threat-model class, so a norm registered by
+the user is checked the same way; a class without an exponent ``p > 0`` is not checked):
 
 * refused (ValueError): eps above the diameter of the box of inputs,
   ``(hi - lo) * d**(1/p)`` (L-inf: ``hi - lo``; L2: ``(hi - lo) * sqrt(d)``; L1:
@@ -24,15 +25,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from typing import NamedTuple, Sequence
+
+from robustopt.threat import by_name
 
 __all__ = ["EpsWarning", "MAX_GRID", "check_count", "check_eps", "eps_warning", "warn_eps", "check_grid_size",
            "check_input_shape"]
 
 MAX_GRID = 1000
 NATURAL_IMAGE_LINF = 32 / 255  # L-inf above this on 3-channel images is warned about
-_ORDER = {"linf": math.inf, "l2": 2.0, "l1": 1.0}
-_NAMES = {"linf": "L-inf", "l2": "L2", "l1": "L1"}
 
 
 class EpsWarning(UserWarning):
@@ -48,18 +49,27 @@ def check_count(name: str, n: object) -> int:
     return n
 
 
-def _order(norm: str) -> float:
-    try:
-        return _ORDER[norm.lower()]
-    except KeyError:
-        raise ValueError(f"unknown norm {norm!r}; choose one of linf, l2, l1.") from None
+class _Geometry(NamedTuple):
+    """What the eps checks need of a norm on a box of inputs."""
+
+    label: str  # "L-inf", "L2", "L1", ...
+    p: float  # the exponent
+    diameter: float  # the largest distance between two inputs
 
 
-def _diameter(norm: str, shape: Sequence[int], bounds: tuple[float, float]) -> float:
-    """Largest distance between two inputs of ``shape`` in the box ``bounds`` under ``norm``."""
-    d = math.prod(shape)
-    p = _order(norm)
-    return (bounds[1] - bounds[0]) * (1.0 if math.isinf(p) else d ** (1 / p))
+def _geometry(norm: str, shape: Sequence[int], bounds: tuple[float, float]) -> _Geometry | None:
+    """The norm's exponent (from its threat-model class) and the diameter of the box; None without an exponent.
+
+    Raises:
+        ValueError: ``norm`` names no registered threat model.
+    """
+    p = getattr(by_name(norm), "p", 0.0)
+    if not (isinstance(p, (int, float)) and p > 0):
+        return None
+    span = bounds[1] - bounds[0]
+    if math.isinf(p):
+        return _Geometry("L-inf", p, span)
+    return _Geometry(f"L{p:g}", p, span * math.prod(shape) ** (1 / p))
 
 
 def _describe(shape: Sequence[int], bounds: tuple[float, float]) -> str:
@@ -71,7 +81,7 @@ def check_eps(norm: str, eps: float, shape: Sequence[int], bounds: tuple[float, 
     """Refuse an eps beyond the diameter of the input box (a unit mistake; see the module docstring).
 
     Args:
-        norm: "linf", "l2" or "l1" (any case, so a threat's ``norm`` works too).
+        norm: a registered norm name, "linf", "l2", "l1" or a user's (any case, so a threat's ``norm`` works too).
         eps: the radius, pixel space.
         shape: shape of one input, e.g. (1, 28, 28).
         bounds: (low, high) of the inputs.
@@ -79,10 +89,13 @@ def check_eps(norm: str, eps: float, shape: Sequence[int], bounds: tuple[float, 
     Raises:
         ValueError: eps above the diameter; the message gives the largest meaningful eps.
     """
-    limit = _diameter(norm, shape, bounds)
-    if eps > limit * (1 + 1e-9):
+    _refuse(_geometry(norm, shape, bounds), eps, shape, bounds)
+
+
+def _refuse(geometry: _Geometry | None, eps: float, shape: Sequence[int], bounds: tuple[float, float]) -> None:
+    if geometry is not None and eps > geometry.diameter * (1 + 1e-9):
         raise ValueError(
-            f"eps={eps:g} ({_NAMES[norm.lower()]}) exceeds {limit:.4g}, the largest distance between two "
+            f"eps={eps:g} ({geometry.label}) exceeds {geometry.diameter:.4g}, the largest distance between two "
             f"{_describe(shape, bounds)}: the ball would hold every image. eps is in pixel units of "
             f"inputs in [{bounds[0]:g}, {bounds[1]:g}]; write e.g. 8/255, not 8."
         )
@@ -90,22 +103,32 @@ def check_eps(norm: str, eps: float, shape: Sequence[int], bounds: tuple[float, 
 
 def eps_warning(norm: str, eps: float, shape: Sequence[int], bounds: tuple[float, float] = (0.0, 1.0)) -> str | None:
     """Why ``eps`` is beyond the meaningful or usual range (see the module docstring), or None."""
-    half = _diameter(norm, shape, bounds) / 2
+    return _warning(_geometry(norm, shape, bounds), eps, shape, bounds)
+
+
+def _warning(geometry: _Geometry | None, eps: float, shape: Sequence[int], bounds: tuple[float, float]) -> str | None:
+    if geometry is None:
+        return None
+    half = geometry.diameter / 2
     if eps > half * (1 + 1e-9):
-        return (f"eps={eps:g} ({_NAMES[norm.lower()]}) is above {half:.4g}, half the diameter of "
+        return (f"eps={eps:g} ({geometry.label}) is above {half:.4g}, half the diameter of "
                 f"{_describe(shape, bounds)}: every image can then be turned into the same mid-gray image, "
                 "so no model can be robust beyond the share of its largest class.")
     color = len(shape) == 3 and shape[0] == 3
-    if math.isinf(_order(norm)) and color and eps > NATURAL_IMAGE_LINF * (bounds[1] - bounds[0]):
+    if math.isinf(geometry.p) and color and eps > NATURAL_IMAGE_LINF * (bounds[1] - bounds[0]):
         return (f"eps={eps:g} (L-inf) on 3-channel images is above 32/255 = {NATURAL_IMAGE_LINF:.4f}, twice the "
                 "largest radius used on CIFAR-10 and ImageNet (16/255; 8/255 is the standard); is it meant?")
     return None
 
 
 def warn_eps(norm: str, eps: float, shape: Sequence[int], bounds: tuple[float, float] = (0.0, 1.0)) -> None:
-    """:func:`check_eps`, then an :class:`EpsWarning` if :func:`eps_warning` has something to say."""
-    check_eps(norm, eps, shape, bounds)
-    message = eps_warning(norm, eps, shape, bounds)
+    """:func:`check_eps`, then an :class:`EpsWarning` if :func:`eps_warning` has something to say.
+
+    The norm's geometry is looked up once for both.
+    """
+    geometry = _geometry(norm, shape, bounds)
+    _refuse(geometry, eps, shape, bounds)
+    message = _warning(geometry, eps, shape, bounds)
     if message:
         warnings.warn(message, EpsWarning, stacklevel=3)
 

@@ -11,8 +11,9 @@ two primitives every gradient attack needs (Madry et al. 2018, Sec. 2):
   on ``x`` alone computed once, for an attack's iterates.
 
 Result files store a threat model as ``to_dict()`` (``{"norm": "Linf", "eps": 0.3,
-"bounds": [0.0, 1.0]}``); ``ThreatModel.from_dict`` reads it back, and :func:`by_name`
-is the one table from norm names ("linf", "l2", "l1", any case) to classes.
+"bounds": [0.0, 1.0]}``); ``ThreatModel.from_dict`` reads it back. :data:`NORMS` is the one
+table from norm names ("linf", "l2", "l1", any case) to classes (a
+:class:`~robustopt._registry.Registry`; :func:`by_name` looks a name up in any case).
 
 Example:
     >>> t = Linf(0.3)
@@ -33,7 +34,10 @@ from typing import Any, ClassVar
 
 import torch
 
-__all__ = ["ThreatModel", "Linf", "L2", "L1", "by_name", "names", "threat_from_name", "check_images", "random_signs"]
+from robustopt._registry import Registry
+
+__all__ = ["ThreatModel", "Linf", "L2", "L1", "NORMS", "by_name", "names", "threat_from_name", "check_images",
+           "random_signs"]
 
 
 def check_images(x: torch.Tensor, bounds: tuple[float, float] = (0.0, 1.0), name: str = "x") -> None:
@@ -81,15 +85,16 @@ def _exponentials(shape: tuple[int, ...], generator: torch.Generator | None, lik
     return -torch.rand(shape, generator=generator, device=like.device, dtype=like.dtype).clamp_min(1e-12).log()
 
 
-_BY_NAME: dict[str, type[ThreatModel]] = {}  # lower-case norm name -> class; every subclass that names its norm
+NORMS: Registry[type[ThreatModel]] = Registry("norm")  # lower-case norm name -> class; every subclass naming its norm
 
 
 @dataclass(frozen=True)
 class ThreatModel:
     """Base class: the l_p ball of radius ``eps`` around x intersected with ``bounds``.
 
-    A subclass that sets ``norm`` is registered under that name (any case) for :func:`by_name`
-    and :meth:`from_dict`.
+    A subclass that sets ``norm`` is registered in :data:`NORMS` under that name in lower case,
+    for :func:`by_name` and :meth:`from_dict` (a name that another class holds is refused), and
+    sets ``p``, the exponent of its l_p norm, which the eps checks read.
 
     Args:
         eps: radius of the ball in pixel space (inputs in ``bounds``), >= 0.
@@ -106,7 +111,7 @@ class ThreatModel:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "norm" in cls.__dict__ and cls.norm:  # its own name, not one inherited from Linf & co.
-            _BY_NAME[cls.norm.lower()] = cls
+            NORMS.register(cls.norm.lower(), cls)
 
     def __post_init__(self) -> None:
         if isinstance(self.eps, torch.Tensor):
@@ -533,19 +538,18 @@ class L1(ThreatModel):
 
 def names() -> list[str]:
     """The norm names of the command line and of ``run.json``: ``["linf", "l2", "l1"]`` (and any of the user's)."""
-    return list(_BY_NAME)
+    return NORMS.names()
 
 
 def by_name(norm: str) -> type[ThreatModel]:
     """The threat-model class of a norm name, in any case: ``by_name("linf") is by_name("Linf") is Linf``.
 
     Raises:
-        ValueError: an unknown name (the message lists the known ones).
+        ValueError: an unknown name (the message names a close one and lists the known ones).
     """
-    kind = _BY_NAME.get(norm.lower()) if isinstance(norm, str) else None
-    if kind is None:
-        raise ValueError(f"unknown norm {norm!r}; choose one of {names()}.")
-    return kind
+    if not isinstance(norm, str) or norm.lower() not in NORMS:
+        raise ValueError(NORMS.unknown_message(norm))
+    return NORMS[norm.lower()]
 
 
 def threat_from_name(norm: str, eps: float, **kwargs: Any) -> ThreatModel:
