@@ -162,9 +162,15 @@ def test_bad_wrn_depth() -> None:
         create("wrn-34-10", depth=12)
 
 
-def test_register_custom_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
+def test_register_custom_model() -> None:
+    try:
+        _register_and_create_linear_test()
+    finally:
+        registry_module.MODELS.unregister("linear-test")
+    assert "linear-test" not in names()
 
+
+def _register_and_create_linear_test() -> None:
     @register_model("linear-test", image_size=(4, 4))
     def linear_test(*, num_classes=3, in_channels=1, mean=0.0, std=1.0, bias=True):
         linear = nn.Linear(16 * in_channels, num_classes, bias=bias)

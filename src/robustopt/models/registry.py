@@ -26,10 +26,13 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from robustopt._registry import Registry
 from robustopt.models.layers import channel_stats
 from robustopt.models.weights import load_weights
 
 __all__ = [
+    "MODELS",
+    "ModelEntry",
     "ModelConfig",
     "register_model",
     "create",
@@ -109,7 +112,17 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class _Entry:
+class ModelEntry:
+    """A registered model factory (see :func:`register_model`).
+
+    Attributes:
+        name: the registry name.
+        factory: the function that builds the model.
+        signature: the factory's signature (its keyword arguments are checked against it).
+        image_size: the ``(H, W)`` of the inputs.
+        dataset: the dataset family the architecture targets (informational), or None.
+    """
+
     name: str
     factory: Callable[..., nn.Module]
     signature: inspect.Signature
@@ -117,7 +130,7 @@ class _Entry:
     dataset: str | None
 
 
-_REGISTRY: dict[str, _Entry] = {}
+MODELS: Registry[ModelEntry] = Registry("model")  # the factories by name; add one with register_model
 
 
 def register_model(
@@ -149,7 +162,7 @@ def register_model(
         raise ValueError(f"image_size must be (H, W) positive ints, got {image_size!r}")
 
     def decorator(factory: F) -> F:
-        if name in _REGISTRY:
+        if name in MODELS:
             raise ValueError(f"model {name!r} is already registered")
         sig = inspect.signature(factory)
         for p in sig.parameters.values():
@@ -163,7 +176,7 @@ def register_model(
         if missing:
             raise TypeError(f"factory for {name!r} must accept keyword parameters {missing}")
         size = (int(image_size[0]), int(image_size[1]))
-        _REGISTRY[name] = _Entry(name, factory, sig, size, dataset)
+        MODELS.register(name, ModelEntry(name, factory, sig, size, dataset))
         return factory
 
     return decorator
@@ -171,16 +184,14 @@ def register_model(
 
 def names() -> list[str]:
     """Sorted names of all registered models."""
-    return sorted(_REGISTRY)
+    return sorted(MODELS)
 
 
-def _lookup(name: str) -> _Entry:
+def _lookup(name: str) -> ModelEntry:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a str, got {type(name).__name__}")
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        pass
+    if name in MODELS:
+        return MODELS[name]
     known = names()
     # Match on a normalized spelling so "madry_mnist" / "MadryMNIST" still get a hint.
     norm = {k.replace("-", "").lower(): k for k in known}
@@ -190,7 +201,7 @@ def _lookup(name: str) -> _Entry:
     raise ValueError(f"unknown model {name!r}.{hint} Registered models: {', '.join(known)}")
 
 
-def _bind(entry: _Entry, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+def _bind(entry: ModelEntry, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``kwargs`` against the factory and return the full argument dict."""
     valid = list(entry.signature.parameters)
     unknown = sorted(set(kwargs) - set(valid))
@@ -229,7 +240,7 @@ def default_config(name: str, **kwargs: Any) -> ModelConfig:
     return _make_config(entry, _bind(entry, kwargs))
 
 
-def _make_config(entry: _Entry, args: dict[str, Any]) -> ModelConfig:
+def _make_config(entry: ModelEntry, args: dict[str, Any]) -> ModelConfig:
     rest = {k: v for k, v in args.items() if k not in _REQUIRED_PARAMS}
     return ModelConfig(
         name=entry.name,
