@@ -371,9 +371,9 @@ def publish(prefix: Path, report: dict[str, Any], markdown: Callable[[dict[str, 
 # --------------------------------------------------------------------------------------------
 def threat(norm: str, eps: float) -> robustopt.ThreatModel:
     """The threat model of a norm name ("linf", "l2", "l1") and a radius in pixel space."""
-    from robustopt.experiments import threat_of
+    from robustopt.threat import threat_from_name
 
-    return threat_of(norm, eps)
+    return threat_from_name(norm, eps)
 
 
 @dataclass

@@ -118,7 +118,7 @@ def test_cifar10_cpu_preset_trains_a_a_prime_a_nat_and_evaluates(tmp_path, monke
     """The cpu preset's wiring at a tiny budget: models, methods, seeds, transfer rows, suite and sweep."""
     monkeypatch.setattr(experiments.datasets, "load", _fake_cifar)
     preset = dataclasses.replace(
-        experiments.REPRODUCE["madry-cifar10"]["cpu"], epochs_robust=1, epochs_natural=1, batch_size=32,
+        experiments.REPRODUCE["madry-cifar10"]["cpu"].with_training(epochs=1, batch_size=32), epochs_natural=1,
         eval_size=12, standard="fast", standard_size=8, sweep_size=8, sweep_steps=2, report=False)
     ev = experiments.run_madry_experiment(preset, out=tmp_path, echo=lambda s: None, progress=False)
     assert {r.source for r in ev.rows} == {"", "A", "A'", "A_nat"}
@@ -135,7 +135,8 @@ def test_cifar10_cpu_preset_trains_a_a_prime_a_nat_and_evaluates(tmp_path, monke
 
 def test_reproduce_only_trains_the_named_models_and_refuses_unknown_ones(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments.datasets, "load", _fake_cifar)
-    preset = dataclasses.replace(experiments.REPRODUCE["madry-cifar10"]["cpu"], epochs_natural=1, batch_size=32)
+    preset = dataclasses.replace(experiments.REPRODUCE["madry-cifar10"]["cpu"].with_training(batch_size=32),
+                                 epochs_natural=1)
     assert experiments.run_madry_experiment(preset, out=tmp_path, echo=lambda s: None, progress=False,
                                             only=("A_nat",)) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["A_nat"]
@@ -145,9 +146,9 @@ def test_reproduce_only_trains_the_named_models_and_refuses_unknown_ones(tmp_pat
 
 def test_fast_at_preset_is_the_paper_recipe_and_needs_cuda(tmp_path):
     recipe = experiments.TRAIN_PRESETS["fast-at-cifar10"]
-    config = TrainConfig(**{k: v for k, v in recipe.items() if k not in ("data", "model")})
+    config = recipe.config
     assert (config.method, config.epochs, config.lr, config.lr_schedule, config.amp) == ("fgsm-rs", 15, 0.2, "piecewise", True)
-    assert recipe["model"] == "preact-resnet18" and recipe["eps"] == pytest.approx(8 / 255)
+    assert recipe.model == "preact-resnet18" and config.eps == pytest.approx(8 / 255)
     if not torch.cuda.is_available():  # on CPU the preset's AMP is refused with a clear error, before any work
         res = CliRunner().invoke(main, ["train", "--preset", "fast-at-cifar10", "--data", "mnist-mini", "--model",
                                         "small-cnn", "--train-size", "64", "--out", str(tmp_path / "f")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -191,9 +192,10 @@ def test_data_list_says_damaged_for_fake_files(tmp_path):
 
 @pytest.mark.slow
 def test_madry_experiment_has_rows_for_all_sources(tmp_path):
-    preset = ExperimentPreset(model_a="small-cnn", model_b="tramer-b", eps=0.3, epochs_robust=1, epochs_natural=1,
-                              attack_steps=2, attack_step_size=0.15, batch_size=100, lr=1e-3, train_size=300,
-                              eval_size=30, max_restarts=1)
+    preset = ExperimentPreset(model_a="small-cnn", model_b="tramer-b", epochs_natural=1, train_size=300,
+                              eval_size=30, max_restarts=1, train=TrainConfig(eps=0.3, epochs=1, attack_steps=2,
+                                                                              attack_step_size=0.15, batch_size=100,
+                                                                              lr=1e-3))
     lines: list[str] = []
     ev = run_madry_experiment(preset, out=tmp_path, echo=lines.append, progress=False)
     assert {r.source for r in ev.rows} == {"", "A", "A'", "B", "A_nat"}
@@ -207,8 +209,9 @@ def test_madry_experiment_has_rows_for_all_sources(tmp_path):
 
 @pytest.mark.slow
 def test_reproduce_pipeline_writes_table_standard_sweeps_and_report(tmp_path):
-    preset = ExperimentPreset(model_a="small-cnn", model_b=None, eps=0.3, epochs_robust=1, epochs_natural=1,
-                              attack_steps=2, attack_step_size=0.15, batch_size=100, lr=1e-3, train_size=200,
+    preset = ExperimentPreset(model_a="small-cnn", model_b=None, epochs_natural=1, train_size=200,
+                              train=TrainConfig(eps=0.3, epochs=1, attack_steps=2, attack_step_size=0.15,
+                                                batch_size=100, lr=1e-3),
                               eval_size=20, max_restarts=1, standard="fast", standard_size=20,
                               sweeps=(("linf", (0.0, 0.1, 0.3)),), sweep_size=20, sweep_steps=3, report=True)
     lines: list[str] = []
@@ -240,13 +243,16 @@ def test_reproduce_rejects_unknown_experiment_and_budget(tmp_path):
 def test_reproduce_presets_are_consistent():
     for name, budgets in REPRODUCE.items():
         for budget, preset in budgets.items():
-            TrainConfig(method="pgd", epochs=preset.epochs_robust, batch_size=preset.batch_size, lr=preset.lr,
-                        optimizer=preset.optimizer, lr_schedule=preset.lr_schedule, eps=preset.eps,
-                        attack_steps=preset.attack_steps, attack_step_size=preset.attack_step_size)
             assert preset.data in ro.data.names(), (name, budget)
             for model in (preset.model_a, preset.model_b):
                 assert model is None or model in ro.models.names(), (name, budget, model)
+            assert preset.standard is None or preset.standard in ro.suites.names(), (name, budget)
+            recipes = preset.recipes(seed=3)
+            assert recipes["A"][1] == dataclasses.replace(preset.train, seed=3) and recipes["A'"][1].seed == 4
+            assert recipes["A_nat"][1].method == "natural" and recipes["A_nat"][1].epochs == preset.epochs_natural
     assert REPRODUCE["madry-mnist"]["demo"].data == "mnist-mini"  # offline
+    with pytest.raises(ValueError, match="did you mean 'fast'"):
+        dataclasses.replace(REPRODUCE["madry-mnist"]["demo"], standard="fats")
 
 
 def test_eval_standard_suite_runs_as_cascade(runs):
@@ -254,6 +260,23 @@ def test_eval_standard_suite_runs_as_cascade(runs):
     assert res.exit_code == 0, res.output
     assert "APGD-CE" in res.output and "APGD-T" in res.output and "mode=cascade" in res.output
     assert (runs / "a" / "eval-fast.json").is_file()
+
+
+def test_a_registered_suite_is_evaluated_with_its_mode(runs):
+    from robustopt.experiments import eval_run
+
+    @ro.suites.register_suite("test-pgd", mode="independent", summary="PGD 3 steps")
+    def pgd3(request):
+        return [ro.attacks.PGD(request.threat, steps=3, seed=request.seed)]
+
+    try:
+        ev = eval_run(runs / "a", suite="test-pgd", limit=10, echo=lambda s: None, progress=False)
+    finally:
+        ro.suites.SUITES.unregister("test-pgd")
+    assert [r.name for r in ev.rows] == ["Natural", "PGD"] and ev.meta["request"]["mode"] == "independent"
+    assert (runs / "a" / "eval-test-pgd.json").is_file()
+    res = CliRunner().invoke(main, ["eval", str(runs / "a"), "--suite", "madri"])
+    assert res.exit_code == 2 and "madry" in res.output
 
 
 def test_sweep_writes_curve(runs):

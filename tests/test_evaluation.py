@@ -272,6 +272,80 @@ def test_madry_suite_rows():
         suites.madry(t, max_restarts=0)
 
 
+# Madry et al. (2018), Tables 1 and 2 as printed (accuracy in %): (name, steps, restarts, source).
+PAPER_TABLES = {
+    "mnist": {
+        ("Natural", None, None, ""): 98.8, ("FGSM", 1, 1, "A"): 95.6, ("PGD", 40, 1, "A"): 93.2,
+        ("PGD", 100, 1, "A"): 91.8, ("PGD", 40, 20, "A"): 90.4, ("PGD", 100, 20, "A"): 89.3,
+        ("Targeted PGD", 40, 1, "A"): 92.7, ("CW", 40, 1, "A"): 94.0, ("CW+", 40, 1, "A"): 93.9,
+        ("FGSM", 1, 1, "A'"): 96.8, ("PGD", 40, 1, "A'"): 96.0, ("PGD", 100, 20, "A'"): 95.7,
+        ("CW", 40, 1, "A'"): 97.0, ("CW+", 40, 1, "A'"): 96.4,
+        ("FGSM", 1, 1, "B"): 95.4, ("PGD", 40, 1, "B"): 96.4, ("CW+", 40, 1, "B"): 95.7,
+    },
+    "cifar10": {
+        ("Natural", None, None, ""): 87.3, ("FGSM", 1, 1, "A"): 56.1, ("PGD", 7, 1, "A"): 50.0,
+        ("PGD", 20, 1, "A"): 45.8, ("CW", 30, 1, "A"): 46.8, ("FGSM", 1, 1, "A'"): 67.0, ("PGD", 7, 1, "A'"): 64.2,
+        ("CW", 30, 1, "A'"): 78.7, ("FGSM", 1, 1, "A_nat"): 85.6, ("PGD", 7, 1, "A_nat"): 86.0,
+    },
+}
+
+
+def test_the_madry_tables_hold_the_papers_numbers_on_typed_rows():
+    assert suites.MADRY_REFERENCE == PAPER_TABLES
+    for name, table in suites.MADRY_TABLES.items():
+        assert table.reference() == PAPER_TABLES[name]
+        specs = [spec for spec, _ in table.white_box] + [s for rows in table.transfer.values() for s, _ in rows]
+        assert all(isinstance(spec, suites.RowSpec) for spec in specs)
+        # every white-box row of the suite has the paper's number, keyed like the evaluation's rows
+        rows = suites.madry(table.threat, preset=name)
+        assert [(a.name, a.steps, a.restarts, "A") in table.reference() for a in rows] == [True] * len(rows)
+    assert suites.RowSpec("cw", 40, kappa=50).build(ro.Linf(0.3), 1 / 30).name == "CW+"
+
+
+def test_which_paper_table_applies_is_decided_once():
+    assert suites.paper_reference("mnist", ro.Linf(0.3)) is suites.MADRY_TABLES["mnist"]
+    assert suites.paper_reference("mnist-mini", ro.Linf(0.3 * (1 + 1e-4))) is suites.MADRY_TABLES["mnist"]
+    assert suites.paper_reference("cifar10", ro.Linf(8 / 255)) is suites.MADRY_TABLES["cifar10"]
+    for data, threat in (("cifar10", ro.Linf(0.3)), ("fashion-mnist", ro.Linf(0.3)), ("mnist", ro.L2(0.3)),
+                         ("mnist", ro.Linf(0.2)), (None, ro.Linf(0.3)), ("mnist", None)):
+        assert suites.paper_reference(data, threat) is None, (data, threat)
+    assert suites.paper_reference("npz:/nowhere.npz", ro.Linf(0.3)) is None  # a data SPEC has no table
+    assert suites.madry_preset("cifar10") == "cifar10" and suites.madry_preset("fashion-mnist") == "mnist"
+    assert set(suites.MADRY_TABLES) == set(ro.data.registry.MADRY_TABLES)  # the tables a dataset may name
+    madry = suites.get_suite("madry")
+    assert madry.paper("mnist", ro.Linf(0.3)) is suites.MADRY_TABLES["mnist"]
+    assert suites.get_suite("standard").paper("mnist", ro.Linf(0.3)) is None
+
+
+def test_suites_are_one_registry_with_their_mode():
+    assert suites.names()[:5] == ["madry", "standard", "fast", "adaptive", "rand"]
+    assert {n: suites.get_suite(n).mode for n in suites.names()[:5]} == {
+        "madry": "independent", "standard": "cascade", "fast": "cascade", "adaptive": "cascade", "rand": "cascade"}
+    assert [n for n in suites.names() if suites.get_suite(n).transfer] == ["madry"]
+    with pytest.raises(ValueError, match="did you mean 'fast'"):
+        suites.get_suite("fats")
+    t = ro.Linf(0.3)
+    request = suites.SuiteRequest(t, data="cifar10", sources={"A_nat": _linear(1)}, max_restarts=1, seed=4)
+    assert ([a.describe() for a in suites.get_suite("madry").build(request)]
+            == [a.describe() for a in suites.madry(t, request.sources, preset="cifar10", max_restarts=1)])
+    for version in ("standard", "fast", "adaptive", "rand"):
+        built = suites.get_suite(version).build(suites.SuiteRequest(t, seed=4))
+        assert [a.describe() for a in built] == [a.describe() for a in suites.standard(t, version=version, seed=4)]
+
+    @suites.register_suite("test-fgsm", mode="cascade", summary="FGSM alone")
+    def fgsm_only(request):
+        return [FGSM(request.threat)]
+
+    try:
+        assert suites.get_suite("test-fgsm").build(suites.SuiteRequest(t))[0].name == "FGSM"
+        with pytest.raises(ValueError, match="already taken"):
+            suites.register_suite("test-fgsm", mode="cascade", summary="again")(fgsm_only)
+    finally:
+        suites.SUITES.unregister("test-fgsm")
+    with pytest.raises(ValueError, match="mode"):
+        suites.register_suite("test-bad", mode="worst", summary="")
+
+
 def test_capped_restarts_do_not_duplicate_rows():
     rows = suites.madry(ro.Linf(0.3), {"A'": _linear(1)}, max_restarts=1)
     keys = [(a.name, a.steps, a.restarts, a.source) for a in rows]

@@ -23,7 +23,7 @@ LAYERS = [
     ["robustopt.training", "robustopt.training.*"],
     ["robustopt.runs"],
     ["robustopt.zoo"],
-    ["robustopt.experiments"],
+    ["robustopt.experiments", "robustopt.experiments.*"],
     ["robustopt.external"],
     ["robustopt", "robustopt.cli", "robustopt.__main__"],
 ]

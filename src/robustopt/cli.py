@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import sys
+import typing
 import warnings
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
 
 import robustopt as _registry  # imported with robustopt.cli anyway; the help texts list its registries
 from robustopt import experiments as _experiments
 from robustopt._checks import EpsWarning, check_grid_size
+from robustopt.training import TrainConfig
 
 __all__ = ["main", "parse_eps"]
 
@@ -240,78 +245,48 @@ def models_list() -> None:
                "ro.models.create(NAME, weights=PATH) to load a plain PyTorch state dict.")
 
 
+def _train_config_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Decorator: one option per TrainConfig field that has help text in its metadata, with the field's default."""
+    hints = typing.get_type_hints(TrainConfig)
+    for f in reversed(dataclasses.fields(TrainConfig)):
+        meta = f.metadata
+        if "help" not in meta:
+            continue
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        help_text = meta["help"]
+        if meta["names"] is not None:
+            help_text = f"{' | '.join(meta['names'])}: {help_text}"
+        kind = hints[f.name]
+        kwargs: dict[str, Any] = {"default": f.default, "help": help_text, "show_default": f.default is not None}
+        if bool in typing.get_args(kind) or kind is bool:
+            decls = [f"{flag}/--no-{flag[2:]}", f.name]
+        else:
+            decls = [flag, f.name]
+            kwargs["type"] = (click.Choice(list(meta["choices"])) if meta["choices"] is not None else
+                              EPS if meta["pixels"] else
+                              _NUMBERS if any(typing.get_origin(t) is tuple for t in (kind, *typing.get_args(kind)))
+                              else next(t for t in (kind, *typing.get_args(kind)) if t in (int, float, str)))
+        command = click.option(*decls, **kwargs)(command)
+    return command
+
+
 @main.command()
 @click.option("--preset", type=click.Choice(sorted(_experiments.TRAIN_PRESETS)), default=None,
-              help="A named recipe (fast-at-cifar10: Fast-AT, preact-resnet18, 15 epochs of FGSM-RS, AMP on "
-                   "CUDA); the options given explicitly override it.")
+              help="A named recipe (" + "; ".join(f"{name}: {p.summary}" for name, p in
+                                                 _experiments.TRAIN_PRESETS.items())
+                   + "); the options given explicitly override it.")
 @click.option("--data", "dataset", default=None,
               help=f"{' | '.join(_registry.data.names())}; see robustopt data list.  [default: mnist]")
 @click.option("--model", "model_name", default=None,
               help=f"{_models_by_input()}; see robustopt models list.  [default: madry-mnist]")
-@click.option("--method", default=None,
-              help=f"{' | '.join(_registry.training.METHODS)} (robustopt.training.METHODS).  [default: pgd]")
-@click.option("--norm", type=click.Choice(_registry.threat.names()), default=None,
-              help="Threat model of the training attack and the validation.  [default: linf]")
-@click.option("--eps", type=EPS, default=None, help="Radius in pixel space, e.g. 0.3 or 8/255.  [default: 0.3]")
-@click.option("--steps", "attack_steps", type=int, default=None, help="Inner PGD steps.  [default: 40]")
-@click.option("--step-size", "attack_step_size", type=EPS, default=None,
-              help="Inner PGD step size, pixel space.  [default: 0.01]")
-@click.option("--epochs", type=int, default=None, help="Passes over the training data (>= 1).  [default: 100]")
-@click.option("--batch-size", type=int, default=None, help="Examples per optimizer step.  [default: 50]")
-@click.option("--lr", type=float, default=None, help="Peak learning rate.  [default: 0.0001]")
-@click.option("--optimizer", default=None, help="adam | sgd.  [default: adam]")
-@click.option("--momentum", type=float, default=None, help="SGD momentum (Adam ignores it).  [default: 0.9]")
-@click.option("--weight-decay", type=float, default=None,
-              help="L2 penalty coefficient, e.g. 5e-4 for CIFAR-10 with SGD.  [default: 0.0]")
-@click.option("--label-smoothing", type=float, default=None,
-              help="Cross-entropy of the weight updates against labels smoothed by this much, e.g. 0.1; 0 = off."
-                   "  [default: 0.0]")
-@click.option("--ema", "ema_decay", type=float, default=None,
-              help="Keep an exponential moving average of the weights with this decay, e.g. 0.999, and make it "
-                   "the model (validated, saved, evaluated); 0 = off.  [default: 0.0]")
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine", "step", "piecewise", "cyclic"]), default=None,
-              help="Per optimizer step. cyclic: 0 -> lr at the midpoint -> 0 (Wong et al. 2020); "
-                   "piecewise: through --lr-milestones/--lr-values, else 0 -> lr at 40% of the epochs -> 0."
-                   "  [default: constant]")
-@click.option("--lr-milestones", type=_NUMBERS, default=None,
-              help="piecewise: epochs of the schedule's points, e.g. 0,100,100,150 (a repeated epoch is a jump).")
-@click.option("--lr-values", type=_NUMBERS, default=None,
-              help="piecewise: multipliers of --lr at those epochs, e.g. 1,1,0.1,0.1.")
-@click.option("--beta", type=float, default=None, help="trades: weight of the KL term.  [default: 6.0]")
-@click.option("--replay", type=int, default=None,
-              help="free: minibatch replays m; an epoch then costs m natural epochs.  [default: 4]")
-@click.option("--early-stopping-patience", type=int, default=None,
-              help="Stop after K epochs without a better validation robust accuracy and keep the best "
-                   "epoch (OUT/best.*); 0 = off.  [default: 0]")
-@click.option("--guard/--no-guard", default=None,
-              help="Catastrophic-overfitting guard: restore the last good epoch when the validation robust "
-                   "accuracy collapses (default: on for fgsm-rs and n-fgsm only).")
-@click.option("--guard-drop", type=float, default=None,
-              help="Drop below the best validation robust accuracy that counts as a collapse.  [default: 0.2]")
-@click.option("--guard-action", type=click.Choice(["stop", "continue"]), default=None,
-              help="After a collapse: stop with the restored weights or continue from them.  [default: stop]")
-@click.option("--amp/--no-amp", default=None, help="Mixed precision (float16 autocast + GradScaler); CUDA only.")
-@click.option("--fold-bn/--no-fold-bn", default=None,
-              help="Training attacks with batch norm folded into the convolutions (the same function up to "
-                   "float rounding; faster on CPU, any device).  [default: False]")
-@click.option("--device", default=None, help="cpu | cuda | cuda:N | auto.  [default: cpu]")
-@click.option("--eps-warmup-epochs", type=int, default=None,
-              help="Ramp eps linearly over the first K epochs; 0 = off.  [default: 0]")
-@click.option("--augment", type=click.Choice(["none", "crop-flip"]), default=None,
-              help="Training augmentation: crop-flip = random crop (zero padding 4) + horizontal flip (CIFAR-10)."
-                   "  [default: none]")
+@_train_config_options
 @click.option("--train-size", type=int, default=None, help="Use only the first N training images.  [default: all]")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=None,
-              help="Also checkpoint inside an epoch, every N optimizer steps (OUT/partial.*; 0 = off, the default). "
-                   "--resume continues from there exactly as if never interrupted.")
-@click.option("--checkpoint-minutes", type=float, default=None,
-              help="Checkpoint inside an epoch when this many minutes passed since the last checkpoint "
-                   "(default 10; 0 = off).")
 @click.option("--out", type=_FOLDER, required=True, help="Run folder.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
-def train(preset, dataset, model_name, method, norm, eps, train_size, out, resume, root, **overrides) -> None:
+@click.pass_context
+def train(ctx: click.Context, preset: str | None, dataset: str | None, model_name: str | None, train_size: int | None,
+          out: Path, resume: bool, root: Path | None, **fields: Any) -> None:
     """Train a model naturally or adversarially (PGD-AT, Madry et al. 2018; FGSM-RS, N-FGSM, TRADES, Free).
 
     The defaults are Madry et al.'s MNIST recipe (madry-mnist, 100 epochs of 40-step PGD on
@@ -321,24 +296,21 @@ def train(preset, dataset, model_name, method, norm, eps, train_size, out, resum
     """
     from robustopt.experiments import TRAIN_PRESETS, train_run
 
-    explicit = dict(data=dataset, model=model_name, method=method, norm=norm, eps=eps, **overrides)
-    settings = {"data": "mnist", "model": "madry-mnist", "method": "pgd", "norm": "linf", "eps": 0.3,
-                **(TRAIN_PRESETS[preset] if preset else {}),
-                **{k: v for k, v in explicit.items() if v is not None}}
+    recipe = TRAIN_PRESETS[preset] if preset else None
+    # The options given on the command line replace the recipe's fields; the others keep the recipe's.
+    explicit = {k: v for k, v in fields.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
     try:
-        train_run(out, train_size=train_size, resume=resume, root=root, echo=click.echo, **settings)
+        train_run(out, data=dataset or (recipe.data if recipe else "mnist"),
+                  model=model_name or (recipe.model if recipe else "madry-mnist"), train_size=train_size,
+                  resume=resume, root=root, echo=click.echo, config=recipe.config if recipe else None, **explicit)
     except (ValueError, TypeError, OSError) as err:  # OSError: FileExistsError, an unwritable or busy --out, ...
         _fail(err)
 
 
 @main.command("eval")
 @click.argument("run", metavar="[RUN | zoo:NAME]", required=False)
-@click.option("--suite", type=click.Choice(["madry", "standard", "fast", "adaptive", "rand"]), default="madry",
-              show_default=True,
-              help="madry: the paper's rows; standard: APGD-CE, APGD-T, FAB-T, Square (cascade); fast: APGD only; "
-                   "adaptive: the standard attacks scheduled by evidence per example (prints the budget per stage); "
-                   "rand: APGD-CE and APGD-DLR with EOT, for a randomized model (standard, fast and adaptive switch "
-                   "to it on their own when the model is random).")
+@click.option("--suite", type=click.Choice(_registry.suites.names()), default="madry", show_default=True,
+              help="; ".join(f"{name}: {entry.summary}" for name, entry in _registry.suites.SUITES.items()) + ".")
 @click.option("--source", "sources", multiple=True, metavar="NAME=RUN",
               help="Transfer source, e.g. \"A'=runs/a2\" or B=runs/b; repeatable.")
 @click.option("--norm", type=click.Choice(_registry.threat.names()), default=None, help="Default: the run's training norm.")

@@ -46,11 +46,10 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 import torch
 
-from robustopt import data as datasets
 from robustopt.evaluation.audit import LEVELS, Finding, findings_summary
 from robustopt.evaluation.evaluate import Evaluation, row_key
 from robustopt.evaluation.records import budget_cells
-from robustopt.evaluation.suites import MADRY_REFERENCE
+from robustopt.evaluation.suites import paper_reference
 from robustopt.evaluation.sweep import SweepCurve
 from robustopt.threat import ThreatModel, threat_from_name
 
@@ -130,14 +129,6 @@ class Document:
     markdown: str
     html: str
     figures: dict[str, bytes]  # file name (beside the Markdown) -> PNG bytes
-
-
-# At which L-inf eps each table of the paper applies (a dataset's table: its DatasetInfo.madry_table).
-_REFERENCE_EPS = {"mnist": 0.3, "cifar10": 8 / 255}
-_REFERENCE_SOURCE = {
-    "mnist": "Madry et al. (2018), Table 1: full MNIST, 100k training steps, up to 20 restarts",
-    "cifar10": "Madry et al. (2018), Table 2: full CIFAR-10, wide ResNet",
-}
 
 
 # --- the document: a few block types, rendered to Markdown and to HTML ---------------------
@@ -330,27 +321,14 @@ def _new_figure(size: tuple[float, float]) -> Any:
 
 def madry_reference(ev: Evaluation, data: str | None) -> tuple[dict[tuple, float], str] | None:
     """The paper's numbers for ``ev`` and where they come from, when it is the madry suite on MNIST at
-    L-inf eps 0.3 or CIFAR-10 at 8/255; None otherwise."""
-    preset = _madry_table(data) or None
-    threat = ev.threat
-    if preset is None or threat is None or threat.norm != "Linf":
+    L-inf eps 0.3 or CIFAR-10 at 8/255 (``suites.paper_reference``); None otherwise."""
+    table = paper_reference(data, ev.threat)
+    if table is None:
         return None
-    if not math.isclose(threat.eps, _REFERENCE_EPS[preset], rel_tol=1e-3):
-        return None
-    reference = MADRY_REFERENCE[preset]
+    reference = table.reference()
     if not any(row_key(r) in reference for r in ev.rows if r.name != "Natural"):
         return None  # not the madry suite (e.g. APGD / Square rows)
-    return reference, _REFERENCE_SOURCE[preset]
-
-
-def _madry_table(data: str | None) -> str:
-    """The paper table a registered dataset compares with; "" for a data SPEC, an unknown name or None."""
-    if not isinstance(data, str) or datasets.formats.is_spec(data):
-        return ""
-    try:
-        return datasets.info(data).madry_table
-    except ValueError:
-        return ""
+    return reference, table.title
 
 
 def _git_commit() -> str:

@@ -18,13 +18,13 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from robustopt._device import check_device_name
 from robustopt.threat import ThreatModel, by_name
 from robustopt.threat import names as norm_names
 from robustopt.training.augment import AUGMENTATIONS
-from robustopt.training.methods import get_method
+from robustopt.training.methods import METHODS, get_method
 
 __all__ = ["TrainConfig", "SINGLE_STEP_METHODS", "RESUMABLE_CHANGES", "resolve_config", "guard_enabled"]
 
@@ -36,6 +36,22 @@ SINGLE_STEP_METHODS = ("fgsm-rs", "n-fgsm")  # the catastrophic-overfitting guar
 _GUARD_ACTIONS = ("stop", "continue")
 # Fields that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({"epochs", "log_every", "device", "amp", "checkpoint_every", "checkpoint_minutes"})
+
+
+def _option(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] | None = None,
+            names: Iterable[str] | None = None, pixels: bool = False) -> Any:
+    """A field that ``robustopt train`` exposes as an option, with the option's help text in its metadata.
+
+    Args:
+        default: the field's default (and the option's).
+        help: the option's help text.
+        flag: the option's name when it is not ``--field-name``.
+        choices: the only values the option accepts.
+        names: the values the help lists (a live registry; the configuration checks them).
+        pixels: a length in pixel space, written like ``8/255`` on the command line.
+    """
+    metadata = {"help": help, "flag": flag, "choices": choices, "names": names, "pixels": pixels}
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -156,40 +172,58 @@ class TrainConfig:
             result, so both may change on resume.
     """
 
-    method: str = "pgd"
-    epochs: int = 100
-    batch_size: int = 50
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0
-    lr_schedule: str = "constant"
-    lr_milestones: tuple[float, ...] | None = None
-    lr_values: tuple[float, ...] | None = None
-    norm: str = "linf"
-    eps: float = 0.3
-    attack_steps: int = 40
-    attack_step_size: float | None = 0.01
+    method: str = _option("pgd", "the training method (robustopt.training.METHODS).", names=METHODS)
+    epochs: int = _option(100, "Passes over the training data (>= 1).")
+    batch_size: int = _option(50, "Examples per optimizer step.")
+    optimizer: str = _option("adam", "the optimizer (SGD with --momentum).", names=_OPTIMIZERS)
+    lr: float = _option(1e-4, "Peak learning rate.")
+    momentum: float = _option(0.9, "SGD momentum (Adam ignores it).")
+    weight_decay: float = _option(0.0, "L2 penalty coefficient, e.g. 5e-4 for CIFAR-10 with SGD.")
+    label_smoothing: float = _option(
+        0.0, "Cross-entropy of the weight updates against labels smoothed by this much, e.g. 0.1; 0 = off.")
+    ema_decay: float = _option(
+        0.0, "Keep an exponential moving average of the weights with this decay, e.g. 0.999, and make it the model "
+             "(validated, saved, evaluated); 0 = off.", flag="--ema")
+    lr_schedule: str = _option(
+        "constant", "Per optimizer step. cyclic: 0 -> lr at the midpoint -> 0 (Wong et al. 2020); piecewise: through "
+                    "--lr-milestones/--lr-values, else 0 -> lr at 40% of the epochs -> 0.", choices=_SCHEDULES)
+    lr_milestones: tuple[float, ...] | None = _option(
+        None, "piecewise: epochs of the schedule's points, e.g. 0,100,100,150 (a repeated epoch is a jump).")
+    lr_values: tuple[float, ...] | None = _option(
+        None, "piecewise: multipliers of --lr at those epochs, e.g. 1,1,0.1,0.1.")
+    norm: str = _option("linf", "Threat model of the training attack and the validation.", choices=tuple(norm_names()))
+    eps: float = _option(0.3, "Radius in pixel space, e.g. 0.3 or 8/255.", pixels=True)
+    attack_steps: int = _option(40, "Inner PGD steps.", flag="--steps")
+    attack_step_size: float | None = _option(0.01, "Inner PGD step size, pixel space.", flag="--step-size",
+                                             pixels=True)
     attack_random_start: bool = True
-    beta: float = 6.0
-    replay: int = 4
-    eps_warmup_epochs: int = 0
-    augment: str = "none"
-    seed: int = 0
+    beta: float = _option(6.0, "trades: weight of the KL term.")
+    replay: int = _option(4, "free: minibatch replays m; an epoch then costs m natural epochs.")
+    eps_warmup_epochs: int = _option(0, "Ramp eps linearly over the first K epochs; 0 = off.")
+    augment: str = _option("none", "Training augmentation: crop-flip = random crop (zero padding 4) + horizontal "
+                                   "flip (CIFAR-10).", choices=AUGMENTATIONS)
+    seed: int = _option(0, "Seed of the initial weights, the shuffling, the attacks and dropout.")
     val_size: int | None = None
     val_attack_steps: int = 10
-    guard: bool | None = None
-    guard_drop: float = 0.2
-    guard_action: str = "stop"
-    early_stopping_patience: int = 0
-    device: str = "cpu"
-    amp: bool = False
-    fold_bn: bool = False
+    guard: bool | None = _option(
+        None, "Catastrophic-overfitting guard: restore the last good epoch when the validation robust accuracy "
+              "collapses (default: on for fgsm-rs and n-fgsm only).")
+    guard_drop: float = _option(0.2, "Drop below the best validation robust accuracy that counts as a collapse.")
+    guard_action: str = _option("stop", "After a collapse: stop with the restored weights or continue from them.",
+                                choices=_GUARD_ACTIONS)
+    early_stopping_patience: int = _option(
+        0, "Stop after K epochs without a better validation robust accuracy and keep the best epoch (OUT/best.*); "
+           "0 = off.")
+    device: str = _option("cpu", "cpu | cuda | cuda:N | auto.")
+    amp: bool = _option(False, "Mixed precision (float16 autocast + GradScaler); CUDA only.")
+    fold_bn: bool = _option(False, "Training attacks with batch norm folded into the convolutions (the same function "
+                                   "up to float rounding; faster on CPU, any device).")
     log_every: int = 10
-    checkpoint_every: int = 0
-    checkpoint_minutes: float | None = 10.0
+    checkpoint_every: int = _option(
+        0, "Also checkpoint inside an epoch, every N optimizer steps (OUT/partial.*; 0 = off). --resume continues "
+           "from there exactly as if never interrupted.")
+    checkpoint_minutes: float | None = _option(
+        10.0, "Checkpoint inside an epoch when this many minutes passed since the last checkpoint (0 = off).")
 
     def __post_init__(self) -> None:
         get_method(self.method)

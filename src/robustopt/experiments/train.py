@@ -1,0 +1,191 @@
+"""``robustopt train``: train a registry model on a dataset into a run folder, and the named recipes."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from robustopt import data as datasets, distributed, models
+from robustopt._checks import check_count, check_eps, check_input_shape
+from robustopt._device import resolve_device
+from robustopt._io import atomic_write_json
+from robustopt._lock import holding
+from robustopt._progress import format_seconds
+from robustopt.experiments._inputs import quiet
+from robustopt.runs import RUN_FILE, refuse_restart, refuse_resume_of_nothing, resume_point
+from robustopt.threat import threat_from_name
+from robustopt.training import TrainConfig, TrainResult, fit
+from robustopt.training.config import resolve_config
+from robustopt.training.methods import grad_evals_per_example
+
+__all__ = ["train_run", "TrainPreset", "TRAIN_PRESETS"]
+
+
+@holding(lambda a: a["out"], "train")  # one process per run folder, created folders removed on failure
+def train_run(
+    out: str | Path,
+    *,
+    data: str = "mnist",
+    model: str = "madry-mnist",
+    train_size: int | None = None,
+    resume: bool = False,
+    root: str | Path | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    config: TrainConfig | None = None,
+    **overrides: Any,
+) -> Path:
+    """Train registry model ``model`` on dataset ``data`` into the run folder ``out``.
+
+    Args:
+        out: run folder (created).
+        data: dataset name for ``ro.data.load``.
+        model: model name for ``ro.models.create``.
+        train_size: use only the first N training images (None: all).
+        resume: continue the interrupted run in ``out``, which must hold one (its config.json or a checkpoint);
+            without it, ``out`` must hold no training checkpoint.
+        root: data root.
+        progress: show progress bars.
+        echo: prints what the run does (None: nothing): where a resumed run continues from,
+            a one-line plan with its cost in image-gradient evaluations, and at the end the run
+            folder, the final validation accuracies, the time and the next command.
+        config: the training configuration (default: ``TrainConfig()``).
+        **overrides: ``TrainConfig`` fields that replace those of ``config`` (method, norm, eps, epochs, ...).
+
+    Returns:
+        The run folder.
+
+    Raises:
+        ValueError: a model built for other images than ``data``'s, a bad configuration
+            (e.g. epochs < 1, an eps beyond the [0, 1] box, a device this machine lacks) or a bad ``train_size``.
+        TypeError: ``overrides`` names a field TrainConfig does not have.
+        FileExistsError: ``out`` holds a training checkpoint and ``resume`` is False.
+        FileNotFoundError: ``resume`` is True and ``out`` holds no training.
+    """
+    out = Path(out)
+    info = datasets.info(data)
+    _check_model_fits_data(model, data)
+    cfg = resolve_config(config, overrides)
+    check_eps(cfg.norm, cfg.eps, info.shape)  # before anything is printed or loaded (fit warns above the usual)
+    if resolve_device(cfg.device).type != "cuda" and cfg.amp:
+        raise ValueError(f"--amp (amp=True) needs a CUDA device, got --device {cfg.device}; leave --amp out on a CPU.")
+    (refuse_resume_of_nothing if resume else refuse_restart)(out)
+    if train_size is not None:
+        check_count("train_size (--train-size)", train_size)
+    x, y = datasets.load(data, split="train", root=root)
+    if train_size is not None:
+        if train_size > len(x):  # else run.json would record a size the run did not train on
+            raise ValueError(f"train_size (--train-size) {train_size:,} exceeds the {len(x):,} training images of "
+                             f"{data}; pass at most {len(x):,}, or leave it out for all of them.")
+        x, y = x[:train_size], y[:train_size]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # the seed covers the initial weights too
+        net = models.create(model, num_classes=info.num_classes, mean=info.mean, std=info.std)
+    run_info = {"data": data, "model": model, "train_size": train_size, "norm": cfg.norm, "eps": cfg.eps,
+                "method": cfg.method, "seed": cfg.seed}
+    say = echo if echo is not None and distributed.setup().is_main else quiet
+    done = 0  # epochs already trained
+    if resume:
+        message, done = resume_point(out, cfg.epochs)
+        say(message)
+    if done < cfg.epochs:
+        say(_train_plan(model, data, cfg, len(x), out, done))
+    out.mkdir(parents=True, exist_ok=True)
+    result = fit(net, (x, y), config=cfg, out=out, resume=resume, progress=progress)
+    if distributed.setup().is_main:  # under torchrun, rank 0 writes
+        atomic_write_json(out / RUN_FILE, run_info)
+    for line in _train_summary(result, out, cfg):
+        say(line)
+    return out
+
+
+def _check_model_fits_data(model: str, data: str) -> None:
+    """Refuse a registry model built for other images than the dataset's, naming the models that fit."""
+    shape = datasets.info(data).shape
+    fitting = [m for m in models.names() if models.default_config(m).input_size == shape]
+    config = models.default_config(model)
+    check_input_shape(f"model {model}" + (f" (built for {config.dataset})" if config.dataset else ""),
+                      config.input_size, data, shape,
+                      f" Models for these images: {', '.join(fitting) or 'none registered'} (robustopt models list).")
+
+
+def _train_plan(model: str, data: str, cfg: TrainConfig, n: int, out: Path, done: int = 0) -> str:
+    """One line: what ``train_run`` will do (the epochs after ``done``) and its cost in image-gradient evaluations."""
+    n_val = cfg.validation_size(n)
+    n_train = n - n_val
+    steps = math.ceil(n_train / cfg.batch_size)
+    what = f"{cfg.method} training of {model} on {data}"
+    if cfg.method != "natural":
+        what += f" at {threat_from_name(cfg.norm, cfg.eps)}"
+    left = cfg.epochs - done
+    epochs = f"{left} epoch{'s' * (left != 1)}" + (f" (epochs {done + 1}-{cfg.epochs})" if done else "")
+    per_example = grad_evals_per_example(cfg.method, cfg)
+    val_steps = cfg.val_attack_steps if cfg.eps > 0 else 0
+    if per_example is None:
+        cost = f"cost unknown (method {cfg.method!r} declares no grad_evals)"
+    else:
+        total = left * (n_train * per_example + n_val * val_steps)
+        cost = (f"about {_count(total)} image-gradient evaluations ({left} x {n_train:,} x {per_example} for training"
+                + (f" + {left} x {n_val:,} x {val_steps} for validation" if n_val and val_steps else "") + ")")
+    return (f"plan: {what}: {epochs} of {n_train:,} images ({steps:,} steps of batch {cfg.batch_size}"
+            f"{f'; {n_val:,} more held out for validation' if n_val else ''}); {cost}; run folder {out}")
+
+
+def _count(n: int) -> str:
+    return f"{n:,}" if n < 10**7 else f"{n:.2e}"
+
+
+def _train_summary(result: TrainResult, out: Path, cfg: TrainConfig) -> list[str]:
+    """Where the run was saved, its final validation accuracies, the time, and the command to run next."""
+    history = result.history
+    lines = [f"saved: {out} ({len(history)} epoch{'s' * (len(history) != 1)}, "
+             f"{format_seconds(result.seconds)} in this call)"]
+    if result.stopped:
+        lines.append(f"stopped early ({result.stopped}) after epoch {len(history)} of {cfg.epochs}; "
+                     "the saved weights are the restored ones (see log.jsonl).")
+    last = history[-1] if history else {}
+    if last.get("val_clean_acc") is None:
+        lines.append("final validation accuracy: none (no validation split, val_size=0)")
+    else:
+        robust = last.get("val_robust_acc")
+        robust = ("not measured (val_attack_steps=0)" if robust is None else
+                  f"{100 * robust:.1f}% (PGD-{cfg.val_attack_steps} at {threat_from_name(cfg.norm, cfg.eps)})")
+        lines.append(f"final validation accuracy: clean {100 * last['val_clean_acc']:.1f}%, robust {robust}")
+    lines.append(f"next: robustopt eval {shlex.quote(str(out))}   "
+                 "(the paper's attack table; --suite standard for the AutoAttack-grade worst case)")
+    return lines
+
+
+@dataclass(frozen=True)
+class TrainPreset:
+    """A named recipe of ``robustopt train --preset NAME``: the dataset, the model and the configuration.
+
+    Args:
+        data: dataset name.
+        model: registry model name.
+        config: the training configuration; options given explicitly override its fields.
+        summary: one line for ``robustopt train --help``.
+    """
+
+    data: str
+    model: str
+    config: TrainConfig
+    summary: str
+
+
+# `robustopt train --preset NAME` (explicit options override the recipe's fields).
+TRAIN_PRESETS: dict[str, TrainPreset] = {
+    # Fast-AT (Wong, Rice & Kolter 2020): preact-resnet18, 15 epochs of FGSM-RS (step 1.25 eps), SGD with
+    # the one-cycle LR 0 -> 0.2 at 40% of the epochs -> 0, batch 128, crop-flip, mixed precision: a GPU recipe.
+    "fast-at-cifar10": TrainPreset(
+        data="cifar10", model="preact-resnet18",
+        config=TrainConfig(method="fgsm-rs", norm="linf", eps=8 / 255, epochs=15, batch_size=128, optimizer="sgd",
+                           lr=0.2, momentum=0.9, weight_decay=5e-4, lr_schedule="piecewise", augment="crop-flip",
+                           amp=True, device="cuda"),
+        summary="Fast-AT, preact-resnet18, 15 epochs of FGSM-RS, AMP on CUDA"),
+}
