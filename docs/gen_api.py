@@ -63,6 +63,10 @@ SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ("robustopt.suites.madry",
          "attacks = ro.suites.madry(ro.Linf(0.3), sources={\"A'\": m2, \"B\": mb, \"A_nat\": mnat})"),
         ("robustopt.suites.standard", "attacks = ro.suites.standard(ro.Linf(8 / 255), version=\"adaptive\")"),
+        ("robustopt.suites.register_suite",
+         "@ro.suites.register_suite(\"pgd-100\", mode=\"cascade\", summary=\"PGD 100 steps\")\n"
+         "def pgd_100(request): return [ro.attacks.PGD(request.threat, steps=100, seed=request.seed)]"),
+        ("robustopt.suites.get_suite", "attacks = ro.suites.get_suite(\"madry\").build(ro.suites.SuiteRequest(ro.Linf(0.3)))"),
         ("robustopt.audit", "print(ro.findings_table(ro.audit(model, (x, y), ev)))"),
         ("robustopt.Finding", "errors = [f for f in ro.audit(model, (x, y), ev) if f.level == \"error\"]"),
         ("robustopt.findings_table", "print(ro.findings_table(findings, fmt=\"markdown\"))"),
