@@ -11,7 +11,7 @@ import typing
 import warnings
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import click
 from click.core import ParameterSource
@@ -253,21 +253,27 @@ def _train_config_options(command: Callable[..., None]) -> Callable[..., None]:
         if "help" not in meta:
             continue
         flag = meta["flag"] or "--" + f.name.replace("_", "-")
-        help_text = meta["help"]
-        if meta["names"] is not None:
-            help_text = f"{' | '.join(meta['names'])}: {help_text}"
-        kind = hints[f.name]
+        help_text = meta["help"] if meta["names"] is None else f"{' | '.join(meta['names'])}: {meta['help']}"
+        kinds = (hints[f.name], *typing.get_args(hints[f.name]))  # the type, and X of X | None
         kwargs: dict[str, Any] = {"default": f.default, "help": help_text, "show_default": f.default is not None}
-        if bool in typing.get_args(kind) or kind is bool:
+        if bool in kinds:
             decls = [f"{flag}/--no-{flag[2:]}", f.name]
         else:
             decls = [flag, f.name]
-            kwargs["type"] = (click.Choice(list(meta["choices"])) if meta["choices"] is not None else
-                              EPS if meta["pixels"] else
-                              _NUMBERS if any(typing.get_origin(t) is tuple for t in (kind, *typing.get_args(kind)))
-                              else next(t for t in (kind, *typing.get_args(kind)) if t in (int, float, str)))
+            kwargs["type"] = _option_type(kinds, meta)
         command = click.option(*decls, **kwargs)(command)
     return command
+
+
+def _option_type(kinds: tuple[Any, ...], meta: Mapping[str, Any]) -> Any:
+    """The click type of a TrainConfig field: its choices, EPS for a length in pixels, LIST for a tuple, else its type."""
+    if meta["choices"] is not None:
+        return click.Choice(list(meta["choices"]))
+    if meta["pixels"]:
+        return EPS
+    if any(typing.get_origin(kind) is tuple for kind in kinds):
+        return _NUMBERS
+    return next(kind for kind in kinds if kind in (int, float, str))
 
 
 @main.command()
