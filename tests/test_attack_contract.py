@@ -4,7 +4,8 @@ Same shape/dtype/device; inside the ball and the bounds; truthful success flags;
 mode restored and no parameter gradient written; deterministic under a seed; restarts per
 example; broken examples not attacked again; clear errors on bad input. A newly registered
 attack is covered with its default configuration; an entry in ``VARIANTS`` makes it cheaper
-and covers its modes. What is specific to one attack (closed forms, budgets, strength) lives
+and covers its modes. An attack that holds a model of its own (a transfer source) gets one from
+``models_for``. What is specific to one attack (closed forms, budgets, strength) lives
 in test_attacks.py, test_apgd_square.py and test_fab.py.
 """
 
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 import warnings
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import NUM_CLASSES, make_convnet, make_data, make_linear
 from torch import nn
 
@@ -56,6 +59,8 @@ VARIANTS: dict[str, dict[str, dict]] = {
                "early-exit": {"queries": 40, "early_exit": True}},
     "adaptive": {"default": {"steps": 6, "fab_steps": 3, "queries": 30, "n_target_classes": 2, "min_sample": 2},
                  "malt": {"steps": 4, "fab_steps": 2, "queries": 20, "target_score": "malt", "min_sample": 2}},
+    "transfer": {"pgd": {"attack": "pgd", "steps": 5}, "fgsm": {"attack": "fgsm"},
+                 "apgd-t": {"attack": "apgd", "steps": 4, "loss": "dlr", "targeted": True, "n_target_classes": 2}},
 }
 
 THREATS = {
@@ -70,6 +75,35 @@ def _variants(name: str) -> dict[str, dict]:
     return VARIANTS.get(name, {"default": {}})
 
 
+class AnySource(nn.Module):
+    """A transfer source for every input of these tests: the image average-pooled to 4x4, then a fixed
+    linear map, computed in the input's dtype and on its device."""
+
+    def __init__(self, seed: int = 1) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weight = nn.Parameter(torch.randn(NUM_CLASSES, 16, generator=g))
+        self.bias = nn.Parameter(0.1 * torch.randn(NUM_CLASSES, generator=g))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.adaptive_avg_pool2d(x, 4).mean(1).flatten(1)
+        return F.linear(z, self.weight.to(x), self.bias.to(x))
+
+
+def models_for(name: str) -> dict[str, nn.Module]:
+    """The models the attack ``name`` holds besides its configuration (its ``nn.Module`` fields), made here."""
+    hints = typing.get_type_hints(ATTACKS[name])
+    return {f.name: AnySource() for f in dataclasses.fields(ATTACKS[name])
+            if isinstance(hints.get(f.name), type) and issubclass(hints[f.name], nn.Module)}
+
+
+def reseeded(atk: Attack, seed: int) -> Attack:
+    """``atk`` with another seed (a transfer attack's seed is its inner attack's)."""
+    if isinstance(atk, ro.attacks.Transfer):
+        return dataclasses.replace(atk, attack=reseeded(atk.attack, seed))
+    return dataclasses.replace(atk, seed=seed)
+
+
 ALL = [pytest.param(name, kw, id=f"{name}-{v}") for name in ATTACKS for v, kw in _variants(name).items()]
 FIRST = [pytest.param(name, next(iter(_variants(name).values())), id=name) for name in ATTACKS]
 
@@ -79,7 +113,7 @@ def make(name: str, kwargs: dict, norm: str, **threat_kw) -> Attack:
     norms = ATTACKS[name].norms
     if norms is not None and norm not in norms:
         pytest.skip(f"{name} is not defined for {norm}")
-    return create(name, THREATS[norm](**threat_kw), **kwargs)
+    return create(name, THREATS[norm](**threat_kw), **kwargs, **models_for(name))
 
 
 def predictions(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -217,7 +251,7 @@ def test_a_randomized_attack_depends_on_its_seed(name, kwargs, norm):
     a = atk.run(model, x, y, generator=g)
     if torch.equal(g.get_state(), state):
         pytest.skip(f"{name} draws no random numbers in this configuration")
-    assert not results_equal(a, dataclasses.replace(atk, seed=atk.seed + 1).run(model, x, y))
+    assert not results_equal(a, reseeded(atk, atk.seed + 1).run(model, x, y))
 
 
 # --- restarts per example, no second attack on what is broken ------------------------------------------
@@ -409,6 +443,8 @@ def test_empty_batch_and_integer_label_widths(name, kwargs, data):
 @pytest.mark.parametrize("name, kwargs", FIRST)
 def test_probabilities_warn_once_and_logits_never(name, kwargs, data):
     atk = make(name, kwargs, "Linf", eps=0.1)
+    if atk.source != "A":
+        pytest.skip(f"{name} differentiates another model than the one it is given")
     x, y = data
     softmax = _SOFTMAX_MODELS[name]
     with warnings.catch_warnings(record=True) as caught:
@@ -424,33 +460,76 @@ def test_probabilities_warn_once_and_logits_never(name, kwargs, data):
 @pytest.mark.parametrize("name, kwargs", ALL)
 def test_attacks_are_frozen_values_with_a_json_description(name, kwargs):
     atk = make(name, kwargs, "Linf")
-    assert isinstance(atk, ATTACKS[name]) and atk == create(name, ro.Linf(0.3), **kwargs)
+    assert isinstance(atk, ATTACKS[name]) and atk == create(name, ro.Linf(0.3), **kwargs, **models_for(name))
     field = dataclasses.fields(atk)[-1].name
     with pytest.raises(dataclasses.FrozenInstanceError):
         setattr(atk, field, getattr(atk, field))
     desc = json.loads(json.dumps(atk.describe()))
-    assert desc["type"] == type(atk).__name__ and desc["threat"] == {"norm": "Linf", "eps": 0.3, "bounds": [0.0, 1.0]}
+    assert desc["key"] == name and desc["type"] == type(atk).__name__
+    threat = desc["threat"] if "threat" in desc else desc["attack"]["threat"]  # a transfer attack: its inner one's
+    assert threat == {"norm": "Linf", "eps": 0.3, "bounds": [0.0, 1.0]}
     assert isinstance(atk.name, str) and atk.name and type(atk).__name__ in repr(atk)
     assert atk.steps is None or isinstance(atk.steps, int)
     assert atk.restarts is None or isinstance(atk.restarts, int)
+
+
+@pytest.mark.parametrize("name, kwargs", ALL)
+@pytest.mark.parametrize("norm", THREATS)
+def test_describe_and_from_dict_round_trip(name, kwargs, norm):
+    atk = make(name, kwargs, norm, bounds=(-1.0, 2.0))
+    back = Attack.from_dict(json.loads(json.dumps(atk.describe())), **models_for(name))  # as read from a file
+    assert back == atk and type(back) is type(atk) and back.describe() == atk.describe()
+    assert ATTACKS[name].from_dict(atk.describe(), **models_for(name)) == atk
+    assert ro.attacks.attack_key(atk.describe()) == name
+    legacy = {k: v for k, v in atk.describe().items() if k != "key"}  # files written before the key was stored
+    assert ro.attacks.attack_key(legacy) == name and Attack.from_dict(legacy, **models_for(name)) == atk
+
+
+def test_from_dict_refuses_what_it_cannot_rebuild():
+    pgd = ro.attacks.PGD(ro.Linf(0.3), steps=3).describe()
+    with pytest.raises(ValueError, match="'pgd'"):
+        Attack.from_dict({**pgd, "key": "pdg", "type": "PDG"})
+    with pytest.raises(ValueError, match="no field"):
+        Attack.from_dict({**pgd, "queries": 10})
+    with pytest.raises(ValueError, match="not of a FGSM"):
+        ro.attacks.FGSM.from_dict(pgd)
+    with pytest.raises(TypeError, match="dict"):
+        Attack.from_dict("PGD")
+    transfer = ro.attacks.Transfer(AnySource(), ro.attacks.FGSM(ro.Linf(0.3)), source_name="B")
+    with pytest.raises(TypeError, match="source_model="):
+        Attack.from_dict(transfer.describe())
+
+
+def test_a_transfer_source_is_not_part_of_the_configuration():
+    a, b = AnySource(seed=1), AnySource(seed=2)
+    fgsm = ro.attacks.FGSM(ro.Linf(0.3))
+    t = ro.attacks.Transfer(a, fgsm, source_name="B")
+    assert t == ro.attacks.Transfer(b, fgsm, source_name="B") and "source_model" not in repr(t)
+    assert t != ro.attacks.Transfer(a, fgsm, source_name="C")
+    assert create("transfer", ro.Linf(0.3), source_model=a, attack=fgsm, source_name="B") == t
+    assert create("transfer", ro.Linf(0.3), source_model=a, attack=fgsm.describe(), source_name="B") == t
+    with pytest.raises(ValueError, match="threat model"):
+        create("transfer", ro.L2(1.0), source_model=a, attack=fgsm)
+    with pytest.raises(ValueError, match="options"):
+        create("transfer", ro.Linf(0.3), source_model=a, attack=fgsm, steps=3)
 
 
 @pytest.mark.parametrize("name", ATTACKS)
 def test_configuration_errors(name):
     for threat in (0.3, "linf", None):
         with pytest.raises(TypeError, match="threat"):
-            create(name, threat)  # type: ignore[arg-type]
+            create(name, threat, **models_for(name))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="seed"):
-        create(name, ro.Linf(0.3), seed="0")
+        create(name, ro.Linf(0.3), seed="0", **models_for(name))
     norms = ATTACKS[name].norms
     for norm, threat in THREATS.items():
         if norms is not None and norm not in norms:
             with pytest.raises(NotImplementedError, match=norm):  # also a ValueError
-                create(name, threat())
+                create(name, threat(), **models_for(name))
 
 
 def test_the_registry_names_the_attacks_and_refuses_bad_entries():
-    assert {"fgsm", "pgd", "apgd", "fab", "square"} <= set(ATTACKS)
+    assert {"fgsm", "pgd", "apgd", "fab", "square", "adaptive", "transfer"} <= set(ATTACKS)
     with pytest.raises(ValueError, match="'pgd'"):
         create("pdg", ro.Linf(0.3))
     with pytest.raises(ValueError, match="already taken"):

@@ -586,14 +586,6 @@ def test_names_and_lookup():
         ro.ThreatModel.from_dict({"norm": "Linf", "eps": 0.3, "step_quantile": 0.5})  # L1's field on Linf
 
 
-def test_parse_reads_the_string_form_of_older_result_files():
-    assert ro.ThreatModel.parse("Linf(eps=0.3)") == ro.Linf(0.3)
-    assert ro.ThreatModel.parse(str(ro.L2(1.5))) == ro.L2(1.5)
-    assert ro.ThreatModel.parse(str(ro.Linf(8 / 255))).eps == pytest.approx(8 / 255, rel=1e-4)  # 4 digits
-    with pytest.raises(ValueError, match="not a threat model"):
-        ro.ThreatModel.parse("eps 0.3")
-
-
 def test_a_threat_model_of_ones_own_is_found_by_name_and_read_back():
     from dataclasses import dataclass
     from typing import ClassVar

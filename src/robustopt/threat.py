@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -156,20 +155,6 @@ class ThreatModel:
         if unknown:
             raise ValueError(f"{kind.__name__} has no field(s) {unknown}; got {dict(d)!r}.")
         return kind(**fields)
-
-    @classmethod
-    def parse(cls, text: str) -> ThreatModel:
-        """The inverse of ``str()``, e.g. ``"Linf(eps=0.3)"`` (eps to 4 significant digits, default bounds).
-
-        Only for result files written before threat models were stored with :meth:`to_dict`.
-
-        Raises:
-            ValueError: ``text`` is not of that form, or names no known norm.
-        """
-        match = re.fullmatch(r"\s*(\w+)\(eps=([^)]+)\)\s*", str(text))
-        if match is None:
-            raise ValueError(f"{text!r} is not a threat model such as 'Linf(eps=0.3)'.")
-        return by_name(match.group(1))(float(match.group(2)))
 
     # --- geometry -------------------------------------------------------------------
     def distance(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:

@@ -21,20 +21,22 @@ import contextlib
 import dataclasses
 import math
 import numbers
+import typing
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator, NamedTuple
 
 import torch
 from torch import nn
 
+from robustopt._registry import Registry
 from robustopt.threat import ThreatModel, check_images
 
 __all__ = [
     "Attack", "AttackResult", "Aim", "Best", "Search", "better", "eval_mode", "check_batch", "check_targets",
     "predict", "success_of", "aims_at_top_classes", "UnsupportedThreat", "Cost", "STOP_REASONS", "stalled",
-    "value_and_grad", "value_at", "output_change", "is_randomized",
+    "value_and_grad", "value_at", "output_change", "is_randomized", "ATTACKS", "attack_key",
 ]
 
 WHITE_BOX_SOURCE = "A"  # the Source of white-box rows in tables (the paper's name for the evaluated model)
@@ -710,6 +712,14 @@ class Attack:
         """Adversarial examples for ``(x, y)`` against ``model``; see ``run`` for the options."""
         return self.run(model, x, y, **kwargs).x_adv
 
+    @classmethod
+    def create(cls, threat: ThreatModel, **kwargs: Any) -> Attack:
+        """This attack on ``threat``, configured by ``kwargs``: what ``ro.attacks.create(key, ...)`` calls.
+
+        An attack whose first field is not the threat model (a transfer attack) overrides it.
+        """
+        return cls(threat, **kwargs)  # type: ignore[call-arg]
+
     # --- how a table row and a JSON file show the attack --------------------------
     @property
     def name(self) -> str:
@@ -731,8 +741,13 @@ class Attack:
         return WHITE_BOX_SOURCE
 
     def describe(self) -> dict[str, Any]:
-        """JSON-ready description: type, display name and every configuration field."""
-        out: dict[str, Any] = {"type": type(self).__name__, "name": self.name}
+        """JSON-ready description: the registry key, the class, the display name and every configuration field.
+
+        ``key`` is what identifies the attack (the key of ``ATTACKS``, None for an unregistered
+        class); ``type`` (the class name) and ``name`` (the table's label) are for readers.
+        Models an attack holds (a transfer source) are left out. :meth:`from_dict` is the inverse.
+        """
+        out: dict[str, Any] = {"key": _key_of_class(type(self)), "type": type(self).__name__, "name": self.name}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if isinstance(value, ThreatModel):
@@ -745,3 +760,90 @@ class Attack:
                 value = value.tolist()
             out[f.name] = value
         return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], **models: nn.Module) -> Attack:
+        """The attack that :meth:`describe` described, also as read back from a JSON file.
+
+        Args:
+            d: a ``describe()`` dict. Descriptions written before the registry key was stored
+                name the class in ``type`` instead; both are read.
+            **models: the models a description leaves out, by field name (``source_model`` of a
+                transfer attack).
+
+        Returns:
+            An attack equal to the described one (any registered attack).
+
+        Raises:
+            ValueError: ``d`` names no registered attack, the attack is not a ``cls``, or ``d`` holds
+                a field the attack does not have.
+            TypeError: ``d`` is not a mapping, or a model the attack needs is not passed.
+
+        Example:
+            >>> Attack.from_dict(PGD(Linf(0.3), steps=40).describe()) == PGD(Linf(0.3), steps=40)
+            True
+        """
+        if not isinstance(d, Mapping):
+            raise TypeError(f"an attack description must be a dict (Attack.describe()), got {type(d).__name__}.")
+        klass = ATTACKS.get(attack_key(d) or str(d.get("key", d.get("type"))))
+        if not issubclass(klass, cls):
+            raise ValueError(f"the description is of a {klass.__name__}, not of a {cls.__name__}.")
+        fields = {f.name: f for f in dataclasses.fields(klass) if f.init}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - set(fields) - {"key", "type", "name"})
+        if unknown:
+            raise ValueError(f"{klass.__name__} has no field(s) {unknown}; the description is of another "
+                             "version of the attack, or not of an attack.")
+        hints = typing.get_type_hints(klass)
+        kwargs: dict[str, Any] = {}
+        for name in fields:
+            hint = hints.get(name)
+            if _is_class(hint, nn.Module):
+                if name not in models:
+                    raise TypeError(f"{klass.__name__}.from_dict needs the model the description leaves out: "
+                                    f"pass {name}=<the nn.Module>.")
+                kwargs[name] = models[name]
+            elif name in d:
+                kwargs[name] = _field_from_json(hint, d[name])
+        return klass(**kwargs)
+
+
+# Every attack by its key; ``robustopt.attacks.registry`` adds the entries (``@register_attack``).
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def _key_of_class(cls: type) -> str | None:
+    """The key ``cls`` is registered under (None for an unregistered class, e.g. an unregistered subclass)."""
+    return next((key for key, entry in ATTACKS.items() if entry is cls), None)
+
+
+def attack_key(description: Mapping[str, Any] | None) -> str | None:
+    """The registry key of the attack an ``Attack.describe()`` dict describes; None for no attack.
+
+    Reads ``key``, or, in descriptions written before it was stored, the class name in ``type``.
+
+    Example:
+        >>> attack_key(PGD(Linf(0.3)).describe())
+        'pgd'
+    """
+    if not isinstance(description, Mapping):
+        return None
+    key = description.get("key")
+    if isinstance(key, str) and key in ATTACKS:
+        return key
+    kind = description.get("type")
+    return next((k for k, entry in ATTACKS.items() if entry.__name__ == kind), None)
+
+
+def _is_class(hint: Any, base: type) -> bool:
+    return isinstance(hint, type) and issubclass(hint, base)
+
+
+def _field_from_json(hint: Any, value: Any) -> Any:
+    """A configuration field as the attack holds it, from its JSON form (threat models, attacks, tuples)."""
+    if _is_class(hint, ThreatModel) and isinstance(value, Mapping):
+        return ThreatModel.from_dict(value)
+    if _is_class(hint, Attack) and isinstance(value, Mapping):
+        return Attack.from_dict(value)
+    if isinstance(value, list) and (_is_class(hint, tuple) or typing.get_origin(hint) is tuple):
+        return tuple(value)
+    return value
