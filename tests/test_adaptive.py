@@ -276,13 +276,14 @@ def test_fgsm_overfitted_model(data):
 # --- the audit reads the cascade ----------------------------------------------------------------------
 def cascade(clean: float, *stages: tuple[str, float], n: int = 1000, attacked: list[int] | None = None) -> Evaluation:
     """A cascade evaluation from (name, accuracy after it) pairs, as ``suites.standard`` gives them."""
-    configs = {"APGD-CE": {"type": "APGD", "loss": "ce", "targeted": False},
-               "APGD-T": {"type": "APGD", "loss": "dlr", "targeted": True},
-               "FAB-T": {"type": "FAB", "targeted": True}, "Square": {"type": "Square"}}
-    rows = [Row("Natural", None, None, "", clean, clean, attacked=n)]
+    configs = {"APGD-CE": {"key": "apgd", "loss": "ce", "targeted": False},
+               "APGD-T": {"key": "apgd", "loss": "dlr", "targeted": True},
+               "FAB-T": {"key": "fab", "targeted": True}, "Square": {"key": "square"}}
+    rows = [Row("Natural", None, None, "", round(clean * n), round(clean * n), n, attacked=n)]
     before = clean
     for name, acc in stages:
-        rows.append(Row(name, 100, 1, "A", acc, acc, attacked=round(before * n), attack=configs[name]))
+        count = round(acc * n)
+        rows.append(Row(name, 100, 1, "A", count, count, n, attacked=round(before * n), attack=configs[name]))
         before = acc
     robust = torch.arange(n) < round(before * n)
     return Evaluation(rows=rows, correct=torch.ones(n, dtype=torch.bool), robust=robust, mode="cascade", seed=0)

@@ -121,19 +121,26 @@ def test_outside_threat(base, data):
 
 
 # --- evaluation checks on crafted tables ---------------------------------------------------------
+N = 10000  # examples in the crafted tables
+
+
 def row(name: str, acc: float, steps: int | None = 40, restarts: int | None = 1, source: str = "A", **attack) -> Row:
-    kind = "Transfer" if source not in ("A", "") else ("Square" if name.startswith("Square") else "PGD")
-    return Row(name, steps, restarts, source, accuracy=acc, worst_case=acc, attack={"type": kind, "loss": "ce", **attack})
+    """A crafted row: its attack identified by its registry key, as ``Attack.describe()`` stores it."""
+    key = "transfer" if source not in ("A", "") else "square" if name.startswith("Square") else "fgsm" if name == "FGSM" else "pgd"
+    targeted = {"targeted": "least-likely"} if name.startswith("Targeted") else {}
+    count = round(acc * N)
+    return Row(name, steps, restarts, source, count, count, N, attack={"key": key, "loss": "ce", **targeted, **attack})
 
 
-def table(*rows: Row, mode: str = "independent", n: int = 10000) -> Evaluation:
-    rows = [Row("Natural", None, None, "", 0.988, 0.988), *rows]
+def table(*rows: Row, mode: str = "independent") -> Evaluation:
+    clean = round(0.988 * N)
+    rows = [Row("Natural", None, None, "", clean, clean, N), *rows]
     if mode == "cascade":
-        worst = 1.0
+        worst = N
         for r in rows:
-            worst = min(worst, r.accuracy)
-            r.worst_case = r.accuracy = worst
-    return Evaluation(rows=rows, correct=torch.ones(n, dtype=torch.bool), robust=torch.ones(n, dtype=torch.bool),
+            worst = min(worst, r.accurate)
+            r.robust = r.accurate = worst
+    return Evaluation(rows=rows, correct=torch.ones(N, dtype=torch.bool), robust=torch.ones(N, dtype=torch.bool),
                       mode=mode, seed=0)
 
 
@@ -312,3 +319,30 @@ def test_empty_data_is_refused_in_words(base, data):
     x, y = data
     with pytest.raises(ValueError, match="data holds no examples: pass at least one"):
         audit(base, (x[:0], y[:0]))
+
+
+def test_stages_are_known_by_their_attacks_not_their_names():
+    """A scheduled row's stages get their kinds from the stage attacks of its configuration: renamed
+    stages (a committed evaluation of a quantized model) give the same findings."""
+    import json
+    from pathlib import Path
+
+    file = Path(__file__).resolve().parents[1] / "zoo/mnist-pgd-linf-quantized/eval-adaptive.json"
+    ev = Evaluation.from_json(file)
+    expected = [(f.level, f.code) for f in audit(None, evaluation=ev)]
+    assert expected == [("error", "ce-stage-weak"), ("error", "black-box-breaks-survivors")]
+    d = json.loads(json.dumps(ev.to_dict()))
+    for batch in d["rows"][1]["records"]["batches"]:
+        for k, st in enumerate(batch["stages"]):
+            st["name"] = f"stage {k + 1}"
+    renamed = audit(None, evaluation=Evaluation.from_dict(d))
+    assert [(f.level, f.code) for f in renamed] == expected and "stage 4" in renamed[1].message
+
+
+def test_cascade_stages_count_the_examples_each_row_broke():
+    square = row("Square", 0.70, steps=5000)
+    square.attacked = 9000
+    ev = table(row("PGD", 0.90), square, mode="cascade")
+    assert [r.robust for r in ev.rows] == [9880, 9000, 7000]
+    (f,) = [f for f in audit(None, evaluation=ev) if f.code == "black-box-breaks-survivors"]
+    assert f.details["broken"] == 2000 and f.details["white_box_stages"] == ["PGD"]

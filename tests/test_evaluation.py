@@ -129,8 +129,12 @@ def test_evaluation_is_typed_data_that_round_trips_through_json(problem):
     model, x, y = problem
     threat = ro.Linf(1 / 30)  # not exact in 4 digits: the dict keeps every bit
     ev = evaluate(model, (x, y), _deterministic_attacks(threat), progress=False, meta={"data": "toy"})
-    assert ev.meta["threat"] == threat.to_dict() and ev.threat == threat
+    assert ev.threat == threat and "threat" not in ev.meta
+    assert [r.key for r in ev.rows] == [None, "fgsm", "pgd", "pgd", "transfer"] and ev.rows[0].natural
+    assert all(r.total == ev.n and r.accuracy == r.accurate / ev.n and r.worst_case == r.robust / ev.n for r in ev.rows)
+    assert ev.rows[-1].robust == int(ev.robust.sum()) and ev.rows[0].accurate == int(ev.correct.sum())
     d = json.loads(json.dumps(ev.to_dict()))
+    assert d["threat"] == threat.to_dict() and d["rows"][1]["accuracy"] == ev.rows[1].accuracy  # for readers
     back = Evaluation.from_dict(d)
     assert back.to_dict() == d and back.threat == threat and back.rows == ev.rows
     assert back.table() == ev.table() and f"threat {threat}" in ev.table()
@@ -139,18 +143,53 @@ def test_evaluation_is_typed_data_that_round_trips_through_json(problem):
     assert lines[-1][0] == "Worst case (all rows)" and caption.endswith(f"threat {threat}")
 
 
-def test_files_that_stored_the_threat_as_a_string_are_still_read(problem):
-    # Results written before the threat was a dict: meta["threat"] is "Linf(eps=0.03333)", eps to 4 digits;
-    # the rows' attack configuration holds the exact one.
+def _as_older_file(d: dict) -> dict:
+    """``d`` as robustopt wrote it before rows held counts and the threat model had a field of its own."""
+    old = {k: v for k, v in d.items() if k != "threat"}
+    old["meta"] = {**d["meta"], "threat": d["threat"]}
+    old["rows"] = [{k: v for k, v in r.items() if k not in ("accurate", "robust", "total")} for r in d["rows"]]
+    for r in old["rows"]:
+        if r["attack"]:
+            r["attack"] = {k: v for k, v in r["attack"].items() if k != "key"}
+            if "attack" in r["attack"]:
+                r["attack"]["attack"] = {k: v for k, v in r["attack"]["attack"].items() if k != "key"}
+    return old
+
+
+def test_files_of_earlier_versions_are_still_read(problem):
     model, x, y = problem
     threat = ro.Linf(1 / 30)
-    d = evaluate(model, (x, y), _deterministic_attacks(threat), progress=False).to_dict()
-    d["meta"]["threat"] = str(threat)
-    old = Evaluation.from_dict(d)
-    assert old.threat == threat and f"threat {threat}" in old.table()
-    for r in d["rows"]:  # and with no attack configuration either: the string, to 4 digits
+    ev = evaluate(model, (x, y), _deterministic_attacks(threat), progress=False)
+    d = json.loads(json.dumps(ev.to_dict()))
+    old = _as_older_file(d)
+    back = Evaluation.from_dict(old)
+    assert back.threat == threat and back.rows == ev.rows  # counts from the fractions, keys from the class names
+    # Older still: meta["threat"] is "Linf(eps=0.03333)" (eps to 4 digits); the rows' configuration holds the exact one.
+    old["meta"]["threat"] = str(threat)
+    assert Evaluation.from_dict(old).threat == threat
+    for r in old["rows"]:  # without any configuration, the threat model is unknown
         r["attack"] = {}
-    assert Evaluation.from_dict(d).threat == ro.Linf(0.03333)
+    assert Evaluation.from_dict(old).threat is None
+
+
+@pytest.mark.parametrize("path", ["bench/results/full-mnist/A/eval-madry.json", "zoo/mnist-pgd-linf/eval-adaptive.json",
+                                  "bench/results/cifar10-cpu/A/eval-madry.json"])
+def test_committed_result_files_are_read(path):
+    from pathlib import Path
+
+    file = Path(__file__).resolve().parents[1] / path
+    raw = json.loads(file.read_text())
+    ev = Evaluation.from_json(file)
+    assert ev.n == raw["n"] and ev.threat is not None and ev.threat.norm == "Linf"
+    assert ev.rows[0].natural and all(r.key is not None for r in ev.rows[1:])
+    for r, saved in zip(ev.rows, raw["rows"]):
+        assert r.total == ev.n and r.accuracy == pytest.approx(saved["accuracy"], abs=1e-6)
+        assert r.worst_case == pytest.approx(saved["worst_case"], abs=1e-6)
+        if not r.natural:
+            assert r.attack["key"] == r.key and Attack.from_dict(r.attack, source_model=nn.Identity()).name == r.name
+    assert ev.rows[-1].robust == int(ev.robust.sum())
+    again = Evaluation.from_dict(json.loads(json.dumps(ev.to_dict())))  # and in today's format
+    assert again.rows == ev.rows and again.threat == ev.threat
 
 
 def test_data_as_iterable_of_batches(problem):
@@ -356,11 +395,13 @@ def test_capped_restarts_do_not_duplicate_rows():
 def test_a_threat_model_unknown_where_the_file_is_read_is_no_error(problem):
     model, x, y = problem
     d = evaluate(model, (x, y), [FGSM(ro.Linf(0.05))], progress=False).to_dict()
-    d["meta"]["threat"] = {"norm": "Hexagon", "eps": 0.05, "bounds": [0.0, 1.0]}  # its class is not imported
-    for r in d["rows"]:
-        r["attack"].pop("threat", None)
+    d["threat"] = {"norm": "Hexagon", "eps": 0.05, "bounds": [0.0, 1.0]}  # its class is not imported
     ev = Evaluation.from_dict(d)
     assert ev.threat is None and "threat" not in ev.table().splitlines()[-1]
+    old = _as_older_file(d)
+    for r in old["rows"]:
+        r["attack"].pop("threat", None)
+    assert Evaluation.from_dict(old).threat is None
 
 
 # --- inputs that would give a wrong number are refused ---------------------------------------------

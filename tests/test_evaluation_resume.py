@@ -12,7 +12,7 @@ from torch import nn
 
 import robustopt as ro
 from robustopt.attacks import FGSM, PGD, Transfer
-from robustopt.evaluation import evaluate
+from robustopt.evaluation import ProgressFileError, evaluate
 
 N, BATCH = 60, 16  # 4 batches per attack (the last one short)
 
@@ -178,8 +178,9 @@ def test_progress_of_another_job_is_refused(problem, tmp_path, change, named):
         attacks[2] = Transfer(_mlp(9), PGD(ro.Linf(0.05), steps=2, step_size=0.05 / 4), source_name="B")  # same describe()
     else:
         kwargs.update(change)
-    with pytest.raises(ValueError, match=f"another evaluation \\(different {named}\\).*Delete it"):
+    with pytest.raises(ProgressFileError, match=f"another evaluation \\(different {named}\\).*Delete it") as err:
         evaluate(model, (x, y), attacks, progress=False, progress_file=path, **kwargs)
+    assert err.value.path == path and "Delete it" not in err.value.problem
     assert path.read_text() == before  # left alone
 
 
@@ -197,7 +198,7 @@ def test_unreadable_progress_file_is_a_clear_error(problem, tmp_path, content):
         path.write_bytes(content)
     else:
         path.write_text(content)
-    with pytest.raises(ValueError, match="not a usable robustopt evaluation progress file.*Delete it"):
+    with pytest.raises(ProgressFileError, match="not a usable robustopt evaluation progress file.*Delete it"):
         evaluate(model, (x, y), _attacks(), batch_size=BATCH, progress=False, progress_file=path)
 
 
@@ -217,16 +218,17 @@ def test_damaged_progress_file_is_a_clear_error(problem, tmp_path, edit):
     state = json.loads(_interrupted(problem, path, k=6))
     edit(state)
     path.write_text(json.dumps(state))
-    with pytest.raises(ValueError, match="not a usable robustopt evaluation progress file"):
+    with pytest.raises(ProgressFileError, match="not a usable robustopt evaluation progress file"):
         evaluate(model, (x, y), _attacks(), batch_size=BATCH, progress=False, progress_file=path)
 
 
 def test_progress_is_written_once_per_batch(problem, tmp_path, monkeypatch):
-    module = importlib.import_module("robustopt.evaluation.evaluate")  # the package re-exports the function
+    from robustopt.evaluation import progress as module
+
     model, x, y = problem
     writes = []
-    real = module._save_progress
-    monkeypatch.setattr(module, "_save_progress", lambda path, state: writes.append(state["batch"]) or real(path, state))
+    real = module.save
+    monkeypatch.setattr(module, "save", lambda path, state: writes.append(state["batch"]) or real(path, state))
     path = tmp_path / "eval.progress.json"
     ev = evaluate(model, (x, y), _attacks(), batch_size=BATCH, progress=False, progress_file=path)
     assert len(writes) == _calls(ev)
@@ -337,7 +339,7 @@ def test_saved_progress_says_where_a_resumed_evaluation_continues(problem, tmp_p
     _interrupted(problem, path)
     where = saved_progress(path, model, (x, y), _attacks(), batch_size=BATCH)
     assert where is not None and where["sessions"] == 1 and 0 <= where["attack"] < len(_attacks())
-    with pytest.raises(ValueError, match="another evaluation \\(different seed\\)"):
+    with pytest.raises(ProgressFileError, match="another evaluation \\(different seed\\)"):
         saved_progress(path, model, (x, y), _attacks(), batch_size=BATCH, seed=1)
 
 

@@ -131,10 +131,11 @@ def test_render_draws_objects_and_touches_no_file(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     threat = ro.Linf(0.3)
-    ev = Evaluation(rows=[Row("Natural", None, None, "", 0.9, 0.9),
-                          Row("PGD | CW", 40, 1, "A", 0.5, 0.5, attack={"type": "PGD", "threat": threat.to_dict()})],
+    ev = Evaluation(rows=[Row("Natural", None, None, "", 9, 9, 10),
+                          Row("PGD | CW", 40, 1, "A", 5, 5, 10, attack={"key": "pgd", "threat": threat.to_dict()}),
+                          Row("Worst case attack", 40, 1, "A", 5, 5, 10, attack={"key": "pgd"})],  # styled as a row
                     correct=torch.ones(10, dtype=torch.bool), robust=torch.zeros(10, dtype=torch.bool),
-                    mode="independent", seed=0, meta={"threat": threat.to_dict()})
+                    mode="independent", seed=0, threat=threat)
     x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     gallery = Gallery(x=x, x_adv=(x + 0.3).clamp(0, 1), y=torch.tensor([1, 2]), pred_adv=torch.tensor([1, 0]),
                       threat=threat, steps=7, seed=3, probed=5)
@@ -148,6 +149,7 @@ def test_render_draws_objects_and_touches_no_file(tmp_path, monkeypatch):
     assert "*10 examples, mode=independent (each row: that attack alone), threat Linf(eps=0.3)*" in doc.markdown
     assert ('<tr class="level-warning"><td>warning</td><td><code>zero-gradient</code></td><td>a | b</td></tr>'
             in doc.html)
+    assert '<tr class="total"><td>Worst case (all rows)</td>' in doc.html and "<tr><td>Worst case attack</td>" in doc.html
     assert "Audit: 0 error, 1 warning, 0 info." in doc.markdown and '<p class="ok">Audit: no problems found.</p>' in doc.html
     assert "No training log" in doc.markdown and "No sweep yet" in doc.markdown
     assert list(doc.figures) == ["report-a-adversarial.png"] and doc.figures["report-a-adversarial.png"].startswith(PNG)

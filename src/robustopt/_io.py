@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "json_default",
+    "json_ready",
     "sha256_file",
 ]
 
@@ -153,6 +154,41 @@ def json_default(obj: Any) -> Any:
         f"object of type {type(obj).__qualname__} is not JSON serializable; "
         "convert it to str, number, list or dict first"
     )
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` as it reads back from a JSON file: dicts with string keys, lists, str, int, float, bool, None.
+
+    Tuples become lists, numbers used as keys become strings, and the types :func:`json_default`
+    knows are converted by it; what a JSON file cannot hold raises TypeError. Use it to compare a
+    value with one read from a file.
+
+    Example:
+        >>> json_ready({"bounds": (0.0, 1.0), 1: Path("a")})
+        {'bounds': [0.0, 1.0], '1': 'a'}
+    """
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, str):
+        return str.__str__(obj)  # a str subclass (e.g. a str enum) as the plain string JSON writes
+    if isinstance(obj, int) and not isinstance(obj, enum.Enum):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, dict):
+        return {_json_key(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return json_ready(json_default(obj))
+
+
+def _json_key(key: Any) -> str:
+    """A dict key as JSON writes it (``json.dumps`` accepts str, int, float, bool and None keys)."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    raise TypeError(f"a JSON object key must be a string or a number, got {type(key).__qualname__}.")
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2) -> Path:

@@ -22,7 +22,7 @@ import torch
 
 from robustopt import data as datasets
 from robustopt._device import resolve_device
-from robustopt._io import atomic_write_json, atomic_write_text
+from robustopt._io import atomic_write_json, atomic_write_text, json_ready
 from robustopt.data import formats as data_formats
 from robustopt.evaluation import Evaluation
 from robustopt.experiments import eval_run
@@ -157,7 +157,7 @@ def _write_info(out: Path, info: dict[str, Any], overwrite: bool) -> None:
             saved = json.loads(path.read_text())
         except ValueError:
             saved = None
-        same = isinstance(saved, dict) and all(saved.get(k) == json.loads(json.dumps(info[k]))
+        same = isinstance(saved, dict) and all(saved.get(k) == json_ready(info[k])
                                                for k in ("data", "data_options", MODEL_SPEC))
         if not same:
             raise FileExistsError(f"{out} holds another run (another model or data, or a trained run); pass "

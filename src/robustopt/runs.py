@@ -40,10 +40,10 @@ from typing import Any
 from torch import nn
 
 from robustopt import checkpoint, data as datasets
-from robustopt._io import atomic_write_json
+from robustopt._io import atomic_write_json, json_ready
 from robustopt._lock import RunFolderBusyError
 from robustopt.evaluation.card import robustbench_card
-from robustopt.evaluation.evaluate import Evaluation
+from robustopt.evaluation.results import Evaluation
 from robustopt.evaluation.sweep import SweepCurve
 from robustopt.models import defenses
 from robustopt.models import specs
@@ -235,7 +235,7 @@ def refuse_replacement(path: Path, request: Mapping[str, Any], saved: Mapping[st
         overwrite: replace whatever is there.
         what: what the file holds ("evaluation", "sweep", "report"), for the message.
     """
-    request = json.loads(json.dumps(request))  # as it reads back from the file (tuples become lists)
+    request = json_ready(request)  # as it reads back from the file (tuples become lists)
     if overwrite or not path.exists() or saved == request:
         return
     if saved is None:
@@ -256,7 +256,7 @@ def adds_rows(request: Mapping[str, Any], saved: Mapping[str, Any] | None) -> bo
     """
     if saved is None:
         return False
-    request = json.loads(json.dumps(request))
+    request = json_ready(request)
     old, new = saved.get("attacks"), request.get("attacks")
     old_sources, new_sources = saved.get("sources") or {}, request.get("sources") or {}
     same_rest = all(saved.get(k) == request.get(k) for k in set(request) | set(saved) if k not in ("attacks", "sources"))

@@ -785,6 +785,8 @@ class Attack:
         """
         if not isinstance(d, Mapping):
             raise TypeError(f"an attack description must be a dict (Attack.describe()), got {type(d).__name__}.")
+        if "key" not in d and "type" not in d:
+            raise ValueError(f"an attack description names its attack in 'key' (Attack.describe()); got {dict(d)!r}.")
         klass = ATTACKS.get(attack_key(d) or str(d.get("key", d.get("type"))))
         if not issubclass(klass, cls):
             raise ValueError(f"the description is of a {klass.__name__}, not of a {cls.__name__}.")

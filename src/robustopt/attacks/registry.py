@@ -45,11 +45,11 @@ def register_attack(key: str) -> Callable[[A], A]:
     return add
 
 
-def create(key: str, threat: ThreatModel, **kwargs: Any) -> Attack:
-    """The registered attack ``key`` on ``threat``, configured by ``kwargs``.
+def create(name: str, threat: ThreatModel, **kwargs: Any) -> Attack:
+    """The registered attack ``name`` on ``threat``, configured by ``kwargs``.
 
     Args:
-        key: a key of ``ATTACKS`` ("fgsm", "pgd", "apgd", "fab", "square", "adaptive", "transfer").
+        name: a key of ``ATTACKS`` ("fgsm", "pgd", "apgd", "fab", "square", "adaptive", "transfer").
         threat: the threat model, e.g. ``ro.Linf(0.3)``.
         **kwargs: configuration fields of that attack, e.g. ``steps=40`` (for "transfer": see
             ``Transfer.create``).
@@ -60,4 +60,4 @@ def create(key: str, threat: ThreatModel, **kwargs: Any) -> Attack:
     Raises:
         ValueError: unknown key (the message names the close match and the known keys).
     """
-    return ATTACKS.get(key).create(threat, **kwargs)
+    return ATTACKS.get(name).create(threat, **kwargs)

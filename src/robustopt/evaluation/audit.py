@@ -39,8 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustopt import losses
-from robustopt.attacks.base import check_batch, eval_mode, output_change, predict
-from robustopt.evaluation.evaluate import Evaluation, Row, _as_tensors
+from robustopt.attacks.base import WHITE_BOX_SOURCE, Attack, attack_key, check_batch, eval_mode, output_change, predict
+from robustopt.evaluation.evaluate import _as_tensors
+from robustopt.evaluation.results import Evaluation, Row
 from robustopt.evaluation.records import stage_budget
 from robustopt.evaluation.sweep import SweepCurve
 from robustopt.threat import Linf, ThreatModel, by_name
@@ -331,14 +332,24 @@ def _shattered_gradient(ctx: AuditContext) -> list[Finding]:
 # --- evaluation checks --------------------------------------------------------------------
 def _kind(row: Row) -> str:
     """"natural", "gradient-free", "transfer" or "white-box"."""
-    if row.steps is None and row.name == "Natural":
+    if row.natural:
         return "natural"
-    kind = row.attack.get("type") if isinstance(row.attack, dict) else None
-    if kind == "Transfer" or row.source not in ("A", ""):
+    return _kind_of(row.attack, row.source)
+
+
+def _kind_of(description: Mapping[str, Any], source: str = WHITE_BOX_SOURCE) -> str:
+    """The kind of the attack an ``Attack.describe()`` dict describes: "gradient-free", "transfer" or "white-box"."""
+    key = attack_key(description)
+    if key == "transfer" or source not in (WHITE_BOX_SOURCE, ""):
         return "transfer"
-    if row.name.startswith("Square") or kind == "Square":
-        return "gradient-free"
-    return "white-box"
+    return "gradient-free" if key == "square" else "white-box"
+
+
+def _stage_kind(description: Mapping[str, Any], source: str = WHITE_BOX_SOURCE) -> str:
+    """:func:`_kind_of`, with "ce" for an untargeted white-box attack on the cross-entropy loss."""
+    kind = _kind_of(description, source)
+    ce = description.get("loss") == "ce" and not description.get("targeted")
+    return "ce" if kind == "white-box" and ce else kind
 
 
 def _evaluation(ctx: AuditContext) -> Evaluation:
@@ -353,7 +364,7 @@ def _of_kind(ev: Evaluation, kind: str) -> list[Row]:
 
 
 def _single_step(row: Row) -> bool:
-    return row.name == "FGSM" or (row.steps == 1 and not row.attack.get("random_start", False))
+    return row.key == "fgsm" or (row.steps == 1 and not row.attack.get("random_start", False))
 
 
 def _pct(p: float) -> str:
@@ -471,7 +482,7 @@ def _fgsm_beats_pgd(ctx: AuditContext) -> list[Finding]:
     findings = []
     white = _of_kind(ev, "white-box")
     for f in (r for r in white if _single_step(r)):
-        pgds = [r for r in white if r.name.startswith("PGD") and (r.steps or 0) > 1]
+        pgds = [r for r in white if r.key == "pgd" and (r.steps or 0) > 1]
         losers = [(p, hit) for p in pgds if (hit := _beats(ev, f, [p])) is not None]
         if not losers:
             continue
@@ -496,7 +507,7 @@ def _more_steps_worse(ctx: AuditContext) -> list[Finding]:
 
     def group(r: Row) -> tuple:
         a = r.attack or {}
-        return (r.name, r.source, a.get("loss"), a.get("kappa"), a.get("targeted"))
+        return (r.key, r.source, a.get("loss"), a.get("kappa"), a.get("targeted"))
 
     findings = []
     for small in rows:
@@ -528,7 +539,15 @@ class _Stage:
     broken: int
 
 
-_STAGE_KINDS = {"APGD-CE": "ce", "APGD-T": "white-box", "FAB-T": "white-box", "Square": "gradient-free"}
+def _stage_kinds(row: Row) -> list[str]:
+    """The kinds of a scheduled attack's stages, in the order of its records: those of the stage attacks
+    its configuration runs (``stages()``); [] where the configuration cannot be rebuilt here."""
+    try:
+        attack = Attack.from_dict(row.attack)
+    except (ValueError, TypeError):  # an attack of one's own, not registered where the file is read
+        return []
+    stages = attack.stages() if callable(getattr(attack, "stages", None)) else []
+    return [_stage_kind(a.describe()) for a in stages]
 
 
 def _stages(ev: Evaluation) -> list[_Stage]:
@@ -536,18 +555,13 @@ def _stages(ev: Evaluation) -> list[_Stage]:
     records, e.g. the adaptive suite) or, in cascade mode, the rows themselves; [] otherwise."""
     scheduled = [r for r in ev.rows if stage_budget(r)]
     if scheduled:
-        return [_Stage(st["name"], _STAGE_KINDS.get(st["name"], "white-box"), st["attacked"], st["broken"])
-                for st in stage_budget(scheduled[0])]
+        budget, kinds = stage_budget(scheduled[0]), _stage_kinds(scheduled[0])
+        kinds += ["white-box"] * (len(budget) - len(kinds))
+        return [_Stage(st["name"], kind, st["attacked"], st["broken"]) for st, kind in zip(budget, kinds)]
     if ev.mode != "cascade":
         return []
-    out = []
-    for before, r in zip(ev.rows, ev.rows[1:]):
-        kind = _kind(r)
-        a = r.attack if isinstance(r.attack, dict) else {}
-        if kind == "white-box" and a.get("loss") == "ce" and not a.get("targeted"):
-            kind = "ce"
-        out.append(_Stage(r.name, kind, r.attacked, max(0, round((before.worst_case - r.worst_case) * ev.n))))
-    return out
+    return [_Stage(r.name, "natural" if r.natural else _stage_kind(r.attack, r.source), r.attacked,
+                   max(0, before.robust - r.robust)) for before, r in zip(ev.rows, ev.rows[1:])]
 
 
 @register_check("ce-stage-weak", needs=["evaluation"])

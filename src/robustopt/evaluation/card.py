@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from robustopt.evaluation.evaluate import Evaluation
+from robustopt.evaluation.results import Evaluation
 
 __all__ = ["autoattack_grade", "robustbench_card"]
 

@@ -29,8 +29,15 @@ def _plain(values: torch.Tensor) -> list:
     """A tensor as a JSON-ready list: floats to 4 significant digits, NaN as None."""
     out = values.tolist()
     if values.is_floating_point():
-        out = [None if math.isnan(v) else float(f"{v:.4g}") for v in out]
+        out = [None if math.isnan(v) else _significant(v, 4) for v in out]
     return out
+
+
+def _significant(v: float, digits: int) -> float:
+    """``v`` rounded to ``digits`` significant digits (0 and infinities as they are)."""
+    if v == 0 or not math.isfinite(v):
+        return v
+    return round(v, digits - 1 - math.floor(math.log10(abs(v))))
 
 
 def batch_records(idx: torch.Tensor, result: AttackResult) -> dict[str, Any] | None:

@@ -46,8 +46,8 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 import torch
 
-from robustopt.evaluation.audit import LEVELS, Finding, findings_summary
-from robustopt.evaluation.evaluate import Evaluation, row_key
+from robustopt.evaluation.audit import Finding, findings_summary
+from robustopt.evaluation.results import Evaluation, row_key
 from robustopt.evaluation.records import budget_cells
 from robustopt.evaluation.suites import paper_reference
 from robustopt.evaluation.sweep import SweepCurve
@@ -151,6 +151,7 @@ class _Table:
     rows: list[list[str]]
     caption: str = ""
     align_numbers: bool = True  # right-align numeric cells (off for key-value tables)
+    styles: list[str] = field(default_factory=list)  # per row, its CSS class in HTML ("" or missing: none)
 
 
 @dataclass
@@ -197,13 +198,9 @@ def _html_table(t: _Table) -> str:
     rows = []
     rows.append("<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in t.header) + "</tr></thead>")
     body = []
-    for row in t.rows:
-        first = row[0] if row else ""
-        cls = ""
-        if first in LEVELS:
-            cls = f' class="level-{first}"'
-        elif first.startswith("Worst case"):
-            cls = ' class="total"'
+    for i, row in enumerate(t.rows):
+        style = t.styles[i] if i < len(t.styles) else ""
+        cls = f' class="{style}"' if style else ""
         cells = "".join(f'<td class="num">{_inline(c)}</td>' if t.align_numbers and _NUMERIC.match(c)
                         else f"<td>{_inline(c)}</td>" for c in row)
         body.append(f"<tr{cls}>{cells}</tr>")
@@ -326,7 +323,7 @@ def madry_reference(ev: Evaluation, data: str | None) -> tuple[dict[tuple, float
     if table is None:
         return None
     reference = table.reference()
-    if not any(row_key(r) in reference for r in ev.rows if r.name != "Natural"):
+    if not any(row_key(r) in reference for r in ev.rows if not r.natural):
         return None  # not the madry suite (e.g. APGD / Square rows)
     return reference, table.title
 
@@ -461,7 +458,9 @@ def _evaluations(ctx: _RunContext) -> list[Block]:
             details.append("transfer sources: " + ", ".join(f"{k} = {v}" for k, v in ev.meta["sources"].items()))
         if ev.meta.get("seconds") is not None:
             details.append(f"{float(ev.meta['seconds']):.0f} s on {ev.meta.get('device', '?')}")
-        blocks = [_Para("; ".join(details) + "."), _Table(*ev.cells(reference=ref[0] if ref else None))]
+        header, lines, caption = ev.cells(reference=ref[0] if ref else None)
+        styles = [""] * (len(lines) - 1) + ["total"]  # the last line is the worst case
+        blocks = [_Para("; ".join(details) + "."), _Table(header, lines, caption, styles=styles)]
         if ref:
             blocks.append(_Para(f"Paper: {ref[1]}. Ours: measured on this run's model with the budget above.",
                                 "caption"))
@@ -492,7 +491,8 @@ def _audit(ctx: _RunContext) -> list[Block]:
     for title, findings in ctx.run.audits:
         blocks.append(_Heading(4, title))
         if findings:
-            blocks.append(_Table(["Level", "Code", "Finding"], [[f.level, f"`{f.code}`", f.message] for f in findings]))
+            blocks.append(_Table(["Level", "Code", "Finding"], [[f.level, f"`{f.code}`", f.message] for f in findings],
+                                 styles=[f"level-{f.level}" for f in findings]))
         # the summary line is the result, not a caption
         blocks.append(_Para(findings_summary(findings), "p" if findings else "ok"))
     blocks.append(_Para("Levels: error = the reported robustness is very likely wrong; warning = suspicious; "

@@ -15,6 +15,7 @@ from robustopt._lock import hold
 from robustopt.attacks import PGD, Attack
 from robustopt.evaluation import Evaluation, SweepCurve, evaluate, suites, sweep
 from robustopt.evaluation.evaluate import saved_progress
+from robustopt.evaluation.progress import ProgressFileError
 from robustopt.evaluation.records import budget_table
 from robustopt.experiments._inputs import attack_setup, data_info, load_test_images, quiet
 from robustopt.runs import adds_rows, load_run, refuse_replacement, relative, result_stem, saved_request
@@ -118,11 +119,8 @@ def eval_run(
                      f"of {len(attacks)} (`robustopt eval --restart` / restart=True starts over).")
             ev = evaluate(model, data, attacks, batch_size=batch_size, seed=seed, mode=mode, progress=progress,
                           meta=meta, progress_file=progress_file, start_from=prior)
-        except ValueError as err:
-            if str(err).startswith(str(progress_file)):  # unusable or foreign progress file
-                what = str(err).split(" Delete it")[0]  # the library's advice names its keyword; here, the flag
-                raise ValueError(f"{what} `robustopt eval --restart` (restart=True) discards it and starts over.") from err
-            raise
+        except ProgressFileError as err:  # the library's advice names its keyword; here, the flag
+            raise ValueError(f"{err.problem} `robustopt eval --restart` (restart=True) discards it and starts over.") from err
         table = entry.paper(info["data"], threat)
         reference = table.reference() if table is not None else None
         budget = budget_table(ev)  # the budget per stage of a scheduled suite (adaptive); "" for the others
