@@ -524,3 +524,12 @@ def test_data_that_is_no_pair_is_refused_in_words(problem):
 def test_a_transfer_source_without_a_name_is_refused():
     with pytest.raises(ValueError, match="every source needs a name"):
         suites.madry(ro.Linf(0.3), {"": _linear(1)})
+
+
+def test_records_keep_floats_to_four_significant_digits():
+    from robustopt.evaluation.records import batch_records
+
+    notes = {"margin": torch.tensor([0.123456, 98765.4, -0.000123449, 0.0, float("nan"), float("inf")], dtype=torch.float64)}
+    res = AttackResult(x_adv=torch.zeros(6, 1), success=torch.zeros(6, dtype=torch.bool), notes=notes)
+    got = batch_records(torch.arange(6), res)["examples"]["margin"]
+    assert got == [0.1235, 98770.0, -0.0001234, 0.0, None, float("inf")]

@@ -120,6 +120,26 @@ def test_a_result_made_for_another_request_is_not_replaced(tmp_path):
     assert runs.report_request(md) is None and runs.report_request(tmp_path / "none.md") is None
 
 
+def test_json_ready_is_what_a_json_file_reads_back():
+    import enum
+    from pathlib import Path
+
+    from robustopt._io import json_default, json_ready
+
+    class Norm(str, enum.Enum):
+        LINF = "linf"
+
+    value = {"attacks": [("PGD", 40, 1, "A")], 3: Path("runs/a"), "norm": Norm.LINF, "eps": torch.tensor(0.5),
+             "flags": {True, False}, "none": None, 2.5: [1.0, float("inf")]}
+    ready = json_ready(value)
+    assert ready == json.loads(json.dumps(value, default=json_default))
+    assert type(ready["norm"]) is str and ready["3"] == "runs/a" and ready["attacks"] == [["PGD", 40, 1, "A"]]
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        json_ready({"model": torch.nn.Linear(1, 1)})
+    with pytest.raises(TypeError, match="key"):
+        json_ready({(1, 2): 0})
+
+
 def test_write_card_reads_the_standard_evaluation_of_the_run(run):
     folder, model, _ = run
     with pytest.raises(FileNotFoundError, match="--suite standard"):
