@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from robustopt.attacks.base import WHITE_BOX_SOURCE
 from robustopt.evaluation.results import Evaluation
 
 __all__ = ["autoattack_grade", "robustbench_card"]
@@ -114,13 +115,12 @@ def autoattack_grade(evaluation: Evaluation) -> bool:
     """Whether the white-box rows hold AutoAttack's four attacks, or the adaptive suite that schedules them."""
     kinds = set()
     for row in evaluation.rows:
-        attack = row.attack or {}
-        if row.source != "A" or "type" not in attack:
+        if row.source != WHITE_BOX_SOURCE or row.key is None:
             continue
-        if attack["type"] == "AdaptiveAutoAttack":
+        if row.key == "adaptive":
             return True
-        kinds.add((attack["type"], bool(attack.get("targeted"))))
-    return {("APGD", False), ("APGD", True), ("FAB", True), ("Square", False)} <= kinds
+        kinds.add((row.key, bool(row.attack.get("targeted"))))
+    return {("apgd", False), ("apgd", True), ("fab", True), ("square", False)} <= kinds
 
 
 def _percent(fraction: float) -> str:
