@@ -466,3 +466,42 @@ def test_label_smoothing_smooths_the_update_loss_only():
     assert runs[0].history[0]["train_loss"] != runs[1].history[0]["train_loss"]
     with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
         TrainConfig(label_smoothing=1.0)
+
+
+@pytest.mark.parametrize("kind", ["folder", "npz"])
+def test_a_dataset_trains_streamed_to_the_same_weights_as_its_tensors(tmp_path, kind, monkeypatch):
+    from own_data import image_folder, make_model, npz_file
+
+    from robustopt.data import formats
+
+    if kind == "folder":
+        dataset = formats.ImageFolder(image_folder(tmp_path / "imgs", per_class=12))
+    else:
+        npz_file(tmp_path / "d.npz", n=48)
+        dataset = formats.ArrayFile(tmp_path / "d.npz")
+    x, y = formats.first(dataset)
+    kw = dict(method="pgd", epochs=2, augment="crop-flip", val_size=8, out=None, **FAST)
+    tensors = fit(make_model(), (x, y), **kw)
+    reads = []
+    read = type(dataset).__getitem__
+    monkeypatch.setattr(type(dataset), "__getitem__", lambda self, i: reads.append(i) or read(self, i))
+    stream = fit(make_model(), dataset, **kw)
+    assert_same_weights(tensors.model, stream.model)
+    assert stream.history == [{**r, "seconds": s["seconds"]} for r, s in zip(tensors.history, stream.history)]
+    assert max(reads) == len(dataset) - 1 and len(reads) >= 2 * len(dataset)  # read item by item, every epoch
+    with pytest.raises(TypeError, match="map-style dataset"):
+        fit(make_model(), [x], **kw)
+
+
+def test_a_streamed_image_outside_the_box_is_refused_when_read(tmp_path):
+    from own_data import make_model
+
+    class Bad(torch.utils.data.Dataset):
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            return torch.full((3, 8, 8), 2.0 if i == 30 else 0.5), i % 4
+
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        fit(make_model(), Bad(), method="natural", epochs=1, val_size=4, **FAST)

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import os
 import zipfile
 from pathlib import Path
@@ -224,6 +225,14 @@ class Streamed:
         check_images(x, name=f"the images {self._where(picks)}")
         self._last = (picks, x)
         return x
+
+    def subset(self, start: int, stop: int) -> Streamed:
+        """The examples ``start:stop`` of this one, still read when indexed (a view: the dataset is shared)."""
+        view = copy.copy(self)
+        view.indices = self.indices[start:stop]
+        view.shape = torch.Size((len(view.indices), *self.shape[1:]))
+        view._last = None
+        return view
 
     def labels(self) -> torch.Tensor:
         """All labels (int64, on ``device``), from ``dataset.targets`` when it has them, else item by item."""

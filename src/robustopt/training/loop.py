@@ -44,6 +44,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from robustopt import checkpoint, distributed
 from robustopt._checks import warn_eps
@@ -52,6 +53,7 @@ from robustopt._io import atomic_write_json
 from robustopt._lock import holding
 from robustopt._progress import progress_bar
 from robustopt.attacks import PGD
+from robustopt.data.formats import Streamed, streamed
 from robustopt.models.folding import fold_batchnorm
 from robustopt.attacks.base import check_batch, check_labels, eval_mode, predict
 from robustopt.threat import ThreatModel
@@ -98,7 +100,7 @@ class TrainResult:
 @holding(lambda a: a["out"], "train")  # one process per output folder (released on exit, crash or kill)
 def fit(
     model: nn.Module,
-    train_data: tuple[torch.Tensor, torch.Tensor],
+    train_data: tuple[torch.Tensor, torch.Tensor] | Dataset | Streamed,
     *,
     config: TrainConfig | None = None,
     out: str | Path | None = None,
@@ -135,7 +137,10 @@ def fit(
     Args:
         model: maps images in [0, 1] (N, C, H, W) to logits (N, classes). It is moved
             to ``config.device`` and trained in place.
-        train_data: ``(x, y)``: x float images in [0, 1] (N, ...), y int64 labels (N,).
+        train_data: ``(x, y)``: x float images in [0, 1] (N, ...), y int64 labels (N,); or a
+            map-style dataset of ``(image, label)`` items (e.g. ``ro.data.load("folder:PATH")``),
+            streamed: each batch is read when it is needed, so memory is bounded by the batch, not
+            the data set (each image is checked to lie in [0, 1] when it is read).
             The last ``val_size`` examples are held out for validation.
         config: the configuration; default ``TrainConfig()``.
         out: folder for config.json, log.jsonl and the checkpoint; None writes nothing.
@@ -177,7 +182,9 @@ def fit(
     device = ctx.device(resolve_device(config.device))
     n_val = config.validation_size(len(x))
     n_train = len(x) - n_val
-    x_train, y_train, x_val, y_val = x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+    x_train, x_val = (x.subset(0, n_train), x.subset(n_train, len(x))) if isinstance(x, Streamed) else (x[:n_train],
+                                                                                                    x[n_train:])
+    y_train, y_val = y[:n_train], y[n_train:]
     method = get_method(config.method)
     per_batch = method.updates_per_batch(config)  # weight updates per minibatch (Free: replay)
     # The guard and early stopping read the validation robust accuracy: is there one?
@@ -389,12 +396,17 @@ def _validate(
 # --- argument checks ---------------------------------------------------------------------------
 
 
-def _check_data(train_data: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """``train_data`` as checked ``(x, y)`` tensors, y as int64."""
-    if not isinstance(train_data, (tuple, list)) or len(train_data) != 2:
-        raise TypeError(f"train_data must be a pair (x, y) of tensors, got {type(train_data).__name__}.")
-    x, y = train_data
-    check_batch(x, y)
+def _check_data(train_data: Any) -> tuple[torch.Tensor | Streamed, torch.Tensor]:
+    """``train_data`` as checked ``(x, y)``, y as int64: tensors, or a dataset as :class:`Streamed` images."""
+    stream = None if isinstance(train_data, (tuple, list)) else streamed(train_data)
+    if stream is not None:
+        x, y = stream, stream.labels()  # the images are checked batch by batch, when read
+    elif not isinstance(train_data, (tuple, list)) or len(train_data) != 2:
+        raise TypeError(f"train_data must be a pair (x, y) of tensors or a map-style dataset of (image, label) "
+                        f"items, got {type(train_data).__name__}.")
+    else:
+        x, y = train_data
+        check_batch(x, y)
     if len(x) < 1:
         raise ValueError("train_data is empty.")
     if y.min() < 0:

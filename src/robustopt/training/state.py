@@ -32,6 +32,7 @@ from torch import nn
 
 from robustopt import checkpoint, distributed
 from robustopt._io import atomic_write_text
+from robustopt.data.formats import Streamed
 from robustopt.training.augment import augment
 from robustopt.training.averaging import WeightAverage
 from robustopt.training.config import RESUMABLE_CHANGES, TrainConfig
@@ -207,14 +208,19 @@ def check_resume(meta: Mapping[str, Any], config: TrainConfig, data_info: dict[s
     return state
 
 
-def fingerprint(x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
-    """Cheap, order-sensitive summary of the training data, to refuse resuming on other data."""
-    pos = torch.arange(1, len(x) + 1, device=x.device, dtype=torch.float64)  # weights make order count
+def fingerprint(x: torch.Tensor | Streamed, y: torch.Tensor) -> dict[str, Any]:
+    """Cheap, order-sensitive summary of the training data, to refuse resuming on other data.
+
+    Streamed images (a dataset read batch by batch) are summarised by their first images only.
+    """
+    images = x.sample(16) if isinstance(x, Streamed) else x
+    pos = torch.arange(1, len(images) + 1, device=images.device, dtype=torch.float64)  # weights make order count
+    labels = torch.arange(1, len(y) + 1, device=y.device, dtype=torch.float64)
     return {
         "n": len(x),
         "shape": list(x.shape[1:]),
-        "x_sum": (x.flatten(1).double().sum(1) * pos).sum().item(),
-        "y_sum": int((y.double() * pos).sum().item()),
+        "x_sum": (images.flatten(1).double().sum(1) * pos).sum().item(),
+        "y_sum": int((y.double() * labels).sum().item()),
     }
 
 
