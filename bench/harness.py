@@ -60,6 +60,7 @@ QUESTIONS = {
     "stream_memory": "stream-memory",
     "zoo_vs_autoattack": "zoo-vs-autoattack",
     "eot_vs_autoattack_rand": "autoattack",
+    "square_schedule": "autoattack",
     "run": "run",
 }
 

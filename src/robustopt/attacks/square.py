@@ -172,7 +172,11 @@ class Square(Attack):
         threat: ``ro.Linf``, ``ro.L2`` or ``ro.L1``; inputs must be NCHW images.
         queries: model queries per example and restart, the initial point included (>= 1).
         p_init: fraction of the pixels the first windows cover, in (0, 1]; halved on the
-            schedule of the paper rescaled to ``queries``.
+            schedule of the paper rescaled to ``schedule_queries``.
+        schedule_queries: the budget that the schedule of ``p`` is laid out for: None (the
+            default) is ``queries`` (the paper's rescaling); 10000 is the paper's schedule at its
+            iterations, which AutoAttack's standard version uses at any budget
+            (``resc_schedule=False``).
         loss: objective the search improves: "margin" (``max_{j != y} z_j - z_y``; the paper's
             choice, positive exactly when misclassified) or "ce" (cross-entropy).
         restarts: runs, each from a new random start, on the examples not yet broken.
@@ -196,6 +200,7 @@ class Square(Attack):
     _: KW_ONLY
     queries: int = 5000
     p_init: float = 0.8
+    schedule_queries: int | None = None
     loss: str = "margin"
     restarts: int = 1
     early_exit: bool = False
@@ -209,6 +214,8 @@ class Square(Attack):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._check_counts("queries", "restarts")
+        if self.schedule_queries is not None:
+            self._check_counts("schedule_queries")
         if not (isinstance(self.p_init, (int, float)) and 0.0 < self.p_init <= 1.0):
             raise ValueError(f"p_init must be a number in (0, 1], got {self.p_init!r}.")
         if self.loss not in _OBJECTIVES:
@@ -251,7 +258,7 @@ class Square(Attack):
             active = searching.nonzero().squeeze(1)
             if len(active) == 0:
                 break
-            p = p_schedule(self.p_init, i, self.queries)
+            p = p_schedule(self.p_init, i, self.schedule_queries or self.queries)
             side = (_window_side_l1(p, x.shape[1], height, width) if self.threat.norm == "L1"
                     else window_side(p, height, width))
             xa, ya = x[active], y[active]
