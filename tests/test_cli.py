@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
+import time
+from pathlib import Path
 
 import click
 import torch
@@ -12,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 import robustopt as ro
+from robustopt import checkpoint
 from robustopt.cli import main, parse_eps
 from robustopt.experiments import REPRODUCE, ExperimentPreset, run_madry_experiment
 from robustopt.training import TrainConfig
@@ -520,3 +524,115 @@ def test_eval_and_sweep_of_a_run_json_without_its_threat_are_one_line(runs, tmp_
     for command in (["eval", str(run), "--n", "5"], ["sweep", str(run), "--n", "5"]):
         res = CliRunner().invoke(main, command)
         assert res.exit_code == 2 and res.output.startswith("error: ") and "has no data, norm, eps" in res.output
+
+
+# --- a wrong request is one line `error: ...`, exit code 2, no traceback, and leaves the files as they were ---
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run) -> Path:
+    return tiny_run
+
+
+def files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``root`` with its size and mtime (folders: presence only)."""
+    return {str(p.relative_to(root)): (0, 0) if p.is_dir() else (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in root.rglob("*")}
+
+
+def refused(args: list[str], message: str, watch: Path) -> str:
+    """Run the CLI; assert a one-line error containing ``message``, no traceback, no file touched under ``watch``."""
+    before = files(watch)
+    res = CliRunner().invoke(main, args)
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2, res.output
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.output
+    assert message in lines[0], res.output
+    assert "Traceback" not in res.output and isinstance(res.exception, SystemExit)
+    assert files(watch) == before
+    return lines[0]
+
+
+
+# --- the number of images: --n >= 1; more than the data holds means all of them ---
+
+
+@pytest.mark.parametrize("command", ["eval", "sweep"])
+@pytest.mark.parametrize("n", ["0", "-995"])
+def test_n_below_one_is_refused(run, command, n):
+    refused([command, str(run), "--n", n], f"must be >= 1 (a number of images), got {n}", run.parent)
+
+
+def test_n_above_the_data_says_all_are_used(run):
+    res = CliRunner().invoke(main, ["sweep", str(run), "--eps", "0", "--n", "5000", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert "note: --n 5,000 is more than the 1,000 test images of mnist-mini: all 1,000 are used." in res.output
+    assert json.loads((run / "sweep-linf.json").read_text())["n"] == 1000
+
+
+
+# --- no weights: zero epochs, or a run whose training saved none ---
+
+
+def test_train_with_zero_epochs_is_refused_and_leaves_nothing(tmp_path):
+    refused(["train", *TINY, "--epochs", "0", "--out", str(tmp_path / "z")], "epochs must be >= 1, got 0", tmp_path)
+    assert not (tmp_path / "z").exists()
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        ro.training.TrainConfig(epochs=0)
+
+
+def test_eval_of_a_run_without_weights_says_why(run, tmp_path):
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(run / "run.json", bare / "run.json")  # a run whose training ended before saving weights
+    line = refused(["eval", str(bare)], "has no trained weights (model.*)", tmp_path)
+    assert "--resume" in line and "early-stopping" not in line
+
+
+
+# --- eps beyond the input range is refused, beyond the usual range warned about ---
+
+
+@pytest.mark.parametrize("args, message", [
+    (["eval", "{run}", "--eps", "1e9"], "eps=1e+09 (L-inf) exceeds 1"),
+    (["eval", "{run}", "--norm", "l2", "--eps", "30"], "exceeds 28"),
+    (["sweep", "{run}", "--eps", "0,1e9"], "exceeds 1"),
+    (["sweep", "{run}", "--eps", "0:1000:0.0001"], "10,000,001 values; at most 1,000"),
+    (["sweep", "{run}", "--eps", ",".join(["0.1"] * 1001)], "1,001 values"),
+    (["train", *TINY, "--eps", "8", "--out", "{tmp}/z"], "write e.g. 8/255, not 8"),
+])
+def test_eps_beyond_the_input_range_is_refused(run, tmp_path, args, message):
+    start = time.perf_counter()
+    refused([a.format(run=run, tmp=tmp_path) for a in args], message, run.parent)
+    assert time.perf_counter() - start < 30  # refused up front, not after building millions of attacks
+    assert not (tmp_path / "z").exists()
+
+
+def test_eps_above_the_usual_range_warns(run):
+    res = CliRunner().invoke(main, ["eval", str(run), "--suite", "fast", "--eps", "0.6", "--n", "5",
+                                    "--batch-size", "5", "--overwrite"])
+    assert res.exit_code == 0, res.output
+    warning = [line for line in res.output.splitlines() if line.startswith("warning: ")]
+    assert len(warning) == 1 and "above 0.5, half the diameter" in warning[0]
+
+
+
+# --- a model or transfer source built for other images is named ---
+
+
+def test_model_for_other_images_is_named(tmp_path):
+    line = refused(["train", "--data", "mnist-mini", "--model", "preact-resnet18", "--out", str(tmp_path / "p")],
+                   "model preact-resnet18 (built for cifar10) expects 3-channel 32x32 images, but mnist-mini has "
+                   "1-channel 28x28 images", tmp_path)
+    assert "madry-mnist, small-cnn, tramer-b" in line and "mean" not in line
+    assert not (tmp_path / "p").exists()
+
+
+def test_transfer_source_for_other_images_is_named(run, tmp_path):
+    source = tmp_path / "cifar"
+    source.mkdir()
+    checkpoint.save(source / "model", ro.models.create("resnet9", base_width=4))
+    (source / "run.json").write_text(json.dumps({"data": "cifar10", "model": "resnet9", "norm": "linf",
+                                                 "eps": 8 / 255, "method": "natural", "seed": 0}))
+    refused(["eval", str(run), "--source", f"C={source}", "--n", "5"],
+            "transfer source C", run.parent)
