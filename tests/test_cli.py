@@ -16,9 +16,10 @@ from click.testing import CliRunner
 
 import robustopt as ro
 from robustopt import checkpoint
-from robustopt.cli import main, parse_eps
-from robustopt.experiments import REPRODUCE, ExperimentPreset, run_madry_experiment
-from robustopt.training import TrainConfig
+from robustopt.cli import main, parse_eps, train
+from robustopt.experiments import DEMO, REPRODUCE, ExperimentPreset, run_madry_experiment
+from robustopt.training import METHODS, TrainConfig
+from tiny_problem import TINY_TRAIN
 
 TINY = ["--data", "mnist-mini", "--model", "small-cnn", "--train-size", "300", "--epochs", "1",
         "--steps", "2", "--step-size", "0.1", "--batch-size", "100", "--lr", "1e-3"]
@@ -636,3 +637,123 @@ def test_transfer_source_for_other_images_is_named(run, tmp_path):
                                                  "eps": 8 / 255, "method": "natural", "seed": 0}))
     refused(["eval", str(run), "--source", f"C={source}", "--n", "5"],
             "transfer source C", run.parent)
+
+
+# --- train states its plan, ends with a summary and says where to resume ---
+
+
+def test_train_prints_plan_summary_and_resume_point(tmp_path):
+    out = tmp_path / "a"
+    res = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--epochs", "1", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    plan = next(line for line in lines if line.startswith("plan: "))
+    # 300 images: 30 held out, 270 trained on; PGD-2 costs 3 gradient evaluations per image; validation PGD-10
+    assert "pgd training of small-cnn on mnist-mini at Linf(eps=0.3): 1 epoch of 270 images" in plan
+    assert "about 1,110 image-gradient evaluations (1 x 270 x 3 for training + 1 x 30 x 10 for validation)" in plan
+    assert lines.index(plan) < next(i for i, line in enumerate(lines) if line.startswith("epoch 1/1"))
+    assert any(line.startswith(f"saved: {out} (1 epoch, ") for line in lines)
+    assert any(re.match(r"final validation accuracy: clean \d+\.\d%, robust \d+\.\d% \(PGD-10 at Linf\(eps=0.3\)\)", line)
+               for line in lines)
+    assert lines[-1].startswith(f"next: robustopt eval {out}")
+
+    res = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--epochs", "2", "--resume", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert f"resuming {out} after epoch 1 of 2 (optimizer step 3)." in res.output
+    assert "plan: " in res.output and "1 epoch (epochs 2-2) of 270 images" in res.output
+    res = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--epochs", "2", "--resume", "--out", str(out)])
+    assert "after epoch 2 of 2 (optimizer step 6): nothing left to train." in res.output and "plan: " not in res.output
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "config.json").write_text("{}")  # a training killed before its first checkpoint
+    res = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--epochs", "1", "--method", "natural", "--resume",
+                                    "--out", str(tmp_path / "new")])
+    assert res.exit_code == 0, res.output
+    assert f"nothing to resume in {tmp_path / 'new'}: it holds no training checkpoint" in res.output
+    assert "natural training of small-cnn on mnist-mini: 1 epoch" in res.output  # no eps for natural training
+    progress = [line for line in res.output.splitlines() if line.startswith(("plan: ", "epoch "))]
+    assert progress and not any("eps=" in line for line in progress)  # nor in the progress lines
+
+
+def test_train_help_shows_defaults_and_choices():
+    res = CliRunner().invoke(main, ["train", "--help"])
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    for name in (*ro.models.names(), *ro.data.names(), *METHODS):
+        assert name in text, name
+    assert "days on a CPU" in text
+    assert "--steps INTEGER Inner PGD steps. [default: 40]" in text and "[default: 0.0001]" in text
+
+
+def test_train_options_are_the_train_config_fields_with_their_defaults():
+    """Every TrainConfig field with help text is an option of `robustopt train` with the field's default and help."""
+    options = {param.name: param for param in train.params}
+    exposed = [f for f in dataclasses.fields(TrainConfig) if "help" in f.metadata]
+    assert len(exposed) >= 25
+    for f in exposed:
+        option = options[f.name]
+        assert option.default == f.default, f.name
+        assert f.metadata["help"] in option.help, f.name
+        assert option.show_default == (f.default is not None), f.name
+    flags = {flag for param in train.params for flag in (*param.opts, *param.secondary_opts)}
+    assert {"--steps", "--step-size", "--ema", "--label-smoothing", "--guard", "--no-guard", "--amp", "--fold-bn",
+            "--checkpoint-every", "--checkpoint-minutes", "--lr-milestones", "--early-stopping-patience"} <= flags
+    hidden = {f.name for f in dataclasses.fields(TrainConfig)} - {f.name for f in exposed}
+    assert hidden == {"attack_random_start", "val_size", "val_attack_steps", "log_every"}
+
+
+def test_train_options_left_out_keep_the_presets_fields(tmp_path, monkeypatch):
+    """Only the options given on the command line replace a preset's fields; the others keep the preset's."""
+    from robustopt import experiments
+
+    seen = {}
+    monkeypatch.setattr(experiments, "train_run", lambda out, **kwargs: seen.update(kwargs))
+    res = CliRunner().invoke(main, ["train", "--preset", "fast-at-cifar10", "--lr", "0.1", "--no-amp",
+                                    "--out", str(tmp_path / "r")])
+    assert res.exit_code == 0, res.output
+    recipe = experiments.TRAIN_PRESETS["fast-at-cifar10"]
+    assert (seen["data"], seen["model"], seen["config"]) == (recipe.data, recipe.model, recipe.config)
+    assert {k: v for k, v in seen.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}} == {
+        "lr": 0.1, "amp": False}
+
+
+def test_budget_line_is_readable():
+    for preset in (DEMO, *[p for budgets in REPRODUCE.values() for p in budgets.values()]):
+        line = preset.summary()
+        assert "ExperimentPreset" not in line and "\n" not in line and preset.model_a in line
+    assert DEMO.summary().startswith("A, A' = small-cnn, 6 epochs of pgd (5 x 0.1 at eps 0.3, eps ramped over 3 epochs)")
+
+
+
+# --- `models list` and `data list` say what exists and where ---
+
+
+def test_models_list():
+    res = CliRunner().invoke(main, ["models", "list"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[0]: line.split() for line in res.output.splitlines()[1:] if line.split()[0] in ro.models.names()}
+    assert set(rows) == set(ro.models.names())
+    small = rows["small-cnn"]
+    assert small[1] == f"{ro.models.count_parameters(ro.models.create('small-cnn')):,}"
+    assert small[2:4] == ["1x28x28", "mnist"] and rows["wrn-34-10"][2:4] == ["3x32x32", "cifar10"]
+
+
+def test_data_list_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBUSTOPT_DATA", str(tmp_path))
+    res = CliRunner().invoke(main, ["data", "list"])
+    assert res.exit_code == 0, res.output
+    assert f"data root: {tmp_path} ($ROBUSTOPT_DATA)" in res.output
+    assert f"looked in {tmp_path / 'cifar10'} (robustopt data fetch cifar10)" in res.output
+    assert re.search(r"mnist-mini\s+shipped\s+inside the package", res.output)
+    res = CliRunner().invoke(main, ["data", "list", "--root", str(tmp_path / "r")])
+    assert f"data root: {tmp_path / 'r'} (--root)" in res.output
+
+
+
+# --- output that reads well in a log ---
+
+
+def test_piped_train_output_has_no_carriage_returns(tmp_path):
+    res = CliRunner().invoke(main, ["train", *TINY_TRAIN, "--epochs", "1", "--method", "natural",
+                                    "--out", str(tmp_path / "n")])
+    assert res.exit_code == 0, res.output
+    assert "\r" not in res.output and "epoch 1/1: 3/3 steps in" in res.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -533,3 +534,17 @@ def test_records_keep_floats_to_four_significant_digits():
     res = AttackResult(x_adv=torch.zeros(6, 1), success=torch.zeros(6, dtype=torch.bool), notes=notes)
     got = batch_records(torch.arange(6), res)["examples"]["margin"]
     assert got == [0.1235, 98770.0, -0.0001234, 0.0, None, float("inf")]
+
+
+# --- progress: one line per attack, counting images ---
+
+
+def test_eval_progress_counts_images(capsys, monkeypatch, trained_cnn):
+    monkeypatch.setenv("ROBUSTOPT_PROGRESS", "plain")
+    model, x, y = trained_cnn
+    t = ro.Linf(0.1)
+    ev = ro.evaluate(model, (x[:50], y[:50]), [ro.attacks.FGSM(t), ro.attacks.PGD(t, steps=3)], batch_size=20)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    for line, row in zip(lines, ev.rows[1:]):
+        assert re.fullmatch(rf"{row.name} \(A\): {row.attacked}/{row.attacked} images in \d+ s", line), line

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import robustopt as ro
-from robustopt import checkpoint
+from robustopt import _progress, checkpoint
 from robustopt.training import METHODS, Crafted, MethodContext, TrainConfig, fit, get_method, register_method
 from robustopt.training import methods
 from tiny_problem import separable
@@ -505,3 +505,17 @@ def test_a_streamed_image_outside_the_box_is_refused_when_read(tmp_path):
 
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         fit(make_model(), Bad(), method="natural", epochs=1, val_size=4, **FAST)
+
+
+# --- progress output -----------------------------------------------------------------------------
+
+
+def test_natural_training_bar_shows_no_eps(capsys, monkeypatch):
+    monkeypatch.setenv("ROBUSTOPT_PROGRESS", "plain")
+    monkeypatch.setattr(_progress, "PLAIN_EVERY", 0.0)  # a line at every step
+    x, y = separable(120)
+    for method, shows_eps in (("natural", False), ("pgd", True)):
+        ro.training.fit(mlp(), (x, y), method=method, epochs=1, batch_size=25, attack_steps=2, eps=0.1, val_size=20,
+                        log_every=1, progress=True)
+        err = capsys.readouterr().err
+        assert ("eps=" in err) == shows_eps, err

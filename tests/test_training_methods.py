@@ -21,7 +21,7 @@ from robustopt.cli import main
 from robustopt.training import METHODS, Crafted, MethodContext, TrainConfig, Update, fit, get_method, register_method
 from robustopt.training import methods
 from robustopt.training.config import guard_enabled
-from robustopt.training.methods import crafting_method, cross_entropy_update, updates_per_batch
+from robustopt.training.methods import crafting_method, cross_entropy_update, grad_evals_per_example, updates_per_batch
 from tiny_problem import mlp, separable
 
 loop_module = importlib.import_module("robustopt.training.loop")  # the module of fit()
@@ -217,6 +217,15 @@ def test_grad_evals_and_steps_per_method(method, per_example, steps_per_batch):
     res = fit(mlp(), (x, y), method=method, epochs=1, replay=2, **{**FAST, "val_attack_steps": 0})
     assert res.history[0]["grad_evals"] == 72 * per_example
     assert res.history[0]["step"] == 3 * steps_per_batch
+
+
+def test_registered_costs_are_what_training_spends():
+    x, y = separable(120)
+    for method in METHODS:
+        cfg = TrainConfig(method=method, epochs=1, batch_size=25, attack_steps=3, attack_step_size=0.05, eps=0.1,
+                          val_size=20, lr=1e-2, replay=2)
+        spent = ro.training.fit(mlp(), (x, y), config=cfg, progress=False).history[-1]["grad_evals"]
+        assert spent == 100 * grad_evals_per_example(method, cfg), method
 
 
 def test_fgsm_rs_results_do_not_depend_on_the_guard_when_nothing_collapses():
