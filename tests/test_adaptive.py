@@ -1,6 +1,6 @@
 """The adaptive standard suite: early exits, target scores, the schedule's decisions and its trust rules.
 
-Trust rules (issue 15): on no model is ``AdaptiveAutoAttack`` weaker than the standard cascade
+Trust rules: on no model is ``AdaptiveAutoAttack`` weaker than the standard cascade
 beyond restart noise; it breaks the gradient-masking models of ``masking_models`` as the
 standard cascade does, by escalating its black-box stage there; an example that is broken, or
 that cannot flip, is not attacked further; the same seed gives the same numbers. Budgets are
@@ -242,7 +242,7 @@ MASKING = {
 def test_masking_models_are_broken_as_the_standard_cascade_breaks_them(base, data, name):
     model = MASKING[name](base)
     # within the standard cascade's own spread over seeds (restart noise; at 200 queries Square on a saturated
-    # model is a lottery), plus one example; the issue asks for +1 point at 1,000 points and full budgets
+    # model is a lottery), plus one example; at 1,000 points and full budgets the bound is +1 point
     std = [quiet_evaluate(model, data, standard_like(seed=s), seed=s).robust_accuracy for s in (0, 1, 2)]
     ev = quiet_evaluate(model, data, [adaptive()])
     assert ev.robust_accuracy <= max(std) + 1 / len(data[1]), (ev.robust_accuracy, std)

@@ -1,4 +1,5 @@
-"""bench/compare_autoattack.py: its cache of finished sides is read with weights_only=True (issue 16, item 9)."""
+"""bench/compare_autoattack.py: its cache of finished sides is read with weights_only=True, its report carries
+its provenance, and its pass counter counts forwards and backwards per row."""
 
 from __future__ import annotations
 

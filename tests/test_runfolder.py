@@ -52,7 +52,7 @@ def run(tmp_path_factory) -> Path:
     return out
 
 
-# --- 1. the lock ------------------------------------------------------------------------------
+# --- the lock ---------------------------------------------------------------------------------
 
 
 def _holder(folder: Path, code: str) -> subprocess.Popen:
@@ -177,14 +177,14 @@ def test_lock_is_exclusive_reentrant_shared_on_request_and_cleans_up(tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
-# --- 2. no silent replacement of results ------------------------------------------------------------
+# --- no silent replacement of results ---------------------------------------------------------------
 
 
 def test_eval_refuses_to_replace_another_evaluation_unless_overwrite(run):
     base = ["eval", str(run), "--n", "20", "--max-restarts", "1", "--batch-size", "20"]
     assert CliRunner().invoke(main, base).exit_code == 0
     first = (run / "eval-madry.json").read_text()
-    # The case: a smaller evaluation must not silently replace the first one.
+    # A smaller evaluation must not silently replace the first one.
     res = CliRunner().invoke(main, ["eval", str(run), "--n", "10", "--max-restarts", "1", "--batch-size", "20"])
     one_line_error(res, str(run / "eval-madry.json"), "--overwrite", "n 20 there, 10 now")
     assert (run / "eval-madry.json").read_text() == first and not (run / "eval-madry.progress.json").exists()
@@ -248,7 +248,7 @@ def test_sweep_and_report_refuse_to_replace_unless_overwrite(run, tmp_path):
     assert "other" in (out / "report.md").read_text().splitlines()[0]
 
 
-# --- 4. unwritable outputs ---------------------------------------------------------------------------
+# --- unwritable outputs ------------------------------------------------------------------------------
 
 
 def _unwritable_dir(tmp_path: Path) -> Path:
