@@ -1,4 +1,9 @@
-"""Command line and run folders: smoke tests on the shipped mnist-mini data, tiny budgets."""
+"""Command line and run folders: smoke tests on the shipped mnist-mini data, tiny budgets.
+
+A wrong request exits with code 2 and one line ``error: ...``, no traceback, and leaves the files as they
+were; `train` states its plan before it starts and a summary at the end; `models list` and `data list` say
+what exists and where.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The evaluation cascade, the madry suite, and result files."""
+"""The evaluation cascade, the madry suite, result files, and the progress lines of an evaluation."""
 
 from __future__ import annotations
 
