@@ -308,7 +308,7 @@ def test_sweep_writes_curve(runs):
 
 
 def test_parse_eps_grid():
-    from robustopt.cli import parse_eps_grid
+    from robustopt.cli.sweep import parse_eps_grid
 
     assert parse_eps_grid("0:0.5:0.25") == [0.0, 0.25, 0.5]
     assert parse_eps_grid("0,8/255") == [0.0, pytest.approx(8 / 255)]
@@ -473,7 +473,7 @@ def test_skip_bad_leaves_corrupt_images_out_and_counts_them(tmp_path):
 
 # --- eval and sweep: requests that cannot mean what they say ------------------------------------------
 def test_parse_eps_grid_holds_the_values_up_to_stop():
-    from robustopt.cli import parse_eps_grid
+    from robustopt.cli.sweep import parse_eps_grid
 
     assert parse_eps_grid("0:0.5:0.3") == [0.0, 0.3]  # never beyond STOP
     assert parse_eps_grid("0:1:0.6") == [0.0, 0.6]

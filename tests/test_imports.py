@@ -25,7 +25,7 @@ LAYERS = [
     ["robustopt.zoo"],
     ["robustopt.experiments", "robustopt.experiments.*"],
     ["robustopt.external"],
-    ["robustopt", "robustopt.cli", "robustopt.__main__"],
+    ["robustopt", "robustopt.cli", "robustopt.cli.*", "robustopt.__main__"],
 ]
 # Known exceptions, each with what removes it.
 KNOWN: dict[tuple[str, str], str] = {}

@@ -146,8 +146,9 @@ def test_write_card_reads_the_standard_evaluation_of_the_run(run):
         runs.write_card(folder)
     x, y = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(8)
     ro.evaluate(model, (x, y), [PGD(ro.Linf(0.3), steps=2)], progress=False).to_json(folder / "eval-standard-best.json")
-    path = runs.write_card(folder, weights="best")
+    path, written = runs.write_card(folder, weights="best")
     card = json.loads(path.read_text())
+    assert written == card  # the card returned is the one on disk
     assert path == folder / "robustbench-best.json" and card["dataset"] == "mnist-mini" and card["name"] == "a"
     assert card["architecture"] == "small-cnn" and card["threat_model"] == "Linf" and card["eps"] == "0.3"
 

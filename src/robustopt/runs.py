@@ -359,8 +359,8 @@ def refuse_resume_of_nothing(run: PathLike) -> None:
 
 
 def write_card(run: PathLike, *, weights: str = "final", evaluation: PathLike | None = None,
-               out: PathLike | None = None, **fields: Any) -> Path:
-    """Write the RobustBench card of a run folder (``robustopt card RUN``).
+               out: PathLike | None = None, **fields: Any) -> tuple[Path, dict[str, Any]]:
+    """Write the RobustBench card of a run folder (``robustopt card RUN``); return where, and the card.
 
     Args:
         run: the run folder (its ``run.json`` gives the dataset and the architecture).
@@ -372,7 +372,7 @@ def write_card(run: PathLike, *, weights: str = "final", evaluation: PathLike | 
             the run folder's name, architecture to the registry model's name).
 
     Returns:
-        The path written.
+        The path written and the card, the dict written there.
 
     Raises:
         FileNotFoundError: the run or its evaluation is missing (the message says what to run).
@@ -394,4 +394,4 @@ def write_card(run: PathLike, *, weights: str = "final", evaluation: PathLike | 
     fields.setdefault("test_size", info.get("test_size") or datasets.info(info["data"]).test_size)
     card = robustbench_card(Evaluation.from_json(path), **fields)
     default = run / (CARD_NAME if weights == "final" else CARD_NAME.replace(".json", f"-{weights}.json"))
-    return atomic_write_json(Path(out) if out is not None else default, card)
+    return atomic_write_json(Path(out) if out is not None else default, card), card
