@@ -223,7 +223,7 @@ def test_reproduce_pipeline_writes_table_standard_sweeps_and_report(tmp_path):
                               train=TrainConfig(eps=0.3, epochs=1, attack_steps=2, attack_step_size=0.15,
                                                 batch_size=100, lr=1e-3),
                               eval_size=20, max_restarts=1, standard="fast", standard_size=20,
-                              sweeps=(("linf", (0.0, 0.1, 0.3)),), sweep_size=20, sweep_steps=3, report=True)
+                              sweeps=((ro.Linf, (0.0, 0.1, 0.3)),), sweep_size=20, sweep_steps=3, report=True)
     lines: list[str] = []
     ev = run_madry_experiment(preset, out=tmp_path, echo=lines.append, progress=False)
     assert {r.source for r in ev.rows} == {"", "A", "A'", "A_nat"}  # no model B
@@ -237,6 +237,7 @@ def test_reproduce_pipeline_writes_table_standard_sweeps_and_report(tmp_path):
     # Run again: the trained models are reused and their logged training time still counts in the total.
     run_madry_experiment(preset, out=tmp_path, echo=lines.append, progress=False)
     summary = json.loads((tmp_path / "experiment.json").read_text())
+    assert summary["preset"]["sweeps"] == [["linf", [0.0, 0.1, 0.3]]]  # the norm by name, as before it was a class
     seconds = summary["seconds"]
     assert summary["reused"] == ["A", "A'", "A_nat"] and seconds["train A"] > 0
     assert seconds["total"] == pytest.approx(seconds["this call"] + sum(seconds[f"train {k}"] for k in summary["reused"]))

@@ -586,6 +586,18 @@ def test_names_and_lookup():
         ro.ThreatModel.from_dict({"norm": "Linf", "eps": 0.3, "step_quantile": 0.5})  # L1's field on Linf
 
 
+def test_check_norm_takes_a_class_and_says_how_to_get_one():
+    from robustopt.threat import check_norm
+
+    assert [check_norm(c) for c in (ro.Linf, ro.L2, ro.L1)] == [ro.Linf, ro.L2, ro.L1]
+    with pytest.raises(TypeError, match=r"by_name\('linf'\)"):
+        check_norm("linf")
+    with pytest.raises(TypeError, match="type\\(threat\\), here Linf"):
+        check_norm(ro.Linf(0.3))
+    with pytest.raises(TypeError, match="threat-model class"):
+        check_norm(ro.ThreatModel)  # the base class names no norm
+
+
 def test_a_threat_model_of_ones_own_is_found_by_name_and_read_back():
     from dataclasses import dataclass
     from typing import ClassVar
@@ -610,12 +622,12 @@ def test_a_threat_model_of_ones_own_is_found_by_name_and_read_back():
         assert by_name("linf") is ro.Linf and by_name("cube") is Cube and by_name("LTHREE") is LThree
         assert ro.ThreatModel.from_dict(Cube(0.2).to_dict()) == Cube(0.2)
         assert NORMS.names()[-2:] == ["cube", "lthree"]
-        check_eps("cube", 1.0, (1, 28, 28))  # a user's norm is checked like the others, with its own exponent
+        check_eps(Cube(1.0), (1, 28, 28))  # a user's norm is checked like the others, with its own exponent
         with pytest.raises(ValueError, match=r"eps=1.01 \(L-inf\) exceeds 1"):
-            check_eps("cube", 1.01, (1, 28, 28))
+            check_eps(Cube(1.01), (1, 28, 28))
         with pytest.raises(ValueError, match=r"eps=13 \(L3\) exceeds 12,"):  # the diameter (3 * 24 * 24) ** (1/3)
-            check_eps("lthree", 13.0, (3, 24, 24))
-        assert "mid-gray" in eps_warning("lthree", 6.01, (3, 24, 24))
+            check_eps(LThree(13.0), (3, 24, 24))
+        assert "mid-gray" in eps_warning(LThree(6.01), (3, 24, 24))
         with pytest.raises(ValueError, match="already taken"):
             @dataclass(frozen=True)
             class Other(ro.Linf):

@@ -5,8 +5,8 @@ known (``fit``, ``evaluate``, ``sweep``, and ``train_run`` / ``eval_run`` /
 ``sweep_run`` behind the CLI) and their messages say what to do.
 
 Limits on eps (pixel space; inputs in ``bounds = (lo, hi)``; ``d`` values per image;
-``p`` the exponent of the norm, read from its threat-model class, so a norm registered by
-the user is checked the same way; a class without an exponent ``p > 0`` is not checked):
+``p`` the exponent of the norm, read from the threat model's class, so a threat model of the
+user's is checked the same way; a class without an exponent ``p > 0`` is not checked):
 
 * refused (ValueError): eps above the diameter of the box of inputs,
   ``(hi - lo) * d**(1/p)`` (L-inf: ``hi - lo``; L2: ``(hi - lo) * sqrt(d)``; L1:
@@ -27,7 +27,7 @@ import math
 import warnings
 from typing import NamedTuple, Sequence
 
-from robustopt.threat import by_name
+from robustopt.threat import ThreatModel
 
 __all__ = ["EpsWarning", "MAX_GRID", "check_count", "check_eps", "eps_warning", "warn_eps", "check_grid_size",
            "check_input_shape"]
@@ -57,13 +57,15 @@ class _Geometry(NamedTuple):
     diameter: float  # the largest distance between two inputs
 
 
-def _geometry(norm: str, shape: Sequence[int], bounds: tuple[float, float]) -> _Geometry | None:
-    """The norm's exponent (from its threat-model class) and the diameter of the box; None without an exponent.
+def _geometry(threat: ThreatModel, shape: Sequence[int]) -> _Geometry | None:
+    """The norm's exponent (from the threat model's class) and the diameter of its box; None without an exponent.
 
     Raises:
-        ValueError: ``norm`` names no registered threat model.
+        TypeError: ``threat`` is not a threat model.
     """
-    p = getattr(by_name(norm), "p", 0.0)
+    if not isinstance(threat, ThreatModel):
+        raise TypeError(f"the eps checks take a threat model such as ro.Linf(0.3), got {threat!r}.")
+    p, bounds = getattr(threat, "p", 0.0), threat.bounds
     if not (isinstance(p, (int, float)) and p > 0):
         return None
     span = bounds[1] - bounds[0]
@@ -77,19 +79,17 @@ def _describe(shape: Sequence[int], bounds: tuple[float, float]) -> str:
     return f"{dims} inputs in [{bounds[0]:g}, {bounds[1]:g}]"
 
 
-def check_eps(norm: str, eps: float, shape: Sequence[int], bounds: tuple[float, float] = (0.0, 1.0)) -> None:
-    """Refuse an eps beyond the diameter of the input box (a unit mistake; see the module docstring).
+def check_eps(threat: ThreatModel, shape: Sequence[int]) -> None:
+    """Refuse a threat model whose eps exceeds the diameter of its input box (a unit mistake; see the module docstring).
 
     Args:
-        norm: a registered norm name, "linf", "l2", "l1" or a user's (any case, so a threat's ``norm`` works too).
-        eps: the radius, pixel space.
+        threat: the threat model: its norm, its eps (pixel space) and its bounds, the box of the inputs.
         shape: shape of one input, e.g. (1, 28, 28).
-        bounds: (low, high) of the inputs.
 
     Raises:
         ValueError: eps above the diameter; the message gives the largest meaningful eps.
     """
-    _refuse(_geometry(norm, shape, bounds), eps, shape, bounds)
+    _refuse(_geometry(threat, shape), threat.eps, shape, threat.bounds)
 
 
 def _refuse(geometry: _Geometry | None, eps: float, shape: Sequence[int], bounds: tuple[float, float]) -> None:
@@ -101,9 +101,9 @@ def _refuse(geometry: _Geometry | None, eps: float, shape: Sequence[int], bounds
         )
 
 
-def eps_warning(norm: str, eps: float, shape: Sequence[int], bounds: tuple[float, float] = (0.0, 1.0)) -> str | None:
-    """Why ``eps`` is beyond the meaningful or usual range (see the module docstring), or None."""
-    return _warning(_geometry(norm, shape, bounds), eps, shape, bounds)
+def eps_warning(threat: ThreatModel, shape: Sequence[int]) -> str | None:
+    """Why the eps of ``threat`` is beyond the meaningful or usual range (see the module docstring), or None."""
+    return _warning(_geometry(threat, shape), threat.eps, shape, threat.bounds)
 
 
 def _warning(geometry: _Geometry | None, eps: float, shape: Sequence[int], bounds: tuple[float, float]) -> str | None:
@@ -121,14 +121,14 @@ def _warning(geometry: _Geometry | None, eps: float, shape: Sequence[int], bound
     return None
 
 
-def warn_eps(norm: str, eps: float, shape: Sequence[int], bounds: tuple[float, float] = (0.0, 1.0)) -> None:
+def warn_eps(threat: ThreatModel, shape: Sequence[int]) -> None:
     """:func:`check_eps`, then an :class:`EpsWarning` if :func:`eps_warning` has something to say.
 
-    The norm's geometry is looked up once for both.
+    The norm's geometry is computed once for both.
     """
-    geometry = _geometry(norm, shape, bounds)
-    _refuse(geometry, eps, shape, bounds)
-    message = _warning(geometry, eps, shape, bounds)
+    geometry = _geometry(threat, shape)
+    _refuse(geometry, threat.eps, shape, threat.bounds)
+    message = _warning(geometry, threat.eps, shape, threat.bounds)
     if message:
         warnings.warn(message, EpsWarning, stacklevel=3)
 

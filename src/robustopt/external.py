@@ -28,7 +28,7 @@ from robustopt.evaluation import Evaluation
 from robustopt.experiments import eval_run
 from robustopt.models import specs
 from robustopt.runs import MODEL_SPEC, RUN_FILE, result_stem
-from robustopt.threat import threat_from_name
+from robustopt.threat import Linf, ThreatModel, check_norm
 
 __all__ = ["eval_model", "PROBE_SIZE"]
 
@@ -46,7 +46,7 @@ def eval_model(
     std: Sequence[float] | None = None,
     image_size: int | None = None,
     skip_bad: bool = False,
-    norm: str = "linf",
+    norm: type[ThreatModel] = Linf,
     seed: int = 0,
     root: str | os.PathLike[str] | None = None,
     echo: Callable[[str], None] = print,
@@ -60,7 +60,8 @@ def eval_model(
             unless ``overwrite``.
         model: a model SPEC (see :mod:`robustopt.models.specs`). weights: its state dict file.
         data: a registry dataset (its test split) or a data SPEC (``folder:PATH``, ``npz:PATH``).
-        eps / norm: the threat model. mean / std: wrap the model (``ro.models.wrap``).
+        eps / norm: the threat model: its radius and its class (``ro.Linf``, ``ro.L2``, ``ro.L1``).
+        mean / std: wrap the model (``ro.models.wrap``).
         image_size / skip_bad: folder data options (see ``ro.data.load``).
         seed / root / echo / overwrite / **eval_args: as in ``robustopt.experiments.eval_run``
             (suite, limit, batch_size, device, ...).
@@ -71,10 +72,11 @@ def eval_model(
     Raises:
         ValueError: a bad spec, data the model cannot take (the message names the shapes), labels
             beyond the model's outputs, or a factory that raises.
+        TypeError: ``norm`` is not a threat-model class.
         FileExistsError: ``out`` describes another model or data and ``overwrite`` is False.
     """
     out = Path(out)
-    threat = threat_from_name(norm, eps)
+    threat = check_norm(norm)(eps)
     resolve_device(eval_args.get("device", "cpu"))  # before out/run.json is written
     net, description = specs.build(model, weights=weights, mean=mean, std=std)
     options = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v}

@@ -35,8 +35,8 @@ import torch
 
 from robustopt._registry import Registry
 
-__all__ = ["ThreatModel", "Linf", "L2", "L1", "NORMS", "by_name", "names", "threat_from_name", "check_images",
-           "random_signs"]
+__all__ = ["ThreatModel", "Linf", "L2", "L1", "NORMS", "by_name", "names", "threat_from_name", "check_norm",
+           "check_images", "random_signs"]
 
 
 def check_images(x: torch.Tensor, bounds: tuple[float, float] = (0.0, 1.0), name: str = "x") -> None:
@@ -535,6 +535,28 @@ def by_name(norm: str) -> type[ThreatModel]:
     if not isinstance(norm, str) or norm.lower() not in NORMS:
         raise ValueError(NORMS.unknown_message(norm))
     return NORMS[norm.lower()]
+
+
+def check_norm(norm: object, what: str = "norm") -> type[ThreatModel]:
+    """``norm`` itself if it is a threat-model class (``ro.Linf``, ``ro.L2``, ``ro.L1`` or a user's), else an error.
+
+    Args:
+        norm: the value to check.
+        what: its name in the error message.
+
+    Raises:
+        TypeError: a name such as "linf" (the message says to pass ``by_name("linf")``), an
+            instance such as ``Linf(0.3)``, or anything else.
+    """
+    if isinstance(norm, type) and issubclass(norm, ThreatModel) and norm.norm:
+        return norm
+    if isinstance(norm, str):
+        hint = f"ro.threat.by_name({norm!r}) gives the class of a name"
+    elif isinstance(norm, ThreatModel):
+        hint = f"pass type(threat), here {type(norm).__name__}; the eps is given separately"
+    else:
+        hint = f"got {type(norm).__name__}"
+    raise TypeError(f"{what} must be a threat-model class such as ro.Linf, ro.L2 or ro.L1, not {norm!r}: {hint}.")
 
 
 def threat_from_name(norm: str, eps: float, **kwargs: Any) -> ThreatModel:

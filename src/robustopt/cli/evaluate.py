@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
-from robustopt import runs, threat, zoo
-from robustopt.cli.group import ATTACK_DEVICE, EPS, NUMBERS, fail, main
+from robustopt import runs, zoo
+from robustopt.cli.group import ATTACK_DEVICE, EPS, NORM, NUMBERS, fail, main
 from robustopt.evaluation import suites
+from robustopt.threat import Linf
 
 __all__ = ["eval_"]
 
@@ -19,7 +20,7 @@ __all__ = ["eval_"]
               help="; ".join(f"{name}: {entry.summary}" for name, entry in suites.SUITES.items()) + ".")
 @click.option("--source", "sources", multiple=True, metavar="NAME=RUN",
               help="Transfer source, e.g. \"A'=runs/a2\" or B=runs/b; repeatable.")
-@click.option("--norm", type=click.Choice(threat.names()), default=None, help="Default: the run's training norm.")
+@click.option("--norm", type=NORM, default=None, help="Default: the run's training norm.")
 @click.option("--eps", type=EPS, default=None, help="Default: the run's training eps.")
 @click.option("--n", "limit", type=int, default=None, help="Evaluate the first N test images (default: all).")
 @click.option("--max-restarts", type=int, default=None, help="Cap on restarts (the paper uses up to 20).")
@@ -107,7 +108,7 @@ def _eval_model(run, out, model_spec, data_spec, weights, mean, std, image_size,
     if sources:
         raise ValueError("--source takes run folders and goes with RUN, not with --model.")
     eval_model(out, model=model_spec, data=data_spec, eps=eps, weights=weights, mean=mean, std=std,
-               image_size=image_size, skip_bad=skip_bad, norm=norm or "linf", echo=click.echo, **eval_args)
+               image_size=image_size, skip_bad=skip_bad, norm=norm or Linf, echo=click.echo, **eval_args)
 
 
 def _parse_sources(texts: tuple[str, ...]) -> dict[str, Path]:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import click
 
-from robustopt import runs
+from robustopt import runs, threat
 from robustopt._checks import EpsWarning
 
-__all__ = ["main", "parse_eps", "fail", "EPS", "NUMBERS", "FOLDER", "ATTACK_DEVICE", "WEIGHTS"]
+__all__ = ["main", "parse_eps", "fail", "EPS", "NUMBERS", "FOLDER", "NORM", "ATTACK_DEVICE", "WEIGHTS"]
 
 
 def parse_eps(text: str) -> float:
@@ -70,6 +70,21 @@ class _Folder(click.Path):
 
 
 FOLDER = _Folder()
+
+
+class _Norm(click.Choice):
+    """A norm name of the command line ("linf", "l2", "l1"), converted to its threat-model class once, here."""
+
+    def __init__(self) -> None:
+        super().__init__(threat.names())
+
+    def convert(self, value, param, ctx):  # noqa: D102
+        if isinstance(value, type) and issubclass(value, threat.ThreatModel):
+            return value
+        return threat.by_name(super().convert(value, param, ctx))
+
+
+NORM = _Norm()
 
 # Options that eval and sweep share.
 ATTACK_DEVICE = click.option("--device", default="cpu", show_default=True,

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from robustopt import threat
 from robustopt._checks import check_grid_size
-from robustopt.cli.group import ATTACK_DEVICE, WEIGHTS, fail, main, parse_eps
+from robustopt.cli.group import ATTACK_DEVICE, NORM, WEIGHTS, fail, main, parse_eps
 
 __all__ = ["parse_eps_grid", "sweep"]
 
@@ -52,7 +51,7 @@ def _grid_value(part: str, what: str, text: str) -> float:
 
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--norm", type=click.Choice(threat.names()), default="linf", show_default=True)
+@click.option("--norm", type=NORM, default="linf", show_default=True)
 @click.option("--eps", "grid", default="0:0.5:0.05", show_default=True,
               help="Grid START:STOP:STEP (START, START+STEP, ... up to STOP, STOP included when on the grid) "
                    "or a comma list, e.g. 0:30/255:2/255.")

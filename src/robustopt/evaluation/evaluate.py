@@ -221,7 +221,7 @@ def evaluate(
     if n == 0:
         raise ValueError("data holds no examples: pass at least one (x, y) pair to evaluate.")
     for threat in dict.fromkeys(a.threat for a in attacks):  # each distinct threat once, in order
-        warn_eps(threat.norm, threat.eps, x.shape[1:], threat.bounds)
+        warn_eps(threat, x.shape[1:])
     if draws is None:  # a randomized model's points are judged over several draws
         draws = RANDOM_DRAWS if is_randomized(model, stream.sample() if stream is not None else x[: min(n, 32)]) else 1
     elif isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:

@@ -366,7 +366,7 @@ def sweep(
     n = len(x)
     if n == 0:
         raise ValueError("data holds no examples: pass at least one (x, y) pair to sweep.")
-    warn_eps(threats[-1].norm, threats[-1].eps, x.shape[1:], threats[-1].bounds)  # the largest eps of the grid
+    warn_eps(threats[-1], x.shape[1:])  # the largest eps of the grid
 
     # Under torchrun, batch j runs on rank j % world_size with batch j's generator and the flags
     # are merged after every round: the result is the single-process one, example by example.

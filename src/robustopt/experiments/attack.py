@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,7 +20,7 @@ from robustopt.evaluation.progress import ProgressFileError
 from robustopt.evaluation.records import budget_table
 from robustopt.experiments._inputs import attack_setup, data_info, load_test_images, quiet
 from robustopt.runs import adds_rows, load_run, refuse_replacement, relative, result_stem, saved_request
-from robustopt.threat import ThreatModel, by_name, threat_from_name
+from robustopt.threat import Linf, ThreatModel, by_name, check_norm
 
 __all__ = ["eval_run", "sweep_run"]
 
@@ -29,7 +30,7 @@ def eval_run(
     *,
     suite: str = "madry",
     sources: dict[str, str | Path] | None = None,
-    norm: str | None = None,
+    norm: type[ThreatModel] | None = None,
     eps: float | None = None,
     limit: int | None = None,
     max_restarts: int | None = None,
@@ -57,7 +58,8 @@ def eval_run(
             "standard" (AutoAttack-grade: APGD-CE, APGD-T, FAB-T, Square), "fast", "adaptive" (the
             standard attacks scheduled by evidence; the budget per stage is printed too) or "rand".
         sources: transfer sources, table name -> run folder (suites with transfer rows: madry).
-        norm / eps: threat model (default: the run's training threat).
+        norm / eps: threat model, a class such as ``ro.L2`` and its radius (default: the run's training
+            threat; a norm other than the run's needs an eps).
         limit: evaluate the first N test images.
         max_restarts: cap on restarts.
         mode: "independent" or "cascade" (default: the suite's, independent for madry, cascade otherwise).
@@ -73,9 +75,11 @@ def eval_run(
 
     Raises:
         ValueError: an unknown suite, sources for a suite without transfer rows, or a bad threat model.
+        TypeError: ``norm`` is not a threat-model class (a name: ``ro.threat.by_name(name)`` gives it).
         FileExistsError: the run holds another evaluation of this suite and ``overwrite`` is False.
         robustopt.runs.RunFolderBusyError: another process holds the run folder.
     """
+    norm = None if norm is None else check_norm(norm)
     stem = result_stem("eval", suite, weights)
     with hold(run, "eval", create=False, result=stem):
         run, ctx, dev, model, info = attack_setup(run, weights, device)
@@ -135,21 +139,22 @@ def eval_run(
         return ev
 
 
-def _eval_threat_and_sources(run: Path, info: dict[str, Any], entry: suites.Suite, norm: str | None,
+def _eval_threat_and_sources(run: Path, info: dict[str, Any], entry: suites.Suite, norm: type[ThreatModel] | None,
                              eps: float | None, sources: dict[str, str | Path] | None,
                              device: torch.device) -> tuple[ThreatModel, dict[str, nn.Module]]:
     """The threat model of ``eval_run`` and its transfer sources loaded on ``device``, each request checked."""
-    if norm is not None and eps is None and norm.lower() != str(info["norm"]).lower():
-        raise ValueError(f"--norm {norm} is not the run's training norm ({info['norm']}), so its eps "
+    trained = by_name(info["norm"])  # run.json names the norm
+    if norm is not None and eps is None and norm is not trained:
+        raise ValueError(f"--norm {norm.norm.lower()} is not the run's training norm ({info['norm']}), so its eps "
                          f"{info['eps']:g} is no radius for it: give one with --eps (eps=).")
     if sources and not entry.transfer:
         with_transfer = [name for name, s in suites.SUITES.items() if s.transfer]
         raise ValueError(f"--source runs transfer rows only in the {' and '.join(with_transfer)} suite "
                          f"(--suite {with_transfer[0]}); the {entry.name} suite has none. Drop --source, or "
                          f"evaluate the transfer rows with --suite {with_transfer[0]}.")
-    threat = threat_from_name(norm or info["norm"], info["eps"] if eps is None else eps)
+    threat = (norm or trained)(info["eps"] if eps is None else eps)
     shape = data_info(info).shape
-    check_eps(threat.norm, threat.eps, shape)  # before any other complaint
+    check_eps(threat, shape)  # before any other complaint
     source_models = {name: load_run(path)[0].to(device) for name, path in (sources or {}).items()}
     for name, source in source_models.items():  # a source for other images fails late and obscurely
         check_input_shape(f"transfer source {name} ({sources[name]}), a {source.config.name} model",
@@ -165,7 +170,7 @@ def _is_rand_version(attacks: list[Attack]) -> bool:
 def sweep_run(
     run: str | Path,
     *,
-    norm: str = "linf",
+    norm: type[ThreatModel] = Linf,
     eps_values: list[float],
     steps: int = 40,
     limit: int | None = 1000,
@@ -181,36 +186,39 @@ def sweep_run(
 ) -> SweepCurve:
     """Robust accuracy of a run's model over ``eps_values`` (monotone cascade, PGD with ``steps``).
 
-    Writes ``sweep-NORM.json``, ``sweep-NORM.md`` and ``sweep-NORM.png``
-    (with the training eps marked when the norm matches the training norm). With ``independent=True``
+    ``norm`` is the threat-model class (``ro.Linf``, ``ro.L2``, ``ro.L1``). Writes ``sweep-NORM.json``,
+    ``sweep-NORM.md`` and ``sweep-NORM.png``, NORM its name in lower case (with the training eps
+    marked when the norm is the training norm). With ``independent=True``
     every eps attacks all clean-correct examples (the cascade's reference cost) and the files are
     ``sweep-NORM-independent.*``; with ``weights="best"`` (see ``load_run``) they end in ``-best``.
     A file made with other parameters (eps grid, steps, n, seed, batch size) is replaced only with
-    ``overwrite=True``; otherwise FileExistsError is raised before anything runs.
+    ``overwrite=True``; otherwise FileExistsError is raised before anything runs. A ``norm`` that is
+    no threat-model class (a name, say) raises TypeError.
     """
-    stem = result_stem("sweep", f"{norm}-independent" if independent else norm, weights)
+    name = check_norm(norm).norm.lower()
+    stem = result_stem("sweep", f"{name}-independent" if independent else name, weights)
     with hold(run, "sweep", create=False, result=stem):
         run, ctx, dev, model, info = attack_setup(run, weights, device)
         echo = echo if ctx.is_main else quiet
         check_grid_size(len(eps_values))  # the request itself first, then its conflicts with files on disk
-        if eps_values and all(isinstance(e, (int, float)) for e in eps_values):  # sweep() explains other values
-            check_eps(norm, max(eps_values), data_info(info).shape)
+        if eps_values and all(isinstance(e, (int, float)) and not isinstance(e, bool) and math.isfinite(e) and e >= 0 for e in eps_values):
+            check_eps(norm(max(eps_values)), data_info(info).shape)  # sweep() explains other values
         x, y = load_test_images(info, limit, root, echo)
         x, y = x.to(dev), y.to(dev)
-        request = {"weights": weights, "norm": norm, "eps": [float(e) for e in eps_values], "steps": steps,
+        request = {"weights": weights, "norm": name, "eps": [float(e) for e in eps_values], "steps": steps,
                    "n": len(x), "seed": seed, "batch_size": batch_size}
         result = run / f"{stem}.json"
         ctx.run_on_main(lambda: refuse_replacement(result, request, saved_request(result), overwrite=overwrite,
                                                    what="sweep"))
         attack = lambda t: PGD(t, steps=steps, seed=seed)  # noqa: E731  (step 2.5 * eps / steps at every eps)
-        curve = sweep(model, (x, y), by_name(norm), eps_values, attack=attack, batch_size=batch_size, seed=seed,
+        curve = sweep(model, (x, y), norm, eps_values, attack=attack, batch_size=batch_size, seed=seed,
                       progress=progress, independent=independent,
                       meta={"run": str(run), "weights": weights, "data": info["data"], "request": request})
         echo(curve.table())
         if ctx.is_main:
             curve.to_json(result)
             atomic_write_text(run / f"{stem}.md", curve.table("markdown"))
-            curve.plot(run / f"{stem}.png", train_eps=info["eps"] if info["norm"] == norm else None)
+            curve.plot(run / f"{stem}.png", train_eps=info["eps"] if by_name(info["norm"]) is norm else None)
             echo(f"written: {result}, {stem}.md and {stem}.png")
         ctx.barrier()
         return curve

@@ -25,7 +25,7 @@ from robustopt.experiments.attack import eval_run, sweep_run
 from robustopt.experiments.report import write_report
 from robustopt.experiments.train import train_run
 from robustopt.runs import RUN_FILE, read_log, training_started
-from robustopt.threat import threat_from_name
+from robustopt.threat import L2, Linf, ThreatModel
 from robustopt.training import TrainConfig
 
 __all__ = ["ExperimentPreset", "DEMO", "REPRODUCE", "reproduce", "run_madry_experiment"]
@@ -51,7 +51,7 @@ class ExperimentPreset:
         train_size: training images of every model (None: all).
         standard: a suite run on A as a cascade ("standard", "fast", ...), or None.
         standard_size: its test images (None: all).
-        sweeps: (norm, eps grid) pairs swept on A.
+        sweeps: (threat-model class, eps grid) pairs swept on A, e.g. ``((ro.Linf, (0.0, 0.1, 0.3)),)``.
         sweep_size: test images of the sweeps (None: all).
         sweep_steps: PGD steps of the sweeps.
         report: write ``report.md`` and ``report.html``.
@@ -67,7 +67,7 @@ class ExperimentPreset:
     train_size: int | None = None
     standard: str | None = None
     standard_size: int | None = None
-    sweeps: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    sweeps: tuple[tuple[type[ThreatModel], tuple[float, ...]], ...] = ()
     sweep_size: int | None = 1000
     sweep_steps: int = 40
     report: bool = False
@@ -92,6 +92,12 @@ class ExperimentPreset:
                 "A_nat": (self.model_a, natural)}
         return {name: recipe for name, recipe in plan.items() if recipe[0] is not None}
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field, with the sweeps' norms by name (``[["linf", [0.0, 0.1]], ...]``)."""
+        out = dataclasses.asdict(self)
+        out["sweeps"] = [[norm.norm.lower(), list(grid)] for norm, grid in self.sweeps]
+        return out
+
     def summary(self) -> str:
         """The budget in one readable line (what ``robustopt demo`` / ``reproduce`` print)."""
         t = self.train
@@ -111,7 +117,7 @@ class ExperimentPreset:
         if self.standard:
             parts.append(f"{self.standard} suite on {size(self.standard_size)}")
         if self.sweeps:
-            grids = ", ".join(f"{norm} ({len(grid)} eps)" for norm, grid in self.sweeps)
+            grids = ", ".join(f"{norm.norm.lower()} ({len(grid)} eps)" for norm, grid in self.sweeps)
             parts.append(f"sweeps {grids} on {size(self.sweep_size)}")
         return "; ".join(parts)
 
@@ -120,10 +126,10 @@ def _grid(stop: float, step: float) -> tuple[float, ...]:
     return tuple(round(i * step, 10) for i in range(int(round(stop / step)) + 1))
 
 
-_MNIST_SWEEPS = (("linf", _grid(0.5, 0.05)), ("l2", _grid(8.0, 0.5)))  # the paper's Figure 2 ranges
-_CIFAR_SWEEPS = (("linf", _grid(30 / 255, 2 / 255)), ("l2", _grid(100 / 255, 10 / 255)))
-_CIFAR_CPU_SWEEPS = (("linf", _grid(16 / 255, 2 / 255)),)
-_DEMO_SWEEPS = (("linf", _grid(0.5, 0.1)), ("l2", _grid(8.0, 2.0)))  # the same ranges, coarser: the demo stays quick
+_MNIST_SWEEPS = ((Linf, _grid(0.5, 0.05)), (L2, _grid(8.0, 0.5)))  # the paper's Figure 2 ranges
+_CIFAR_SWEEPS = ((Linf, _grid(30 / 255, 2 / 255)), (L2, _grid(100 / 255, 10 / 255)))
+_CIFAR_CPU_SWEEPS = ((Linf, _grid(16 / 255, 2 / 255)),)
+_DEMO_SWEEPS = ((Linf, _grid(0.5, 0.1)), (L2, _grid(8.0, 2.0)))  # the same ranges, coarser: the demo stays quick
 
 # Sized to finish in a few minutes on a 2-core CPU: the fast small CNN as A, 5-step PGD
 # training with eps ramped over 3 epochs, 500 test images, at most 2 restarts.
@@ -226,7 +232,7 @@ def run_madry_experiment(
     start = time.perf_counter()
     seconds: dict[str, float] = {}
     reused: list[str] = []  # models trained before this call
-    threat = threat_from_name(preset.train.norm, preset.train.eps)
+    threat = preset.train.threat()
     echo(f"robustopt: Madry et al. (2018) experiment on {data}, eps={threat.eps:.4g} "
          f"({'L-inf' if threat.norm == 'Linf' else threat.norm}), run folder {out}")
     echo(f"budget: {preset.summary()}")
@@ -280,12 +286,13 @@ def run_madry_experiment(
         seconds[f"eval {preset.standard}"] = time.perf_counter() - t0
         echo(f"robust accuracy of A under the {preset.standard} suite: {100 * worst.robust_accuracy:.1f}%")
     for norm, grid in preset.sweeps:
-        echo(f"[sweep] {norm}, eps {grid[0]:.4g} to {grid[-1]:.4g} ({len(grid)} values), "
+        name = norm.norm.lower()
+        echo(f"[sweep] {name}, eps {grid[0]:.4g} to {grid[-1]:.4g} ({len(grid)} values), "
              f"PGD-{preset.sweep_steps} on {preset.sweep_size or 'all'} test images")
         t0 = time.perf_counter()
         sweep_run(folders["A"], norm=norm, eps_values=list(grid), steps=preset.sweep_steps, limit=preset.sweep_size,
                   root=root, echo=echo, progress=progress, seed=seed, device=preset.train.device, overwrite=True)
-        seconds[f"sweep {norm}"] = time.perf_counter() - t0
+        seconds[f"sweep {name}"] = time.perf_counter() - t0
     written = [out / "table.md", out / "table.json"]
     if preset.report:
         t0 = time.perf_counter()
@@ -294,7 +301,7 @@ def run_madry_experiment(
 
     seconds["this call"] = time.perf_counter() - start
     seconds["total"] = seconds["this call"] + sum(seconds[f"train {name}"] for name in reused)
-    summary = {"preset": dataclasses.asdict(preset), "data": data, "seed": seed, "seconds": seconds, "reused": reused,
+    summary = {"preset": preset.to_dict(), "data": data, "seed": seed, "seconds": seconds, "reused": reused,
                "machine": platform.platform(), "torch": torch.__version__, "runs": {k: str(v) for k, v in folders.items()}}
     atomic_write_json(out / "experiment.json", summary)
     echo(f"written: {', '.join(str(p) for p in written)} ({seconds['this call']:.0f} s"

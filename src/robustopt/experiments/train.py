@@ -18,7 +18,6 @@ from robustopt._lock import holding
 from robustopt._progress import format_seconds
 from robustopt.experiments._inputs import quiet
 from robustopt.runs import RUN_FILE, refuse_restart, refuse_resume_of_nothing, resume_point
-from robustopt.threat import threat_from_name
 from robustopt.training import TrainConfig, TrainResult, fit
 from robustopt.training.config import resolve_config
 from robustopt.training.methods import grad_evals_per_example
@@ -71,7 +70,7 @@ def train_run(
     info = datasets.info(data)
     _check_model_fits_data(model, data)
     cfg = resolve_config(config, overrides)
-    check_eps(cfg.norm, cfg.eps, info.shape)  # before anything is printed or loaded (fit warns above the usual)
+    check_eps(cfg.threat(), info.shape)  # before anything is printed or loaded (fit warns above the usual)
     if resolve_device(cfg.device).type != "cuda" and cfg.amp:
         raise ValueError(f"--amp (amp=True) needs a CUDA device, got --device {cfg.device}; leave --amp out on a CPU.")
     (refuse_resume_of_nothing if resume else refuse_restart)(out)
@@ -121,7 +120,7 @@ def _train_plan(model: str, data: str, cfg: TrainConfig, n: int, out: Path, done
     steps = math.ceil(n_train / cfg.batch_size)
     what = f"{cfg.method} training of {model} on {data}"
     if cfg.method != "natural":
-        what += f" at {threat_from_name(cfg.norm, cfg.eps)}"
+        what += f" at {cfg.threat()}"
     left = cfg.epochs - done
     epochs = f"{left} epoch{'s' * (left != 1)}" + (f" (epochs {done + 1}-{cfg.epochs})" if done else "")
     per_example = grad_evals_per_example(cfg.method, cfg)
@@ -154,7 +153,7 @@ def _train_summary(result: TrainResult, out: Path, cfg: TrainConfig) -> list[str
     else:
         robust = last.get("val_robust_acc")
         robust = ("not measured (val_attack_steps=0)" if robust is None else
-                  f"{100 * robust:.1f}% (PGD-{cfg.val_attack_steps} at {threat_from_name(cfg.norm, cfg.eps)})")
+                  f"{100 * robust:.1f}% (PGD-{cfg.val_attack_steps} at {cfg.threat()})")
         lines.append(f"final validation accuracy: clean {100 * last['val_clean_acc']:.1f}%, robust {robust}")
     lines.append(f"next: robustopt eval {shlex.quote(str(out))}   "
                  "(the paper's attack table; --suite standard for the AutoAttack-grade worst case)")

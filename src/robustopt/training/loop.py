@@ -177,7 +177,7 @@ def fit(
     if not params:
         raise ValueError("the model has no parameters that require grad; there is nothing to train.")
     x, y = _check_data(train_data)
-    warn_eps(config.norm, config.eps, x.shape[1:])  # refuse an eps beyond the [0, 1] box, warn above the usual
+    warn_eps(config.threat(), x.shape[1:])  # refuse an eps beyond the [0, 1] box, warn above the usual
     ctx = distributed.setup()  # torchrun: one process per device, data-parallel (robustopt.distributed)
     device = ctx.device(resolve_device(config.device))
     n_val = config.validation_size(len(x))
