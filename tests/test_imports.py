@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A name ending in ".*" covers a package and its modules.
 LAYERS = [
     ["robustopt._io", "robustopt._checks", "robustopt._device", "robustopt._progress", "robustopt._registry",
-     "robustopt.malloc", "robustopt.losses", "robustopt.distributed", "robustopt.threat"],
+     "robustopt.malloc", "robustopt.losses", "robustopt.distributed", "robustopt.threat", "robustopt.threat.*"],
     ["robustopt._lock", "robustopt.data", "robustopt.data.*", "robustopt.models", "robustopt.models.*"],
     ["robustopt.checkpoint"],
     ["robustopt.attacks", "robustopt.attacks.*"],
