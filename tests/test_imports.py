@@ -17,7 +17,7 @@ LAYERS = [
     ["robustopt._io", "robustopt._checks", "robustopt._device", "robustopt._progress", "robustopt._registry",
      "robustopt.malloc", "robustopt.losses", "robustopt.distributed", "robustopt.threat", "robustopt.threat.*"],
     ["robustopt._lock", "robustopt.data", "robustopt.data.*", "robustopt.models", "robustopt.models.*"],
-    ["robustopt.checkpoint"],
+    ["robustopt.checkpoint", "robustopt.checkpoint.*"],
     ["robustopt.attacks", "robustopt.attacks.*"],
     ["robustopt.evaluation", "robustopt.evaluation.*"],
     ["robustopt.training", "robustopt.training.*"],
