@@ -60,7 +60,7 @@ from bench.harness import (finish, header, loadavg, log, other_runnable, out_pre
 from robustopt.attacks import GradientAttack  # noqa: E402
 from robustopt.models.folding import fold_batchnorm  # noqa: E402
 from robustopt.training import MethodContext, TrainConfig  # noqa: E402
-from robustopt.training.methods import n_fgsm  # noqa: E402
+from robustopt.training.builtin_methods import n_fgsm  # noqa: E402
 from robustopt.training.augment import crop_flip  # noqa: E402
 
 EPS = 8 / 255

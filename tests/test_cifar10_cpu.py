@@ -21,7 +21,7 @@ import robustopt as ro
 from robustopt import experiments
 from robustopt.cli import main
 from robustopt.training import MethodContext, TrainConfig, fit
-from robustopt.training.methods import n_fgsm
+from robustopt.training.builtin_methods import n_fgsm
 from tiny_problem import mlp, separable
 
 REPO = Path(__file__).resolve().parents[1]

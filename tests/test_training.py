@@ -14,7 +14,7 @@ from torch import nn
 import robustopt as ro
 from robustopt import _progress, checkpoint
 from robustopt.training import METHODS, Crafted, MethodContext, TrainConfig, fit, get_method, register_method
-from robustopt.training import methods
+from robustopt.training import builtin_methods, methods
 from tiny_problem import separable
 
 LOG_KEYS = {
@@ -277,7 +277,7 @@ def test_pgd_method_reaches_the_optimal_linf_attack_of_a_linear_model():
     w = model[1].weight.detach()
     direction = (w[1 - y] - w[y]).sign().view_as(x)
     cfg = TrainConfig(eps=0.1, attack_steps=10, attack_step_size=0.05)
-    batch = methods.pgd(MethodContext(model, threat=ro.Linf(0.1), config=cfg, generator=torch.Generator().manual_seed(0)),
+    batch = builtin_methods.pgd(MethodContext(model, threat=ro.Linf(0.1), config=cfg, generator=torch.Generator().manual_seed(0)),
                         x, y)
     assert torch.allclose(batch.x, x + 0.1 * direction, atol=1e-6)
     assert batch.grad_evals == 8 * 10
@@ -293,7 +293,7 @@ def test_fgsm_rs_is_one_step_of_1_25_eps_from_a_uniform_start():
     start = threat.random_init(x, generator=torch.Generator().manual_seed(5))
     expected = threat.project(start + 1.25 * 0.1 * grad_sign, x)
     cfg = TrainConfig(method="fgsm-rs", eps=0.1)
-    batch = methods.fgsm_rs(MethodContext(model, threat=threat, config=cfg, generator=torch.Generator().manual_seed(5)),
+    batch = builtin_methods.fgsm_rs(MethodContext(model, threat=threat, config=cfg, generator=torch.Generator().manual_seed(5)),
                             x, y)
     assert torch.allclose(batch.x, expected, atol=1e-6)
     assert threat.contains(batch.x, x).all()
@@ -304,7 +304,7 @@ def test_natural_method_returns_the_clean_batch():
     x, y = separable(4)
     model = _linear()
     ctx = MethodContext(model, threat=ro.Linf(0.3), config=TrainConfig(), generator=torch.Generator())
-    batch = methods.natural(ctx, x, y)
+    batch = builtin_methods.natural(ctx, x, y)
     assert batch.x is x and batch.grad_evals == 0
     (update,) = get_method("natural")(ctx, x, y)  # the method: one update, the batch's cross-entropy
     assert update.x is x and update.grad_evals == len(y)

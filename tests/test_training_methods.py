@@ -19,7 +19,7 @@ import robustopt as ro
 from robustopt import checkpoint
 from robustopt.cli import main
 from robustopt.training import METHODS, Crafted, MethodContext, TrainConfig, Update, fit, get_method, register_method
-from robustopt.training import methods
+from robustopt.training import builtin_methods
 from robustopt.training.config import guard_enabled
 from robustopt.training.methods import crafting_method, cross_entropy_update, grad_evals_per_example, updates_per_batch
 from tiny_problem import mlp, separable
@@ -463,7 +463,7 @@ def test_single_step_methods_give_the_engine_points_with_one_forward_pass(method
     model, (x, y), threat = _bn_net(), batch(16), ro.Linf(0.1)
     calls = []
     hook = model.register_forward_hook(lambda m, i, o: calls.append(m.training))
-    craft = {"n-fgsm": methods.n_fgsm, "fgsm-rs": methods.fgsm_rs}[method]
+    craft = {"n-fgsm": builtin_methods.n_fgsm, "fgsm-rs": builtin_methods.fgsm_rs}[method]
     crafted = craft(MethodContext(model, threat=threat, config=TrainConfig(), generator=torch.Generator().manual_seed(3)),
                     x, y)
     hook.remove()
