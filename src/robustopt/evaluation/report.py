@@ -19,7 +19,9 @@ computes the audit and the adversarial examples, and writes the files. Per run t
 The Markdown refers to PNG figures to be written beside it (``Document.figures``); the HTML
 is one self-contained page (images embedded as base64 data URIs, inline CSS, no external
 resource, no JavaScript) that can be mailed or archived as a single file. Plots are drawn
-with matplotlib on an Agg canvas (no display needed).
+with matplotlib on an Agg canvas (no display needed). The blocks and their Markdown and HTML
+writers are :mod:`robustopt.evaluation.document`; the machine's rows of the environment table
+are :mod:`robustopt.evaluation.environment`.
 
 Example:
     >>> doc = render([RunReport(path=Path("runs/a"), info=info, evaluations=[("eval-madry.json", ev)])])
@@ -29,24 +31,20 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import datetime
 import html
-import io
 import math
-import os
-import platform
-import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from robustopt.evaluation.audit import Finding, findings_summary
+from robustopt.evaluation.document import (Block, Figure, Heading, Para, Table, new_figure, png_bytes, slugify, to_html,
+                                           to_markdown)
+from robustopt.evaluation.environment import machine_rows
 from robustopt.evaluation.results import Evaluation, row_key
 from robustopt.evaluation.records import budget_cells
 from robustopt.evaluation.suites import paper_reference
@@ -131,162 +129,7 @@ class Document:
     figures: dict[str, bytes]  # file name (beside the Markdown) -> PNG bytes
 
 
-# --- the document: a few block types, rendered to Markdown and to HTML ---------------------
-@dataclass
-class _Heading:
-    level: int
-    text: str
-    anchor: str | None = None
-
-
-@dataclass
-class _Para:
-    text: str  # plain text; `backticks` become code
-    kind: str = "p"  # "p", "caption" (small, under a table), "note" (highlighted) or "ok" (all clear)
-
-
-@dataclass
-class _Table:
-    header: list[str]
-    rows: list[list[str]]
-    caption: str = ""
-    align_numbers: bool = True  # right-align numeric cells (off for key-value tables)
-    styles: list[str] = field(default_factory=list)  # per row, its CSS class in HTML ("" or missing: none)
-
-
-@dataclass
-class _Figure:
-    png: bytes
-    name: str  # file name beside report.md
-    caption: str
-    alt: str
-
-
-Block = Union[_Heading, _Para, _Table, _Figure]
-
-
-def _md_cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _to_markdown(blocks: Sequence[Block]) -> str:
-    out: list[str] = []
-    for b in blocks:
-        if isinstance(b, _Heading):
-            out.append("#" * b.level + " " + b.text)
-        elif isinstance(b, _Para):
-            out.append(f"*{b.text}*" if b.kind == "caption" else (f"> {b.text}" if b.kind == "note" else b.text))
-        elif isinstance(b, _Table):
-            lines = ["| " + " | ".join(_md_cell(h) for h in b.header) + " |", "|" + "|".join("---" for _ in b.header) + "|"]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
-            out.append("\n".join(lines) + (f"\n\n*{b.caption}*" if b.caption else ""))
-        elif isinstance(b, _Figure):
-            out.append(f"![{b.alt}]({b.name})\n\n*{b.caption}*")
-    return "\n\n".join(out) + "\n"
-
-
-_CODE = re.compile(r"`([^`]+)`")
-_NUMERIC = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?%?$")
-
-
-def _inline(text: str) -> str:
-    """Escaped HTML of ``text`` with `code` spans."""
-    return _CODE.sub(r"<code>\1</code>", html.escape(text, quote=True))
-
-
-def _html_table(t: _Table) -> str:
-    rows = []
-    rows.append("<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in t.header) + "</tr></thead>")
-    body = []
-    for i, row in enumerate(t.rows):
-        style = t.styles[i] if i < len(t.styles) else ""
-        cls = f' class="{style}"' if style else ""
-        cells = "".join(f'<td class="num">{_inline(c)}</td>' if t.align_numbers and _NUMERIC.match(c)
-                        else f"<td>{_inline(c)}</td>" for c in row)
-        body.append(f"<tr{cls}>{cells}</tr>")
-    rows.append("<tbody>" + "\n".join(body) + "</tbody>")
-    out = "<table>\n" + "\n".join(rows) + "\n</table>"
-    if t.caption:
-        out += f'\n<p class="caption">{_inline(t.caption)}</p>'
-    return out
-
-
-def _to_html(blocks: Sequence[Block], title: str) -> str:
-    return _PAGE.format(title=html.escape(title), css=_CSS, body=_html_blocks(blocks))
-
-
-def _html_blocks(blocks: Sequence[Block]) -> str:
-    out = []
-    for b in blocks:
-        if isinstance(b, _Heading):
-            anchor = f' id="{html.escape(b.anchor, quote=True)}"' if b.anchor else ""
-            out.append(f"<h{b.level}{anchor}>{_inline(b.text)}</h{b.level}>")
-        elif isinstance(b, _Para):
-            cls = f' class="{b.kind}"' if b.kind != "p" else ""
-            out.append(f"<p{cls}>{_inline(b.text)}</p>")
-        elif isinstance(b, _Table):
-            out.append(_html_table(b))
-        elif isinstance(b, _Figure):
-            data = base64.b64encode(b.png).decode("ascii")
-            out.append(
-                f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(b.alt, quote=True)}">'
-                f"<figcaption>{_inline(b.caption)}</figcaption></figure>"
-            )
-    return "\n".join(out)
-
-
-_CSS = """
-body { font-family: -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Helvetica, Arial, sans-serif;
-       color: #1f2328; background: #fff; line-height: 1.45; margin: 0; }
-main { max-width: 1040px; margin: 0 auto; padding: 24px 32px 64px; }
-h1 { font-size: 1.8em; border-bottom: 2px solid #d0d7de; padding-bottom: .25em; }
-h2 { font-size: 1.45em; margin-top: 2.2em; border-bottom: 1px solid #d0d7de; padding-bottom: .2em; }
-h3 { font-size: 1.15em; margin-top: 1.6em; }
-h4 { font-size: 1em; margin-top: 1.2em; color: #424a53; }
-table { border-collapse: collapse; margin: .6em 0 .3em; font-size: .92em; }
-th, td { border: 1px solid #b6bec8; padding: 4px 10px; text-align: left; vertical-align: top; }
-th { background: #eef1f4; font-weight: 600; }
-tbody tr:nth-child(even) { background: #f8f9fb; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.total td { font-weight: 600; border-top: 2px solid #57606a; }
-tr.level-error td:first-child { color: #fff; background: #cf222e; font-weight: 600; }
-tr.level-warning td:first-child { background: #f5d76e; font-weight: 600; }
-tr.level-info td:first-child { background: #dde7f3; }
-td code { white-space: nowrap; }
-code { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: .9em;
-       background: #eef1f4; padding: 0 3px; border-radius: 3px; }
-p.caption { color: #57606a; font-size: .88em; margin: .2em 0 1em; }
-p.ok { color: #1a7f37; font-weight: 600; }
-p.note { background: #fff8c5; border-left: 4px solid #d4a72c; padding: 6px 10px; }
-figure { margin: 1em 0 1.4em; }
-figure img { max-width: 100%; height: auto; border: 1px solid #d0d7de; }
-figcaption { color: #57606a; font-size: .88em; margin-top: .3em; max-width: 900px; }
-nav ul { margin: .3em 0; }
-a { color: #0969da; }
-"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{css}</style>
-</head>
-<body>
-<main>
-{body}
-</main>
-</body>
-</html>
-"""
-
-
 # --- helpers ------------------------------------------------------------------------------
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "run"
-
-
 def _pct(v: Any) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.1f}%"
 
@@ -301,21 +144,6 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _png(fig: Any, dpi: int = 110) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def _new_figure(size: tuple[float, float]) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size)
-    FigureCanvasAgg(fig)  # Agg canvas: no display, no pyplot state
-    return fig
-
-
 def madry_reference(ev: Evaluation, data: str | None) -> tuple[dict[tuple, float], str] | None:
     """The paper's numbers for ``ev`` and where they come from, when it is the madry suite on MNIST at
     L-inf eps 0.3 or CIFAR-10 at 8/255 (``suites.paper_reference``); None otherwise."""
@@ -326,32 +154,6 @@ def madry_reference(ev: Evaluation, data: str | None) -> tuple[dict[tuple, float
     if not any(row_key(r) in reference for r in ev.rows if not r.natural):
         return None  # not the madry suite (e.g. APGD / Square rows)
     return reference, table.title
-
-
-def _git_commit() -> str:
-    """HEAD of the git working tree robustopt is imported from, "+ uncommitted changes" if dirty; "" if none."""
-    folder = Path(__file__).resolve().parents[1]  # the robustopt package
-    try:
-        # Only when the package's own source is tracked there (not a site-packages copy inside some repo).
-        subprocess.run(["git", "ls-files", "--error-unmatch", "__init__.py"], cwd=folder, capture_output=True,
-                       check=True, timeout=10)
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return head + (" (+ uncommitted changes)" if dirty else "")
-
-
-def _version(package: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(package)
-    except Exception:  # noqa: BLE001  (not installed, or no metadata)
-        module = sys.modules.get(package)
-        return str(getattr(module, "__version__", "")) if module else ""
 
 
 # --- the sections of one run --------------------------------------------------------------
@@ -379,10 +181,10 @@ class _RunContext:
     def threat(self) -> ThreatModel | None:
         return self.run.threat
 
-    def figure(self, png: bytes, kind: str, caption: str, alt: str) -> _Figure:
+    def figure(self, png: bytes, kind: str, caption: str, alt: str) -> Figure:
         name = f"report-{self.slug}-{kind}.png"
         self.figures[name] = png
-        return _Figure(png, name, caption, alt)
+        return Figure(png, name, caption, alt)
 
 
 def _run_info(ctx: _RunContext) -> list[Block]:
@@ -392,24 +194,24 @@ def _run_info(ctx: _RunContext) -> list[Block]:
                 "eps_warmup_epochs", "val_size", "val_attack_steps", "device"):
         if key in ctx.config and key not in shown:
             rows.append([key, _fmt(ctx.config[key])])
-    return [_Table(["Setting", "Value"], rows, align_numbers=False,
+    return [Table(["Setting", "Value"], rows, align_numbers=False,
                    caption=f"From {ctx.path / 'run.json'}" + (" and config.json." if ctx.config else "."))]
 
 
 def _training(ctx: _RunContext) -> list[Block]:
-    blocks: list[Block] = [_Heading(3, "Training curve")]
+    blocks: list[Block] = [Heading(3, "Training curve")]
     path = ctx.path / "log.jsonl"
     log = ctx.run.log
     if log is None:
-        return blocks + [_Para(f"No training log ({path} is missing).", "note")]
+        return blocks + [Para(f"No training log ({path} is missing).", "note")]
     if not log:
-        return blocks + [_Para(f"The training log {path} is empty.", "note")]
+        return blocks + [Para(f"The training log {path} is empty.", "note")]
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(log)]
 
     def series(key: str) -> list[float]:
         return [float("nan") if r.get(key) is None else 100 * float(r[key]) for r in log]
 
-    fig = _new_figure((6.4, 3.6))
+    fig = new_figure((6.4, 3.6))
     ax = fig.add_subplot(1, 1, 1)
     clean, robust, train = series("val_clean_acc"), series("val_robust_acc"), series("train_acc")
     threat = ctx.threat
@@ -433,18 +235,18 @@ def _training(ctx: _RunContext) -> list[Block]:
                f"attack at the training threat), and on the training batches. Last epoch {epochs[-1]}: "
                f"validation clean {_pct(last.get('val_clean_acc')) or 'n/a'}, robust "
                f"{_pct(last.get('val_robust_acc')) or 'n/a'}; training took {seconds:.{1 if seconds < 10 else 0}f} s.")
-    blocks.append(ctx.figure(_png(fig), "training", caption, f"training curve of {ctx.path}"))
+    blocks.append(ctx.figure(png_bytes(fig), "training", caption, f"training curve of {ctx.path}"))
     return blocks
 
 
 def _results(title: str, results: Sequence[tuple[str, Any]], missing: str,
              draw: Callable[[str, Any], list[Block]]) -> list[Block]:
     """A section of results: a heading, then per result its file name and ``draw(name, result)``."""
-    blocks: list[Block] = [_Heading(3, title)]
+    blocks: list[Block] = [Heading(3, title)]
     if not results:
-        return blocks + [_Para(missing, "note")]
+        return blocks + [Para(missing, "note")]
     for name, result in results:
-        blocks += [_Heading(4, name), *draw(name, result)]
+        blocks += [Heading(4, name), *draw(name, result)]
     return blocks
 
 
@@ -460,12 +262,12 @@ def _evaluations(ctx: _RunContext) -> list[Block]:
             details.append(f"{float(ev.meta['seconds']):.0f} s on {ev.meta.get('device', '?')}")
         header, lines, caption = ev.cells(reference=ref[0] if ref else None)
         styles = [""] * (len(lines) - 1) + ["total"]  # the last line is the worst case
-        blocks = [_Para("; ".join(details) + "."), _Table(header, lines, caption, styles=styles)]
+        blocks = [Para("; ".join(details) + "."), Table(header, lines, caption, styles=styles)]
         if ref:
-            blocks.append(_Para(f"Paper: {ref[1]}. Ours: measured on this run's model with the budget above.",
+            blocks.append(Para(f"Paper: {ref[1]}. Ours: measured on this run's model with the budget above.",
                                 "caption"))
         for title, header, lines, decisions in budget_cells(ev):  # a scheduled suite (adaptive): its stages
-            blocks += [_Para(title + "."), _Table(header, lines, " ".join(decisions))]
+            blocks += [Para(title + "."), Table(header, lines, " ".join(decisions))]
         return blocks
 
     return _results("Evaluations", ctx.run.evaluations, f"No evaluation yet: run `robustopt eval {ctx.path}`.", draw)
@@ -480,34 +282,34 @@ def _sweeps(ctx: _RunContext) -> list[Block]:
                    + ", ".join(str(a.get("name", a.get("type", "?"))) + (f" {a['steps']} steps" if a.get("steps") else "")
                                for a in curve.attacks)
                    + ")" + (f"; the dashed line is the training eps {float(train_eps):.4g}." if train_eps is not None else "."))
-        return [ctx.figure(_png(fig, dpi=120), _slug(Path(name).stem), caption, f"{curve.norm} sweep of {ctx.path}"),
-                _Table(*curve.cells())]
+        return [ctx.figure(png_bytes(fig, dpi=120), slugify(Path(name).stem), caption, f"{curve.norm} sweep of {ctx.path}"),
+                Table(*curve.cells())]
 
     return _results("Epsilon sweeps", ctx.run.sweeps, f"No sweep yet: run `robustopt sweep {ctx.path}`.", draw)
 
 
 def _audit(ctx: _RunContext) -> list[Block]:
-    blocks: list[Block] = [_Heading(3, "Audit (gradient masking and evaluation checks)")]
+    blocks: list[Block] = [Heading(3, "Audit (gradient masking and evaluation checks)")]
     for title, findings in ctx.run.audits:
-        blocks.append(_Heading(4, title))
+        blocks.append(Heading(4, title))
         if findings:
-            blocks.append(_Table(["Level", "Code", "Finding"], [[f.level, f"`{f.code}`", f.message] for f in findings],
+            blocks.append(Table(["Level", "Code", "Finding"], [[f.level, f"`{f.code}`", f.message] for f in findings],
                                  styles=[f"level-{f.level}" for f in findings]))
         # the summary line is the result, not a caption
-        blocks.append(_Para(findings_summary(findings), "p" if findings else "ok"))
-    blocks.append(_Para("Levels: error = the reported robustness is very likely wrong; warning = suspicious; "
+        blocks.append(Para(findings_summary(findings), "p" if findings else "ok"))
+    blocks.append(Para("Levels: error = the reported robustness is very likely wrong; warning = suspicious; "
                         "info = context. See `robustopt.evaluation.audit` for every check.", "caption"))
     return blocks
 
 
 def _gallery(ctx: _RunContext) -> list[Block]:
-    blocks: list[Block] = [_Heading(3, "Adversarial examples")]
+    blocks: list[Block] = [Heading(3, "Adversarial examples")]
     g = ctx.run.gallery
     if g is None:
-        return blocks + [_Para(f"No gallery: the run's threat model ({ctx.info.get('norm')}, eps "
+        return blocks + [Para(f"No gallery: the run's threat model ({ctx.info.get('norm')}, eps "
                                f"{ctx.info.get('eps')}) has no perturbation budget.", "note")]
     if len(g.x) == 0:
-        return blocks + [_Para(f"No gallery: the model classifies none of the first {g.probed} test images "
+        return blocks + [Para(f"No gallery: the model classifies none of the first {g.probed} test images "
                                "correctly.", "note")]
     x, y, x_adv, pred_adv, threat, steps = g.x, g.y, g.x_adv, g.pred_adv, g.threat, g.steps
     delta = (x_adv - x).detach()
@@ -515,7 +317,7 @@ def _gallery(ctx: _RunContext) -> list[Block]:
     name = lambda k: class_names[k] if k < len(class_names) else str(k)  # noqa: E731
 
     n = len(x)
-    fig = _new_figure((max(1.3 * n, 4.0) + 0.6, 4.9))
+    fig = new_figure((max(1.3 * n, 4.0) + 0.6, 4.9))
     lo, hi = threat.bounds
     for j in range(n):
         img, adv, d = x[j].cpu().numpy(), x_adv[j].detach().cpu().numpy(), delta[j].cpu().numpy()
@@ -549,7 +351,7 @@ def _gallery(ctx: _RunContext) -> list[Block]:
                f"{g.seed}, {threat}) and the model's prediction, red when wrong ({fooled_count} of {n} fooled); "
                "row 3: the perturbation x_adv − x divided by its largest absolute value"
                + (" (blue: darker, red: brighter)." if x.shape[1] == 1 else " (gray: no change)."))
-    blocks.append(ctx.figure(_png(fig), "adversarial", caption, f"adversarial examples of {ctx.path}"))
+    blocks.append(ctx.figure(png_bytes(fig), "adversarial", caption, f"adversarial examples of {ctx.path}"))
     return blocks
 
 
@@ -561,7 +363,7 @@ def _show(ax: Any, img: np.ndarray, lo: float, hi: float) -> None:
 
 
 def _run_sections(ctx: _RunContext, index: int) -> tuple[list[Block], dict[str, str]]:
-    blocks: list[Block] = [_Heading(2, f"Run {index}: {ctx.path}", anchor=f"run-{index}")]
+    blocks: list[Block] = [Heading(2, f"Run {index}: {ctx.path}", anchor=f"run-{index}")]
     blocks += _run_info(ctx)
     blocks += _training(ctx)
     blocks += _evaluations(ctx)
@@ -580,21 +382,11 @@ def _run_sections(ctx: _RunContext, index: int) -> tuple[list[Block], dict[str, 
 
 
 def _environment(runs: list[_RunContext], now: datetime.datetime) -> list[Block]:
-    rows = [
-        ["robustopt", _version("robustopt")],
-        ["torch", torch.__version__],
-        ["numpy", np.__version__],
-        ["matplotlib", _version("matplotlib")],
-        ["python", platform.python_version() + f" ({platform.python_implementation()})"],
-        ["platform", platform.platform()],
-        ["CPUs", str(os.cpu_count() or "?")],
-        ["torch threads", str(torch.get_num_threads())],
-        ["git commit", _git_commit() or "not a git working tree"],
-        ["seeds", ", ".join(f"{r.path.name}: {r.run.seed}" for r in runs)],
-        ["report time", now.isoformat(timespec="seconds")],
-    ]
-    return [_Heading(2, "Environment", anchor="environment"),
-            _Table(["Item", "Value"], rows, align_numbers=False,
+    rows = [*machine_rows(),
+            ["seeds", ", ".join(f"{r.path.name}: {r.run.seed}" for r in runs)],
+            ["report time", now.isoformat(timespec="seconds")]]
+    return [Heading(2, "Environment", anchor="environment"),
+            Table(["Item", "Value"], rows, align_numbers=False,
                    caption="Where this report was made. Each run's training machine and versions are in its "
                            "checkpoint (model.json) and in each evaluation's meta.")]
 
@@ -616,7 +408,7 @@ def render(runs: Sequence[RunReport], now: datetime.datetime | None = None) -> D
     contexts: list[_RunContext] = []
     used: set[str] = set()
     for i, run in enumerate(runs, 1):
-        slug = _slug(run.path.resolve().name)
+        slug = slugify(run.path.resolve().name)
         if slug in used:
             slug = f"{slug}-{i}"
         used.add(slug)
@@ -631,13 +423,13 @@ def render(runs: Sequence[RunReport], now: datetime.datetime | None = None) -> D
 
     title = "robustopt report: " + ", ".join(str(c.path) for c in contexts)
     head: list[Block] = [
-        _Heading(1, "robustopt report"),
-        _Para(f"{len(contexts)} run{'s' if len(contexts) != 1 else ''}, made {now.isoformat(timespec='seconds')}. "
+        Heading(1, "robustopt report"),
+        Para(f"{len(contexts)} run{'s' if len(contexts) != 1 else ''}, made {now.isoformat(timespec='seconds')}. "
               "Accuracies are on the test split; robust accuracy is the per-example worst case over all rows "
               "of the evaluation."),
-        _Table(["Run", "Data", "Model", "Method", "Threat (training)", "Clean", "Robust (worst case)"],
+        Table(["Run", "Data", "Model", "Method", "Threat (training)", "Clean", "Robust (worst case)"],
                [[f"{i}. {s['run']}", s["data"], s["model"], s["method"], s["threat"], s["clean"], s["robust"]]
                 for i, s in enumerate(summaries, 1)]),
     ]
     blocks = head + sections + _environment(contexts, now)
-    return Document(_to_markdown(blocks), _to_html(blocks, title), figures)
+    return Document(to_markdown(blocks), to_html(blocks, title), figures)
