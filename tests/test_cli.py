@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 import robustopt as ro
 from robustopt import checkpoint
-from robustopt.cli import main, parse_eps, train
+from robustopt.cli import main, parse_eps
+from robustopt.cli.train import train
 from robustopt.experiments import DEMO, REPRODUCE, ExperimentPreset, run_madry_experiment
 from robustopt.training import METHODS, TrainConfig
 from tiny_problem import TINY_TRAIN
