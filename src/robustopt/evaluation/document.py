@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence, Union
 
+from robustopt.evaluation.tables import render as render_table
+
 __all__ = ["Heading", "Para", "Table", "Figure", "Block", "to_markdown", "to_html", "slugify", "png_bytes",
            "new_figure"]
 
@@ -53,10 +55,6 @@ class Figure:
 Block = Union[Heading, Para, Table, Figure]
 
 
-def _md_cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def to_markdown(blocks: Sequence[Block]) -> str:
     out: list[str] = []
     for b in blocks:
@@ -65,9 +63,7 @@ def to_markdown(blocks: Sequence[Block]) -> str:
         elif isinstance(b, Para):
             out.append(f"*{b.text}*" if b.kind == "caption" else (f"> {b.text}" if b.kind == "note" else b.text))
         elif isinstance(b, Table):
-            lines = ["| " + " | ".join(_md_cell(h) for h in b.header) + " |", "|" + "|".join("---" for _ in b.header) + "|"]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
-            out.append("\n".join(lines) + (f"\n\n*{b.caption}*" if b.caption else ""))
+            out.append(render_table(b.header, b.rows, "markdown", caption=f"*{b.caption}*" if b.caption else ""))
         elif isinstance(b, Figure):
             out.append(f"![{b.alt}]({b.name})\n\n*{b.caption}*")
     return "\n\n".join(out) + "\n"

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Literal
 import torch
 
 from robustopt.attacks.base import AttackResult
+from robustopt.evaluation.tables import render
 
 __all__ = ["batch_records", "RowRecords", "stage_budget", "budget_cells", "budget_table", "broken_by_stage"]
 
@@ -162,12 +163,8 @@ def budget_table(ev: Any, fmt: Literal["text", "markdown"] = "text") -> str:
     out: list[str] = []
     for title, header, lines, decisions in budget_cells(ev):
         if fmt == "markdown":
-            out += [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            out += ["| " + " | ".join(cells) + " |" for cells in lines] + [""] + [f"- {d}" for d in decisions]
+            out += [f"**{title}**", "", render(header, lines, fmt), ""] + [f"- {d}" for d in decisions]
         else:
-            widths = [max(len(c) for c in col) for col in zip(header, *lines)]
-            fmt_line = "  ".join("{:<%d}" % w for w in widths)
-            out += [title, fmt_line.format(*header), "-" * (sum(widths) + 2 * (len(widths) - 1))]
-            out += [fmt_line.format(*cells).rstrip() for cells in lines] + [f"  {d}" for d in decisions]
+            out += [title, render(header, lines, fmt)] + [f"  {d}" for d in decisions]
         out.append("")
     return "\n".join(out)

@@ -20,6 +20,7 @@ import torch
 
 from robustopt._io import atomic_write_json, atomic_write_text
 from robustopt.attacks.base import WHITE_BOX_SOURCE, attack_key
+from robustopt.evaluation.tables import render
 from robustopt.threat import ThreatModel
 
 __all__ = ["Row", "Evaluation", "DrawAccuracy", "row_key", "NATURAL"]
@@ -220,16 +221,7 @@ class Evaluation:
             reference: optional numbers to show beside ours, keyed by ``row_key(row)``, in percent.
         """
         header, lines, caption = self.cells(reference)
-        if fmt == "markdown":
-            out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-            out += ["| " + " | ".join(str(c) for c in cells) + " |" for cells in lines]
-            return "\n".join(out) + f"\n\n{caption}\n"
-        widths = [max(len(str(c)) for c in col) for col in zip(header, *lines)]
-        fmt_line = "  ".join("{:<%d}" % w for w in widths)
-        rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
-        out = [fmt_line.format(*header), rule] + [fmt_line.format(*map(str, cells)) for cells in lines[:-1]]
-        out += [rule, fmt_line.format(*map(str, lines[-1]))]
-        return "\n".join(out) + f"\n{caption}\n"
+        return render(header, lines, fmt, footer=1, caption=caption) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the accuracies and ``n`` included for readers; :meth:`from_dict` recomputes them)."""

@@ -41,6 +41,7 @@ from robustopt.attacks.base import Attack, check_batch
 from robustopt.attacks.gradient import PGD
 from robustopt.evaluation._cascade import AttackPass, Cascade, seeded_generator
 from robustopt.evaluation.evaluate import _as_tensors, check_seed
+from robustopt.evaluation.tables import render
 from robustopt.threat import ThreatModel
 
 __all__ = ["SweepCurve", "sweep", "default_attacks"]
@@ -200,16 +201,7 @@ class SweepCurve:
     def table(self, fmt: Literal["text", "markdown"] = "text") -> str:
         """eps | robust accuracy | attacked | grad evals | seconds, as text or Markdown."""
         header, lines, caption = self.cells()
-        if fmt == "markdown":
-            out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-            out += ["| " + " | ".join(cells) + " |" for cells in lines]
-            return "\n".join(out) + f"\n\n{caption}\n"
-        if fmt != "text":
-            raise ValueError(f"fmt must be 'text' or 'markdown', got {fmt!r}.")
-        widths = [max(len(c) for c in col) for col in zip(header, *lines)]
-        row = "  ".join("{:>%d}" % w for w in widths)
-        out = [row.format(*header), "-" * (sum(widths) + 2 * (len(widths) - 1))] + [row.format(*c) for c in lines]
-        return "\n".join(out) + f"\n{caption}\n"
+        return render(header, lines, fmt, align="right", caption=caption) + "\n"
 
     def plot(self, path: str | Path, train_eps: float | None = None, title: str | None = None) -> Path:
         """Save the curve (robust accuracy against eps) as an image, e.g. ``sweep.png`` or ``.pdf``.
