@@ -73,7 +73,7 @@ from bench.harness import (MODEL_RECIPES, ModelUnderTest, default_out, header, l
                            malloc_note, now_utc, parser, perturbation_stats, predictions, publish, rel, set_threads, state_digest)
 from robustopt import Evaluation, evaluate, suites  # noqa: E402
 from robustopt._io import atomic_write_bytes  # noqa: E402
-from robustopt.attacks.base import predict  # noqa: E402
+from robustopt.attacks.passes import predict  # noqa: E402
 from robustopt.evaluation.records import budget_table  # noqa: E402
 
 AA_NAMES = {"apgd-ce": "APGD-CE", "apgd-t": "APGD-T", "fab-t": "FAB-T", "square": "Square",

@@ -39,7 +39,7 @@ import torch
 
 import robustopt
 from robustopt._io import atomic_write_text
-from robustopt.attacks.base import predict
+from robustopt.attacks.passes import predict
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"

@@ -28,7 +28,7 @@ from torch import nn
 import robustopt as ro
 from robustopt.attacks import APGD, FAB, AdaptiveAutoAttack, Square, create
 from robustopt.attacks.adaptive import BROKEN_BY, OUTCOMES, STAGES, malt_scores
-from robustopt.attacks.base import STOP_REASONS, stalled
+from robustopt.attacks.early_exit import STOP_REASONS, stalled
 from robustopt.evaluation import Evaluation, Row, evaluate
 from robustopt.evaluation.audit import audit
 from robustopt.evaluation.records import broken_by_stage, budget_table, stage_budget

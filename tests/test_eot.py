@@ -19,7 +19,7 @@ from torch import nn
 
 import robustopt as ro
 from robustopt.attacks import APGD, FGSM, PGD
-from robustopt.attacks.base import is_randomized, value_and_grad
+from robustopt.attacks.passes import is_randomized, value_and_grad
 from robustopt.evaluation import Evaluation
 from robustopt.evaluation.evaluate import RANDOM_DRAWS
 

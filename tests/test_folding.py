@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import robustopt as ro
-from robustopt.attacks.base import eval_mode
+from robustopt.attacks.passes import eval_mode
 from robustopt.models.folding import FoldedConvBN, fold_batchnorm
 
 

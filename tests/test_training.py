@@ -426,7 +426,7 @@ def test_weight_average_follows_the_warmed_up_decay():
 
 def test_ema_is_the_model_that_is_validated_saved_and_returned(tmp_path):
     from robustopt import checkpoint
-    from robustopt.attacks.base import predict
+    from robustopt.attacks.passes import predict
 
     x, y = separable(160)
     kw = dict(method="n-fgsm", epochs=3, optimizer="sgd", **FAST)

@@ -81,9 +81,12 @@ import torch
 from torch import nn
 
 from robustopt.attacks.apgd import APGD
-from robustopt.attacks.base import STOP_STALLED, Attack, AttackResult, Search, output_change, predict, success_of
+from robustopt.attacks.base import Attack, AttackResult
+from robustopt.attacks.early_exit import STOP_STALLED
 from robustopt.attacks.fab import FAB
+from robustopt.attacks.passes import output_change, predict
 from robustopt.attacks.registry import register_attack
+from robustopt.attacks.search import Search, success_of
 from robustopt.attacks.square import Square
 from robustopt.threat import ThreatModel
 

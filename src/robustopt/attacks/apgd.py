@@ -40,13 +40,13 @@ of AutoAttack.
 **Early exit** (``early_exit=True``, not part of AutoAttack): an example leaves the run
 as soon as an iterate breaks it (there is nothing left to find for an evaluation), and at
 a checkpoint ``w_j`` when its best margin ``m*`` (``losses.margin``: positive exactly when
-broken) cannot reach zero at its pace: ``base.stalled`` with the progress of ``m*`` since
+broken) cannot reach zero at its pace: ``early_exit.stalled`` with the progress of ``m*`` since
 the random start, over the ``w_j`` steps taken, projected over the steps left and times
 ``stall_factor``. APGD's progress slows down as its step size shrinks, so the average pace
 since the start overestimates what is to come. The pace since the start is used, not the
 pace of the last window alone: an example's margin can stall for a window, then jump once
 the step is halved. The run's notes record per example why it stopped
-(``base.STOP_REASONS``) and its margins.
+(``early_exit.STOP_REASONS``) and its margins.
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ from typing import ClassVar
 import torch
 
 from robustopt import losses
-from robustopt.attacks.base import (
-    STOP_BROKEN, STOP_BUDGET, STOP_NOT_RUN, STOP_STALLED, Aim, Attack, Search, aims_at_top_classes, stalled, value_and_grad,
-    value_at,
-)
+from robustopt.attacks.base import Attack
+from robustopt.attacks.early_exit import STOP_BROKEN, STOP_BUDGET, STOP_NOT_RUN, STOP_STALLED, stalled
+from robustopt.attacks.passes import value_and_grad, value_at
 from robustopt.attacks.registry import register_attack
+from robustopt.attacks.search import Aim, Search, aims_at_top_classes
 from robustopt.threat import ThreatModel
 
 __all__ = ["APGD", "checkpoints"]
@@ -133,7 +133,7 @@ class APGD(Attack):
     of the schedule, for its start), ``forwards`` = one clean pass plus ``eot`` passes on the last
     iterate per example and run (with ``early_exit`` fewer:
     up to the step where the example left). With ``early_exit``, ``notes`` holds per example
-    ``stop`` (an index into ``base.STOP_REASONS``), ``margin`` (the best margin reached) and
+    ``stop`` (an index into ``early_exit.STOP_REASONS``), ``margin`` (the best margin reached) and
     ``margin_start`` (at the random start of its last run).
 
     Call options: ``target_scores`` (N, C): APGD-T ranks the target classes by these scores

@@ -68,8 +68,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from robustopt.attacks.base import Aim, Attack, AttackResult, Best, Cost, Search, aims_at_top_classes, predict, success_of
+from robustopt.attacks.base import Attack, AttackResult
+from robustopt.attacks.passes import predict
 from robustopt.attacks.registry import register_attack
+from robustopt.attacks.search import Aim, Best, Cost, Search, aims_at_top_classes, success_of
 from robustopt.threat import ThreatModel
 
 __all__ = ["FAB", "FABResult", "hyperplane_box_projection"]

@@ -13,7 +13,7 @@ respect to the input only; no parameter gradient is computed or written) and one
 forward pass without a graph on the last iterate, which is scored like every other
 one; with ``eot=N`` each of them is N passes (Expectation over Transformation: the
 loss, its gradient and the logits that score an iterate are means over N draws of
-a randomized model's randomness, ``base.value_and_grad``). Each iterate before it is scored from the forward pass of the gradient step
+a randomized model's randomness, ``passes.value_and_grad``). Each iterate before it is scored from the forward pass of the gradient step
 taken at it, so no pass is spent twice. Targeted attacks without explicit targets
 add one clean forward pass (least-likely targets come from the clean logits; random
 targets are drawn before the random start); untargeted ones run no clean pass.
@@ -28,8 +28,10 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from robustopt import losses
-from robustopt.attacks.base import Aim, Attack, Search, value_and_grad, value_at
+from robustopt.attacks.base import Attack
+from robustopt.attacks.passes import value_and_grad, value_at
 from robustopt.attacks.registry import register_attack
+from robustopt.attacks.search import Aim, Search
 from robustopt.threat import ThreatModel
 
 __all__ = ["GradientAttack", "PGD", "FGSM"]

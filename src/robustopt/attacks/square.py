@@ -40,8 +40,11 @@ import torch
 import torch.nn.functional as F
 
 from robustopt import losses
-from robustopt.attacks.base import STOP_BROKEN, STOP_BUDGET, STOP_NOT_RUN, STOP_STALLED, Attack, Search, predict, stalled
+from robustopt.attacks.base import Attack
+from robustopt.attacks.early_exit import STOP_BROKEN, STOP_BUDGET, STOP_NOT_RUN, STOP_STALLED, stalled
+from robustopt.attacks.passes import predict
 from robustopt.attacks.registry import register_attack
+from robustopt.attacks.search import Search
 from robustopt.threat import ThreatModel, random_signs
 
 __all__ = ["Square", "p_schedule", "window_side"]
@@ -181,7 +184,7 @@ class Square(Attack):
             choice, positive exactly when misclassified) or "ce" (cross-entropy).
         restarts: runs, each from a new random start, on the examples not yet broken.
         early_exit: also stop an example at a checkpoint (every tenth of the budget) when its
-            margin cannot flip at its pace (``base.stalled``; not part of the paper).
+            margin cannot flip at its pace (``early_exit.stalled``; not part of the paper).
         stall_factor: with ``early_exit``, how many times its recent progress an example is
             granted before it counts as stalled (> 0).
         seed: seed of the random search when no generator is given.
@@ -253,7 +256,7 @@ class Square(Attack):
             margin_start = margin.clone()
             checks = {math.ceil(f * self.queries) for f in _STALL_CHECKS} - {0}
         for i in range(1, self.queries):
-            if self.early_exit and i in checks:  # who cannot flip at its average pace so far (base.stalled)
+            if self.early_exit and i in checks:  # who cannot flip at its average pace so far (early_exit.stalled)
                 searching &= ~stalled(margin, margin_start, self.queries - i, i, self.stall_factor)
             active = searching.nonzero().squeeze(1)
             if len(active) == 0:

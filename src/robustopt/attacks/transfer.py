@@ -9,8 +9,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustopt.attacks.base import ATTACKS, Attack, AttackResult, check_batch, eval_mode, predict, success_of
+from robustopt.attacks.base import ATTACKS, Attack, AttackResult
+from robustopt.attacks.checks import check_batch
+from robustopt.attacks.passes import eval_mode, predict
 from robustopt.attacks.registry import register_attack
+from robustopt.attacks.search import success_of
 from robustopt.threat import ThreatModel
 
 __all__ = ["Transfer"]

@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from robustopt import distributed
-from robustopt.attacks.base import Attack, check_labels, eval_mode, predict
+from robustopt.attacks.base import Attack
+from robustopt.attacks.checks import check_labels
+from robustopt.attacks.passes import eval_mode, predict
 from robustopt.evaluation.records import batch_records
 from robustopt.threat import ThreatModel
 

@@ -34,7 +34,9 @@ from torch import nn
 from robustopt._checks import warn_eps
 from robustopt._io import json_ready
 from robustopt._progress import progress_bar
-from robustopt.attacks.base import Attack, check_batch, is_randomized
+from robustopt.attacks.base import Attack
+from robustopt.attacks.checks import check_batch
+from robustopt.attacks.passes import is_randomized
 from robustopt.data.formats import streamed
 from robustopt.evaluation import progress as resume
 from robustopt.evaluation._cascade import AttackPass, Cascade, seeded_generator

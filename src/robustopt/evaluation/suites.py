@@ -26,7 +26,8 @@ from torch import nn
 from robustopt import data as datasets
 from robustopt._registry import Registry
 from robustopt.attacks import Attack, Transfer, create
-from robustopt.attacks.base import WHITE_BOX_SOURCE, is_randomized
+from robustopt.attacks.base import WHITE_BOX_SOURCE
+from robustopt.attacks.passes import is_randomized
 from robustopt.threat import L1, L2, Linf, ThreatModel
 
 __all__ = ["madry", "standard", "MADRY_REFERENCE", "MADRY_TABLES", "EOT_DRAWS", "RowSpec", "MadryTable",

@@ -37,7 +37,8 @@ from torch import nn
 from robustopt._checks import check_grid_size, warn_eps
 from robustopt._io import atomic_path, atomic_write_json, atomic_write_text
 from robustopt._progress import progress_bar
-from robustopt.attacks.base import Attack, check_batch
+from robustopt.attacks.base import Attack
+from robustopt.attacks.checks import check_batch
 from robustopt.attacks.gradient import PGD
 from robustopt.evaluation._cascade import AttackPass, Cascade, seeded_generator
 from robustopt.evaluation.evaluate import _as_tensors, check_seed

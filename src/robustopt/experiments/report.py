@@ -12,7 +12,7 @@ from torch import nn
 from robustopt._io import atomic_write_bytes, atomic_write_text
 from robustopt._lock import hold
 from robustopt.attacks import PGD
-from robustopt.attacks.base import eval_mode, predict
+from robustopt.attacks.passes import eval_mode, predict
 from robustopt.evaluation import Evaluation, Finding, SweepCurve, audit, report
 from robustopt.experiments._inputs import data_info, load_test_images, quiet
 from robustopt.runs import (

@@ -55,7 +55,8 @@ from robustopt._progress import progress_bar
 from robustopt.attacks import PGD
 from robustopt.data.formats import Streamed, streamed
 from robustopt.models.folding import fold_batchnorm
-from robustopt.attacks.base import check_batch, check_labels, eval_mode, predict
+from robustopt.attacks.checks import check_batch, check_labels
+from robustopt.attacks.passes import eval_mode, predict
 from robustopt.threat import ThreatModel
 from robustopt.training.averaging import WeightAverage
 from robustopt.training.config import TrainConfig, guard_enabled, resolve_config

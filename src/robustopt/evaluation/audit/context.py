@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustopt import losses
-from robustopt.attacks.base import eval_mode, predict
+from robustopt.attacks.passes import eval_mode, predict
 from robustopt.evaluation.results import Evaluation
 from robustopt.evaluation.sweep import SweepCurve
 from robustopt.threat import ThreatModel

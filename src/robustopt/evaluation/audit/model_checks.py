@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from robustopt import losses
-from robustopt.attacks.base import output_change
+from robustopt.attacks.passes import output_change
 from robustopt.evaluation.audit.context import AuditContext
 from robustopt.evaluation.audit.findings import Finding, Level
 from robustopt.evaluation.audit.registry import register_check

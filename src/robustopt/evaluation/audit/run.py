@@ -7,7 +7,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from robustopt.attacks.base import check_batch
+from robustopt.attacks.checks import check_batch
 from robustopt.evaluation.audit.context import AuditContext
 from robustopt.evaluation.audit.findings import LEVELS, Finding
 from robustopt.evaluation.audit.registry import CHECKS

@@ -1,0 +1,120 @@
+"""How an attack calls the model: in eval mode, with checked outputs, and the input gradient
+of an objective (averaged over the model's randomness with EOT); whether a model is random.
+
+Example:
+    >>> with eval_mode(model), torch.no_grad():
+    ...     logits = predict(model, x)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["eval_mode", "predict", "value_and_grad", "value_at", "output_change", "is_randomized", "RANDOM_TOLERANCE"]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode and restore the mode of every submodule afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of ``model`` on ``x`` with shape checks and clear errors. Does not touch grad mode."""
+    try:
+        logits = model(x)
+    except RuntimeError as err:
+        raise ValueError(
+            f"the model failed on inputs of shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}: {err}. "
+            "Check that the model and the data are on the same device and the input shape is what it expects."
+        ) from err
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != x.shape[0]:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"the model must return logits of shape (N, classes) = ({x.shape[0]}, C), got {shape}.")
+    return logits
+
+
+def value_and_grad(
+    model: nn.Module, x: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor], eot: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The objective and its input gradient at ``x``, averaged over ``eot`` draws of the model's randomness.
+
+    Expectation over Transformation (Athalye et al. 2018, "Obfuscated Gradients Give a False Sense
+    of Security"): a randomized model is attacked through the mean of ``eot`` forward+backward
+    passes; with ``eot=1`` it is one pass. Only the input gradient is computed.
+
+    Args:
+        model: maps ``x`` to logits (N, C).
+        x: the points (N, ...); not modified.
+        objective: ``logits -> Tensor[N]`` to differentiate (summed over the batch).
+        eot: draws to average, >= 1; each costs one forward+backward pass.
+
+    Returns:
+        ``(value, grad, logits)``: the mean objective (N,), the mean gradient (shape of ``x``) and
+        the mean logits (N, C), all detached.
+    """
+    value = grad = logits = None
+    with torch.enable_grad():
+        for _ in range(eot):
+            point = x.detach().requires_grad_(True)
+            z = predict(model, point)
+            v = objective(z)
+            (g,) = torch.autograd.grad(v.sum(), point)
+            v, z = v.detach(), z.detach()
+            value, grad, logits = (v, g, z) if value is None else (value + v, grad + g, logits + z)
+    if eot > 1:
+        value, grad, logits = value / eot, grad / eot, logits / eot
+    return value, grad, logits
+
+
+def value_at(
+    model: nn.Module, x: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor], eot: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(value, logits)`` of :func:`value_and_grad` without the gradient: ``eot`` forward passes, no graph."""
+    value = logits = None
+    with torch.no_grad():
+        for _ in range(eot):
+            z = predict(model, x)
+            v = objective(z)
+            value, logits = (v, z) if value is None else (value + v, logits + z)
+    return (value / eot, logits / eot) if eot > 1 else (value, logits)
+
+
+RANDOM_TOLERANCE = 1e-4  # relative change between two passes that non-deterministic kernels stay under
+
+
+def output_change(a: torch.Tensor, b: torch.Tensor) -> tuple[float, bool]:
+    """The largest change between two forward passes' logits on the same inputs, and whether the model is random.
+
+    Finite entries only; random means a change above ``RANDOM_TOLERANCE`` times the largest logit
+    (at least 1), beyond what non-deterministic GPU kernels produce.
+    """
+    if not a.numel():
+        return 0.0, False
+    finite = torch.isfinite(a) & torch.isfinite(b)
+    diff = float((a - b).abs().masked_fill(~finite, 0).max())
+    scale = float(a.abs().masked_fill(~finite, 0).max().clamp_min(1.0))
+    return diff, diff > RANDOM_TOLERANCE * scale
+
+
+def is_randomized(model: nn.Module, x: torch.Tensor, probe: int = 32) -> bool:
+    """Whether two forward passes of ``model`` (in eval mode) on the first ``probe`` inputs of ``x`` differ.
+
+    Example:
+        >>> is_randomized(model, x)   # True for a model with input noise, dropout in eval mode, ...
+    """
+    with eval_mode(model), torch.no_grad():
+        a, b = predict(model, x[:probe]), predict(model, x[:probe])
+    return output_change(a, b)[1]
+
