@@ -243,15 +243,12 @@ class APGD(Attack):
         last_check = 0
         for k in range(steps):  # computes x_{k+1}
             if self.early_exit:  # who leaves before this step: the broken, and (right after a checkpoint) the stalled
-                done = ledger.exits(r, at, taken=k, remaining=steps - k, check=k - 1 in checks,
+                left = ledger.leave(r, at, taken=k, remaining=steps - k, check=k - 1 in checks,
                                     stall_factor=self.stall_factor)
-                if done is not None:
-                    r.keep(~done)
-                    at = at[~done]
+                if left is not None:
+                    at, y, target, aim = left
                     if len(at) == 0:
                         break
-                    y, target = s.y[at], None if s.loss_target is None else s.loss_target[at]
-                    aim = None if s.success_target is None else s.success_target[at]
                     project = threat.projector(x[at])
             sub = None if len(at) == n else at  # the examples of this step, as a subset of the search's
             x_cur, x_prev = r.x_cur, r.x_prev
@@ -333,15 +330,12 @@ class APGD(Attack):
             window = max(int(SPARSITY_WINDOW * steps), 1)
             for k in range(steps):
                 if final and self.early_exit:
-                    done = ledger.exits(r, at, taken=k, remaining=steps - k, check=k - 1 in checks,
+                    left = ledger.leave(r, at, taken=k, remaining=steps - k, check=k - 1 in checks,
                                         stall_factor=self.stall_factor)
-                    if done is not None:
-                        r.keep(~done)
-                        at = at[~done]
+                    if left is not None:
+                        at, y, target, aim = left
                         if len(at) == 0:
                             break
-                        y, target = s.y[at], None if s.loss_target is None else s.loss_target[at]
-                        aim = None if s.success_target is None else s.success_target[at]
                         project = dataclasses.replace(threat, eps=eps).projector(r.x)
                 sub = None if len(at) == n else at
                 x_new = project(r.x_cur + _view(r.eta, r.x_cur) * threat.top_k_step(r.g_cur, r.share))
@@ -425,6 +419,23 @@ class _Ledger:
         self.stop[at[done]] = torch.where(broken[done], STOP_BROKEN, STOP_STALLED).to(torch.int8)
         self.best[at[done]] = r.margin[done]
         return done
+
+    def leave(self, r: _Run, at: torch.Tensor, *, taken: int, remaining: int, check: bool,
+              stall_factor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None:
+        """Drop from ``r`` the rows that exit now (see :meth:`exits`); None when nobody leaves.
+
+        Returns:
+            ``(at, y, loss_target, success_target)`` of the examples still searched, as positions in
+            the search and their labels and aims (``at`` may be empty: the run is over).
+        """
+        done = self.exits(r, at, taken=taken, remaining=remaining, check=check, stall_factor=stall_factor)
+        if done is None:
+            return None
+        r.keep(~done)
+        at = at[~done]
+        s = self.s
+        return (at, s.y[at], None if s.loss_target is None else s.loss_target[at],
+                None if s.success_target is None else s.success_target[at])
 
     def close(self, r: _Run, at: torch.Tensor) -> None:
         """Record the notes of every example of the run (the last search of a row decides its ``stop``)."""
