@@ -22,7 +22,7 @@ from torch import nn
 
 from robustopt import losses
 from robustopt.attacks import PGD, GradientAttack
-from robustopt.attacks.base import eval_mode, predict
+from robustopt.attacks.passes import eval_mode, predict
 from robustopt.threat import ThreatModel
 from robustopt.training.methods import (Crafted, MethodContext, Update, crafting_method, kl_per_example,
                                         register_method)
