@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import pickle
 import re
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustopt._io import atomic_write_json, json_default
+from robustopt._io import atomic_write_json, json_ready
 from robustopt.checkpoint.files import (FORMAT, VERSION, CheckpointPaths, PathLike, backup_path, checkpoint_paths,
                                         committed_files, keep_backup, leftovers, missing_files_error, read_metadata,
                                         restore_backup, save_safetensors, verified_file, write_payload)
@@ -29,12 +28,12 @@ __all__ = ["save", "load", "load_tensors"]
 
 
 def _plain_json(obj: Any, what: str) -> Any:
-    """Round-trip ``obj`` through JSON so what is returned equals what is stored."""
+    """``obj`` as it reads back from the stored JSON, so what is returned equals what is stored."""
     if obj is None:
         return {}
     try:
-        return json.loads(json.dumps(obj, default=json_default))
-    except (TypeError, ValueError) as e:
+        return json_ready(obj)
+    except (TypeError, ValueError, RecursionError) as e:
         raise TypeError(f"checkpoint {what} must be JSON serializable: {e}") from None
 
 
