@@ -279,10 +279,10 @@ def test_finding_and_registry():
         assert CHECKS["test-always"].summary == "Always says hello."
         found = audit(None, evaluation=table(row("PGD", 0.9)), checks=["test-always"])
         assert found == [Finding("info", "test-always", "2 rows")]
-        with pytest.raises(ValueError, match="already registered"):
+        with pytest.raises(ValueError, match="audit check name 'test-always' is already taken by _always"):
             register_check("test-always", needs=["evaluation"])(_always)
     finally:
-        del CHECKS["test-always"]
+        CHECKS.unregister("test-always")
     with pytest.raises(ValueError, match="needs sweep"):
         audit(None, evaluation=table(), checks=["non-monotone-eps"])
     with pytest.raises(ValueError, match="unknown checks"):

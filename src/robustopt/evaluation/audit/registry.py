@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from robustopt._registry import Registry
 from robustopt.evaluation.audit.context import AuditContext
 from robustopt.evaluation.audit.findings import Finding
 
@@ -25,7 +26,7 @@ class Check:
     summary: str
 
 
-CHECKS: dict[str, Check] = {}
+CHECKS: Registry[Check] = Registry("audit check")
 NEEDS = {"model", "evaluation", "sweep", "x_adv"}
 
 
@@ -41,10 +42,10 @@ def register_check(code: str, *, needs: Iterable[str]) -> Callable[[Callable[[Au
         raise ValueError(f"needs must be a subset of {sorted(NEEDS)}, got {sorted(needs)}.")
 
     def decorate(fn: Callable[[AuditContext], list[Finding]]) -> Callable[[AuditContext], list[Finding]]:
-        if code in CHECKS:
-            raise ValueError(f"a check named {code!r} is already registered.")
+        if code in CHECKS:  # (a new Check record each time: refuse by code, not by identity)
+            raise ValueError(f"the audit check name {code!r} is already taken by {CHECKS.get(code).fn.__name__}.")
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        CHECKS[code] = Check(code, fn, needs, summary)
+        CHECKS.register(code, Check(code, fn, needs, summary))
         return fn
 
     return decorate
