@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 import torch
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -471,6 +472,52 @@ def test_skip_bad_leaves_corrupt_images_out_and_counts_them(tmp_path):
     info = json.loads((d / "run" / "run.json").read_text())
     assert info["data_options"] == {"skip_bad": True} and info["test_size"] == 8
     assert CliRunner().invoke(main, ["report", str(d / "run")]).exit_code == 0  # the same images again
+
+
+def _gray_folder(root, per_class: int, seed: int, classes=("ant", "bee", "cat")):
+    """ROOT/CLASS/i.png: random grayscale 28x28 images (the input of the MNIST models)."""
+    from PIL import Image
+
+    g = np.random.default_rng(seed)
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(g.integers(0, 256, (28, 28), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_train_on_your_folder_then_eval_and_report_on_its_test_folder(tmp_path, monkeypatch):
+    train_dir, test_dir = _gray_folder(tmp_path / "train", 20, 0), _gray_folder(tmp_path / "val", 3, 1)
+    monkeypatch.chdir(tmp_path)  # relative SPECs are recorded as absolute paths
+    common = ["train", "--data", "folder:train", "--model", "small-cnn", "--method", "pgd", "--eps", "0.1",
+              "--steps", "2", "--epochs", "1", "--batch-size", "16"]
+    res = CliRunner().invoke(main, [*common, "--out", "run"])
+    assert res.exit_code == 2 and "needs --test-data SPEC" in res.output and not (tmp_path / "run").exists()
+    res = CliRunner().invoke(main, [*common, "--test-data", "folder:val", "--train-size", "50", "--out", "run"])
+    assert res.exit_code == 0, res.output
+    assert "of 45 images" in res.output  # 50 of the 60, 5 held out for validation
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["data"] == f"folder:{train_dir}" and info["test_data"] == f"folder:{test_dir}"
+    res = CliRunner().invoke(main, ["eval", str(tmp_path / "run"), "--suite", "fast"])
+    assert res.exit_code == 0, res.output
+    assert "9 examples" in res.output  # the test folder, not the training one
+    assert CliRunner().invoke(main, ["report", str(tmp_path / "run")]).exit_code == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--test-data", "mnist"], "must be a folder: or npz: SPEC"),
+    (["--test-data", "folder:other"], "do not match the training images"),
+])
+def test_train_on_your_folder_refuses_a_test_set_that_does_not_fit(tmp_path, extra, message):
+    _gray_folder(tmp_path / "train", 2, 0)
+    _gray_folder(tmp_path / "other", 2, 1, classes=("ant", "bee"))
+    res = CliRunner().invoke(main, ["train", "--data", f"folder:{tmp_path / 'train'}", "--model", "small-cnn",
+                                    *[e.replace("folder:other", f"folder:{tmp_path / 'other'}") for e in extra],
+                                    "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and message in res.output and not (tmp_path / "run").exists()
+    res = CliRunner().invoke(main, ["train", "--data", "mnist-mini", "--test-data", "npz:x.npz",
+                                    "--out", str(tmp_path / "run")])
+    assert res.exit_code == 2 and "apply to folder: and npz: data only" in res.output
 
 
 # --- eval and sweep: requests that cannot mean what they say ------------------------------------------

@@ -81,8 +81,7 @@ def eval_model(
     net, description = specs.build(model, weights=weights, mean=mean, std=std)
     options = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v}
     if data_formats.is_spec(data):  # recorded with an absolute path: the run works from any folder
-        kind, _, path = data.partition(":")
-        data = f"{kind}:{Path(path).expanduser().absolute()}"
+        data = data_formats.absolute(data)
         ds = datasets.load(data, **options)
         x, y = data_formats.first(ds, PROBE_SIZE)
         size, skipped = len(ds), [str(p) for p in getattr(ds, "skipped", [])]

@@ -63,7 +63,13 @@ def _option_type(kinds: tuple[Any, ...], meta: Mapping[str, Any]) -> Any:
                                                  experiments.TRAIN_PRESETS.items())
                    + "); the options given explicitly override it.")
 @click.option("--data", "dataset", default=None,
-              help=f"{' | '.join(datasets.names())}; see robustopt data list.  [default: mnist]")
+              help=f"{' | '.join(datasets.names())}; see robustopt data list; or your own images: folder:PATH "
+                   "(one sub-folder per class) | npz:PATH (arrays x, y), read batch by batch.  [default: mnist]")
+@click.option("--test-data", default=None,
+              help="With folder:/npz: --data: the test images (a SPEC like --data) that eval, sweep and report attack.")
+@click.option("--image-size", type=int, default=None, help="folder: data: resize (short side) and center-crop to N.")
+@click.option("--skip-bad", is_flag=True, default=False,
+              help="folder: data: leave out images that cannot be read (else the first one is an error).")
 @click.option("--model", "model_name", default=None,
               help=f"{_models_by_input()}; see robustopt models list.  [default: madry-mnist]")
 @_train_config_options
@@ -72,8 +78,9 @@ def _option_type(kinds: tuple[Any, ...], meta: Mapping[str, Any]) -> Any:
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out.")
 @click.option("--root", type=click.Path(path_type=Path), default=None, help="Data root.")
 @click.pass_context
-def train(ctx: click.Context, preset: str | None, dataset: str | None, model_name: str | None, train_size: int | None,
-          out: Path, resume: bool, root: Path | None, **fields: Any) -> None:
+def train(ctx: click.Context, preset: str | None, dataset: str | None, test_data: str | None, image_size: int | None,
+          skip_bad: bool, model_name: str | None, train_size: int | None, out: Path, resume: bool, root: Path | None,
+          **fields: Any) -> None:
     """Train a model naturally or adversarially (PGD-AT, Madry et al. 2018; FGSM-RS, N-FGSM, TRADES, Free).
 
     The defaults are Madry et al.'s MNIST recipe (madry-mnist, 100 epochs of 40-step PGD on
@@ -88,7 +95,8 @@ def train(ctx: click.Context, preset: str | None, dataset: str | None, model_nam
     explicit = {k: v for k, v in fields.items() if ctx.get_parameter_source(k) is not ParameterSource.DEFAULT}
     try:
         train_run(out, data=dataset or (recipe.data if recipe else "mnist"),
-                  model=model_name or (recipe.model if recipe else "madry-mnist"), train_size=train_size,
+                  model=model_name or (recipe.model if recipe else "madry-mnist"), test_data=test_data,
+                  image_size=image_size, skip_bad=skip_bad, train_size=train_size,
                   resume=resume, root=root, echo=click.echo, config=recipe.config if recipe else None, **explicit)
     except (ValueError, TypeError, OSError) as err:  # OSError: FileExistsError, an unwritable or busy --out, ...
         fail(err)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSam
 
 from robustopt.threat import check_images
 
-__all__ = ["SPEC_KINDS", "IMAGE_SUFFIXES", "is_spec", "open_dataset", "ImageFolder", "ArrayFile", "Streamed",
+__all__ = ["SPEC_KINDS", "IMAGE_SUFFIXES", "is_spec", "absolute", "open_dataset", "ImageFolder", "ArrayFile", "Streamed",
            "streamed", "first"]
 
 SPEC_KINDS = ("folder", "npz")
@@ -37,6 +37,12 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def is_spec(name: object) -> bool:
     """Whether ``name`` is a data SPEC such as ``folder:PATH`` or ``npz:PATH`` (not a registry name)."""
     return isinstance(name, str) and name.partition(":")[0] in SPEC_KINDS and ":" in name
+
+
+def absolute(spec: str) -> str:
+    """A data SPEC with its path made absolute (``~`` expanded), so that it names the same files from any folder."""
+    kind, _, path = spec.partition(":")
+    return f"{kind}:{Path(path).expanduser().absolute()}"
 
 
 def open_dataset(spec: str, *, image_size: int | None = None, skip_bad: bool = False) -> "ImageFolder | ArrayFile":

@@ -42,8 +42,13 @@ def attack_setup(run: str | Path, weights: str, device: str) -> tuple[
 def data_info(info: dict[str, Any]) -> datasets.DatasetInfo:
     """The dataset entry of a run's ``run.json``: a registry dataset, or a data SPEC with its options."""
     if data_formats.is_spec(info["data"]):
-        return datasets.spec_info(info["data"], **info.get("data_options", {}))
+        return datasets.spec_info(test_spec(info), **info.get("data_options", {}))
     return datasets.info(info["data"])
+
+
+def test_spec(info: dict[str, Any]) -> str:
+    """The test images of a run on a data SPEC: its ``test_data`` (a training run), else its ``data`` (an evaluation)."""
+    return info.get("test_data") or info["data"]
 
 
 def load_test_images(info: dict[str, Any], limit: int | None, root: str | Path | None, echo: Callable[[str], None],
@@ -57,6 +62,7 @@ def load_test_images(info: dict[str, Any], limit: int | None, root: str | Path |
     if limit is not None:
         check_count("limit (--n)", limit)
     if data_formats.is_spec(data):
+        data = test_spec(info)
         ds = datasets.load(data, **info.get("data_options", {}))
         if limit is not None and limit > len(ds):
             echo(f"note: --n {limit:,} is more than the {len(ds):,} images of {data}: all {len(ds):,} are used.")

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 
 from robustopt import data as datasets, distributed, models
+from robustopt.data import formats as data_formats
 from robustopt._checks import check_count, check_eps, check_input_shape
 from robustopt._device import resolve_device
 from robustopt._io import atomic_write_json
@@ -31,6 +32,9 @@ def train_run(
     *,
     data: str = "mnist",
     model: str = "madry-mnist",
+    test_data: str | None = None,
+    image_size: int | None = None,
+    skip_bad: bool = False,
     train_size: int | None = None,
     resume: bool = False,
     root: str | Path | None = None,
@@ -43,8 +47,13 @@ def train_run(
 
     Args:
         out: run folder (created).
-        data: dataset name for ``ro.data.load``.
+        data: dataset name for ``ro.data.load`` (its training split), or a data SPEC (``folder:PATH``,
+            ``npz:PATH``: all of its images, streamed batch by batch in an order drawn from ``seed``,
+            so that the held-out validation split has every class).
         model: model name for ``ro.models.create``.
+        test_data: with a data SPEC, the SPEC of the test images that ``robustopt eval``, ``sweep`` and
+            ``report`` attack (required: the training images are no test set); recorded in run.json.
+        image_size / skip_bad: folder SPEC options (see ``ro.data.load``), for both SPECs.
         train_size: use only the first N training images (None: all).
         resume: continue the interrupted run in ``out``, which must hold one (its config.json or a checkpoint);
             without it, ``out`` must hold no training checkpoint.
@@ -67,8 +76,17 @@ def train_run(
         FileNotFoundError: ``resume`` is True and ``out`` holds no training.
     """
     out = Path(out)
-    info = datasets.info(data)
-    _check_model_fits_data(model, data)
+    options = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v}
+    if data_formats.is_spec(data):  # recorded with absolute paths: the run works from any folder
+        data, test_data = data_formats.absolute(data), _test_spec(test_data)
+        info = datasets.spec_info(data, **options)
+        _check_same_images(info, datasets.spec_info(test_data, **options))
+    elif test_data is not None or options:
+        raise ValueError("--test-data, --image-size and --skip-bad apply to folder: and npz: data only; a registry "
+                         f"dataset ({data}) brings its own test split.")
+    else:
+        info = datasets.info(data)
+    _check_model_fits_data(model, info)
     cfg = resolve_config(config, overrides)
     check_eps(cfg.threat(), info.shape)  # before anything is printed or loaded (fit warns above the usual)
     if resolve_device(cfg.device).type != "cuda" and cfg.amp:
@@ -76,26 +94,32 @@ def train_run(
     (refuse_resume_of_nothing if resume else refuse_restart)(out)
     if train_size is not None:
         check_count("train_size (--train-size)", train_size)
-    x, y = datasets.load(data, split="train", root=root)
+    train_data = _training_data(data, options, cfg.seed, root)
+    n = len(train_data) if isinstance(train_data, data_formats.Streamed) else len(train_data[0])
     if train_size is not None:
-        if train_size > len(x):  # else run.json would record a size the run did not train on
-            raise ValueError(f"train_size (--train-size) {train_size:,} exceeds the {len(x):,} training images of "
-                             f"{data}; pass at most {len(x):,}, or leave it out for all of them.")
-        x, y = x[:train_size], y[:train_size]
+        if train_size > n:  # else run.json would record a size the run did not train on
+            raise ValueError(f"train_size (--train-size) {train_size:,} exceeds the {n:,} training images of "
+                             f"{data}; pass at most {n:,}, or leave it out for all of them.")
+        train_data = (train_data.subset(0, train_size) if isinstance(train_data, data_formats.Streamed)
+                      else (train_data[0][:train_size], train_data[1][:train_size]))
+        n = train_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the seed covers the initial weights too
-        net = models.create(model, num_classes=info.num_classes, mean=info.mean, std=info.std)
+        norm_layer = {"mean": info.mean, "std": info.std} if info.mean else {}
+        net = models.create(model, num_classes=info.num_classes, **norm_layer)
     run_info = {"data": data, "model": model, "train_size": train_size, "norm": cfg.norm, "eps": cfg.eps,
                 "method": cfg.method, "seed": cfg.seed}
+    if test_data is not None:
+        run_info.update(test_data=test_data, data_options=options)
     say = echo if echo is not None and distributed.setup().is_main else quiet
     done = 0  # epochs already trained
     if resume:
         message, done = resume_point(out, cfg.epochs)
         say(message)
     if done < cfg.epochs:
-        say(_train_plan(model, data, cfg, len(x), out, done))
+        say(_train_plan(model, data, cfg, n, out, done))
     out.mkdir(parents=True, exist_ok=True)
-    result = fit(net, (x, y), config=cfg, out=out, resume=resume, progress=progress)
+    result = fit(net, train_data, config=cfg, out=out, resume=resume, progress=progress)
     if distributed.setup().is_main:  # under torchrun, rank 0 writes
         atomic_write_json(out / RUN_FILE, run_info)
     for line in _train_summary(result, out, cfg):
@@ -103,14 +127,49 @@ def train_run(
     return out
 
 
-def _check_model_fits_data(model: str, data: str) -> None:
+def _check_model_fits_data(model: str, info: datasets.DatasetInfo) -> None:
     """Refuse a registry model built for other images than the dataset's, naming the models that fit."""
-    shape = datasets.info(data).shape
-    fitting = [m for m in models.names() if models.default_config(m).input_size == shape]
+    fitting = [m for m in models.names() if models.default_config(m).input_size == info.shape]
     config = models.default_config(model)
+    hint = f" Models for these images: {', '.join(fitting) or 'none registered'} (robustopt models list)."
+    if data_formats.is_spec(info.name):
+        hint += " Or resize folder images with --image-size."
     check_input_shape(f"model {model}" + (f" (built for {config.dataset})" if config.dataset else ""),
-                      config.input_size, data, shape,
-                      f" Models for these images: {', '.join(fitting) or 'none registered'} (robustopt models list).")
+                      config.input_size, info.name, info.shape, hint)
+
+
+def _test_spec(test_data: str | None) -> str:
+    """The test SPEC of training on a data SPEC, absolute; refuse none or a registry name."""
+    if test_data is None:
+        raise ValueError("training on folder: or npz: data needs --test-data SPEC (test_data=): the images "
+                         "robustopt eval, sweep and report attack, e.g. --test-data folder:DATA/val. The training "
+                         "images are no test set.")
+    if not data_formats.is_spec(test_data):
+        raise ValueError(f"--test-data must be a folder: or npz: SPEC like --data, got {test_data!r}.")
+    return data_formats.absolute(test_data)
+
+
+def _check_same_images(train: datasets.DatasetInfo, test: datasets.DatasetInfo) -> None:
+    """Refuse test images of another shape or other classes than the training images."""
+    if train.shape != test.shape or train.classes != test.classes:
+        raise ValueError(f"the test images {test.name} ({'x'.join(map(str, test.shape))}, classes "
+                         f"{', '.join(test.classes)}) do not match the training images {train.name} "
+                         f"({'x'.join(map(str, train.shape))}, classes {', '.join(train.classes)}); pass test "
+                         "images of the same size and the same class folders (or the same labels).")
+
+
+def _training_data(data: str, options: dict[str, Any], seed: int,
+                   root: str | Path | None) -> tuple[torch.Tensor, torch.Tensor] | data_formats.Streamed:
+    """The training images: a registry dataset's training split as tensors, or a data SPEC streamed.
+
+    A SPEC's images come in an order drawn from ``seed`` (folders list their classes one after the
+    other; the validation split is the end of this order).
+    """
+    if not data_formats.is_spec(data):
+        return datasets.load(data, split="train", root=root)
+    ds = datasets.load(data, **options)
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    return data_formats.Streamed(ds, indices=order.tolist())
 
 
 def _train_plan(model: str, data: str, cfg: TrainConfig, n: int, out: Path, done: int = 0) -> str:
