@@ -126,10 +126,13 @@ N = 10000  # examples in the crafted tables
 
 def row(name: str, acc: float, steps: int | None = 40, restarts: int | None = 1, source: str = "A", **attack) -> Row:
     """A crafted row: its attack identified by its registry key, as ``Attack.describe()`` stores it."""
-    key = "transfer" if source not in ("A", "") else "square" if name.startswith("Square") else "fgsm" if name == "FGSM" else "pgd"
+    key = "square" if name.startswith("Square") else "fgsm" if name == "FGSM" else "pgd"
     targeted = {"targeted": "least-likely"} if name.startswith("Targeted") else {}
     count = round(acc * N)
-    return Row(name, steps, restarts, source, count, count, N, attack={"key": key, "loss": "ce", **targeted, **attack})
+    crafted = {"key": key, "loss": "ce", **targeted, **attack}
+    if source not in ("A", ""):  # a transfer row: the attack run on the source model, inside Transfer's description
+        crafted = {"key": "transfer", "attack": crafted, "source_name": source}
+    return Row(name, steps, restarts, source, count, count, N, attack=crafted)
 
 
 def table(*rows: Row, mode: str = "independent") -> Evaluation:

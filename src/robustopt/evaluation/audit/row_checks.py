@@ -6,7 +6,7 @@ from __future__ import annotations
 from robustopt.evaluation.audit.context import AuditContext
 from robustopt.evaluation.audit.findings import Finding
 from robustopt.evaluation.audit.registry import register_check
-from robustopt.evaluation.audit.rows import evaluation_of, label, of_kind, pct, single_step, tolerance
+from robustopt.evaluation.audit.rows import evaluation_of, label, of_kind, pct, recipe, single_step, tolerance
 from robustopt.evaluation.results import Evaluation, Row
 
 __all__: list[str] = []
@@ -58,9 +58,9 @@ def _transfer_beats_whitebox(ctx: AuditContext) -> list[Finding]:
                 "worst case over all rows, and do not trust the white-box numbers until this is explained."
             ), {"row": label(t), "gap": hit[0]}))
             continue
-        # "The same attack": same name and budget if run white-box, else the same name.
-        same = [r for r in white if (r.name, r.steps, r.restarts) == (t.name, t.steps, t.restarts)]
-        same = same or [r for r in white if r.name == t.name]
+        # "The same attack": the same recipe and budget if run white-box, else the same recipe.
+        same = [r for r in white if (recipe(r), r.steps, r.restarts) == (recipe(t), t.steps, t.restarts)]
+        same = same or [r for r in white if recipe(r) == recipe(t)]
         hit = _beats(ev, t, same)
         if hit is None:
             continue

@@ -10,7 +10,7 @@ from robustopt.attacks.base import WHITE_BOX_SOURCE, attack_key
 from robustopt.evaluation.audit.context import AuditContext
 from robustopt.evaluation.results import Evaluation, Row
 
-__all__ = ["row_kind", "kind_of", "stage_kind", "evaluation_of", "of_kind", "single_step", "pct", "label", "tolerance"]
+__all__ = ["row_kind", "kind_of", "stage_kind", "evaluation_of", "of_kind", "recipe", "single_step", "pct", "label", "tolerance"]
 
 
 def row_kind(row: Row) -> str:
@@ -44,6 +44,15 @@ def evaluation_of(ctx: AuditContext) -> Evaluation:
 def of_kind(ev: Evaluation, kind: str) -> list[Row]:
     """The rows of ``ev`` of one :func:`row_kind`, in order."""
     return [r for r in ev.rows if row_kind(r) == kind]
+
+
+def recipe(row: Row) -> tuple:
+    """What crafts a row's points, budget aside: its attack's registry key, loss, kappa and target (a
+    transfer row: those of the attack run on the source)."""
+    desc = row.attack or {}
+    if attack_key(desc) == "transfer" and isinstance(desc.get("attack"), Mapping):
+        desc = desc["attack"]
+    return attack_key(desc), desc.get("loss"), desc.get("kappa"), desc.get("targeted")
 
 
 def single_step(row: Row) -> bool:
