@@ -61,9 +61,10 @@ from robustopt.threat import ThreatModel
 from robustopt.training.averaging import WeightAverage
 from robustopt.training.config import TrainConfig, guard_enabled, resolve_config
 from robustopt.training.methods import MethodContext, get_method
+from robustopt.training.restore import BEST_NAME, RestorePoints, Snapshot, best_weights
 from robustopt.training.state import (
-    BEST_NAME, CHECKPOINT_NAME, CONFIG_NAME, PARTIAL_NAME, Checkpoints, Position, RestorePoints, Snapshot,
-    best_weights, checkpoint_due, fingerprint, local_batch, partial_continues, write_log,
+    CHECKPOINT_NAME, CONFIG_NAME, PARTIAL_NAME, Checkpoints, Position, checkpoint_due, fingerprint, local_batch,
+    partial_continues, write_log,
 )
 
 __all__ = ["TrainResult", "fit"]

@@ -4,8 +4,8 @@ What :func:`robustopt.training.fit` needs to stop at any batch boundary, even by
 and continue bit for bit: a checkpoint (:class:`Checkpoints`) holds the weights, the optimizer
 and AMP-scaler state, every rank's RNG states and method state, the epoch and optimizer step,
 the history, a fingerprint of the data and, for a mid-epoch checkpoint, the :class:`Position`
-inside the epoch. :class:`Snapshot` and :func:`best_weights` are the in-memory restore points
-of the catastrophic-overfitting guard and of early stopping.
+inside the epoch. (The in-memory restore points of the catastrophic-overfitting guard and of early stopping are
+:mod:`robustopt.training.restore`.)
 
 The files, in the output folder ``out``::
 
@@ -18,7 +18,6 @@ The files, in the output folder ``out``::
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -36,15 +35,14 @@ from robustopt.data.formats import Streamed
 from robustopt.training.augment import augment
 from robustopt.training.averaging import WeightAverage
 from robustopt.training.config import RESUMABLE_CHANGES, TrainConfig
+from robustopt.training.restore import BEST_NAME
 
 __all__ = ["CHECKPOINT_NAME", "BEST_NAME", "PARTIAL_NAME", "CONFIG_NAME", "LOG_NAME", "Checkpoints", "Position",
-           "Snapshot", "RestorePoints", "clone_weights", "best_epoch", "best_weights", "partial_continues", "checkpoint_due",
-           "write_log", "fingerprint", "local_batch"]
+           "partial_continues", "checkpoint_due", "write_log", "fingerprint", "local_batch"]
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "model"  # out/model.* is the checkpoint, updated after every epoch
-BEST_NAME = "best"  # out/best.*: the best epoch's checkpoint, kept while early stopping is on
 PARTIAL_NAME = "partial"  # out/partial.*: the mid-epoch checkpoint, removed once its epoch ends
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.jsonl"
@@ -326,119 +324,6 @@ def checkpoint_due(config: TrainConfig, step: int, saved_at: tuple[int, float], 
         return False
     due = time.monotonic() - last_time >= 60 * config.checkpoint_minutes
     return ctx.broadcast(due) if ctx.enabled else due  # clocks differ between ranks: rank 0 decides
-
-
-# --- restore points: the catastrophic-overfitting guard and early stopping ---------------------
-
-
-@dataclass
-class Snapshot:
-    """Weights, optimizer, AMP-scaler state and weight average after ``epoch``, to restore them exactly."""
-
-    epoch: int
-    weights: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    scaler: dict[str, Any]
-    average: dict[str, Any] | None = None
-
-    @classmethod
-    def take(cls, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scaler: torch.amp.GradScaler, average: WeightAverage | None = None) -> Snapshot:
-        """The state after ``epoch``, copied."""
-        return cls(epoch, clone_weights(model), copy.deepcopy(optimizer.state_dict()), scaler.state_dict(),
-                   average.state_dict() if average is not None else None)
-
-    def restore(self, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                average: WeightAverage | None = None) -> None:
-        """Put the snapshot's state back into the model, optimizer, scaler and weight average."""
-        model.load_state_dict(self.weights)
-        # load_state_dict keeps the given tensors, which the next steps update in place: hand it a copy.
-        optimizer.load_state_dict(copy.deepcopy(self.optimizer))
-        if self.scaler:
-            scaler.load_state_dict(self.scaler)
-        if average is not None and self.average is not None:
-            average.load_state_dict(self.average)  # (a module's load_state_dict copies the values)
-
-
-@dataclass
-class RestorePoints:
-    """The catastrophic-overfitting guard and early stopping: what they restore, and what they decide.
-
-    Attributes:
-        config: ``guard_drop``, ``guard_action`` and ``early_stopping_patience``.
-        good: the last epoch the guard accepted; None when the guard is off.
-        best: the best epoch's weights; None when early stopping is off (or no epoch scored yet).
-    """
-
-    config: TrainConfig
-    good: Snapshot | None
-    best: dict[str, torch.Tensor] | None
-
-    def after_epoch(self, record: dict[str, Any], history: list[dict[str, Any]],
-                    state: Checkpoints) -> tuple[list[dict[str, Any]], str | None, bool]:
-        """The guard, then early stopping, after the epoch of ``record`` (``history``: the epochs before it).
-
-        ``state`` holds what they restore: the trained model, optimizer, scaler and weight average.
-
-        Returns:
-            The events to log (what was restored and why), why the run stops (None: it goes on),
-            and whether the epoch is the best so far (then its weights are kept as ``out/best.*``).
-        """
-        config, epoch, val_robust = self.config, record["epoch"], record["val_robust_acc"]
-        events: list[dict[str, Any]] = []
-        stopped = None
-        if self.good is not None:  # catastrophic overfitting: robust accuracy collapsed below the best seen
-            best_acc = max((r["val_robust_acc"] for r in history if r["val_robust_acc"] is not None), default=None)
-            if best_acc is not None and val_robust < best_acc - config.guard_drop:
-                self.good.restore(state.model, state.optimizer, state.scaler, state.average)
-                events.append({"type": "catastrophic_overfitting", "val_robust_acc": val_robust,
-                               "best_val_robust_acc": best_acc, "guard_drop": config.guard_drop,
-                               "restored_epoch": self.good.epoch, "action": config.guard_action})
-                stopped = "catastrophic_overfitting" if config.guard_action == "stop" else None
-            else:
-                self.good = Snapshot.take(epoch, state.model, state.optimizer, state.scaler, state.average)
-        improved = False
-        if config.early_stopping_patience and not stopped:
-            best_so_far = best_epoch(history + [record])
-            improved = best_so_far == epoch
-            if improved:
-                self.best = clone_weights(state.evaluated)
-            elif epoch - best_so_far >= config.early_stopping_patience:
-                state.evaluated.load_state_dict(self.best)  # the run ends: what it saves and returns
-                events.append({"type": "early_stopping", "best_epoch": best_so_far,
-                               "best_val_robust_acc": history[best_so_far - 1]["val_robust_acc"],
-                               "patience": config.early_stopping_patience, "restored_epoch": best_so_far})
-                stopped = "early_stopping"
-        return events, stopped, improved
-
-
-def clone_weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the model's state dict."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def best_epoch(history: list[dict[str, Any]]) -> int | None:
-    """The epoch with the highest validation robust accuracy (the earliest among ties)."""
-    scored = [(r["val_robust_acc"], -r["epoch"]) for r in history if r.get("val_robust_acc") is not None]
-    return -max(scored)[1] if scored else None
-
-
-def best_weights(out: Path | None, model: nn.Module, history: list[dict[str, Any]], epoch: int,
-                 device: torch.device) -> dict[str, torch.Tensor] | None:
-    """Weights of the best epoch of a run resumed after ``epoch`` (from out/best.* or the checkpoint)."""
-    best = best_epoch(history)
-    if best is None:
-        return None
-    if best == epoch:  # the checkpoint just loaded is the best epoch
-        return clone_weights(model)
-    path = out / BEST_NAME
-    saved = (checkpoint.read_metadata(path).get("extra") or {}).get("epoch") if checkpoint.exists(path) else None
-    if saved != best:
-        raise ValueError(f"cannot resume with early stopping: {path} should hold epoch {best}, the best one in "
-                         f"the log, but holds {saved}. Use another output folder for a new run.")
-    holder = copy.deepcopy(model)
-    checkpoint.load(path, holder, map_location=device)
-    return clone_weights(holder)
 
 
 # --- data-parallel batches -------------------------------------------------------------------
