@@ -1,12 +1,14 @@
 #!/usr/bin/env python
-"""Memory of `robustopt eval` on an image folder: peak RSS on 20,000 generated 64x64 images vs on 2,000.
+"""Memory of `robustopt eval` and of training on an image folder: peak RSS on 20,000 generated 64x64 images vs 2,000.
 
 An ImageFolder is read batch by batch (``robustopt.data.formats.Streamed``), so the peak resident
 set size (RSS) of ``robustopt eval --model ... --data folder:PATH`` should not grow with the number
 of images: 20,000 RGB 64x64 images are 938 MiB as float32 tensors, 94 MiB at 2,000. Each size runs
 ``robustopt eval`` in a fresh process (one torch thread, the same batch size) and its peak RSS is read
 from the kernel when it exits (``os.wait4``). For comparison a third process holds the larger set as
-one tensor, as an evaluation of ``(x, y)`` tensors would.
+one tensor, as an evaluation of ``(x, y)`` tensors would. Training streams too: ``ro.training.fit`` on
+the folder's dataset (one epoch of natural training of the same network, batch size the same, clean
+validation on the held-out tenth) runs in a fresh process per size as well.
 
 The images are smooth random RGB images in 10 classes. The model (``net.py`` written beside them)
 is a small CNN biased towards class 0, and class 0 holds the same number of images in every set
@@ -91,8 +93,12 @@ def markdown(r: dict[str, Any]) -> str:
         rows.append(f"| {m['images']:,} | {m['what']} | {m['peak_rss_mib']:.0f} MiB | {m['seconds']:.0f} s | "
                     f"{m['images'] * 3 * SIZE * SIZE * 4 / 2**20:.0f} MiB |")
     small, large = r["runs"][0], r["runs"][1]
+    trained = [m for m in r["runs"] if m["what"].startswith("`ro.training.fit`")]
+    train_line = (f"Training, {trained[1]['images'] // trained[0]['images']}x the images: peak RSS "
+                  f"x{trained[1]['peak_rss_mib'] / trained[0]['peak_rss_mib']:.2f} "
+                  f"({trained[1]['peak_rss_mib'] - trained[0]['peak_rss_mib']:+.0f} MiB).") if len(trained) == 2 else ""
     lines = [
-        "# Peak memory of `robustopt eval` on an image folder, streamed",
+        "# Peak memory of `robustopt eval` and of training on an image folder, streamed",
         "",
         f"{CLASSES} classes of generated {SIZE}x{SIZE} RGB PNG images; batch {r['batch_size']}; the fast suite "
         f"at L-inf {r['eps']}; the same {r['attacked']} images attacked in both runs, the others read by the "
@@ -100,9 +106,10 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         *rows,
         "",
-        f"{large['images'] // small['images']}x the images: peak RSS x{large['peak_rss_mib'] / small['peak_rss_mib']:.2f} "
+        f"Evaluation, {large['images'] // small['images']}x the images: peak RSS x{large['peak_rss_mib'] / small['peak_rss_mib']:.2f} "
         f"({large['peak_rss_mib'] - small['peak_rss_mib']:+.0f} MiB).",
         "",
+        *([train_line, ""] if train_line else []),
         *provenance_md(r),
     ]
     return "\n".join(lines) + "\n"
@@ -136,6 +143,15 @@ def main() -> None:
             log(f"robustopt eval on {n:,} images ...")
             report["runs"].append({"images": n, "what": "`robustopt eval`, streamed",
                                    **measured(cmd, work / f"eval-{n}.log")})
+            log(f"  peak RSS {report['runs'][-1]['peak_rss_mib']:.0f} MiB")
+        for n in sizes:
+            train = ("import sys, robustopt as ro; sys.path.insert(0, {work!r}); from net import make; "
+                     "ro.training.fit(make(), ro.data.load('folder:{folder}'), method='natural', epochs=1, "
+                     "batch_size={batch}, optimizer='sgd', lr=0.01, val_attack_steps=0, progress=False)"
+                     ).format(work=str(work), folder=work / f"images-{n}", batch=args.batch_size)
+            log(f"ro.training.fit on {n:,} images ...")
+            report["runs"].append({"images": n, "what": "`ro.training.fit`, streamed, one epoch",
+                                   **measured([sys.executable, "-c", train], work / f"train-{n}.log")})
             log(f"  peak RSS {report['runs'][-1]['peak_rss_mib']:.0f} MiB")
         n = sizes[-1]
         hold = (f"import robustopt as ro; x, y = ro.data.formats.first(ro.data.load('folder:{work / f'images-{n}'}')); "
