@@ -29,6 +29,7 @@ import robustopt as ro
 from robustopt.attacks import APGD, FAB, AdaptiveAutoAttack, Square, create
 from robustopt.attacks.adaptive import BROKEN_BY, OUTCOMES, STAGES, malt_scores
 from robustopt.attacks.early_exit import STOP_REASONS, stalled
+from robustopt.attacks.square import AUTOATTACK_SCHEDULE_SCALE
 from robustopt.evaluation import Evaluation, Row, evaluate
 from robustopt.evaluation.audit import audit
 from robustopt.evaluation.records import broken_by_stage, budget_table, stage_budget
@@ -46,7 +47,7 @@ def standard_like(threat: ro.ThreatModel = ro.Linf(EPS), seed: int = 0) -> list:
     return [APGD(threat, loss="ce", steps=20, seed=seed),
             APGD(threat, loss="dlr", targeted=True, n_target_classes=9, steps=20, seed=seed),
             FAB(threat, targeted=True, n_target_classes=9, steps=10, seed=seed),
-            Square(threat, queries=200, seed=seed)]
+            Square(threat, queries=200, schedule_queries=AUTOATTACK_SCHEDULE_SCALE * 200, seed=seed)]
 
 
 @pytest.fixture(scope="module")

@@ -422,3 +422,27 @@ def test_l1_square_spends_the_ball_and_breaks_a_linear_model(trained_cnn):
     broken = ~torch.eq(model(res.x_adv).argmax(1), y)
     assert torch.equal(res.success, broken) and broken.float().mean() > 0.5
     assert res.forwards <= 40 * 301 and res.grad_evals == 0
+
+
+def test_square_lays_its_p_schedule_out_for_schedule_queries(monkeypatch):
+    from robustopt.attacks import square as square_module
+    from robustopt.attacks.square import AUTOATTACK_SCHEDULE_SCALE, p_schedule
+
+    # iteration 300 of 5,000: rescaled (600 of 10,000) p is halved 4 times; AutoAttack's (300 of 10,000) 3 times
+    assert p_schedule(0.8, 300, 5000) == pytest.approx(0.05) and p_schedule(0.8, 300, 10000) == pytest.approx(0.1)
+    seen = []
+    real = square_module.p_schedule
+    monkeypatch.setattr(square_module, "p_schedule", lambda p, i, q: seen.append(q) or real(p, i, q))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    x = torch.rand(2, 3, 8, 8)
+    y = model(x).argmax(1)  # correctly classified: the search runs
+    for schedule, expected in ((None, 30), (AUTOATTACK_SCHEDULE_SCALE * 30, 60)):
+        seen.clear()
+        ro.attacks.Square(ro.Linf(0.01), queries=30, schedule_queries=schedule).run(model, x, y)
+        assert seen and set(seen) == {expected}
+    # the standard suite runs Square as AutoAttack does: 5,000 queries on the schedule of 10,000
+    (square,) = [a for a in ro.suites.standard(ro.Linf(0.3)) if isinstance(a, ro.attacks.Square)]
+    assert (square.queries, square.schedule_queries) == (5000, 10000)
+    with pytest.raises(ValueError, match="schedule_queries must be an integer >= 1"):
+        ro.attacks.Square(ro.Linf(0.01), schedule_queries=0)

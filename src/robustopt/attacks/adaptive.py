@@ -87,7 +87,7 @@ from robustopt.attacks.fab import FAB
 from robustopt.attacks.passes import output_change, predict
 from robustopt.attacks.registry import register_attack
 from robustopt.attacks.search import Search, success_of
-from robustopt.attacks.square import Square
+from robustopt.attacks.square import AUTOATTACK_SCHEDULE_SCALE, Square
 from robustopt.threat import ThreatModel
 
 __all__ = ["AdaptiveAutoAttack", "STAGES", "OUTCOMES", "BROKEN_BY", "malt_scores"]
@@ -208,7 +208,8 @@ class AdaptiveAutoAttack(Attack):
                  early_exit=True, stall_factor=self.stall_factor, **l1, **common),
             FAB(self.threat, targeted=True, n_target_classes=self.n_target_classes, steps=self.fab_steps, **common),
             # a random search progresses in jumps: Square gets twice the margin of safety
-            Square(self.threat, queries=self.queries, early_exit=True, stall_factor=2 * self.stall_factor, **common),
+            Square(self.threat, queries=self.queries, schedule_queries=AUTOATTACK_SCHEDULE_SCALE * self.queries, early_exit=True,
+                   stall_factor=2 * self.stall_factor, **common),
         ]
 
     def _check_call(self, x: torch.Tensor, options: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from robustopt._registry import Registry
 from robustopt.attacks import Attack, Transfer, create
 from robustopt.attacks.base import WHITE_BOX_SOURCE
 from robustopt.attacks.passes import is_randomized
+from robustopt.attacks.square import AUTOATTACK_SCHEDULE_SCALE
 from robustopt.threat import L1, L2, Linf, ThreatModel
 
 __all__ = ["madry", "standard", "MADRY_REFERENCE", "MADRY_TABLES", "EOT_DRAWS", "RowSpec", "MadryTable",
@@ -246,7 +247,7 @@ _STANDARD: dict[str, list[tuple[str, dict]]] = {
         ("apgd", {"loss": "ce", "steps": 100}),
         ("apgd", {"loss": "dlr", "targeted": True, "n_target_classes": 9, "steps": 100}),
         ("fab", {"targeted": True, "n_target_classes": 9, "steps": 100, "restarts": 1}),
-        ("square", {"queries": 5000}),
+        ("square", {"queries": 5000, "schedule_queries": AUTOATTACK_SCHEDULE_SCALE * 5000}),
     ],
     "fast": [
         ("apgd", {"loss": "ce", "steps": 100}),
@@ -267,7 +268,7 @@ _STANDARD_L1: dict[str, list[tuple[str, dict]]] = {
         ("apgd", {"loss": "ce", "steps": 100, "restarts": 5, "decreasing_eps": True}),
         ("apgd", {"loss": "dlr", "targeted": True, "n_target_classes": 5, "steps": 100, "decreasing_eps": True}),
         ("fab", {"targeted": True, "n_target_classes": 9, "steps": 100, "restarts": 1}),
-        ("square", {"queries": 5000}),
+        ("square", {"queries": 5000, "schedule_queries": AUTOATTACK_SCHEDULE_SCALE * 5000}),
     ],
     "fast": [
         ("apgd", {"loss": "ce", "steps": 100, "decreasing_eps": True}),
@@ -285,7 +286,7 @@ def standard(threat: ThreatModel, *, version: Literal["standard", "fast", "adapt
     ``version="standard"``: AutoAttack's standard version, in its order: APGD-CE (100 steps),
     APGD-T (targeted DLR, 100 steps, the 9 most likely wrong classes, fewer when the model has
     fewer classes), FAB-T (the targeted Fast Adaptive Boundary attack, 100 steps, 9 target
-    classes, 1 run each from the clean input) and Square (5000 queries).
+    classes, 1 run each from the clean input) and Square (5000 queries, on AutoAttack's unrescaled p schedule).
     ``version="fast"``: APGD-CE (100 steps) and APGD-T with 3 target classes.
     ``version="adaptive"``: one ``AdaptiveAutoAttack``, the same four families scheduled by
     evidence per example (early exits, APGD-T on 3 targets ranked at APGD-CE's point, FAB-T and
