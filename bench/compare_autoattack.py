@@ -385,16 +385,18 @@ def _compare(args, subject: ModelUnderTest, report: dict[str, Any], t0: float, a
            "aa_attacks": aa_list, "seed": args.seed, "batch_size": args.batch_size,
            "threads": torch.get_num_threads(), "device": str(args.device), "counted": 1}
     side_path = {name: out_prefix.with_name(f"{out_prefix.name}.{name}-side.pt") for name in ("ro", "aa")}
+    # robustopt's side is also keyed by its attacks' configurations: a changed suite is run again
+    side_key = {"ro": {**key, "ro_attacks": repr([a.describe() for a in ro_attacks])}, "aa": key}
 
     def saved(name):
-        blob = load_side(side_path[name], key)
+        blob = load_side(side_path[name], side_key[name])
         if blob is not None:
             log(f"{name} side: reusing {side_path[name]} (run {blob['finished_utc']}, load average at its end "
                   f"{blob['loadavg']})")
         return blob
 
     def save(name, value):
-        return save_side(side_path[name], key, value)
+        return save_side(side_path[name], side_key[name], value)
 
     def run_ro():
         log(f"robustopt suites.standard(version={args.version!r}): {[a.name for a in ro_attacks]} ...")
