@@ -1,9 +1,9 @@
-"""Square's p schedule: rescaled to the query budget (the paper, robustopt's default) or AutoAttack's.
+"""Square's p schedule: rescaled to the query budget (the paper, robustopt's default) or AutoAttack's; and AutoAttack's code.
 
 AutoAttack's standard version runs Square with 5,000 queries and ``resc_schedule=False``: the window
 fraction ``p`` halves at the paper's iterations 10, 50, 200, ... of a 10,000-query run, so it stays
 larger for longer than the paper's schedule rescaled to 5,000 queries. This script reruns Square
-alone, with each schedule and several seeds, on the points a `bench/compare_autoattack.py` comparison
+alone, with each schedule and several seeds, and AutoAttack's own SquareAttack, on the points a `bench/compare_autoattack.py` comparison
 left open: those robustopt's suite did not break, and those only AutoAttack broke. It counts, per
 schedule, how many of them each seed breaks and which.
 
@@ -30,6 +30,7 @@ from bench.harness import (  # noqa: E402
 )
 
 SCHEDULES = {"rescaled": None, "autoattack": 10000}  # Square.schedule_queries
+AUTOATTACK_CODE = "autoattack-code"  # AutoAttack's own SquareAttack (pyautoattack), resc_schedule=False
 
 
 def open_points(comparison: dict, ro_side: dict) -> list[int]:
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> None:
                                                        "PREFIX.ro-side.pt)")
     p.add_argument("--seeds", type=int, default=8, help="seeds per schedule (default 8)")
     p.add_argument("--queries", type=int, default=5000)
+    p.add_argument("--variants", default=",".join([*SCHEDULES, AUTOATTACK_CODE]),
+                   help=f"comma-separated subset of {', '.join([*SCHEDULES, AUTOATTACK_CODE])} (the last needs "
+                        "pyautoattack, the bench extra)")
     args = p.parse_args(argv)
     set_threads(args.threads)
     prefix = Path(args.comparison)
@@ -60,17 +64,31 @@ def main(argv: list[str] | None = None) -> None:
     report.update(comparison=rel(prefix), run=run, threat=repr(threat), points=points,
                   only_autoattack=comparison["agreement"]["only_autoattack_indices"], queries=args.queries,
                   seeds=args.seeds, results={})
-    for name, schedule in SCHEDULES.items():
+    for name in args.variants.split(","):
         rows = []
         for seed in range(args.seeds):
             start = time.perf_counter()
-            attack = ro.attacks.Square(threat, queries=args.queries, schedule_queries=schedule)
-            result = attack.run(model, xs, ys, generator=torch.Generator().manual_seed(seed))
-            broken = [points[i] for i in result.success.nonzero().flatten().tolist()]
+            if name == AUTOATTACK_CODE:
+                success = autoattack_square(model, threat, xs, ys, args.queries, seed)
+            else:
+                attack = ro.attacks.Square(threat, queries=args.queries, schedule_queries=SCHEDULES[name])
+                success = attack.run(model, xs, ys, generator=torch.Generator().manual_seed(seed)).success
+            broken = [points[i] for i in success.nonzero().flatten().tolist()]
             rows.append({"seed": seed, "broken": broken, "seconds": time.perf_counter() - start})
             log(f"{name} seed {seed}: broke {broken} ({rows[-1]['seconds']:.0f} s)")
         report["results"][name] = rows
     publish(out_prefix(args.out, "square_schedule"), report, markdown, t0)
+
+
+def autoattack_square(model, threat, x: torch.Tensor, y: torch.Tensor, queries: int, seed: int) -> torch.Tensor:
+    """Which points AutoAttack's own SquareAttack (as its standard version configures it) breaks."""
+    from pyautoattack.square import SquareAttack
+
+    attack = SquareAttack(model, norm=threat.norm, eps=threat.eps, n_queries=queries, p_init=0.8, n_restarts=1,
+                          seed=seed, loss="margin", resc_schedule=False, device=x.device)
+    with torch.no_grad():
+        x_adv = attack.perturb(x.clone(), y.clone())
+        return model(x_adv).argmax(1) != y
 
 
 def markdown(r: dict) -> str:
@@ -78,7 +96,7 @@ def markdown(r: dict) -> str:
              f"Square alone ({r['queries']} queries, {r['threat']}), {r['seeds']} seeds per schedule, on the "
              f"{len(r['points'])} points that robustopt's suite left robust or only AutoAttack broke in "
              f"`{r['comparison']}` (only AutoAttack: {r['only_autoattack']}).", "",
-             "| schedule | broken per seed (mean) | seeds breaking each point | s per seed |", "|---|---|---|---|"]
+             "| Square | broken per seed (mean) | seeds breaking each point | s per seed |", "|---|---|---|---|"]
     for name, rows in r["results"].items():
         counts = {p: sum(p in row["broken"] for row in rows) for p in r["points"]}
         per_point = ", ".join(f"{p}: {c}" for p, c in counts.items() if c)

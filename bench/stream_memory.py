@@ -145,10 +145,10 @@ def main() -> None:
                                    **measured(cmd, work / f"eval-{n}.log")})
             log(f"  peak RSS {report['runs'][-1]['peak_rss_mib']:.0f} MiB")
         for n in sizes:
-            train = ("import sys, robustopt as ro; sys.path.insert(0, {work!r}); from net import make; "
+            train = ("import runpy, robustopt as ro; make = runpy.run_path({net!r})['make']; "
                      "ro.training.fit(make(), ro.data.load('folder:{folder}'), method='natural', epochs=1, "
                      "batch_size={batch}, optimizer='sgd', lr=0.01, val_attack_steps=0, progress=False)"
-                     ).format(work=str(work), folder=work / f"images-{n}", batch=args.batch_size)
+                     ).format(net=str(work / "net.py"), folder=work / f"images-{n}", batch=args.batch_size)
             log(f"ro.training.fit on {n:,} images ...")
             report["runs"].append({"images": n, "what": "`ro.training.fit`, streamed, one epoch",
                                    **measured([sys.executable, "-c", train], work / f"train-{n}.log")})
