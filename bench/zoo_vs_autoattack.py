@@ -108,12 +108,16 @@ def main(argv=None) -> dict[str, Any] | None:
 
     runners = {"adaptive": lambda: run_suite("adaptive"), "standard": lambda: run_suite("standard"), "autoattack": run_aa}
     results, finished = {}, {}
+    # robustopt's sides are also keyed by their attacks' configurations: a changed suite runs again
+    side_keys = {side: {**key, "attacks": repr([a.describe() for a in suites.standard(t, version=side, seed=args.seed)])}
+                 for side in ("adaptive", "standard")}
     for side in sides:
         path = out.with_name(f"{out.name}.{side}-side.pt")
-        blob = load_side(path, key)
+        side_key = side_keys.get(side, key)
+        blob = load_side(path, side_key)
         if blob is None:
             log(f"{item.name}: {side} ...")
-            blob = save_side(path, key, runners[side]())
+            blob = save_side(path, side_key, runners[side]())
         results[side], finished[side] = blob["value"], blob["finished_utc"]
         log(f"{item.name}: {side} done ({results[side]['seconds']:.1f} s)")
 
