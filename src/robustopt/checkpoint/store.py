@@ -12,6 +12,7 @@ import os
 import pickle
 import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch

@@ -32,7 +32,6 @@ Example:
 from __future__ import annotations
 
 import datetime
-import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
