@@ -25,11 +25,13 @@ if not __package__:  # run as `python bench/square_schedule.py`: import bench/ a
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import robustopt as ro  # noqa: E402
+from robustopt.attacks.square import AUTOATTACK_SCHEDULE_SCALE  # noqa: E402
 from bench.harness import (  # noqa: E402
     header, load_model, log, out_prefix, parser, provenance_md, publish, rel, set_threads, threat as make_threat,
 )
 
-SCHEDULES = {"rescaled": None, "autoattack": 10000}  # Square.schedule_queries
+# Square.schedule_queries for a budget of q queries: the budget itself (rescaled), or AutoAttack's ratio
+SCHEDULES = {"rescaled": lambda q: None, "autoattack": lambda q: AUTOATTACK_SCHEDULE_SCALE * q}
 AUTOATTACK_CODE = "autoattack-code"  # AutoAttack's own SquareAttack (pyautoattack), resc_schedule=False
 
 
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             if name == AUTOATTACK_CODE:
                 success = autoattack_square(model, threat, xs, ys, args.queries, seed)
             else:
-                attack = ro.attacks.Square(threat, queries=args.queries, schedule_queries=SCHEDULES[name])
+                attack = ro.attacks.Square(threat, queries=args.queries, schedule_queries=SCHEDULES[name](args.queries))
                 success = attack.run(model, xs, ys, generator=torch.Generator().manual_seed(seed)).success
             broken = [points[i] for i in success.nonzero().flatten().tolist()]
             rows.append({"seed": seed, "broken": broken, "seconds": time.perf_counter() - start})

@@ -79,7 +79,7 @@ def eval_model(
     threat = check_norm(norm)(eps)
     resolve_device(eval_args.get("device", "cpu"))  # before out/run.json is written
     net, description = specs.build(model, weights=weights, mean=mean, std=std)
-    options = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v}
+    options = data_formats.spec_options(image_size, skip_bad)
     if data_formats.is_spec(data):  # recorded with an absolute path: the run works from any folder
         data = data_formats.absolute(data)
         ds = datasets.load(data, **options)

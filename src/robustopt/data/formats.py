@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSam
 
 from robustopt.threat import check_images
 
-__all__ = ["SPEC_KINDS", "IMAGE_SUFFIXES", "is_spec", "absolute", "open_dataset", "ImageFolder", "ArrayFile", "Streamed",
+__all__ = ["SPEC_KINDS", "IMAGE_SUFFIXES", "is_spec", "spec_options", "absolute", "open_dataset", "ImageFolder", "ArrayFile", "Streamed",
            "streamed", "first"]
 
 SPEC_KINDS = ("folder", "npz")
@@ -37,6 +37,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 def is_spec(name: object) -> bool:
     """Whether ``name`` is a data SPEC such as ``folder:PATH`` or ``npz:PATH`` (not a registry name)."""
     return isinstance(name, str) and name.partition(":")[0] in SPEC_KINDS and ":" in name
+
+
+def spec_options(image_size: int | None = None, skip_bad: bool = False) -> dict[str, Any]:
+    """The options of a folder SPEC that were given, as ``load`` takes them and run.json records them."""
+    return {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v}
 
 
 def absolute(spec: str) -> str:

@@ -241,13 +241,15 @@ def _identity(attack: Attack) -> tuple:
 # --- AutoAttack's ensembles -----------------------------------------------------------------------
 EOT_DRAWS = 20  # draws of a randomized model's randomness per gradient in the rand version
 
+# AutoAttack's Square: 5,000 queries on the p schedule of twice as many (its resc_schedule=False)
+_SQUARE = ("square", {"queries": 5000, "schedule_queries": AUTOATTACK_SCHEDULE_SCALE * 5000})
 # AutoAttack's ensembles (Croce & Hein 2020) as (registered attack, configuration) rows, in its order.
 _STANDARD: dict[str, list[tuple[str, dict]]] = {
     "standard": [
         ("apgd", {"loss": "ce", "steps": 100}),
         ("apgd", {"loss": "dlr", "targeted": True, "n_target_classes": 9, "steps": 100}),
         ("fab", {"targeted": True, "n_target_classes": 9, "steps": 100, "restarts": 1}),
-        ("square", {"queries": 5000, "schedule_queries": AUTOATTACK_SCHEDULE_SCALE * 5000}),
+        _SQUARE,
     ],
     "fast": [
         ("apgd", {"loss": "ce", "steps": 100}),
@@ -268,7 +270,7 @@ _STANDARD_L1: dict[str, list[tuple[str, dict]]] = {
         ("apgd", {"loss": "ce", "steps": 100, "restarts": 5, "decreasing_eps": True}),
         ("apgd", {"loss": "dlr", "targeted": True, "n_target_classes": 5, "steps": 100, "decreasing_eps": True}),
         ("fab", {"targeted": True, "n_target_classes": 9, "steps": 100, "restarts": 1}),
-        ("square", {"queries": 5000, "schedule_queries": AUTOATTACK_SCHEDULE_SCALE * 5000}),
+        _SQUARE,
     ],
     "fast": [
         ("apgd", {"loss": "ce", "steps": 100, "decreasing_eps": True}),

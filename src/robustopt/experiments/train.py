@@ -76,7 +76,7 @@ def train_run(
         FileNotFoundError: ``resume`` is True and ``out`` holds no training.
     """
     out = Path(out)
-    options = {k: v for k, v in (("image_size", image_size), ("skip_bad", skip_bad)) if v}
+    options = data_formats.spec_options(image_size, skip_bad)
     if data_formats.is_spec(data):  # recorded with absolute paths: the run works from any folder
         data, test_data = data_formats.absolute(data), _test_spec(test_data)
         info = datasets.spec_info(data, **options)
@@ -94,15 +94,7 @@ def train_run(
     (refuse_resume_of_nothing if resume else refuse_restart)(out)
     if train_size is not None:
         check_count("train_size (--train-size)", train_size)
-    train_data = _training_data(data, options, cfg.seed, root)
-    n = len(train_data) if isinstance(train_data, data_formats.Streamed) else len(train_data[0])
-    if train_size is not None:
-        if train_size > n:  # else run.json would record a size the run did not train on
-            raise ValueError(f"train_size (--train-size) {train_size:,} exceeds the {n:,} training images of "
-                             f"{data}; pass at most {n:,}, or leave it out for all of them.")
-        train_data = (train_data.subset(0, train_size) if isinstance(train_data, data_formats.Streamed)
-                      else (train_data[0][:train_size], train_data[1][:train_size]))
-        n = train_size
+    train_data, n = _training_data(data, options, cfg.seed, root, train_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)  # the seed covers the initial weights too
         norm_layer = {"mean": info.mean, "std": info.std} if info.mean else {}
@@ -158,18 +150,30 @@ def _check_same_images(train: datasets.DatasetInfo, test: datasets.DatasetInfo) 
                          "images of the same size and the same class folders (or the same labels).")
 
 
-def _training_data(data: str, options: dict[str, Any], seed: int,
-                   root: str | Path | None) -> tuple[torch.Tensor, torch.Tensor] | data_formats.Streamed:
-    """The training images: a registry dataset's training split as tensors, or a data SPEC streamed.
+def _training_data(data: str, options: dict[str, Any], seed: int, root: str | Path | None,
+                   train_size: int | None) -> tuple[tuple[torch.Tensor, torch.Tensor] | data_formats.Streamed, int]:
+    """The first ``train_size`` training images (all when None) and their number.
 
-    A SPEC's images come in an order drawn from ``seed`` (folders list their classes one after the
-    other; the validation split is the end of this order).
+    A registry dataset's training split comes as tensors; a data SPEC streamed, in an order drawn
+    from ``seed`` (folders list their classes one after the other; the validation split is the end
+    of this order).
+
+    Raises:
+        ValueError: ``train_size`` exceeds the training images.
     """
-    if not data_formats.is_spec(data):
-        return datasets.load(data, split="train", root=root)
-    ds = datasets.load(data, **options)
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
-    return data_formats.Streamed(ds, indices=order.tolist())
+    if data_formats.is_spec(data):
+        ds = datasets.load(data, **options)
+        order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+        n, cut = len(ds), lambda k: data_formats.Streamed(ds, indices=order[:k].tolist())
+    else:
+        x, y = datasets.load(data, split="train", root=root)
+        n, cut = len(x), lambda k: (x[:k], y[:k])
+    if train_size is None:
+        return cut(n), n
+    if train_size > n:  # else run.json would record a size the run did not train on
+        raise ValueError(f"train_size (--train-size) {train_size:,} exceeds the {n:,} training images of "
+                         f"{data}; pass at most {n:,}, or leave it out for all of them.")
+    return cut(train_size), train_size
 
 
 def _train_plan(model: str, data: str, cfg: TrainConfig, n: int, out: Path, done: int = 0) -> str:
