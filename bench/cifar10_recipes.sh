@@ -11,6 +11,7 @@
 # (ema: weight averaging; ls: label smoothing; lr-0.1/lr-0.4: the peak learning rate). FLAGS go to every
 # training (the faster step of docs/performance.md is `--fold-bn`; the results do not depend on it).
 # EXTRA="RUN..." adds finished run folders to the table (e.g. bench/results/cifar10-cpu/A, N-FGSM for 10 epochs).
+# KEEP=DIR copies each finished recipe's records (not its weights) to DIR/RECIPE, e.g. into bench/results.
 # Every step resumes: start the script again after an interruption. Each recipe is trained, then evaluated,
 # before the next one starts.
 set -euo pipefail
@@ -30,6 +31,10 @@ declare -A ARGS=([n-fgsm]="--method n-fgsm" [fgsm-rs]="--method fgsm-rs" [pgd-2]
 for run in $METHODS; do  # one recipe at a time: its training, then its test evaluation (skipped once written)
     train "$run" ${ARGS[$run]}
     [ -e "$RUNS/$run/eval-adaptive.json" ] || $RO eval "$RUNS/$run" --suite adaptive --n "$N"
+    if [ -n "${KEEP:-}" ]; then
+        mkdir -p "$KEEP/$run"
+        cp "$RUNS/$run"/{config.json,run.json,log.jsonl,eval-adaptive.json,eval-adaptive.md} "$KEEP/$run/"
+    fi
 done
 .venv/bin/python bench/training_curves.py ${EXTRA:-} $(for run in $METHODS; do echo "$RUNS/$run"; done) \
     --out "bench/results/cifar10-recipes/resnet9-$EPOCHS-epochs"

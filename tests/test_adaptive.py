@@ -253,6 +253,24 @@ def test_masking_models_are_broken_as_the_standard_cascade_breaks_them(base, dat
     assert all("masked" in d or "flat" in d or "ran on" in d for d in square["decisions"]), square["decisions"]
 
 
+def test_dead_gradients_go_straight_to_the_black_box(base, data):
+    """Quantized inputs: the Jacobian is exactly zero, so each survivor APGD-CE left flat goes to Square
+    first with its whole budget, and APGD-T and FAB-T skip it. Saturated logits leave CE flat but the
+    Jacobian alive (DLR still works there): no shortcut."""
+    ev = quiet_evaluate(Quantized(base), data, [adaptive()])
+    stages = {st["name"]: st for st in stage_budget(ev.rows[1])}
+    examples = ev.rows[1].records["examples"]
+    first = [i for i, c in enumerate(examples["Square"]) if c not in (None, 0)]
+    assert first and stages["Square"]["decisions"][0].startswith("dead gradients")
+    skipped = OUTCOMES.index("skipped")
+    assert all(examples["APGD-T"][i] == skipped and examples["FAB-T"][i] == skipped for i in first)
+    assert stages["APGD-T"]["attacked"] == stages["FAB-T"]["attacked"] == 0  # (its strength: the masking test)
+
+    live = quiet_evaluate(ScaledLogits(base), data, [adaptive()])
+    square = next(st for st in stage_budget(live.rows[1]) if st["name"] == "Square")
+    assert not any("dead gradients" in d for d in square["decisions"])
+
+
 def test_a_random_model_gets_no_early_exit(base, data):
     """A random model (the audit's randomized-output): a success under one draw proves little, so the
     schedule falls back to the standard cascade's behaviour: every step, every stage on every survivor,

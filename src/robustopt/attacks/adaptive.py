@@ -11,6 +11,10 @@ spends where the evidence says an example can still flip:
    broken, or at a checkpoint when its margin cannot reach zero at the pace it has kept since
    its random start (the stall rule in ``robustopt.attacks.apgd``, after the online discarding of A3: Liu et
    al. 2022, "Practical Evaluation of Adversarial Robustness via Adaptive Auto Attack", CVPR).
+   A survivor whose margin never improved (*flat*) and where the model's Jacobian is exactly
+   zero at APGD-CE's point (quantized or non-differentiable inputs; one gradient evaluation
+   tells) goes straight to Square with its whole budget: APGD-T and FAB-T follow the same
+   Jacobian, so they skip it.
 2. **APGD-T** (targeted DLR), with early exit, on the ``n_target_classes`` classes that score
    highest (``target_score``):
 
@@ -232,9 +236,14 @@ class AdaptiveAutoAttack(Attack):
         flat = res.notes.get("margin", nan) <= res.notes.get("margin_start", nan)  # never improved on the start
         keep = ~res.success
         left, margin = left[keep], res.notes.get("margin", nan)[keep]  # the best margin so far, per survivor
+        x_ce = res.x_adv[keep]
+        dead = self._dead_gradients(s, left, x_ce, flat[keep])
+        if bool(dead.any()):  # no gradient stage can move these: the black box first, with its whole budget
+            log.black_box_first(dataclasses.replace(square, early_exit=False), left[dead])
+            left, margin, x_ce = left[~dead], margin[~dead], x_ce[~dead]
         scores = None
         if len(left) and not explicit and self.target_score != "clean":
-            scores = self._target_scores(s, left, res.x_adv[keep], log)
+            scores = self._target_scores(s, left, x_ce, log)
         if len(left):
             stage = targeted if log.classes >= 4 else dataclasses.replace(targeted, loss="cw")  # DLR-T needs 4 classes
             res = log.run(1, stage, left, target_scores=scores)
@@ -292,6 +301,28 @@ class AdaptiveAutoAttack(Attack):
         keep = torch.ones(len(left), dtype=torch.bool, device=left.device)
         keep[idx[res.success]] = False
         return left[keep], margin[keep], None if scores is None else scores[keep]
+
+    def _dead_gradients(self, s: Search, left: torch.Tensor, x_at: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+        """Per survivor: APGD-CE left it ``flat`` and the model's Jacobian is exactly zero at its APGD-CE point
+        ``x_at`` (the input gradient of a random projection of the outputs is 0: quantized or shattered inputs).
+
+        APGD-T and FAB-T follow the same Jacobian, so they cannot move such an example. The projection is
+        drawn from ``self.seed`` (the call's stream is untouched); a softmax's outputs sum to 1, so a fixed
+        projection could be blind. Costs one gradient evaluation per flat survivor.
+        """
+        dead = torch.zeros(len(left), dtype=torch.bool, device=left.device)
+        probe = flat.nonzero().squeeze(1)
+        if len(probe) == 0:
+            return dead
+        with torch.enable_grad():
+            xr = x_at[probe].detach().requires_grad_(True)
+            outputs = predict(s.model, xr)
+            g = torch.Generator(device=s.generator.device).manual_seed(self.seed)
+            projection = torch.randn(outputs.shape, generator=g, device=s.generator.device).to(outputs)
+            (grad,) = torch.autograd.grad((outputs * projection).sum(), xr)
+        s.cost.add(s.rows[left[probe]], grad_evals=1)
+        dead[probe] = grad.flatten(1).abs().amax(dim=1) == 0
+        return dead
 
     def _sample_size(self, survivors: int) -> int:
         return min(survivors, max(self.min_sample, math.ceil(self.sample * survivors)))
@@ -365,6 +396,19 @@ class _Log:
         st["seconds"] += time.perf_counter() - t0
         return res
 
+    def black_box_first(self, attack: Attack, idx: torch.Tensor) -> None:
+        """Square (``attack``) on the examples ``idx`` before the gradient stages, which skip them: APGD-CE
+        found them flat and their gradients are exactly zero (``AdaptiveAutoAttack._dead_gradients``)."""
+        res = self.run(3, attack, idx)
+        for name in STAGES[1:3]:
+            self.outcome[name][idx] = SKIPPED
+        st = self.stages[3]
+        st.setdefault("passes", []).append({"how": "dead gradients", "examples": len(idx),
+                                            "broken": int(res.success.sum())})
+        st["why"] = (f"dead gradients: {len(idx)} survivors were flat under APGD-CE and the model's Jacobian is "
+                     f"exactly zero at their APGD-CE points: Square ran on them first, with its whole budget, "
+                     f"and APGD-T and FAB-T skipped them")
+
     def by_evidence(self, i: int, attack: Attack, left: torch.Tensor, margin: torch.Tensor,
                     scores: torch.Tensor | None, m: int, masked: str | None):
         """Stage ``i`` on the survivors ``left`` where it can still add something, in passes.
@@ -380,7 +424,8 @@ class _Log:
             The survivors still unbroken, with their margins and scores.
         """
         s, st = self.s, self.stages[i]
-        st["passes"] = []
+        earlier = st.pop("why", None)  # a pass before the gradient stages (``black_box_first``)
+        st.setdefault("passes", [])
         broken = torch.zeros(len(left), dtype=torch.bool, device=left.device)
         done = torch.zeros_like(broken)
 
@@ -420,6 +465,8 @@ class _Log:
             else:
                 st["why"] = f"{first}: skipped the other {int((~done).sum())}"
         self.outcome[STAGES[i]][left[~done]] = SKIPPED
+        if earlier:
+            st["why"] = f"{earlier}; then the others: {st['why']}"
         keep = ~broken
         return left[keep], margin[keep], None if scores is None else scores[keep]
 
