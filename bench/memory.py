@@ -33,6 +33,8 @@ from typing import Any
 if not __package__:  # run as `python bench/memory.py`: import bench/ as a package (bench/harness.py)
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
+import torch  # noqa: E402
+
 import robustopt as ro  # noqa: E402
 from bench.harness import (DEFAULT_RECIPE, ModelUnderTest, header, load_model, log, out_prefix, parser,  # noqa: E402
                            peak_rss_mib, provenance_md, publish, script_command, set_threads)

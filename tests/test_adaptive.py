@@ -138,7 +138,7 @@ def test_malt_scores_are_the_linearized_boundary_distances(threat, q):
     model = make_linear(dtype=torch.float64)
     x, y = make_data(n=8, dtype=torch.float64)
     scores = malt_scores(model, x, y, threat)
-    w, b = model[1].weight, model[1].bias
+    w = model[1].weight
     z = model(x).detach()
     for i in range(len(y)):
         for c in range(w.shape[0]):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import pytest
 import torch
