@@ -152,6 +152,36 @@ def test_free_fit_counts_steps_and_grad_evals_and_resumes_exactly(tmp_path):
     assert same(weights(resumed.model), weights(res.model))
 
 
+def test_a_finish_method_trains_the_last_epochs(tmp_path):
+    """N-FGSM with a PGD-2 finish: the first epochs are N-FGSM's, bit for bit; the last ones PGD's, at PGD's cost."""
+    x, y = separable(160)  # 144 training examples
+    kw = dict(FAST, method="n-fgsm", attack_steps=2, seed=2, epochs=3)
+    finished = fit(mlp(), (x, y), finish_method="pgd", finish_epochs=2, **kw)
+    assert [r["method"] for r in finished.history] == ["n-fgsm", "pgd", "pgd"]
+    assert [r["grad_evals"] for r in finished.history] == [144 * 2, 144 * 3, 144 * 3]
+    plain = fit(mlp(), (x, y), **kw)
+    assert "method" not in plain.history[0]
+    assert finished.history[0]["train_loss"] == plain.history[0]["train_loss"]
+    assert finished.history[1]["train_loss"] != plain.history[1]["train_loss"]
+
+    assert TrainConfig(method="n-fgsm", epochs=5, finish_method="pgd", finish_epochs=2).method_at(2) == "n-fgsm"
+    for bad, match in (({"finish_method": "pgd"}, "go together"), ({"finish_epochs": 1}, "go together"),
+                       ({"finish_method": "pgd", "finish_epochs": 6}, "more than epochs"),
+                       ({"finish_method": "free", "finish_epochs": 1}, "updates per batch"),
+                       ({"finish_method": "pdg", "finish_epochs": 1}, "pgd")):
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(method="n-fgsm", epochs=5, **bad)
+
+
+def test_the_train_plan_counts_the_finish(tmp_path):
+    from robustopt.experiments.train import _train_plan
+
+    cfg = TrainConfig(method="n-fgsm", epochs=2, attack_steps=2, finish_method="pgd", finish_epochs=1, val_size=16)
+    plan = _train_plan("mlp", "tiny", cfg, 160, tmp_path)
+    assert "n-fgsm training of mlp on tiny" in plan and "its last 1 epoch pgd" in plan, plan
+    assert "(1 x 144 x 2 + 1 x 144 x 3 for training" in plan, plan
+
+
 # --- the generalized interface -------------------------------------------------------------------
 
 

@@ -114,6 +114,7 @@ def run_with_interruptions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cuts
     ("fgsm-rs", {"early_stopping_patience": 2, "optimizer": "sgd"}),  # the guard (on by default) and best.*
     # the weight average (saved as the model, the trained weights as resume state) under the guard and best.*
     ("n-fgsm", {"ema_decay": 0.9, "label_smoothing": 0.1, "early_stopping_patience": 2, "optimizer": "sgd"}),
+    ("n-fgsm", {"finish_method": "pgd", "finish_epochs": 2}),  # a cut in each method, one across the switch
 ])
 def test_mid_epoch_resume_is_bit_identical(tmp_path, monkeypatch, method, extra):
     extra = dict(extra)

@@ -186,13 +186,19 @@ def _train_plan(model: str, data: str, cfg: TrainConfig, n: int, out: Path, done
         what += f" at {cfg.threat()}"
     left = cfg.epochs - done
     epochs = f"{left} epoch{'s' * (left != 1)}" + (f" (epochs {done + 1}-{cfg.epochs})" if done else "")
-    per_example = grad_evals_per_example(cfg.method, cfg)
+    if cfg.finish_method:
+        what += f", its last {cfg.finish_epochs} epoch{'s' * (cfg.finish_epochs != 1)} {cfg.finish_method}"
+    per_epoch = [grad_evals_per_example(cfg.method_at(e), cfg) for e in range(done, cfg.epochs)]
     val_steps = cfg.val_attack_steps if cfg.eps > 0 else 0
-    if per_example is None:
-        cost = f"cost unknown (method {cfg.method!r} declares no grad_evals)"
+    if None in per_epoch:
+        unknown = next(cfg.method_at(e) for e, c in zip(range(done, cfg.epochs), per_epoch) if c is None)
+        cost = f"cost unknown (method {unknown!r} declares no grad_evals)"
     else:
-        total = left * (n_train * per_example + n_val * val_steps)
-        cost = (f"about {_count(total)} image-gradient evaluations ({left} x {n_train:,} x {per_example} for training"
+        per = sorted(set(per_epoch), key=per_epoch.index)
+        training = (f"{left} x {n_train:,} x {per[0]}" if len(per) == 1 else
+                    " + ".join(f"{per_epoch.count(c)} x {n_train:,} x {c}" for c in per))
+        total = n_train * sum(per_epoch) + left * n_val * val_steps
+        cost = (f"about {_count(total)} image-gradient evaluations ({training} for training"
                 + (f" + {left} x {n_val:,} x {val_steps} for validation" if n_val and val_steps else "") + ")")
     return (f"plan: {what}: {epochs} of {n_train:,} images ({steps:,} steps of batch {cfg.batch_size}"
             f"{f'; {n_val:,} more held out for validation' if n_val else ''}); {cost}; run folder {out}")

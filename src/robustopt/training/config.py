@@ -96,6 +96,11 @@ class TrainConfig:
             average is the model: the validation, the guard and early stopping read it, the
             checkpoints save it as the weights, and ``fit`` returns it; the weights being trained
             are kept in the checkpoint to resume.
+        finish_method: train the last ``finish_epochs`` epochs with this method instead (a key of
+            ``METHODS`` with as many updates per batch as ``method``), e.g. "pgd" with ``attack_steps=2``
+            after "n-fgsm": a multi-step finish of a single-step run. None = off.
+        finish_epochs: how many of the last epochs ``finish_method`` trains, in [1, epochs]; 0 = off.
+            Counted from the end: a resumed run with more ``epochs`` finishes later.
         lr_schedule: per optimizer step, evaluated at the step's start: "constant";
             "cosine" (from lr to 0 over all steps); "step" (x0.1 after 50% and again
             after 75% of the steps); "cyclic" (one triangular cycle, Wong et al. 2020:
@@ -184,6 +189,10 @@ class TrainConfig:
     ema_decay: float = _option(
         0.0, "Keep an exponential moving average of the weights with this decay, e.g. 0.999, and make it the model "
              "(validated, saved, evaluated); 0 = off.", flag="--ema")
+    finish_method: str | None = _option(
+        None, "Train the last --finish-epochs epochs with this method instead, e.g. pgd (with --steps 2) after "
+              "n-fgsm.", names=METHODS)
+    finish_epochs: int = _option(0, "Epochs at the end that --finish-method trains; 0 = off.")
     lr_schedule: str = _option(
         "constant", "Per optimizer step. cyclic: 0 -> lr at the midpoint -> 0 (Wong et al. 2020); piecewise: through "
                     "--lr-milestones/--lr-values, else 0 -> lr at 40% of the epochs -> 0.", choices=_SCHEDULES)
@@ -258,6 +267,7 @@ class TrainConfig:
         if not isinstance(self.fold_bn, bool):
             raise TypeError(f"fold_bn must be True or False, got {self.fold_bn!r}.")
         _check_milestones(self)
+        _check_finish(self)
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}.")
         if not 0 <= self.momentum < 1:
@@ -312,6 +322,11 @@ class TrainConfig:
             raise ValueError(f"val_size={self.val_size} leaves no training data out of {n} examples; "
                              f"choose val_size < {n} (0 disables validation).")
         return self.val_size
+
+    def method_at(self, epoch: int) -> str:
+        """The training method of epoch ``epoch`` (0-based): ``finish_method`` in the last ``finish_epochs``."""
+        finishing = self.finish_method is not None and epoch >= self.epochs - self.finish_epochs
+        return self.finish_method if finishing else self.method
 
     def lr_at(self, step: int, total_steps: int) -> float:
         """Learning rate of optimizer step ``step`` (0-based) out of ``total_steps`` (see ``lr_schedule``)."""
@@ -372,6 +387,22 @@ def guard_enabled(config: TrainConfig, has_robust_val: bool) -> bool:
         raise ValueError("guard=True needs a validation robust accuracy: set val_size > 0 (or None) and "
                          "val_attack_steps > 0, or guard=False.")
     return config.guard
+
+
+def _check_finish(config: TrainConfig) -> None:
+    _integer("finish_epochs", config.finish_epochs, 0)
+    if (config.finish_method is None) != (config.finish_epochs == 0):
+        raise ValueError("finish_method and finish_epochs go together: name the method that trains the last epochs "
+                         f"and how many (>= 1), or neither; got {config.finish_method!r} and {config.finish_epochs}.")
+    if config.finish_method is None:
+        return
+    finish = get_method(config.finish_method)
+    if config.finish_epochs > config.epochs:
+        raise ValueError(f"finish_epochs={config.finish_epochs} is more than epochs={config.epochs}.")
+    if finish.updates_per_batch(config) != get_method(config.method).updates_per_batch(config):
+        raise ValueError(f"finish_method {config.finish_method!r} makes another number of weight updates per batch "
+                         f"than {config.method!r}: the learning-rate schedule counts one of them; choose a method "
+                         "with one update per batch for both (not 'free').")
 
 
 def _check_fields(names: Mapping[str, Any]) -> None:
