@@ -59,6 +59,7 @@ QUESTIONS = {
     "fresh_clone_time": "cifar10-cpu",
     "stream_memory": "stream-memory",
     "zoo_vs_autoattack": "zoo-vs-autoattack",
+    "zoo_audit": "zoo-audit",
     "eot_vs_autoattack_rand": "autoattack",
     "square_schedule": "autoattack",
     "run": "run",

@@ -9,7 +9,9 @@ import warnings
 
 import pytest
 import torch
-from masking_models import NoisyInput, Quantized, Shattered, SoftmaxOutput, base_model, prototype_data
+from masking_models import (
+    FGSM_EPS, NoisyInput, Quantized, Shattered, SoftmaxOutput, base_model, fgsm_overfit_model, prototype_data,
+)
 from torch import nn
 
 import robustopt as ro
@@ -63,6 +65,14 @@ def test_each_masking_model_is_flagged(base, data, wrap, expected, level):
     assert found, f"expected {expected}, got {codes(findings)}"
     assert found[0].level == level
     assert len(found[0].message) > 100 and found[0].details
+
+
+def test_catastrophic_overfitting_is_a_single_step_gap(base, data):
+    """FGSM leaves the overfitted model robust where PGD-10 breaks it; a model both break alike passes."""
+    (found,) = [f for f in audit(fgsm_overfit_model(), data, threat=ro.Linf(FGSM_EPS), checks=["single-step-gap"])]
+    assert found.level == "warning" and "catastrophic overfitting" in found.message
+    assert found.details["fgsm_robust_accuracy"] - found.details["pgd10_robust_accuracy"] >= 0.2
+    assert audit(base, data, threat=ro.Linf(FGSM_EPS), checks=["single-step-gap"]) == []
 
 
 def test_masking_is_real_and_transfer_breaks_it(base, data):

@@ -7,7 +7,7 @@ function ``(AuditContext) -> list[Finding]`` registered with ``@register_check``
 
 * on the model, with cheap probes on at most ``probe`` (200) examples:
   ``randomized-output``, ``probability-output``, ``zero-gradient``, ``nonfinite``,
-  ``shattered-gradient``;
+  ``shattered-gradient``, ``single-step-gap`` (FGSM against PGD-10: catastrophic overfitting);
 * on an :class:`~robustopt.evaluation.Evaluation` (its rows):
   ``transfer-beats-whitebox``, ``gradient-free-beats-whitebox``, ``fgsm-beats-pgd``,
   ``more-steps-worse``; and on the stages of a cascade (its rows in cascade mode, or the
