@@ -8,7 +8,8 @@
 #      FGSM-RS, one-cycle LR, AMP) on the full CIFAR-10 training split;
 #   3. the standard suite (APGD-CE, APGD-T, FAB-T, Square) on its first 1,000 test images.
 #   4. the training-step levers on the device: bench/step_speed.py (every variant, compiled ones included)
-#      and a short `robustopt train` of the CPU recipe with --fold-bn.
+#      and a short `robustopt train` of the CPU recipe with its flags (--fold-bn, --ema, --label-smoothing, a
+#      PGD-2 finish).
 # CHECKS=mnist, the checks of the MNIST work:
 #   1. the CUDA tests; 2. PGD throughput on the GPU: the trained full-MNIST model A against the limit
 #   and the peers (strength rows), then random-init madry-mnist and preact-resnet18 (CIFAR-10 shapes);
@@ -65,9 +66,10 @@ if [ "$CHECKS" = cifar10 ]; then
     if [ "$QUICK" = 1 ]; then STEP_SPEED="--quick"; FOLD_SIZE=512; else STEP_SPEED="--threads 16"; FOLD_SIZE=10000; fi
     stage step-speed 180 $PY bench/step_speed.py --device "$DEVICE" --root "$DATA" $STEP_SPEED \
         --out "$OUT/step-speed-$DEVICE"
-    stage fold-bn-train 90 $PY -m robustopt train --data cifar10 --model resnet9 --method n-fgsm --eps 8/255 \
-        --augment crop-flip --optimizer sgd --lr 0.1 --batch-size 128 --epochs 1 --train-size $FOLD_SIZE --fold-bn \
-        --device "$DEVICE" --root "$DATA" --out "$OUT/fold-bn"
+    stage recipe-flags-train 120 $PY -m robustopt train --data cifar10 --model resnet9 --method n-fgsm --eps 8/255 \
+        --augment crop-flip --optimizer sgd --lr 0.1 --batch-size 128 --epochs 2 --train-size $FOLD_SIZE --fold-bn \
+        --ema 0.998 --label-smoothing 0.1 --finish-method pgd --finish-epochs 1 --steps 2 --step-size 4/255 \
+        --device "$DEVICE" --root "$DATA" --out "$OUT/recipe-flags"
     exit 0
 fi
 
