@@ -3,9 +3,9 @@
     python bench/zoo_build.py setup    # entry.json everywhere; CIFAR-10 and constructed entries as run folders
     python bench/zoo_build.py cards    # robustbench.json from each entry's eval-adaptive.json; docs/zoo.md
 
-The MNIST entries are trained by bench/zoo_mnist.sh (its command per entry lands in NAME/command.txt).
-The CIFAR-10 entries reuse the committed runs of bench/cifar10_cpu.sh (their files are linked, not
-copied); the constructed defenses link their base entry's weights and name the defense in run.json.
+The MNIST entries are trained by bench/zoo_mnist.sh, the CIFAR-10 FGSM-RS, TRADES and L2 entries by
+bench/zoo_cifar10.sh (each command lands in NAME/command.txt). The other CIFAR-10 entries reuse the
+committed runs of bench/cifar10_cpu.sh (their files are linked, not copied); the constructed defenses link their base entry's weights and name the defense in run.json.
 Each entry is evaluated with the adaptive suite (1,000 MNIST / 500 CIFAR-10 test images), e.g.
 
     robustopt eval zoo:NAME --suite adaptive --n 1000 --out zoo/NAME
@@ -58,6 +58,12 @@ ENTRIES: dict[str, dict] = {
                             description="model A_nat of the CIFAR-10 reproduction: natural training",
                             train="robustopt reproduce madry-cifar10 --budget cpu --only A_nat "
                                   "--out bench/results/cifar10-cpu"),
+    "cifar10-fgsm-rs-linf": dict(description="FGSM-RS (Wong et al. 2020), step 1.25 eps, with the catastrophic-"
+                                             "overfitting guard; 6 epochs of the budget-cpu recipe (bench/zoo_cifar10.sh)"),
+    "cifar10-trades-linf": dict(description="TRADES (Zhang et al. 2019), beta 6, 2 KL steps of eps/2; 6 epochs of "
+                                            "the budget-cpu recipe (bench/zoo_cifar10.sh)"),
+    "cifar10-pgd-l2": dict(description="PGD adversarial training under L2 eps 0.5, 2 steps of eps/2; 6 epochs of "
+                                       "the budget-cpu recipe (bench/zoo_cifar10.sh)"),
     "mnist-pgd-linf-quantized": dict(base="mnist-pgd-linf", defense={"kind": "quantize", "levels": 16},
                                      description="input quantization to 16 levels (zero gradients) over mnist-pgd-linf"),
     "mnist-natural-jpeg": dict(base="mnist-natural", defense={"kind": "jpeg", "quality_step": 0.1},
