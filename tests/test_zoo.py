@@ -108,3 +108,17 @@ def test_zoo_list_and_the_leaderboard_show_the_cards(tiny_zoo, tmp_path):
     rows = [line for line in board.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")]
     assert rows[0].startswith("| 1 | tiny | small-cnn | pgd |") and "| 20 |" in rows[0]
     assert rows[1].startswith("| 2 | tiny-softmax |") and "not evaluated" in rows[1]
+
+
+def test_the_zoo_audit_expects_a_flag_on_each_masked_entry_only(tiny_zoo):
+    from bench_package import bench_script
+
+    zoo_audit = bench_script("zoo_audit")
+    soft = zoo_audit.audit_entry("tiny-softmax", probe=50, root=None, seed=0)
+    assert soft["masked"] and "probability-output" in soft["errors"] and soft["ok"]
+    honest = zoo_audit.audit_entry("tiny", probe=50, root=None, seed=0)
+    assert not honest["masked"] and honest["ok"] == (honest["errors"] == [])
+    from bench.harness import header
+
+    md = zoo_audit.markdown({**header("zoo audit"), "probe": 50, "rows": [soft, honest]})
+    assert "| tiny-softmax | yes | probability-output |" in md
