@@ -9,7 +9,8 @@
 # Usage: ROBUSTOPT_DATA=../shared/data [METHODS="n-fgsm fgsm-rs pgd-2"] [FLAGS="--fold-bn"] bash bench/cifar10_recipes.sh [RUNS_DIR] [EPOCHS] [N]
 # METHODS names recipes of the ARGS table below: a training method, or the N-FGSM recipe with one lever changed
 # (ema: weight averaging; ls: label smoothing; lr-0.1/lr-0.4: the peak learning rate; pgd2-finish: PGD-2 for the
-# last 2 epochs). FLAGS go to every
+# last 2 epochs; combined: the three levers that gained in the 6-epoch screen, lr 0.4 + EMA + smoothing).
+# FLAGS go to every
 # training (the faster step of docs/performance.md is `--fold-bn`; the results do not depend on it).
 # EXTRA="RUN..." adds finished run folders to the table (e.g. bench/results/cifar10-cpu/A, N-FGSM for 10 epochs).
 # KEEP=DIR copies each finished recipe's records (not its weights) to DIR/RECIPE, e.g. into bench/results.
@@ -29,7 +30,8 @@ METHODS=${METHODS:-"n-fgsm fgsm-rs pgd-2"}
 declare -A ARGS=([n-fgsm]="--method n-fgsm" [fgsm-rs]="--method fgsm-rs" [pgd-2]="--method pgd --steps 2 --step-size 4/255"
                  [ema]="--method n-fgsm --ema 0.998" [ls]="--method n-fgsm --label-smoothing 0.1"
                  [lr-0.1]="--method n-fgsm --lr 0.1" [lr-0.4]="--method n-fgsm --lr 0.4"
-                 [pgd2-finish]="--method n-fgsm --finish-method pgd --finish-epochs 2 --steps 2 --step-size 4/255")
+                 [pgd2-finish]="--method n-fgsm --finish-method pgd --finish-epochs 2 --steps 2 --step-size 4/255"
+                 [combined]="--method n-fgsm --lr 0.4 --ema 0.998 --label-smoothing 0.1")
 for run in $METHODS; do  # one recipe at a time: its training, then its test evaluation (skipped once written)
     train "$run" ${ARGS[$run]}
     [ -e "$RUNS/$run/eval-adaptive.json" ] || $RO eval "$RUNS/$run" --suite adaptive --n "$N"

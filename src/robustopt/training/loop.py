@@ -187,7 +187,9 @@ def fit(
     x_train, x_val = (x.subset(0, n_train), x.subset(n_train, len(x))) if isinstance(x, Streamed) else (x[:n_train],
                                                                                                     x[n_train:])
     y_train, y_val = y[:n_train], y[n_train:]
-    per_batch = get_method(config.method).updates_per_batch(config)  # per minibatch (Free: replay); finish: the same
+    # Resolved once per fit: the main method, and the finishing one for the last epochs when set.
+    methods = {name: get_method(name) for name in {config.method, config.finish_method} if name}
+    per_batch = methods[config.method].updates_per_batch(config)  # per minibatch (Free: replay); finish: the same
     # The guard and early stopping read the validation robust accuracy: is there one?
     has_robust_val = n_val > 0 and (config.val_attack_steps > 0 or config.eps == 0)
     guard = guard_enabled(config, has_robust_val)
@@ -260,7 +262,7 @@ def fit(
         for epoch in range(start_epoch, start_epoch if stopped else config.epochs):
             t_epoch = time.perf_counter() - position.seconds
             threat = config.threat(epoch)  # eps warm-up
-            method = get_method(config.method_at(epoch))  # finish_method in the last epochs
+            method = methods[config.method_at(epoch)]  # finish_method in the last epochs
             method_ctx = MethodContext(attacked, threat=threat, config=config, generator=attack_gen, forward=net,
                                        state=method_state)
             # The epoch's permutation; resuming inside the epoch draws it again from the state it came from.
