@@ -177,7 +177,8 @@ def test_the_adaptive_suite_uses_eot_on_a_randomized_model():
     torch.manual_seed(0)
     res = atk.run(NoisyInput(), x, y)
     ce = res.summary["stages"][0]
-    assert ce["attacked"] and ce["grad_evals"] == 3 * 4 * ce["attacked"]  # 4 steps x 3 draws, no early exit
+    # every step averages 3 draws; an example leaves once broken (a doubtful exit reruns the 4 steps)
+    assert ce["attacked"] and ce["grad_evals"] % 3 == 0 and 3 <= ce["grad_evals"] <= 2 * 3 * 4 * ce["attacked"]
 
 
 def test_evaluate_judges_a_randomized_model_by_the_majority_of_draws(tmp_path):

@@ -50,10 +50,15 @@ spends where the evidence says an example can still flip:
 
 A stage's success counts only if a fresh forward pass on its point confirms it (a point just
 across the boundary, as FAB's are, can read differently in another batch; ``evaluate`` checks
-again). A random model (two forward passes on the same inputs differ) gets no early exit,
-every stage on every survivor, and APGD steps whose loss and gradient are averaged over
-``eot`` draws of its randomness (EOT, as in AutoAttack's ``rand`` version): a success under
-one draw proves little (and ``ro.audit`` flags such a model).
+again). A random model (two forward passes on the same inputs differ) gets APGD steps whose
+loss and gradient are averaged over ``eot`` draws of its randomness (EOT, as in AutoAttack's
+``rand`` version); an example leaves an APGD stage once it is broken under the mean of those
+draws, but never as stalled (margins under EOT are too noisy to extrapolate); its success
+counts only if it is wrong in ``RANDOM_CONFIRM_SHARE`` of ``RANDOM_DRAWS`` fresh passes
+(``evaluate`` judges by the majority: a point just over half is a coin toss there), and an
+early exit that this does not confirm runs the stage again with its whole budget. FAB-T and
+Square then run on every survivor, without sampling or early exit: a success under one draw
+proves little (and ``ro.audit`` flags such a model).
 
 Under ``L1`` the APGD stages are L1-APGD with AutoAttack's 3-2-1 eps schedule
 (``APGD.decreasing_eps``, as in ``suites.standard(L1(eps))``), APGD-CE runs AutoAttack's 5 restarts
@@ -86,9 +91,9 @@ from torch import nn
 
 from robustopt.attacks.apgd import APGD
 from robustopt.attacks.base import Attack, AttackResult
-from robustopt.attacks.early_exit import STOP_STALLED
+from robustopt.attacks.early_exit import STOP_BROKEN, STOP_BUDGET, STOP_STALLED
 from robustopt.attacks.fab import FAB
-from robustopt.attacks.passes import output_change, predict
+from robustopt.attacks.passes import RANDOM_DRAWS, output_change, predict, success_share
 from robustopt.attacks.registry import register_attack
 from robustopt.attacks.search import Search, success_of
 from robustopt.attacks.square import AUTOATTACK_SCHEDULE_SCALE, Square
@@ -97,6 +102,7 @@ from robustopt.threat import ThreatModel
 __all__ = ["AdaptiveAutoAttack", "STAGES", "OUTCOMES", "BROKEN_BY", "malt_scores"]
 
 STAGES = ("APGD-CE", "APGD-T", "FAB-T", "Square")
+RANDOM_CONFIRM_SHARE = 0.9  # a random model: the share of fresh draws a stage's point must fool to count as broken
 # How a stage ended for an example (``notes[stage]``).
 OUTCOMES = ("not run", "budget", "broken", "stalled", "skipped")
 NOT_RUN, BUDGET, BROKEN, STALLED, SKIPPED = range(len(OUTCOMES))
@@ -225,8 +231,8 @@ class AdaptiveAutoAttack(Attack):
         """The four stages on the examples of ``s``, each on what the earlier ones left (module docstring)."""
         log = _Log(s)
         ce, targeted, fab, square = self.stages()
-        if log.randomized:  # a success under one draw of the randomness proves little: no early exits, EOT
-            ce, targeted = (dataclasses.replace(a, early_exit=False, eot=self.eot) for a in (ce, targeted))
+        if log.randomized:  # EOT; an example leaves APGD once broken under the mean of the draws, never stalled
+            ce, targeted = (dataclasses.replace(a, stall_exit=False, eot=self.eot) for a in (ce, targeted))
             square = dataclasses.replace(square, early_exit=False)
         explicit = s.success_target is not None
         left = torch.arange(len(s.x), device=s.x.device)  # positions in s, still unbroken
@@ -368,16 +374,16 @@ class _Log:
         t0 = time.perf_counter()
         targets = None if s.success_target is None else s.success_target[idx]
         options = {k: v for k, v in options.items() if v is not None}
-        res = attack.run(s.model, s.x[idx], s.y[idx], targets=targets, generator=s.generator, **options)
-        rows = s.rows[idx]
-        s.cost.add(rows, grad_evals=res.grad_evals_per_example, forwards=res.forwards_per_example)
-        if bool(res.success.any()):  # a success counts if a fresh forward pass (other rounding, other draw) confirms it
-            hit = res.success.nonzero().squeeze(1)
-            confirmed = success_of(predict(s.model, res.x_adv[hit]), s.y[idx[hit]], None if targets is None else targets[hit])
-            s.cost.add(rows[hit], forwards=1)
-            success = res.success.clone()
-            success[hit] = confirmed
-            res = dataclasses.replace(res, success=success)
+        res = self._attack_and_confirm(attack, idx, targets, options)
+        if self.randomized and getattr(attack, "early_exit", False):
+            # left as broken under the mean of the EOT draws, yet not wrong in most fresh draws: the whole budget
+            doubt = (res.notes["stop"] == STOP_BROKEN) & ~res.success
+            if bool(doubt.any()):
+                where = doubt.nonzero().squeeze(1)
+                sliced = {k: v[where] if isinstance(v, torch.Tensor) else v for k, v in options.items()}  # per example
+                again_res = self._attack_and_confirm(dataclasses.replace(attack, early_exit=False), idx[where],
+                                                     None if targets is None else targets[where], sliced)
+                res = _merge(res, where, again_res)
         # the first stage's points stand for every example; later stages replace them only where they succeed
         keep = torch.ones_like(res.success) if first else res.success
         s.offer(res.x_adv[keep], res.success[keep], torch.zeros(int(keep.sum()), device=s.x.device), idx[keep])
@@ -394,6 +400,27 @@ class _Log:
         st["grad_evals"] += res.grad_evals
         st["forwards"] += res.forwards
         st["seconds"] += time.perf_counter() - t0
+        return res
+
+    def _attack_and_confirm(self, attack: Attack, idx: torch.Tensor, targets: torch.Tensor | None,
+                            options: dict[str, Any]) -> AttackResult:
+        """``attack`` on the examples ``idx`` (its passes counted); a success counts if fresh forward passes
+        (other rounding, other draws) confirm it: one, or on a random model ``RANDOM_CONFIRM_SHARE`` of
+        ``RANDOM_DRAWS`` (a point fooled in barely most draws is a coin toss for ``evaluate``'s judge)."""
+        s = self.s
+        res = attack.run(s.model, s.x[idx], s.y[idx], targets=targets, generator=s.generator, **options)
+        rows = s.rows[idx]
+        s.cost.add(rows, grad_evals=res.grad_evals_per_example, forwards=res.forwards_per_example)
+        if bool(res.success.any()):
+            hit = res.success.nonzero().squeeze(1)
+            draws = RANDOM_DRAWS if self.randomized else 1
+            aim = None if targets is None else targets[hit]
+            share = success_share(s.model, res.x_adv[hit], lambda z: success_of(z, s.y[idx[hit]], aim), draws)
+            confirmed = share >= RANDOM_CONFIRM_SHARE if self.randomized else share > 0.5
+            s.cost.add(rows[hit], forwards=draws)
+            success = res.success.clone()
+            success[hit] = confirmed
+            res = dataclasses.replace(res, success=success)
         return res
 
     def black_box_first(self, attack: Attack, idx: torch.Tensor) -> None:
@@ -477,3 +504,19 @@ class _Log:
             s.cost.note(name, s.rows, outcome, fill=NOT_RUN)
         s.cost.note("broken_by", s.rows, self.broken_by, fill=-1)
         s.cost.summary = {"stages": self.stages, "outcomes": list(OUTCOMES), "broken_by": list(BROKEN_BY)}
+
+
+def _merge(res: AttackResult, where: torch.Tensor, again: AttackResult) -> AttackResult:
+    """``res`` with the rerun ``again`` on the examples at ``where``: its points (the whole budget pushes past
+    the boundary where an early exit stopped on it) and the passes of both."""
+    x_adv, success = res.x_adv.clone(), res.success.clone()
+    x_adv[where], success[where] = again.x_adv, again.success
+    grads, fwds = res.grad_evals_per_example.clone(), res.forwards_per_example.clone()
+    grads[where] += again.grad_evals_per_example
+    fwds[where] += again.forwards_per_example
+    notes = dict(res.notes)
+    notes["stop"] = notes["stop"].clone()
+    notes["stop"][where] = torch.where(again.success, STOP_BROKEN, STOP_BUDGET).to(notes["stop"].dtype)
+    return dataclasses.replace(res, x_adv=x_adv, success=success, grad_evals=res.grad_evals + again.grad_evals,
+                               forwards=res.forwards + again.forwards, grad_evals_per_example=grads,
+                               forwards_per_example=fwds, notes=notes)

@@ -120,6 +120,8 @@ class APGD(Attack):
             (module docstring); AutoAttack's APGD runs every step (False).
         stall_factor: with ``early_exit``, how many times the pace it has kept since its random
             start an example is granted before it counts as stalled (> 0; larger: fewer stops).
+        stall_exit: with ``early_exit``, a stalled example leaves too (True); False: only once
+            broken (a randomized model, whose margins under EOT are too noisy to extrapolate).
         eot: draws of a randomized model's randomness that each loss, gradient and score averages
             (Expectation over Transformation, Athalye et al. 2018; AutoAttack's ``rand`` version
             uses 20); 1 for a deterministic model.
@@ -153,6 +155,7 @@ class APGD(Attack):
     rho: float = 0.75
     early_exit: bool = False
     stall_factor: float = 1.0
+    stall_exit: bool = True
     eot: int = 1
     decreasing_eps: bool = False
     seed: int = 0
@@ -172,7 +175,7 @@ class APGD(Attack):
             )
         if not (isinstance(self.rho, (int, float)) and 0.0 < self.rho <= 1.0):
             raise ValueError(f"rho must be a number in (0, 1], got {self.rho!r}.")
-        self._check_flags("early_exit", "decreasing_eps")
+        self._check_flags("early_exit", "stall_exit", "decreasing_eps")
         self._check_positive("stall_factor")
         if self.decreasing_eps and self.threat.norm != "L1":
             raise ValueError(f"decreasing_eps is part of L1-APGD; the threat model is {self.threat}: leave it False.")
@@ -243,7 +246,7 @@ class APGD(Attack):
         last_check = 0
         for k in range(steps):  # computes x_{k+1}
             if self.early_exit:  # who leaves before this step: the broken, and (right after a checkpoint) the stalled
-                left = ledger.leave(r, at, taken=k, remaining=steps - k, check=k - 1 in checks,
+                left = ledger.leave(r, at, taken=k, remaining=steps - k, check=self.stall_exit and k - 1 in checks,
                                     stall_factor=self.stall_factor)
                 if left is not None:
                     at, y, target, aim = left
@@ -330,7 +333,7 @@ class APGD(Attack):
             window = max(int(SPARSITY_WINDOW * steps), 1)
             for k in range(steps):
                 if final and self.early_exit:
-                    left = ledger.leave(r, at, taken=k, remaining=steps - k, check=k - 1 in checks,
+                    left = ledger.leave(r, at, taken=k, remaining=steps - k, check=self.stall_exit and k - 1 in checks,
                                         stall_factor=self.stall_factor)
                     if left is not None:
                         at, y, target, aim = left

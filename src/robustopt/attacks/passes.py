@@ -15,7 +15,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-__all__ = ["eval_mode", "predict", "value_and_grad", "value_at", "output_change", "is_randomized", "RANDOM_TOLERANCE"]
+__all__ = ["eval_mode", "predict", "value_and_grad", "value_at", "output_change", "is_randomized", "RANDOM_TOLERANCE",
+           "RANDOM_DRAWS", "success_share"]
 
 
 @contextlib.contextmanager
@@ -91,6 +92,7 @@ def value_at(
     return (value / eot, logits / eot) if eot > 1 else (value, logits)
 
 
+RANDOM_DRAWS = 10  # forward passes that judge each point of a randomized model
 RANDOM_TOLERANCE = 1e-4  # relative change between two passes that non-deterministic kernels stay under
 
 
@@ -118,3 +120,15 @@ def is_randomized(model: nn.Module, x: torch.Tensor, probe: int = 32) -> bool:
         a, b = predict(model, x[:probe]), predict(model, x[:probe])
     return output_change(a, b)[1]
 
+
+
+def success_share(model: nn.Module, x: torch.Tensor, success: Callable[[torch.Tensor], torch.Tensor],
+                  draws: int = RANDOM_DRAWS) -> torch.Tensor:
+    """float (N,): the share of ``draws`` forward passes on ``x`` where ``success(logits)`` holds.
+
+    How a point is judged on a randomized model (one draw of its randomness proves little:
+    ``evaluate`` counts it broken above one half); with ``draws=1`` one pass, 0 or 1.
+    """
+    with torch.no_grad():
+        hits = sum(success(predict(model, x)).long() for _ in range(draws))
+    return hits.float() / draws

@@ -36,7 +36,7 @@ from robustopt._io import json_ready
 from robustopt._progress import progress_bar
 from robustopt.attacks.base import Attack
 from robustopt.attacks.checks import check_batch
-from robustopt.attacks.passes import is_randomized
+from robustopt.attacks.passes import RANDOM_DRAWS, is_randomized
 from robustopt.data.formats import streamed
 from robustopt.evaluation import progress as resume
 from robustopt.evaluation._cascade import AttackPass, Cascade, seeded_generator
@@ -47,7 +47,6 @@ __all__ = ["evaluate", "saved_progress", "RANDOM_DRAWS", "check_seed",
            # defined in robustopt.evaluation.results, re-exported for the code that imports them from here
            "Row", "Evaluation", "DrawAccuracy", "row_key"]
 
-RANDOM_DRAWS = 10  # forward passes that judge each point of a randomized model
 
 Mode = Literal["cascade", "independent"]
 
