@@ -27,7 +27,7 @@ from torch import nn
 
 import robustopt as ro
 from robustopt.attacks import APGD, FAB, AdaptiveAutoAttack, Square, create
-from robustopt.attacks.adaptive import BROKEN_BY, OUTCOMES, STAGES, malt_scores
+from robustopt.attacks.adaptive import BROKEN_BY, MORE_TARGETS_SHARE, OUTCOMES, STAGES, malt_scores
 from robustopt.attacks.early_exit import STOP_REASONS, stalled
 from robustopt.attacks.passes import predict
 from robustopt.attacks.square import AUTOATTACK_SCHEDULE_SCALE
@@ -270,6 +270,21 @@ def test_dead_gradients_go_straight_to_the_black_box(base, data):
     live = quiet_evaluate(ScaledLogits(base), data, [adaptive()])
     square = next(st for st in stage_budget(live.rows[1]) if st["name"] == "Square")
     assert not any("dead gradients" in d for d in square["decisions"])
+
+
+def test_a_productive_apgd_t_gets_the_other_targets(base, data):
+    """Where APGD-T breaks MORE_TARGETS_SHARE of what it attacked (saturated logits: CE is blind, DLR is
+    not), its other targets (up to 9, here the 2 left of 4 classes) run on its survivors; not elsewhere."""
+    def apgd_t(model):
+        ev = quiet_evaluate(model, data, [adaptive(n_target_classes=1)])
+        return next(st for st in stage_budget(ev.rows[1]) if st["name"] == "APGD-T")
+
+    productive = apgd_t(ScaledLogits(base))
+    assert productive["broken"] >= MORE_TARGETS_SHARE * productive["attacked"] > 0
+    assert any("the next 2 targets ran" in d for d in productive["decisions"])
+    plain = apgd_t(base)
+    assert plain["attacked"] and plain["broken"] < MORE_TARGETS_SHARE * plain["attacked"]
+    assert not any("targets ran" in d for d in plain["decisions"])
 
 
 def test_a_random_model_exits_only_when_broken_in_most_draws(base, data):

@@ -16,7 +16,9 @@ spends where the evidence says an example can still flip:
    tells) goes straight to Square with its whole budget: APGD-T and FAB-T follow the same
    Jacobian, so they skip it.
 2. **APGD-T** (targeted DLR), with early exit, on the ``n_target_classes`` classes that score
-   highest (``target_score``):
+   highest (``target_score``); where it breaks ``MORE_TARGETS_SHARE`` of what it attacked (a
+   model whose CE gradients mislead, or with many points near the boundary), it runs again on its
+   survivors with AutoAttack's other targets (up to 9). The targets are ranked by:
 
    * ``"adversarial"`` (default): the logits at the point APGD-CE reached for the example.
      That point lies where the CE attack pushed the example, so its runner-up classes are
@@ -102,6 +104,7 @@ from robustopt.threat import ThreatModel
 __all__ = ["AdaptiveAutoAttack", "STAGES", "OUTCOMES", "BROKEN_BY", "malt_scores"]
 
 STAGES = ("APGD-CE", "APGD-T", "FAB-T", "Square")
+MORE_TARGETS_SHARE = 0.15  # APGD-T broke this share of what it attacked: its other targets (up to 9) on the rest
 RANDOM_CONFIRM_SHARE = 0.9  # a random model: the share of fresh draws a stage's point must fool to count as broken
 # How a stage ended for an example (``notes[stage]``).
 OUTCOMES = ("not run", "budget", "broken", "stalled", "skipped")
@@ -256,6 +259,8 @@ class AdaptiveAutoAttack(Attack):
             keep = ~res.success
             left, margin = left[keep], torch.fmax(margin, res.notes.get("margin", margin))[keep]
             scores = None if scores is None else scores[keep]
+            if len(left) and not explicit and int(res.success.sum()) >= MORE_TARGETS_SHARE * len(res.success):
+                left, margin, scores = self._more_targets(s, log, 1, stage, left, margin, scores)
         (ce_broken, ce_attacked), (t_broken, t_attacked) = [(st["broken"], st["attacked"]) for st in log.stages[:2]]
 
         randomized = ("randomized: two forward passes on the same inputs differ, so a success under one draw "
@@ -265,7 +270,7 @@ class AdaptiveAutoAttack(Attack):
         fab_broken, fab_attacked = log.stages[2]["broken"], log.stages[2]["attacked"]
         productive = fab_attacked and fab_broken >= self.masking_share * fab_attacked
         if len(left) and productive and not explicit:  # FAB-T is what works here: AutoAttack's other targets too
-            left, margin, scores = self._more_fab_targets(s, log, fab, left, margin, scores)
+            left, margin, scores = self._more_targets(s, log, 2, fab, left, margin, scores)
         if len(left):
             evidence = [randomized] if randomized else []
             if productive and 4 * fab_broken >= ce_broken + t_broken + fab_broken:
@@ -282,12 +287,12 @@ class AdaptiveAutoAttack(Attack):
             log.by_evidence(3, square, left, margin, None, self._sample_size(len(left)), "; ".join(evidence) or None)
         log.close()
 
-    def _more_fab_targets(self, s: Search, log: "_Log", fab: FAB, left: torch.Tensor, margin: torch.Tensor,
-                          scores: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """FAB-T on the survivors it ran on, aimed at the classes ranked after its first targets, up to
-        AutoAttack's 9 (``AUTOATTACK_TARGETS``), when FAB-T broke a ``masking_share`` of what it attacked."""
+    def _more_targets(self, s: Search, log: "_Log", i: int, attack: Attack, left: torch.Tensor, margin: torch.Tensor,
+                      scores: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The targeted stage ``i`` (APGD-T or FAB-T, ``attack``) again on the survivors it ran on, aimed at
+        the classes ranked after its first targets, up to AutoAttack's 9 (``AUTOATTACK_TARGETS``)."""
         more = min(AUTOATTACK_TARGETS, log.classes - 1) - self.n_target_classes
-        ran = log.outcome[STAGES[2]][left] != SKIPPED
+        ran = log.outcome[STAGES[i]][left] != SKIPPED
         if more <= 0 or not bool(ran.any()):
             return left, margin, scores
         idx = ran.nonzero().squeeze(1)
@@ -298,11 +303,13 @@ class AdaptiveAutoAttack(Attack):
         else:
             ranked = scores[idx].clone()
         first = ranked.masked_fill(torch.nn.functional.one_hot(s.y[left[idx]], log.classes).bool(), -math.inf)
-        first = first.topk(self.n_target_classes, dim=1).indices  # the targets FAB-T has already tried
+        first = first.topk(self.n_target_classes, dim=1).indices  # the targets the stage has already tried
         ranked.scatter_(1, first, -math.inf)
-        res = log.run(2, dataclasses.replace(fab, n_target_classes=more), left[idx], again=True, target_scores=ranked)
-        st = log.stages[2]
-        st["why"] = (f"{st.get('why', '')}; it broke {st['broken'] - int(res.success.sum())} of {st['attacked']}, "
+        res = log.run(i, dataclasses.replace(attack, n_target_classes=more), left[idx], again=True,
+                      target_scores=ranked)
+        st = log.stages[i]
+        why = f"{st['why']}; " if st.get("why") else ""
+        st["why"] = (f"{why}it broke {st['broken'] - int(res.success.sum())} of {st['attacked']}, "
                      f"so the next {more} targets ran on the {len(idx)} it left and broke {int(res.success.sum())}")
         keep = torch.ones(len(left), dtype=torch.bool, device=left.device)
         keep[idx[res.success]] = False
