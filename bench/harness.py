@@ -62,6 +62,7 @@ QUESTIONS = {
     "zoo_audit": "zoo-audit",
     "eot_vs_autoattack_rand": "autoattack",
     "square_schedule": "autoattack",
+    "square_small_batch": "autoattack",
     "run": "run",
 }
 

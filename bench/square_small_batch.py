@@ -1,53 +1,79 @@
 #!/usr/bin/env python
 """Where Square's time goes on a small batch: its forward rate against the bare model's, and a profile.
 
-Square (1,000 queries) on the first ``--n`` test images of a zoo entry, at one torch thread; then
-1,000 bare forward passes on the same batch; then the top functions of a cProfile of the Square run.
-docs/performance.md ("Zoo") reads it for the adaptive suite's fixed-size Square samples.
+Square (``--queries``) on the first ``--n`` test images of a zoo entry; then 1,000 bare forward passes
+of the model on the same batch; then the top functions of a cProfile of the Square run. The adaptive
+suite's fixed-size Square samples (docs/performance.md, "Zoo") are such batches. Writes
+OUT.{json,md} (default bench/results/autoattack/square-small-batch-NAME).
 
 Example:
-    ROBUSTOPT_DATA=../shared/data OMP_NUM_THREADS=1 .venv/bin/python bench/square_small_batch.py mnist-n-fgsm-linf --n 20
+    ROBUSTOPT_DATA=../shared/data OMP_NUM_THREADS=1 .venv/bin/python bench/square_small_batch.py \\
+        mnist-n-fgsm-linf --n 20 --threads 1
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
+import io
 import pstats
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
-import robustopt as ro
-from robustopt import data, zoo
-from robustopt.attacks import Square
+if not __package__:  # run as `python bench/square_small_batch.py`: import bench/ as a package
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from bench.harness import RESULTS, header, parser, provenance_md, publish, set_threads, threat  # noqa: E402
+from robustopt import data, zoo  # noqa: E402
+from robustopt.attacks import Square  # noqa: E402
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> dict[str, Any]:
+    p = parser(__doc__, "root", "threads", "out", script="square_small_batch")
     p.add_argument("entry", help="zoo entry (robustopt zoo list)")
     p.add_argument("--n", type=int, default=20, help="first N test images (default 20, a Square sample)")
     p.add_argument("--queries", type=int, default=1000)
-    args = p.parse_args()
-    torch.set_num_threads(1)
+    args = p.parse_args(argv)
+    set_threads(args.threads)
+    t0 = time.perf_counter()
+    report = header("square small batch")
     item = zoo.entry(args.entry)
     model = zoo.load(item.name)
-    x, y = data.load(item.dataset, "test")
+    x, y = data.load(item.dataset, "test", root=args.root)
     x, y = x[: args.n].contiguous(), y[: args.n].long()
-    square = Square(ro.Linf(item.eps) if item.norm == "linf" else ro.L2(item.eps), queries=args.queries)
-    t0 = time.perf_counter()
+    square = Square(threat(item.norm, item.eps), queries=args.queries)
+    start = time.perf_counter()
     res = square.run(model, x, y, generator=torch.Generator().manual_seed(0))
-    seconds = time.perf_counter() - t0
-    print(f"Square: {res.forwards} forwards in {seconds:.2f} s = {res.forwards / seconds:,.0f} images/s")
+    square_s = time.perf_counter() - start
     with torch.no_grad():
-        t0 = time.perf_counter()
+        start = time.perf_counter()
         for _ in range(1000):
             model(x)
-        seconds = time.perf_counter() - t0
-    print(f"bare model, batch {args.n}: 1,000 calls in {seconds:.2f} s = {1000 * args.n / seconds:,.0f} images/s")
+        bare_s = time.perf_counter() - start
     profile = cProfile.Profile()
     profile.runcall(square.run, model, x, y, generator=torch.Generator().manual_seed(0))
-    pstats.Stats(profile).sort_stats("tottime").print_stats(12)
+    text = io.StringIO()
+    pstats.Stats(profile, stream=text).sort_stats("tottime").print_stats(12)
+    report.update({"entry": item.name, "n": args.n, "queries": args.queries, "square_forwards": res.forwards,
+                   "square_seconds": square_s, "square_images_per_s": res.forwards / square_s,
+                   "bare_calls": 1000, "bare_seconds": bare_s, "bare_images_per_s": 1000 * args.n / bare_s,
+                   "profile": text.getvalue()})
+    out = Path(args.out) if args.out else RESULTS / "autoattack" / f"square-small-batch-{item.name}"
+    publish(out, report, markdown, t0)
+    return report
+
+
+def markdown(r: dict[str, Any]) -> str:
+    lines = [f"# Square on {r['n']} points of zoo:{r['entry']} ({r['queries']} queries)", "",
+             "| | forwards | seconds | images / s |", "|---|---|---|---|",
+             f"| Square | {r['square_forwards']:,} | {r['square_seconds']:.2f} | {r['square_images_per_s']:,.0f} |",
+             f"| bare model, {r['bare_calls']:,} calls of batch {r['n']} | {r['bare_calls'] * r['n']:,} | "
+             f"{r['bare_seconds']:.2f} | {r['bare_images_per_s']:,.0f} |", "",
+             "Profile of the Square run (top 12 by own time):", "", "```", r["profile"].strip(), "```", ""]
+    return "\n".join(lines + provenance_md(r))
 
 
 if __name__ == "__main__":
