@@ -16,6 +16,7 @@ from __future__ import annotations
 import cProfile
 import io
 import pstats
+import re
 import sys
 import time
 from pathlib import Path
@@ -60,10 +61,16 @@ def main(argv=None) -> dict[str, Any]:
     report.update({"entry": item.name, "n": args.n, "queries": args.queries, "square_forwards": res.forwards,
                    "square_seconds": square_s, "square_images_per_s": res.forwards / square_s,
                    "bare_calls": 1000, "bare_seconds": bare_s, "bare_images_per_s": 1000 * args.n / bare_s,
-                   "profile": text.getvalue()})
+                   "profile": _relative(text.getvalue())})
     out = Path(args.out) if args.out else RESULTS / "autoattack" / f"square-small-batch-{item.name}"
     publish(out, report, markdown, t0)
     return report
+
+
+def _relative(profile: str) -> str:
+    """The profile's file names relative to the repository (and to site-packages for libraries)."""
+    root = str(Path(__file__).resolve().parents[1]) + "/"
+    return re.sub(r"\S*/site-packages/", "", profile.replace(root, ""))
 
 
 def markdown(r: dict[str, Any]) -> str:
