@@ -11,8 +11,10 @@ entry: a point counts as broken when it fools the model in most of ``--draws`` d
 
 Each finished side is saved next to OUT (``OUT.SIDE-side.pt``) and reused by a rerun of the same
 command. A side left out of ``--sides`` keeps its row from the published OUT.json when that row was
-measured on the same points, threat, seed, batch size and draws (e.g. ``--sides adaptive`` after a change
-to the adaptive suite, without rerunning AutoAttack); the row says when it was measured. ``--table`` prints the Markdown table of every result in bench/results/zoo-vs-autoattack.
+measured under the same key (the model's weights, points, threat, seed, batch size, threads and
+draws), e.g. ``--sides adaptive`` after a change to the adaptive suite, without rerunning AutoAttack;
+the row says when it was measured. ``--table`` prints the Markdown table of every result in
+bench/results/zoo-vs-autoattack.
 
 Examples:
     ROBUSTOPT_DATA=../shared/data OMP_NUM_THREADS=1 .venv/bin/python bench/zoo_vs_autoattack.py \\
@@ -138,15 +140,14 @@ def main(argv=None) -> dict[str, Any] | None:
                       "seconds": value["seconds"], "grad_evals_per_point": value["counted"]["grad_evals"] / n,
                       "forwards_per_point": value["counted"]["forwards"] / n, "finished_utc": finished[side],
                       "robust_indices": robust.nonzero().squeeze(1).tolist(), **extra}
-    same = ("entry", "n", "threat", "seed", "batch_size", "draws")
     published = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else None
-    if published and all(published.get(k) == v for k, v in zip(same, (item.name, n, str(t), args.seed,
-                                                                       args.batch_size, draws))):
+    if published and published.get("key") == key:  # the same weights, points, threat, seed, batch, threads, draws
         for side in SIDES:  # the sides not run now keep their published rows (with their finished_utc)
             if side not in rows and side in published["sides"]:
                 rows[side] = {**published["sides"][side], "carried_from": published.get("started_utc")}
         rows = {side: rows[side] for side in SIDES if side in rows}
-    report.update({"entry": item.name, "dataset": item.dataset, "n": n, "threat": str(t), "randomized": randomized,
+    report.update({"key": key, "entry": item.name, "dataset": item.dataset, "n": n, "threat": str(t),
+                   "randomized": randomized,
                    "draws": draws, "clean_accuracy": float(correct.float().mean()), "seed": args.seed,
                    "batch_size": args.batch_size, "autoattack_package": f"{aa_module.__name__} {aa_version_of(aa_module)}",
                    "sides": rows})
@@ -173,7 +174,8 @@ def markdown(r: dict[str, Any]) -> str:
                      f"{s['grad_evals_per_point']:,.1f} | {s['forwards_per_point']:,.1f} |")
     carried = [side for side, s in r["sides"].items() if s.get("carried_from")]
     if carried:
-        lines += ["", "Carried from the run published before (same points, threat, seed, batch size, draws): "
+        lines += ["", "Carried from the run published before (same weights, points, threat, seed, batch size, "
+                      "threads, draws): "
                       + ", ".join(f"{side} (finished {r['sides'][side]['finished_utc']})" for side in carried) + "."]
     for side, s in r["sides"].items():
         if s.get("budget_per_stage"):

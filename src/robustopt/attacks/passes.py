@@ -121,7 +121,6 @@ def is_randomized(model: nn.Module, x: torch.Tensor, probe: int = 32) -> bool:
     return output_change(a, b)[1]
 
 
-
 def success_share(model: nn.Module, x: torch.Tensor, success: Callable[[torch.Tensor], torch.Tensor],
                   draws: int = RANDOM_DRAWS) -> torch.Tensor:
     """float (N,): the share of ``draws`` forward passes on ``x`` where ``success(logits)`` holds.
