@@ -55,6 +55,8 @@ QUESTIONS = {
     "compare_autoattack": "autoattack",
     "pgd_restarts": "pgd-restarts",
     "training_curves": "train-efficiency",
+    "recipe_frontier": "cifar10-recipes",
+    "ema_last_iterate": "cifar10-recipes",
     "step_speed": "step-speed",
     "fresh_clone_time": "cifar10-cpu",
     "stream_memory": "stream-memory",

@@ -37,7 +37,7 @@ from robustopt.training.averaging import WeightAverage
 from robustopt.training.config import RESUMABLE_CHANGES, TrainConfig
 from robustopt.training.restore import BEST_NAME
 
-__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "PARTIAL_NAME", "CONFIG_NAME", "LOG_NAME", "Checkpoints", "Position",
+__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "PARTIAL_NAME", "CONFIG_NAME", "LOG_NAME", "TRAINED_PREFIX", "Checkpoints", "Position",
            "partial_continues", "checkpoint_due", "write_log", "fingerprint", "local_batch"]
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ CHECKPOINT_NAME = "model"  # out/model.* is the checkpoint, updated after every 
 PARTIAL_NAME = "partial"  # out/partial.*: the mid-epoch checkpoint, removed once its epoch ends
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.jsonl"
-_TRAINED = "train/"  # with a weight average: the trained weights' prefix among a checkpoint's tensors
+TRAINED_PREFIX = "train/"  # with a weight average: the trained weights' prefix among a checkpoint's tensors
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -99,7 +99,7 @@ class Checkpoints:
         checkpoint.load(path, self.evaluated, map_location=self.device, optimizer=self.optimizer)
         tensors = checkpoint.load_tensors(path, map_location=self.device)
         if self.average is not None:
-            self.model.load_state_dict({k[len(_TRAINED):]: v for k, v in tensors.items() if k.startswith(_TRAINED)})
+            self.model.load_state_dict({k[len(TRAINED_PREFIX):]: v for k, v in tensors.items() if k.startswith(TRAINED_PREFIX)})
             self.average.updates = state["average_updates"]
         method_state = rank_state(tensors, self.ctx.rank)
         if self.config.amp and state.get("amp_scaler"):
@@ -135,7 +135,7 @@ class Checkpoints:
             extra["amp_scaler"] = self.scaler.state_dict()
         tensors = {f"{rank}/{k}": v for rank, st in enumerate(state_ranks) for k, v in st.items()}
         if self.average is not None:
-            tensors.update({_TRAINED + k: v for k, v in self.model.state_dict().items()})
+            tensors.update({TRAINED_PREFIX + k: v for k, v in self.model.state_dict().items()})
             extra["average_updates"] = self.average.updates
         checkpoint.save(path, self.evaluated, config=self.config.to_dict(), optimizer=self.optimizer, extra=extra,
                         tensors=tensors or None)
