@@ -30,7 +30,8 @@ spends where the evidence says an example can still flip:
    * ``"clean"``: the clean logits, highest first (AutoAttack).
 3. **FAB-T** where it can still add something: first on ``m`` survivors (``sample`` of them,
    at least ``min_sample``), half those closest to flipping (the highest best margin of the
-   gradient stages), half drawn at random from the others. If a random one broke, on all the
+   gradient stages), half drawn at random from the others, in one call (on a few examples an
+   attack's cost is per step, not per example). If a random one broke, on all the
    other survivors; if only close ones broke, on the next ``m`` closest, and so on while a
    pass breaks one; if none broke, nowhere else. Where it breaks at least ``masking_share``
    of what it attacked, it is the attack that works there (as when the model's gradients
@@ -450,7 +451,7 @@ class _Log:
         With ``masked`` (the evidence that the gradients are masked, or that the model is random)
         on all of them at once.
         Otherwise first on ``m`` of them: half the closest to flipping (highest best ``margin``
-        of the gradient stages), half drawn at random from the others. If the random half broke
+        of the gradient stages), half drawn at random from the others, in one call. If the random half broke
         one, on all the others; if only the closest did, on the next ``m`` closest, and so on
         while a pass breaks one; if the first pass broke none, nowhere else.
 
@@ -478,8 +479,9 @@ class _Log:
             order = margin.argsort(descending=True, stable=True)  # closest to flipping first (NaN last)
             close, rest = order[: m - m // 2], order[m - m // 2 :]
             drawn = rest[torch.randperm(len(rest), generator=s.generator, device=s.generator.device)[: m // 2].to(rest.device)]
-            by_margin = attack_on(close.sort().values, "closest")
-            at_random = attack_on(drawn.sort().values, "random") if len(drawn) else 0
+            # both halves in one call: on a few examples a pass costs per step, not per example
+            attack_on(torch.cat([close, drawn]).sort().values, "closest and random")
+            by_margin, at_random = int(broken[close].sum()), int(broken[drawn].sum())
             first = f"the {len(close)} closest to flipping broke {by_margin}, {len(drawn)} at random {at_random}"
             if at_random:
                 others = (~done).nonzero().squeeze(1)
