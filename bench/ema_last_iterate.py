@@ -24,7 +24,7 @@ if not __package__:  # run as `python bench/ema_last_iterate.py`: import bench/ 
 from bench.harness import log, parser  # noqa: E402
 from robustopt import checkpoint  # noqa: E402
 from robustopt.runs import CHECKPOINT_NAME, CONFIG_NAME, LOG_NAME, RUN_FILE, check_run, read_config, read_log  # noqa: E402
-from robustopt.training.state import TRAINED_PREFIX  # noqa: E402
+from robustopt.training.state import trained_weights  # noqa: E402
 
 VALIDATION = ("val_clean_acc", "val_robust_acc")
 
@@ -42,8 +42,7 @@ def write_last_iterate(run: Path, out: Path) -> Path:
     if (out / RUN_FILE).exists():
         raise ValueError(f"{out} already holds a run; remove it or pick another folder.")
     model, meta = checkpoint.load(run / CHECKPOINT_NAME)
-    tensors = checkpoint.load_tensors(run / CHECKPOINT_NAME)
-    model.load_state_dict({k[len(TRAINED_PREFIX):]: v for k, v in tensors.items() if k.startswith(TRAINED_PREFIX)})
+    model.load_state_dict(trained_weights(checkpoint.load_tensors(run / CHECKPOINT_NAME)))
     out.mkdir(parents=True, exist_ok=True)
     config["ema_decay"] = 0.0
     checkpoint.save(out / CHECKPOINT_NAME, model, config=config,

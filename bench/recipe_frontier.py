@@ -1,7 +1,7 @@
 """The robustness-per-hour frontier of the CIFAR-10 training recipes: test robust accuracy against cost.
 
-One point per training run: its cost (image-gradient evaluations of training and validation, which
-do not depend on the machine, and the wall time it took) against its clean and robust accuracy on
+One point per training run: its cost (the training image-gradient evaluations of its log, which do
+not depend on the machine, and the wall time it took) against its clean and robust accuracy on
 the first ``--n`` test images under one suite (the adaptive suite by default). A run is a run
 folder (its ``log.jsonl``, ``config.json`` and ``eval-SUITE.json``, read on its first N examples)
 or a run of a ``bench/training_curves.py`` report (``REPORT.json#RUN``: its folder is gone, its
@@ -26,6 +26,7 @@ if not __package__:  # run as `python bench/recipe_frontier.py`: import bench/ a
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from bench.harness import default_out, header, log, parser, provenance_md, publish, rel  # noqa: E402
+from bench.training_curves import read_run  # noqa: E402
 
 
 def _recipe(config: dict[str, Any]) -> str:
@@ -40,10 +41,6 @@ def _recipe(config: dict[str, Any]) -> str:
     if config.get("finish_method"):
         parts.append(f"{config['finish_method']} last {config['finish_epochs']}")
     return ", ".join(parts)
-
-
-def _cost(epochs: list[dict[str, Any]]) -> tuple[int, float]:
-    return sum(int(r.get("grad_evals") or 0) for r in epochs), sum(float(r.get("seconds") or 0) for r in epochs)
 
 
 def read_point(spec: str, n: int, suite: str) -> dict[str, Any]:
@@ -61,22 +58,20 @@ def read_point(spec: str, n: int, suite: str) -> dict[str, Any]:
         final = run["final"].get(suite)
         if final is None or final["n"] != n:
             raise ValueError(f"{spec}: its final evaluation is not the {suite} suite on {n} images ({run['final']}).")
-        last = run["curve"][-1]
-        return {"source": f"{rel(report)}#{name}", "recipe": _recipe(run["config"]), "epochs": last["epoch"],
-                "grad_evals": last["grad_evals"], "seconds": last["seconds"], "clean": final["clean"],
-                "robust": final["robust"]}
-    folder = Path(spec)
-    config = json.loads((folder / "config.json").read_text())
-    epochs = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines() if line.strip()]
-    ev_file = folder / f"eval-{suite}.json"
-    if not ev_file.is_file():
-        raise ValueError(f"{folder} has no {ev_file.name}: run `robustopt eval {folder} --suite {suite} --n {n}`.")
-    ev = json.loads(ev_file.read_text())
-    if ev["n"] < n:
-        raise ValueError(f"{ev_file} is on {ev['n']} images, fewer than {n}.")
-    grad_evals, seconds = _cost(epochs)
-    return {"source": rel(folder), "recipe": _recipe(config), "epochs": len(epochs), "grad_evals": grad_evals,
-            "seconds": seconds, "clean": sum(ev["correct"][:n]) / n, "robust": sum(ev["robust"][:n]) / n}
+        source, clean, robust = f"{rel(report)}#{name}", final["clean"], final["robust"]
+    else:
+        folder = Path(spec)
+        ev_file = folder / f"eval-{suite}.json"
+        if not ev_file.is_file():
+            raise ValueError(f"{folder} has no {ev_file.name}: run `robustopt eval {folder} --suite {suite} --n {n}`.")
+        ev = json.loads(ev_file.read_text())
+        if ev["n"] < n:
+            raise ValueError(f"{ev_file} is on {ev['n']} images, fewer than {n}.")
+        run = read_run(folder)
+        source, clean, robust = rel(folder), sum(ev["correct"][:n]) / n, sum(ev["robust"][:n]) / n
+    last = run["curve"][-1]  # cumulative cost
+    return {"source": source, "recipe": _recipe(run["config"]), "epochs": last["epoch"], "grad_evals": last["grad_evals"],
+            "seconds": last["seconds"], "clean": clean, "robust": robust}
 
 
 def frontier(points: list[dict[str, Any]]) -> None:

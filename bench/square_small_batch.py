@@ -27,7 +27,7 @@ import torch
 if not __package__:  # run as `python bench/square_small_batch.py`: import bench/ as a package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.harness import RESULTS, header, parser, provenance_md, publish, set_threads, threat  # noqa: E402
+from bench.harness import default_out, header, parser, provenance_md, publish, set_threads, threat  # noqa: E402
 from robustopt import data, zoo  # noqa: E402
 from robustopt.attacks import Square  # noqa: E402
 
@@ -62,7 +62,7 @@ def main(argv=None) -> dict[str, Any]:
                    "square_seconds": square_s, "square_images_per_s": res.forwards / square_s,
                    "bare_calls": 1000, "bare_seconds": bare_s, "bare_images_per_s": 1000 * args.n / bare_s,
                    "profile": _relative(text.getvalue())})
-    out = Path(args.out) if args.out else RESULTS / "autoattack" / f"square-small-batch-{item.name}"
+    out = Path(args.out) if args.out else default_out("square_small_batch", f"square-small-batch-{item.name}")
     publish(out, report, markdown, t0)
     return report
 

@@ -19,7 +19,8 @@ def fake_run(folder: Path, epochs: int, robust: list[bool], **config) -> Path:
     (folder / "log.jsonl").write_text("".join(json.dumps({"epoch": e + 1, "grad_evals": 100, "seconds": 2.0}) + "\n"
                                               for e in range(epochs)))
     n = len(robust)
-    (folder / "eval-adaptive.json").write_text(json.dumps({"n": n, "correct": [True] * n, "robust": robust}))
+    (folder / "eval-adaptive.json").write_text(json.dumps({"n": n, "correct": [True] * n, "robust": robust,
+                                                           "clean_accuracy": 1.0, "robust_accuracy": sum(robust) / n}))
     return folder
 
 

@@ -37,7 +37,7 @@ from robustopt.training.averaging import WeightAverage
 from robustopt.training.config import RESUMABLE_CHANGES, TrainConfig
 from robustopt.training.restore import BEST_NAME
 
-__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "PARTIAL_NAME", "CONFIG_NAME", "LOG_NAME", "TRAINED_PREFIX", "Checkpoints", "Position",
+__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "PARTIAL_NAME", "CONFIG_NAME", "LOG_NAME", "TRAINED_PREFIX", "trained_weights", "Checkpoints", "Position",
            "partial_continues", "checkpoint_due", "write_log", "fingerprint", "local_batch"]
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,11 @@ PARTIAL_NAME = "partial"  # out/partial.*: the mid-epoch checkpoint, removed onc
 CONFIG_NAME = "config.json"
 LOG_NAME = "log.jsonl"
 TRAINED_PREFIX = "train/"  # with a weight average: the trained weights' prefix among a checkpoint's tensors
+
+
+def trained_weights(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The trained weights (a state dict) among a weight-averaged checkpoint's ``tensors`` (``TRAINED_PREFIX``)."""
+    return {k[len(TRAINED_PREFIX):]: v for k, v in tensors.items() if k.startswith(TRAINED_PREFIX)}
 
 
 # --- checkpoints ---------------------------------------------------------------------------------
@@ -99,7 +104,7 @@ class Checkpoints:
         checkpoint.load(path, self.evaluated, map_location=self.device, optimizer=self.optimizer)
         tensors = checkpoint.load_tensors(path, map_location=self.device)
         if self.average is not None:
-            self.model.load_state_dict({k[len(TRAINED_PREFIX):]: v for k, v in tensors.items() if k.startswith(TRAINED_PREFIX)})
+            self.model.load_state_dict(trained_weights(tensors))
             self.average.updates = state["average_updates"]
         method_state = rank_state(tensors, self.ctx.rank)
         if self.config.amp and state.get("amp_scaler"):
