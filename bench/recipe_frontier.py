@@ -6,7 +6,7 @@ the first ``--n`` test images under one suite (the adaptive suite by default). A
 folder (its ``log.jsonl``, ``config.json`` and ``eval-SUITE.json``, read on its first N examples)
 or a run of a ``bench/training_curves.py`` report (``REPORT.json#RUN``: its folder is gone, its
 final evaluation must be on exactly N images). The plot's lower axis is the cost; its upper axis
-converts it to hours at ``--seconds-per-million`` (a rate measured on one machine, idle), because
+converts it to hours at ``--seconds-per-million`` (a rate measured on one machine), because
 the runs' own wall times come from different machines and loads; the table gives them as measured.
 The frontier is the runs that no cheaper run beats on robust accuracy.
 
@@ -120,7 +120,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("training cost (million image-gradient evaluations)")
     ax.set_ylabel(f"test robust accuracy (%, {m['suite']} suite, first {m['n']})")
     top = ax.secondary_xaxis("top", functions=(lambda v: v * rate, lambda h: h / rate))
-    top.set_xlabel(f"hours on 2 idle cores at {m['seconds_per_million']:,.0f} s per million")
+    top.set_xlabel(f"hours on 2 cores at {m['seconds_per_million']:,.0f} s per million")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
