@@ -189,6 +189,55 @@ def test_every_decision_is_recorded_and_adds_up(base, data, tmp_path):
     assert budget_table(again) == text
 
 
+class Widest(nn.Module):
+    """``model``, recording the largest batch it was called on."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.widest = model, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.widest = max(self.widest, len(x))
+        return self.model(x)
+
+
+def test_the_samples_are_drawn_once_per_pool(base, data):
+    """evaluate gives the schedule ``pool`` examples per call, so FAB-T's and Square's fixed-size samples
+    are drawn once per pool, not once per batch; no pass on the model is wider than the batch size."""
+    x, y = data
+    calls = {}
+    for pool in (25, 100):
+        model = Widest(base)
+        ev = quiet_evaluate(model, (x, y), [adaptive(pool=pool, min_sample=8)], batch_size=25)
+        calls[pool] = ev.rows[1].records["batches"]
+        assert model.widest <= 25
+        assert ev.rows[1].attack["pool"] == pool
+    assert len(calls[25]) == 4 and len(calls[100]) == 1
+    sampled = {pool: sum(p["examples"] for b in batches for st in b["stages"] if st["name"] == "FAB-T"
+                         for p in st.get("passes", [])[:1]) for pool, batches in calls.items()}
+    assert 0 < sampled[100] < sampled[25]  # one sample of 8 against one per batch
+    assert AdaptiveAutoAttack(ro.Linf(EPS), pool=1000).call_size(500) == 1000
+    assert AdaptiveAutoAttack(ro.Linf(EPS), pool=1000).call_size(2000) == 2000
+    assert APGD(ro.Linf(EPS)).call_size(500) == 500
+
+
+@pytest.mark.parametrize("score", ["adversarial", "malt"])
+def test_batch_size_bounds_every_pass_of_a_call(base, data, score):
+    """``run(..., batch_size=b)``: the stages, the schedule's own passes (target scores, the dead-gradient
+    probe) and the clean pass all run on at most b examples; the points stay valid."""
+    x, y = data
+    for model in (base, Quantized(base)):  # Quantized: the dead-gradient probe on many survivors
+        spy = Widest(model)
+        res = adaptive(target_score=score).run(spy, x, y, batch_size=16)
+        assert spy.widest <= 16
+        assert ro.Linf(EPS).contains(res.x_adv, x).all()
+        assert len(res.grad_evals_per_example) == len(x) and int(res.grad_evals_per_example.sum()) == res.grad_evals
+        with torch.no_grad():
+            assert torch.equal(res.success, predict(model, res.x_adv).argmax(1) != y)
+    with pytest.raises(ValueError, match="batch_size"):
+        adaptive().run(base, x, y, batch_size=0)
+
+
 def test_same_seed_same_schedule(base, data):
     x, y = data
     a = quiet_evaluate(base, (x, y), [adaptive()], batch_size=50, seed=3)
@@ -382,8 +431,8 @@ def test_the_audit_flags_masking_models_from_their_evaluation(base, data, suite)
 # --- the suite in evaluate, the CLI and resumed evaluations -------------------------------------------
 def test_resumed_adaptive_evaluation_keeps_its_records(base, data, tmp_path):
     x, y = data
-    whole = quiet_evaluate(base, (x, y), [adaptive()], batch_size=25, seed=2)
-    atk = adaptive()
+    whole = quiet_evaluate(base, (x, y), [adaptive(pool=25)], batch_size=25, seed=2)
+    atk = adaptive(pool=25)
     calls = {"n": 0}
     run = atk.run
 
@@ -398,7 +447,7 @@ def test_resumed_adaptive_evaluation_keeps_its_records(base, data, tmp_path):
     path = tmp_path / "eval.progress.json"
     with pytest.raises(KeyboardInterrupt):
         quiet_evaluate(base, (x, y), [atk], batch_size=25, seed=2, progress_file=path)
-    resumed = quiet_evaluate(base, (x, y), [adaptive()], batch_size=25, seed=2, progress_file=path)
+    resumed = quiet_evaluate(base, (x, y), [adaptive(pool=25)], batch_size=25, seed=2, progress_file=path)
 
     def strip(row: Row) -> dict:
         batches = [{**b, "stages": [{k: v for k, v in st.items() if k != "seconds"} for st in b["stages"]]}

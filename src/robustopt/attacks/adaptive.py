@@ -67,6 +67,12 @@ Under ``L1`` the APGD stages are L1-APGD with AutoAttack's 3-2-1 eps schedule
 (``APGD.decreasing_eps``, as in ``suites.standard(L1(eps))``), APGD-CE runs AutoAttack's 5 restarts
 (each on what the earlier ones left) and Square is its L1 version.
 
+The samples are drawn over one call. ``evaluate`` gives this attack ``pool`` examples per call
+(``call_size``) and its batch size as the ``batch_size`` option, so FAB-T's and Square's samples,
+whose cost does not shrink with the number of survivors, are drawn once per ``pool`` examples and
+not once per evaluation batch; every stage (and every pass on the model) still runs on at most
+``batch_size`` examples at a time, so memory is what the batch size says.
+
 Every decision is recorded: per example (``AttackResult.notes``) which stage broke it
 (``broken_by``, an index into ``BROKEN_BY``, -1 for none) and how each stage ended for it
 (an index into ``OUTCOMES``), with its model passes (``grad_evals_per_example``,
@@ -96,7 +102,7 @@ from robustopt.attacks.apgd import APGD
 from robustopt.attacks.base import Attack, AttackResult
 from robustopt.attacks.early_exit import STOP_BROKEN, STOP_BUDGET, STOP_STALLED
 from robustopt.attacks.fab import FAB
-from robustopt.attacks.passes import RANDOM_DRAWS, output_change, predict, success_share
+from robustopt.attacks.passes import RANDOM_DRAWS, InBatches, batches, output_change, predict, success_share
 from robustopt.attacks.registry import register_attack
 from robustopt.attacks.search import Search, success_of
 from robustopt.attacks.square import AUTOATTACK_SCHEDULE_SCALE, Square
@@ -165,8 +171,13 @@ class AdaptiveAutoAttack(Attack):
         min_sample: at least this many survivors are sampled (all, if fewer).
         masking_share: the share of examples that makes gradients look masked, in (0, 1].
         eot: draws per APGD step on a randomized model (module docstring).
+        pool: the examples ``evaluate`` gives one call (at least its batch size): the samples of FAB-T
+            and Square are drawn over the survivors of a whole call.
         seed: seed of every stage when no generator is given.
         label: display name in tables (default "AA-adaptive").
+
+    Option of ``run``: ``batch_size``, the most examples any stage or model pass runs on at once
+    (default: all of the call's); ``evaluate`` passes its own.
 
     Returns of ``run``: per example the first successful point any stage found (else APGD-CE's
     best point); ``grad_evals`` and ``forwards`` summed over the stages, per example too;
@@ -188,15 +199,17 @@ class AdaptiveAutoAttack(Attack):
     min_sample: int = 20
     masking_share: float = 0.05
     eot: int = 20
+    pool: int = 1000
     seed: int = 0
     label: str | None = None
 
     norms: ClassVar[tuple[str, ...]] = ("Linf", "L2", "L1")
     clean_success_counts: ClassVar[bool] = True
+    call_options: ClassVar[tuple[str, ...]] = ("batch_size",)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_counts("steps", "n_target_classes", "fab_steps", "queries", "min_sample", "eot")
+        self._check_counts("steps", "n_target_classes", "fab_steps", "queries", "min_sample", "eot", "pool")
         self._check_seed()
         if self.target_score not in ("adversarial", "malt", "clean"):
             raise ValueError(f"target_score must be 'adversarial', 'malt' or 'clean', got {self.target_score!r}.")
@@ -208,6 +221,20 @@ class AdaptiveAutoAttack(Attack):
     @property
     def name(self) -> str:
         return self.label or "AA-adaptive"
+
+    def call_size(self, batch_size: int) -> int:
+        """``pool`` examples per call of ``evaluate`` (its batch size where that is larger)."""
+        return max(batch_size, self.pool)
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int | None = None,
+            **kwargs: Any) -> AttackResult:
+        """``Attack.run``, with every pass on the model on at most ``batch_size`` examples at once."""
+        if batch_size is not None:
+            if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+                raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+            if len(x) > batch_size:  # the forward-only passes; the stages and gradient passes batch themselves
+                model = InBatches(model, batch_size)
+        return super().run(model, x, y, batch_size=batch_size, **kwargs)
 
     # --- the stages -------------------------------------------------------------------------
     def stages(self) -> list[Attack]:
@@ -328,14 +355,15 @@ class AdaptiveAutoAttack(Attack):
         probe = flat.nonzero().squeeze(1)
         if len(probe) == 0:
             return dead
-        with torch.enable_grad():
-            xr = x_at[probe].detach().requires_grad_(True)
-            outputs = predict(s.model, xr)
-            g = torch.Generator(device=s.generator.device).manual_seed(self.seed)
-            projection = torch.randn(outputs.shape, generator=g, device=s.generator.device).to(outputs)
-            (grad,) = torch.autograd.grad((outputs * projection).sum(), xr)
+        g = torch.Generator(device=s.generator.device).manual_seed(self.seed)
+        for part in batches(len(probe), s.options.get("batch_size")):
+            with torch.enable_grad():
+                xr = x_at[probe[part]].detach().requires_grad_(True)
+                outputs = predict(s.model, xr)
+                projection = torch.randn(outputs.shape, generator=g, device=s.generator.device).to(outputs)
+                (grad,) = torch.autograd.grad((outputs * projection).sum(), xr)
+            dead[probe[part]] = grad.flatten(1).abs().amax(dim=1) == 0
         s.cost.add(s.rows[left[probe]], grad_evals=1)
-        dead[probe] = grad.flatten(1).abs().amax(dim=1) == 0
         return dead
 
     def _sample_size(self, survivors: int) -> int:
@@ -348,7 +376,8 @@ class AdaptiveAutoAttack(Attack):
             logits = predict(s.model, x_ce)
             s.cost.add(rows, forwards=1)
             return logits.float()
-        scores = malt_scores(s.model, s.x[left], s.y[left], self.threat)
+        scores = torch.cat([malt_scores(s.model, s.x[left[part]], s.y[left[part]], self.threat)
+                            for part in batches(len(left), s.options.get("batch_size"))])
         s.cost.add(rows, grad_evals=log.classes)
         return scores
 
@@ -416,7 +445,10 @@ class _Log:
         (other rounding, other draws) confirm it: one, or on a random model ``RANDOM_CONFIRM_SHARE`` of
         ``RANDOM_DRAWS`` (a point fooled in barely most draws is a coin toss for ``evaluate``'s judge)."""
         s = self.s
-        res = attack.run(s.model, s.x[idx], s.y[idx], targets=targets, generator=s.generator, **options)
+        res = _concat([attack.run(s.model, s.x[idx[part]], s.y[idx[part]], generator=s.generator,
+                                  targets=None if targets is None else targets[part],
+                                  **{k: v[part] if isinstance(v, torch.Tensor) else v for k, v in options.items()})
+                       for part in batches(len(idx), s.options.get("batch_size"))])
         rows = s.rows[idx]
         s.cost.add(rows, grad_evals=res.grad_evals_per_example, forwards=res.forwards_per_example)
         if bool(res.success.any()):
@@ -513,6 +545,19 @@ class _Log:
             s.cost.note(name, s.rows, outcome, fill=NOT_RUN)
         s.cost.note("broken_by", s.rows, self.broken_by, fill=-1)
         s.cost.summary = {"stages": self.stages, "outcomes": list(OUTCOMES), "broken_by": list(BROKEN_BY)}
+
+
+def _concat(results: list[AttackResult]) -> AttackResult:
+    """One result for the consecutive batches of one stage call (per-example notes kept where all have them)."""
+    if len(results) == 1:
+        return results[0]
+    per_example = [r.grad_evals_per_example for r in results], [r.forwards_per_example for r in results]
+    grads, fwds = (None if any(t is None for t in ts) else torch.cat(ts) for ts in per_example)
+    keys = [k for k in results[0].notes if all(k in r.notes for r in results)]
+    return AttackResult(torch.cat([r.x_adv for r in results]), torch.cat([r.success for r in results]),
+                        grad_evals=sum(r.grad_evals for r in results), forwards=sum(r.forwards for r in results),
+                        grad_evals_per_example=grads, forwards_per_example=fwds,
+                        notes={k: torch.cat([r.notes[k] for r in results]) for k in keys})
 
 
 def _merge(res: AttackResult, where: torch.Tensor, again: AttackResult) -> AttackResult:

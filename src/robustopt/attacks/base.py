@@ -255,6 +255,15 @@ class Attack:
                             grad_evals_per_example=cost.grad_per_example, forwards_per_example=cost.forwards_per_example,
                             notes=cost.notes, summary=cost.summary)
 
+    def call_size(self, batch_size: int) -> int:
+        """The examples ``evaluate`` gives one call when its batch size is ``batch_size`` (default: as many).
+
+        An attack that decides over more examples than fit a batch (the adaptive schedule's samples)
+        asks for more, declares ``"batch_size"`` in ``call_options`` and then gets the batch size with
+        every call, to run its passes on the model in batches of it.
+        """
+        return batch_size
+
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Adversarial examples for ``(x, y)`` against ``model``; see ``run`` for the options."""
         return self.run(model, x, y, **kwargs).x_adv

@@ -1,5 +1,6 @@
 """How an attack calls the model: in eval mode, with checked outputs, and the input gradient
-of an objective (averaged over the model's randomness with EOT); whether a model is random.
+of an objective (averaged over the model's randomness with EOT); whether a model is random;
+in batches of bounded size.
 
 Example:
     >>> with eval_mode(model), torch.no_grad():
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 __all__ = ["eval_mode", "predict", "value_and_grad", "value_at", "output_change", "is_randomized", "RANDOM_TOLERANCE",
-           "RANDOM_DRAWS", "success_share"]
+           "RANDOM_DRAWS", "success_share", "InBatches", "batches"]
 
 
 @contextlib.contextmanager
@@ -29,6 +30,30 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+class InBatches(nn.Module):
+    """``model`` run on at most ``batch_size`` inputs at a time, its outputs concatenated.
+
+    Bounds the memory of forward-only passes on a call larger than a batch. A gradient pass
+    through it still keeps every batch's graph: callers that need bounded gradient passes run
+    them batch by batch themselves (:func:`batches`).
+    """
+
+    def __init__(self, model: nn.Module, batch_size: int) -> None:
+        super().__init__()
+        self.model, self.batch_size = model, batch_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(x) <= self.batch_size:
+            return self.model(x)
+        return torch.cat([self.model(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+
+
+def batches(n: int, batch_size: int | None) -> list[slice]:
+    """Consecutive slices of at most ``batch_size`` covering ``range(n)`` (one slice when None)."""
+    size = n if batch_size is None else batch_size
+    return [slice(i, i + size) for i in range(0, n, max(size, 1))] or [slice(0, 0)]
 
 
 def predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -63,7 +63,8 @@ class Cascade:
         model: maps inputs to logits (N, C); run in eval mode, its mode restored after.
         x: all inputs (or a ``robustopt.data.formats.Streamed`` that reads them batch by batch),
             y: their labels (int64).
-        batch_size: examples per attack call.
+        batch_size: examples per attack call (an attack may ask for more: ``Attack.call_size``; it
+            then gets ``batch_size`` as an option, to batch its own passes).
         what: the data's name in the error raised when the ranks hold different data.
         draws: forward passes that judge each point (``judge``), for a randomized model: an example
             is misclassified when most of them are wrong. With more than one, ``fooled`` keeps per
@@ -81,9 +82,10 @@ class Cascade:
             sample = x.sample() if hasattr(x, "sample") else x  # streamed data: its first images
             self.ctx.check_same(distributed.data_key(sample, y), what)
 
-    def batches(self, idx: torch.Tensor) -> list[torch.Tensor]:
-        """``idx`` cut into consecutive batches of ``batch_size``."""
-        return [idx[i : i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+    def batches(self, idx: torch.Tensor, attack: Attack | None = None) -> list[torch.Tensor]:
+        """``idx`` cut into consecutive batches of ``batch_size``, or of the calls ``attack`` asks for."""
+        size = self.batch_size if attack is None else attack.call_size(self.batch_size)
+        return [idx[i : i + size] for i in range(0, len(idx), size)]
 
     def misclassified(self, x_in: torch.Tensor, yb: torch.Tensor, where: str = "clean inputs") -> torch.Tensor:
         """Bool (B,): the model's prediction on ``x_in`` is not ``yb``.
@@ -92,8 +94,9 @@ class Cascade:
             ValueError: a label is not one of the model's classes, or the model's output holds NaN or
                 Inf at ``where`` (its prediction is then undefined, so no accuracy can count).
         """
-        with eval_mode(self.model), torch.no_grad():
-            logits = predict(self.model, x_in)
+        with eval_mode(self.model), torch.no_grad():  # a call may hold more than a batch (Attack.call_size)
+            logits = torch.cat([predict(self.model, x_in[i : i + self.batch_size])
+                                for i in range(0, len(x_in), self.batch_size)]) if len(x_in) else predict(self.model, x_in)
         check_labels(logits, yb)
         bad = ~torch.isfinite(logits).all(dim=1)
         if bad.any():
@@ -167,7 +170,8 @@ class Cascade:
             j, cost, queries, recorded = j0 + ctx.rank, 0, 0, None
             if j < len(batches):
                 idx = batches[j]
-                result = attack.run(self.model, self.x[idx], self.y[idx], generator=generator(j))
+                options = {"batch_size": self.batch_size} if "batch_size" in attack.call_options else {}
+                result = attack.run(self.model, self.x[idx], self.y[idx], generator=generator(j), **options)
                 inside = threat.contains(result.x_adv, self.x[idx])
                 if not inside.all():
                     raise ValueError(

@@ -149,7 +149,8 @@ def evaluate(
             leave each example's file in ``meta["paths"]``.
         attacks: the rows, e.g. ``ro.suites.madry(ro.Linf(0.3))`` (a list, any iterable, or one attack),
             all with one threat model; each starts from the clean input.
-        batch_size: examples per attack call.
+        batch_size: examples per attack call, and the most any attack runs on at once (the adaptive
+            schedule takes ``pool`` examples per call and runs them in batches of this: ``Attack.call_size``).
         seed: a whole number >= 0; makes every random start reproducible (one generator per attack and batch).
         mode: "cascade" (attack only what is still robust) or "independent" (rows are each attack alone).
         progress: show a progress bar.
@@ -224,7 +225,8 @@ def evaluate(
     for threat in dict.fromkeys(a.threat for a in attacks):  # each distinct threat once, in order
         warn_eps(threat, x.shape[1:])
     if draws is None:  # a randomized model's points are judged over several draws
-        draws = RANDOM_DRAWS if is_randomized(model, stream.sample() if stream is not None else x[: min(n, 32)]) else 1
+        probe = stream.sample() if stream is not None else x[: min(n, 32)]  # no wider than a batch
+        draws = RANDOM_DRAWS if is_randomized(model, probe[:batch_size]) else 1
     elif isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be a positive integer or None, got {draws!r}.")
     # Under torchrun, batch j runs on rank j % world_size with batch j's generator and the
@@ -260,12 +262,12 @@ def evaluate(
         if state is not None and i == first_attack:
             # Continue the attack in progress: same examples, same flags, same counters.
             todo = state["todo"].to(x.device).nonzero().squeeze(1)
-            step = AttackPass(core.batches(todo), state["survived"].to(x.device), done=state["batch"],
+            step = AttackPass(core.batches(todo, attack), state["survived"].to(x.device), done=state["batch"],
                               grad_evals=state["grad_evals"], forwards=state["forwards"])
             attack_seconds, records = state["attack_seconds"], RowRecords(n, state["records"])
         else:
             todo = (robust if mode == "cascade" else correct).nonzero().squeeze(1)
-            step = AttackPass(core.batches(todo), correct.clone())
+            step = AttackPass(core.batches(todo, attack), correct.clone())
             attack_seconds, records = 0.0, RowRecords(n)
         # One display per attack (row), counting the images it attacks.
         bar = progress_bar(len(todo), f"{attack.name} ({attack.source})", "image", enabled=progress and ctx.is_main,

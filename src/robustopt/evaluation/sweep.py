@@ -387,7 +387,7 @@ def sweep(
             for i, atk in enumerate(attacks):
                 todo = survived.nonzero().squeeze(1)  # several attacks at one eps cascade too
                 generator = functools.partial(seeded_generator, x.device, seed, k, i)  # batch j -> its stream
-                step = core.run(atk, AttackPass(core.batches(todo), survived), generator, threat=threat)
+                step = core.run(atk, AttackPass(core.batches(todo, atk), survived), generator, threat=threat)
                 survived, cost = step.survived, cost + step.grad_evals
         newly = (pool & ~survived).cpu()
         breaking[newly] = torch.clamp(breaking[newly], max=eps)
