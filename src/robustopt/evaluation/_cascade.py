@@ -83,7 +83,11 @@ class Cascade:
             self.ctx.check_same(distributed.data_key(sample, y), what)
 
     def batches(self, idx: torch.Tensor, attack: Attack | None = None) -> list[torch.Tensor]:
-        """``idx`` cut into consecutive batches of ``batch_size``, or of the calls ``attack`` asks for."""
+        """``idx`` cut into consecutive batches of ``batch_size``, or of the calls ``attack`` asks for.
+
+        The same cut at every world size (a call is never split over ranks): the per-example results
+        stay the single-process ones, and an evaluation smaller than ``world_size`` calls leaves ranks idle.
+        """
         size = self.batch_size if attack is None else attack.call_size(self.batch_size)
         return [idx[i : i + size] for i in range(0, len(idx), size)]
 
