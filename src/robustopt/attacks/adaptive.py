@@ -232,8 +232,7 @@ class AdaptiveAutoAttack(Attack):
         if batch_size is not None:
             if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
-            if len(x) > batch_size:  # the forward-only passes; the stages and gradient passes batch themselves
-                model = InBatches(model, batch_size)
+            model = InBatches(model, batch_size)  # the forward-only passes; stages and gradient passes batch themselves
         return super().run(model, x, y, batch_size=batch_size, **kwargs)
 
     # --- the stages -------------------------------------------------------------------------

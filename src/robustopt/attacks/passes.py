@@ -33,7 +33,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 class InBatches(nn.Module):
-    """``model`` run on at most ``batch_size`` inputs at a time, its outputs concatenated.
+    """``model`` run on at most ``batch_size`` inputs at a time, each batch's logits checked (``predict``) and
+    concatenated.
 
     Bounds the memory of forward-only passes on a call larger than a batch. A gradient pass
     through it still keeps every batch's graph: callers that need bounded gradient passes run
@@ -47,7 +48,7 @@ class InBatches(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if len(x) <= self.batch_size:
             return self.model(x)
-        return torch.cat([self.model(x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+        return torch.cat([predict(self.model, x[part]) for part in batches(len(x), self.batch_size)])  # checked
 
 
 def batches(n: int, batch_size: int | None) -> list[slice]:

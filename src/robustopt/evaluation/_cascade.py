@@ -26,7 +26,7 @@ from torch import nn
 from robustopt import distributed
 from robustopt.attacks.base import Attack
 from robustopt.attacks.checks import check_labels
-from robustopt.attacks.passes import eval_mode, predict
+from robustopt.attacks.passes import InBatches, eval_mode, predict
 from robustopt.evaluation.records import batch_records
 from robustopt.threat import ThreatModel
 
@@ -99,8 +99,7 @@ class Cascade:
                 Inf at ``where`` (its prediction is then undefined, so no accuracy can count).
         """
         with eval_mode(self.model), torch.no_grad():  # a call may hold more than a batch (Attack.call_size)
-            logits = torch.cat([predict(self.model, x_in[i : i + self.batch_size])
-                                for i in range(0, len(x_in), self.batch_size)]) if len(x_in) else predict(self.model, x_in)
+            logits = predict(InBatches(self.model, self.batch_size), x_in)
         check_labels(logits, yb)
         bad = ~torch.isfinite(logits).all(dim=1)
         if bad.any():

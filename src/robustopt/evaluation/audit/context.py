@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustopt import losses
-from robustopt.attacks.passes import eval_mode, predict
+from robustopt.attacks.passes import InBatches, eval_mode, predict
 from robustopt.evaluation.results import Evaluation
 from robustopt.evaluation.sweep import SweepCurve
 from robustopt.threat import ThreatModel
@@ -55,7 +55,7 @@ class AuditContext:
         """Logits of the model on ``x`` (eval mode, no grad), in batches."""
         assert self.model is not None
         with eval_mode(self.model), torch.no_grad():
-            return torch.cat([predict(self.model, x[i : i + self.batch_size]) for i in range(0, len(x), self.batch_size)])
+            return predict(InBatches(self.model, self.batch_size), x)
 
     @functools.cached_property
     def logits(self) -> torch.Tensor:
