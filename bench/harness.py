@@ -39,7 +39,7 @@ import torch
 
 import robustopt
 from robustopt._io import atomic_write_text
-from robustopt.attacks.passes import predict
+from robustopt.attacks.passes import InBatches, predict
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
@@ -455,7 +455,7 @@ def _train_steps(folder: Path) -> int | str:
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
 def predictions(model, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    return torch.cat([predict(model, x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    return predict(InBatches(model, batch_size), x).argmax(1)
 
 
 def state_digest(model) -> str:

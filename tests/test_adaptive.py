@@ -221,6 +221,27 @@ def test_the_samples_are_drawn_once_per_pool(base, data):
     assert APGD(ro.Linf(EPS)).call_size(500) == 500
 
 
+def test_a_pooled_call_reports_its_stages(base, data, monkeypatch, capsys):
+    """A call of ``pool`` examples moves the progress display once: ``on_stage`` says, as each stage starts,
+    what it runs on, and ``evaluate`` prints it on its plain progress lines."""
+    x, y = data
+    told: list[str] = []
+    res = adaptive().run(base, x, y, on_stage=told.append)
+    attacked = [st["attacked"] for st in res.summary["stages"]]
+    assert told[0] == f"APGD-CE on {len(x)} of {len(x)}"
+    names = [line.split(" on ")[0].removesuffix(" (more targets)") for line in told]
+    assert set(names) == {name for name, n in zip(STAGES, attacked) if n}
+    assert names == sorted(names, key=STAGES.index)  # in the schedule's order
+    with pytest.raises(ValueError, match="on_stage"):
+        adaptive().run(base, x, y, on_stage="APGD")
+    monkeypatch.setenv("ROBUSTOPT_PROGRESS", "plain")
+    monkeypatch.setattr("robustopt._progress.PLAIN_EVERY", 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluate(base, (x, y), [adaptive()], batch_size=25)
+    assert "stage=APGD-CE on " in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("score", ["adversarial", "malt"])
 def test_batch_size_bounds_every_pass_of_a_call(base, data, score):
     """``run(..., batch_size=b)``: the stages, the schedule's own passes (target scores, the dead-gradient

@@ -39,7 +39,7 @@ def progress_bar(total: int, desc: str, unit: str, *, enabled: bool = True, leav
         leave: keep the bar on the terminal once closed (plain lines are always kept).
 
     Returns:
-        An object with tqdm's ``update``, ``set_description``, ``set_postfix`` and ``close``.
+        An object with tqdm's ``update``, ``set_description``, ``set_postfix``, ``refresh`` and ``close``.
     """
     style = _style() if enabled else "off"
     if style == "bar":
@@ -71,8 +71,13 @@ class PlainProgress:
     def update(self, n: int = 1) -> None:
         """Count ``n`` more units; print a line if the last one is ``every`` seconds old."""
         self.n += n
+        if n and self.n < self.total:
+            self.refresh()
+
+    def refresh(self) -> None:
+        """Print the current line (count, time, postfix) if the last one is ``every`` seconds old."""
         now = time.monotonic()
-        if n and now - self._last >= self.every and self.n < self.total:
+        if now - self._last >= self.every and not self._closed:
             self._last = now
             share = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
             self._write(f"{self.n}/{self.total} {self.unit}s{share}, {format_seconds(now - self._start)}")

@@ -93,7 +93,7 @@ import dataclasses
 import math
 import time
 from dataclasses import KW_ONLY, dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -176,8 +176,10 @@ class AdaptiveAutoAttack(Attack):
         seed: seed of every stage when no generator is given.
         label: display name in tables (default "AA-adaptive").
 
-    Option of ``run``: ``batch_size``, the most examples any stage or model pass runs on at once
-    (default: all of the call's); ``evaluate`` passes its own.
+    Options of ``run``: ``batch_size``, the most examples any stage or model pass runs on at once
+    (default: all of the call's); ``evaluate`` passes its own. ``on_stage``, a function called with
+    a line of text as each stage starts (e.g. ``"APGD-T on 312 of 1000"``); ``evaluate`` shows it on
+    its progress display, which otherwise moves once per call.
 
     Returns of ``run``: per example the first successful point any stage found (else APGD-CE's
     best point); ``grad_evals`` and ``forwards`` summed over the stages, per example too;
@@ -205,7 +207,7 @@ class AdaptiveAutoAttack(Attack):
 
     norms: ClassVar[tuple[str, ...]] = ("Linf", "L2", "L1")
     clean_success_counts: ClassVar[bool] = True
-    call_options: ClassVar[tuple[str, ...]] = ("batch_size",)
+    call_options: ClassVar[tuple[str, ...]] = ("batch_size", "on_stage")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -227,13 +229,16 @@ class AdaptiveAutoAttack(Attack):
         return max(batch_size, self.pool)
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int | None = None,
-            **kwargs: Any) -> AttackResult:
-        """``Attack.run``, with every pass on the model on at most ``batch_size`` examples at once."""
+            on_stage: Callable[[str], Any] | None = None, **kwargs: Any) -> AttackResult:
+        """``Attack.run``, with every pass on the model on at most ``batch_size`` examples at once, and
+        ``on_stage`` told as each stage starts."""
+        if on_stage is not None and not callable(on_stage):
+            raise ValueError(f"on_stage must be a function of one string or None, got {type(on_stage).__name__}.")
         if batch_size is not None:
             if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
                 raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
             model = InBatches(model, batch_size)  # the forward-only passes; stages and gradient passes batch themselves
-        return super().run(model, x, y, batch_size=batch_size, **kwargs)
+        return super().run(model, x, y, batch_size=batch_size, on_stage=on_stage, **kwargs)
 
     # --- the stages -------------------------------------------------------------------------
     def stages(self) -> list[Attack]:
@@ -408,6 +413,8 @@ class _Log:
         """
         s = self.s
         t0 = time.perf_counter()
+        if s.options.get("on_stage") is not None:
+            s.options["on_stage"](f"{STAGES[i]}{' (more targets)' if again else ''} on {len(idx)} of {len(s.x)}")
         targets = None if s.success_target is None else s.success_target[idx]
         options = {k: v for k, v in options.items() if v is not None}
         res = self._attack_and_confirm(attack, idx, targets, options)

@@ -150,6 +150,7 @@ class Cascade:
         *,
         threat: ThreatModel | None = None,
         records: bool = False,
+        report: Callable[[str], Any] | None = None,
     ) -> Iterator[tuple[range, list[Any]]]:
         """Run ``attack`` on ``state.batches`` from ``state.done`` on, one round of batches at a time.
 
@@ -163,6 +164,7 @@ class Cascade:
             generator: batch index -> the generator of that batch's random draws.
             threat: the threat model the points must lie in (default: the attack's).
             records: gather the attack's per-example records.
+            report: told what a call that reports its stages (``on_stage`` in ``call_options``) is doing.
 
         Raises:
             ValueError: the attack returned points outside the threat model.
@@ -173,7 +175,8 @@ class Cascade:
             j, cost, queries, recorded = j0 + ctx.rank, 0, 0, None
             if j < len(batches):
                 idx = batches[j]
-                options = {"batch_size": self.batch_size} if "batch_size" in attack.call_options else {}
+                offered = {"batch_size": self.batch_size, "on_stage": report}
+                options = {k: v for k, v in offered.items() if k in attack.call_options and v is not None}
                 result = attack.run(self.model, self.x[idx], self.y[idx], generator=generator(j), **options)
                 inside = threat.contains(result.x_adv, self.x[idx])
                 if not inside.all():

@@ -274,7 +274,11 @@ def evaluate(
                            leave=False)
         bar.update(sum(len(b) for b in step.batches[: step.done]))  # done before an interruption
         generator = functools.partial(_batch_generator, x.device, seed, i)  # batch j -> its stream
-        for finished, recorded in core.rounds(attack, step, generator, records=True):
+        def report(stage: str, bar: Any = bar) -> None:  # a call longer than a batch: what it is doing
+            bar.set_postfix(stage=stage)
+            bar.refresh()
+
+        for finished, recorded in core.rounds(attack, step, generator, records=True, report=report):
             records.add(recorded)
             if progress_path is not None and ctx.is_main:
                 now = time.perf_counter()

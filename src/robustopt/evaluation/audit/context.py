@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustopt import losses
-from robustopt.attacks.passes import InBatches, eval_mode, predict
+from robustopt.attacks.passes import InBatches, batches, eval_mode, predict
 from robustopt.evaluation.results import Evaluation
 from robustopt.evaluation.sweep import SweepCurve
 from robustopt.threat import ThreatModel
@@ -48,8 +48,7 @@ class AuditContext:
         return self.threat.bounds if self.threat is not None else (0.0, 1.0)
 
     def _batches(self) -> list[slice]:
-        n = 0 if self.x is None else len(self.x)
-        return [slice(i, i + self.batch_size) for i in range(0, n, self.batch_size)]
+        return batches(0 if self.x is None else len(self.x), self.batch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the model on ``x`` (eval mode, no grad), in batches."""
