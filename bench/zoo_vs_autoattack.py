@@ -13,7 +13,9 @@ Each finished side is saved next to OUT (``OUT.SIDE-side.pt``) and reused by a r
 command. A side left out of ``--sides`` keeps its row from the published OUT.json when that row was
 measured under the same key (the model's weights, points, threat, seed, batch size, threads and
 draws), e.g. ``--sides adaptive`` after a change to the adaptive suite, without rerunning AutoAttack;
-the row says when it was measured. ``--table`` prints the Markdown table of every result in
+the row says when it was measured. ``--adaptive FIELD=VALUE`` measures a variant of the adaptive
+suite (e.g. ``eot=10``) into its own ``--out``, with the other sides of the entry's published run.
+``--table`` prints the Markdown table of every result in
 bench/results/zoo-vs-autoattack.
 
 Examples:
@@ -24,6 +26,7 @@ Examples:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -53,6 +56,11 @@ def parse_args(argv=None):
     p.add_argument("--n", type=int, default=None, help="first N test images (default: 1000 MNIST, 500 CIFAR-10)")
     p.add_argument("--sides", default=",".join(SIDES), help=f"comma list of {', '.join(SIDES)}")
     p.add_argument("--draws", type=int, default=10, help="randomized entries: draws per point for the majority vote")
+    p.add_argument("--adaptive", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a variant of the adaptive suite, e.g. --adaptive eot=10 (an AdaptiveAutoAttack field; "
+                        "repeatable); give it its own --out: the other sides are reused from the entry's default one")
+    p.add_argument("--again", default="", help="comma list of sides to run again even where a saved one matches "
+                                               "(the key holds the suite's configuration, not its code)")
     p.add_argument("--table", action="store_true", help="print the Markdown table of all results and exit")
     return p.parse_args(argv)
 
@@ -82,7 +90,9 @@ def main(argv=None) -> dict[str, Any] | None:
     x, y = x[:n].contiguous(), y[:n].long().contiguous()
     t = threat(item.norm, item.eps)
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    again = {s.strip() for s in args.again.split(",") if s.strip()}
     out = Path(args.out) if args.out else RESULTS / item.name
+    variant = {field: _value(text) for field, _, text in (a.partition("=") for a in args.adaptive)}
     key = {"model": state_digest(model), "entry": item.name, "n": n, "threat": str(t), "seed": args.seed,
            "batch_size": args.batch_size, "threads": torch.get_num_threads(), "draws": draws}
     aa_module, AutoAttack = import_autoattack()
@@ -90,10 +100,14 @@ def main(argv=None) -> dict[str, Any] | None:
     with torch.no_grad():
         predictions(model, x[: args.batch_size], args.batch_size)  # warm-up outside the timings
 
+    def suite(version: str) -> list:
+        attacks = suites.standard(t, version=version, seed=args.seed)
+        return [dataclasses.replace(a, **variant) for a in attacks] if version == "adaptive" else attacks
+
     def run_suite(version: str):
         counter = PassCounter(model)
         start = time.perf_counter()
-        ev = evaluate(counter, (x, y), suites.standard(t, version=version, seed=args.seed), batch_size=args.batch_size,
+        ev = evaluate(counter, (x, y), suite(version), batch_size=args.batch_size,
                       seed=args.seed, mode="cascade", progress=False)
         # as JSON text: a saved side is read back with weights_only=True (tensors and plain data only)
         return {"evaluation": json.dumps(ev.to_dict(), default=str), "seconds": time.perf_counter() - start, "counted": counter.counts()}
@@ -113,12 +127,14 @@ def main(argv=None) -> dict[str, Any] | None:
     runners = {"adaptive": lambda: run_suite("adaptive"), "standard": lambda: run_suite("standard"), "autoattack": run_aa}
     results, finished = {}, {}
     # robustopt's sides are also keyed by their attacks' configurations: a changed suite runs again
-    side_keys = {side: {**key, "attacks": repr([a.describe() for a in suites.standard(t, version=side, seed=args.seed)])}
-                 for side in ("adaptive", "standard")}
+    side_keys = {side: {**key, "attacks": repr([a.describe() for a in suite(side)])} for side in ("adaptive", "standard")}
+    default = RESULTS / item.name
     for side in sides:
         path = out.with_name(f"{out.name}.{side}-side.pt")
         side_key = side_keys.get(side, key)
-        blob = load_side(path, side_key)
+        blob = None if side in again else load_side(path, side_key)
+        if blob is None and out != default and side not in again:  # a variant's other sides: as measured at the entry's default place
+            blob = load_side(default.with_name(f"{default.name}.{side}-side.pt"), side_key)
         if blob is None:
             log(f"{item.name}: {side} ...")
             blob = save_side(path, side_key, runners[side]())
@@ -147,12 +163,22 @@ def main(argv=None) -> dict[str, Any] | None:
                 rows[side] = {**published["sides"][side], "carried_from": published.get("started_utc")}
         rows = {side: rows[side] for side in SIDES if side in rows}
     report.update({"key": key, "entry": item.name, "dataset": item.dataset, "n": n, "threat": str(t),
-                   "randomized": randomized,
+                   "randomized": randomized, "adaptive_variant": variant,
                    "draws": draws, "clean_accuracy": float(correct.float().mean()), "seed": args.seed,
                    "batch_size": args.batch_size, "autoattack_package": f"{aa_module.__name__} {aa_version_of(aa_module)}",
                    "sides": rows})
     publish(out, report, markdown, t0)
     return report
+
+
+def _value(text: str) -> Any:
+    """A command-line field value: a number where it reads as one, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def _pct(v: float | None) -> str:
@@ -166,7 +192,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines = [f"# zoo:{r['entry']}: adaptive suite, standard suite, AutoAttack", "",
              f"First {r['n']} {r['dataset']} test images, {r['threat']}; clean accuracy {_pct(r['clean_accuracy'])}"
              + (f" (majority over {r['draws']} draws: a randomized entry)" if r["randomized"] else "") + "; "
-             f"{r['autoattack_package']}.", "",
+             f"{r['autoattack_package']}."
+             + (f" Adaptive suite variant: {r['adaptive_variant']}." if r.get("adaptive_variant") else ""), "",
              "| side | robust accuracy | wall time | grad evals / point | forwards / point |", "|---|---|---|---|---|"]
     for side, s in r["sides"].items():
         name = f"AutoAttack ({s['version']})" if side == "autoattack" else f"robustopt {side}"

@@ -57,8 +57,9 @@ again). A random model (two forward passes on the same inputs differ) gets APGD 
 loss and gradient are averaged over ``eot`` draws of its randomness (EOT, as in AutoAttack's
 ``rand`` version); an example leaves an APGD stage once it is broken under the mean of those
 draws, but never as stalled (margins under EOT are too noisy to extrapolate); its success
-counts only if it is wrong in ``RANDOM_CONFIRM_SHARE`` of ``RANDOM_DRAWS`` fresh passes
-(``evaluate`` judges by the majority: a point just over half is a coin toss there), and an
+counts only if it is wrong in ``RANDOM_CONFIRM_SHARE`` of ``RANDOM_CONFIRM_DRAWS`` fresh passes
+(``evaluate`` judges by the majority of ``RANDOM_DRAWS``: a point just over half is a coin toss there,
+and one confirmed by fewer draws often fails that judge), and an
 early exit that this does not confirm runs the stage again with its whole budget. FAB-T and
 Square then run on every survivor, without sampling or early exit: a success under one draw
 proves little (and ``ro.audit`` flags such a model).
@@ -113,6 +114,7 @@ __all__ = ["AdaptiveAutoAttack", "STAGES", "OUTCOMES", "BROKEN_BY", "malt_scores
 STAGES = ("APGD-CE", "APGD-T", "FAB-T", "Square")
 MORE_TARGETS_SHARE = 0.15  # APGD-T broke this share of what it attacked: its other targets (up to 9) on the rest
 RANDOM_CONFIRM_SHARE = 0.9  # a random model: the share of fresh draws a stage's point must fool to count as broken
+RANDOM_CONFIRM_DRAWS = 2 * RANDOM_DRAWS  # ... of this many draws
 # How a stage ended for an example (``notes[stage]``).
 OUTCOMES = ("not run", "budget", "broken", "stalled", "skipped")
 NOT_RUN, BUDGET, BROKEN, STALLED, SKIPPED = range(len(OUTCOMES))
@@ -449,7 +451,7 @@ class _Log:
                             options: dict[str, Any]) -> AttackResult:
         """``attack`` on the examples ``idx`` (its passes counted); a success counts if fresh forward passes
         (other rounding, other draws) confirm it: one, or on a random model ``RANDOM_CONFIRM_SHARE`` of
-        ``RANDOM_DRAWS`` (a point fooled in barely most draws is a coin toss for ``evaluate``'s judge)."""
+        ``RANDOM_CONFIRM_DRAWS`` (a point fooled in barely most draws is a coin toss for ``evaluate``'s judge)."""
         s = self.s
         res = _concat([attack.run(s.model, s.x[idx[part]], s.y[idx[part]], generator=s.generator,
                                   targets=None if targets is None else targets[part],
@@ -459,7 +461,7 @@ class _Log:
         s.cost.add(rows, grad_evals=res.grad_evals_per_example, forwards=res.forwards_per_example)
         if bool(res.success.any()):
             hit = res.success.nonzero().squeeze(1)
-            draws = RANDOM_DRAWS if self.randomized else 1
+            draws = RANDOM_CONFIRM_DRAWS if self.randomized else 1
             aim = None if targets is None else targets[hit]
             share = success_share(s.model, res.x_adv[hit], lambda z: success_of(z, s.y[idx[hit]], aim), draws)
             confirmed = share >= RANDOM_CONFIRM_SHARE if self.randomized else share > 0.5
