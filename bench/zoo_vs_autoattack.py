@@ -78,6 +78,9 @@ def main(argv=None) -> dict[str, Any] | None:
         return None
     if not args.entry:
         raise SystemExit("give a zoo entry (robustopt zoo list) or --table")
+    if args.adaptive and not args.out:  # else the variant would replace the entry's published row
+        raise SystemExit("--adaptive measures a variant of the adaptive suite: give it its own --out "
+                         "(e.g. bench/results/zoo-vs-autoattack/eot/NAME-VARIANT)")
     set_threads(args.threads)
     t0 = time.perf_counter()
     report = header("zoo vs AutoAttack")
