@@ -65,6 +65,7 @@ QUESTIONS = {
     "eot_vs_autoattack_rand": "autoattack",
     "square_schedule": "autoattack",
     "square_small_batch": "autoattack",
+    "square_stall": "autoattack",
     "run": "run",
 }
 
