@@ -3,11 +3,11 @@
 # with its three trainings run side by side (one torch thread each) instead of one after another.
 # Usage: ROBUSTOPT_DATA=../shared/data bash bench/cifar10_cpu.sh [OUT]   (results: docs/results.md)
 #
-# The runs go to OUT (default bench/results/cifar10-cpu-15-epochs, the committed runs of the 15-epoch preset;
-# bench/results/cifar10-cpu holds the previous preset's, 10 epochs). Every step resumes: start the script
+# The runs go to OUT (default bench/results/cifar10-cpu, the committed runs of the 15-epoch preset;
+# bench/results/cifar10-cpu-10-epochs holds the previous preset's). Every step resumes: start the script
 # again after an interruption. STAGE=train stops after the trainings.
 set -euo pipefail
-OUT=${1:-bench/results/cifar10-cpu-15-epochs}
+OUT=${1:-bench/results/cifar10-cpu}
 RO=${RO:-.venv/bin/robustopt}
 REPRODUCE="$RO reproduce madry-cifar10 --budget cpu --out $OUT"
 # A and A' (resnet9, 15 epochs of N-FGSM at 8/255, seeds 0 and 1), then A_nat (5 natural epochs).

@@ -46,12 +46,13 @@ ENTRIES: dict[str, dict] = {
                                           "validation PGD-10 fell from 38.1% to 10.0%, so the guard kept epoch 1 (eps 0.15)"),
     "mnist-pgd-l2": dict(description="PGD adversarial training under L2 eps 2.0"),
     "cifar10-n-fgsm-linf": dict(run="bench/results/cifar10-cpu/A", method="n-fgsm",
-                                description="model A of the CIFAR-10 reproduction: N-FGSM, 10 epochs",
+                                description="model A of the CIFAR-10 reproduction: N-FGSM, 15 epochs",
                                 train="robustopt reproduce madry-cifar10 --budget cpu --only A "
-                                      "--out bench/results/cifar10-cpu",
+                                      "--out bench/results/cifar10-cpu (made as the 15-epoch recipe run: "
+                                      "bench/results/cifar10-cpu/LOG.md)",
                                 evaluate="robustopt eval bench/results/cifar10-cpu/A --suite adaptive --n 1000"),
     "cifar10-n-fgsm-linf-seed1": dict(run="bench/results/cifar10-cpu/A_prime", method="n-fgsm",
-                                      description="model A' of the CIFAR-10 reproduction: A's recipe, seed 1",
+                                      description="model A' of the CIFAR-10 reproduction: A's recipe (15 epochs), seed 1",
                                       train="robustopt reproduce madry-cifar10 --budget cpu --only \"A'\" "
                                             "--out bench/results/cifar10-cpu"),
     "cifar10-natural": dict(run="bench/results/cifar10-cpu/A_nat", method="natural",
