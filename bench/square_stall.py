@@ -36,6 +36,7 @@ if not __package__:  # run as `python bench/square_stall.py`: import bench/ as a
 
 from bench.harness import default_out, header, log, parser, provenance_md, publish, rel, set_threads  # noqa: E402
 from robustopt import Evaluation, data, load_run, zoo  # noqa: E402
+from robustopt import threat as ro_threat  # noqa: E402
 from robustopt.attacks import adaptive  # noqa: E402
 from robustopt.attacks import square as square_module  # noqa: E402
 
@@ -43,7 +44,16 @@ from robustopt.attacks import square as square_module  # noqa: E402
 SQUARE, ROBUST = adaptive.STAGES.index("Square") + 1, -1
 TRACE_EVERY = 100  # margins recorded at every 1/TRACE_EVERY of the budget
 RULES = [("average", 10, f) for f in (1, 2, 4)] + [("recent", w, f) for w in (5, 10) for f in (1, 2, 4, 8)]
-TODAY = ("average", 10, 2)  # the adaptive suite's Square: checks at every tenth, twice stall_factor 1.0
+
+
+def rule_of(square) -> tuple[str, int, float]:
+    """A Square's early exit as a rule of :data:`RULES` (``Square.stall_window``: None is ``average``)."""
+    if square.stall_window is None:
+        return "average", 10, square.stall_factor
+    return "recent", round(100 * square.stall_window), square.stall_factor
+
+
+TODAY = rule_of(adaptive.AdaptiveAutoAttack(ro_threat.Linf(0.1)).stages()[SQUARE - 1])  # the adaptive suite's
 
 
 def source(name: str, root: str | None) -> tuple[Any, torch.Tensor, torch.Tensor, Path, str]:
@@ -137,7 +147,9 @@ def main(argv=None) -> dict[str, Any]:
     ev, idx, broke_then = candidates(path)
     if args.limit:
         idx, broke_then = idx[: args.limit], broke_then[: args.limit]
-    square = dataclasses.replace(adaptive.AdaptiveAutoAttack(ev.threat).stages()[SQUARE - 1], early_exit=True)
+    # the suite's Square, traced with the checks of the `average` rule (its early exit records, never stops)
+    square = dataclasses.replace(adaptive.AdaptiveAutoAttack(ev.threat).stages()[SQUARE - 1], early_exit=True,
+                                 stall_window=None)
     log(f"{label}: Square ({square.queries} queries) on {len(idx)} of {ev.n} points")
     start = time.perf_counter()
     margins, at, used, success = trace(square, model, x[idx].contiguous(), y[idx], args.seed)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 
 import robustopt as ro
@@ -16,20 +19,22 @@ def _model() -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 4)).eval()
 
 
-def test_todays_rule_replayed_on_one_example_at_a_time_is_squares_early_exit():
+@pytest.mark.parametrize("window, factor", [(None, 2.0), (0.1, 2.0), (0.05, 1.0)])
+def test_a_rule_replayed_on_one_example_at_a_time_is_squares_early_exit(window, factor):
     # One example per call: a stopped example cannot change another's random stream, so the
     # replay of the rule on the unstopped trace must give exactly the queries of the real early exit.
     model = _model()
     x = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         y = model(x).argmax(1)  # clean-correct points; at eps 0.02 some break, some stall, some run out
-    square = Square(ro.Linf(0.02), queries=300, early_exit=True, stall_factor=2.0)
-    kind, every, factor = square_stall.TODAY
+    square = Square(ro.Linf(0.02), queries=300, early_exit=True, stall_factor=factor, stall_window=window)
+    kind, every, factor = square_stall.rule_of(square)
+    traced = dataclasses.replace(square, stall_window=None)
     stopped_some = False
     for i in range(len(x)):
         xi, yi = x[i:i + 1], y[i:i + 1]
         real = square.run(model, xi, yi, generator=torch.Generator().manual_seed(0))
-        margins, at, used, success = square_stall.trace(square, model, xi, yi, seed=0)
+        margins, at, used, success = square_stall.trace(traced, model, xi, yi, seed=0)
         cost, lost = square_stall.replay(margins, at, used, success, square.queries, kind, every, factor)
         assert int(cost) == int(real.forwards_per_example) - 1  # the driver's clean pass
         assert not lost.any() or not real.success.any()  # a break the rule loses is one the real run misses
@@ -57,3 +62,13 @@ def test_the_replay_counts_a_break_stopped_before_it_as_lost():
     used, success = torch.tensor([901]), torch.tensor([True])
     cost, lost = square_stall.replay(margins, at, used, success, queries, "recent", 10, 1.0)
     assert int(cost) == 100 and bool(lost)  # no gain over the first window: stopped at the first check
+
+
+def test_the_suites_square_is_one_of_the_rules():
+    assert square_stall.TODAY in square_stall.RULES
+
+
+@pytest.mark.parametrize("window", [0.0, 0.6, -0.1, True, "0.1"])
+def test_square_refuses_a_stall_window_outside_half_the_budget(window):
+    with pytest.raises(ValueError, match="stall_window"):
+        Square(ro.Linf(0.1), early_exit=True, stall_window=window)

@@ -187,10 +187,14 @@ class Square(Attack):
         loss: objective the search improves: "margin" (``max_{j != y} z_j - z_y``; the paper's
             choice, positive exactly when misclassified) or "ce" (cross-entropy).
         restarts: runs, each from a new random start, on the examples not yet broken.
-        early_exit: also stop an example at a checkpoint (every tenth of the budget) when its
-            margin cannot flip at its pace (``early_exit.stalled``; not part of the paper).
-        stall_factor: with ``early_exit``, how many times its recent progress an example is
-            granted before it counts as stalled (> 0).
+        early_exit: also stop an example at a checkpoint when its margin cannot flip at its pace
+            (``early_exit.stalled``; not part of the paper).
+        stall_factor: with ``early_exit``, how many times its pace an example is granted before it
+            counts as stalled (> 0).
+        stall_window: with ``early_exit``, the stretch of the budget that measures the pace: None,
+            since the start, checked at every tenth of the budget; a fraction ``w`` in (0, 0.5],
+            the last ``w`` of the budget, checked every ``w`` (the search's large early windows
+            then no longer speak for its late ones).
         seed: seed of the random search when no generator is given.
         label: display name in tables (default "Square").
 
@@ -212,6 +216,7 @@ class Square(Attack):
     restarts: int = 1
     early_exit: bool = False
     stall_factor: float = 2.0
+    stall_window: float | None = None
     seed: int = 0
     label: str | None = None
 
@@ -229,6 +234,9 @@ class Square(Attack):
             raise ValueError(f"loss must be 'margin' or 'ce', got {self.loss!r}.")
         self._check_flags("early_exit")
         self._check_positive("stall_factor")
+        w = self.stall_window
+        if w is not None and not (isinstance(w, (int, float)) and not isinstance(w, bool) and 0.0 < w <= 0.5):
+            raise ValueError(f"stall_window must be None or a fraction of the budget in (0, 0.5], got {w!r}.")
         self._check_seed()
 
     @property
@@ -241,6 +249,13 @@ class Square(Attack):
         super()._check_call(x, options)
         if x.dim() != 4:
             raise ValueError(f"Square needs images of shape (N, C, H, W), got shape {tuple(x.shape)}.")
+
+    def _stall_checks(self) -> list[int]:
+        """The iterations before which the early exit looks for stalled examples, in order."""
+        w = self.stall_window
+        # k * w rounded: 3 * 0.1 is the fraction 0.3, not 0.30000000000000004 (whose check would come one iteration later)
+        fractions = _STALL_CHECKS if w is None else [round(k * w, 9) for k in range(1, math.ceil(1 / w - 1e-9))]
+        return sorted({math.ceil(f * self.queries) for f in fractions} - {0})
 
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         return _OBJECTIVES[self.loss](logits, y, target).float()
@@ -257,11 +272,13 @@ class Square(Attack):
         searching = ~success  # with early exit, also not stalled
         if self.early_exit:
             margin = losses.margin(logits, y, s.success_target)
-            margin_start = margin.clone()
-            checks = {math.ceil(f * self.queries) for f in _STALL_CHECKS} - {0}
+            margin_then, then = margin.clone(), 0  # the margins the pace is measured from, and when
+            checks = set(self._stall_checks())
         for i in range(1, self.queries):
-            if self.early_exit and i in checks:  # who cannot flip at its average pace so far (early_exit.stalled)
-                searching &= ~stalled(margin, margin_start, self.queries - i, i, self.stall_factor)
+            if self.early_exit and i in checks:  # who cannot flip at its pace (early_exit.stalled)
+                searching &= ~stalled(margin, margin_then, self.queries - i, i - then, self.stall_factor)
+                if self.stall_window is not None:  # the next check measures the pace from here
+                    margin_then, then = margin.clone(), i
             active = searching.nonzero().squeeze(1)
             if len(active) == 0:
                 break
