@@ -72,3 +72,10 @@ def test_the_suites_square_is_one_of_the_rules():
 def test_square_refuses_a_stall_window_outside_half_the_budget(window):
     with pytest.raises(ValueError, match="stall_window"):
         Square(ro.Linf(0.1), early_exit=True, stall_window=window)
+
+
+def test_the_adaptive_suite_passes_its_square_stall_window_on():
+    suite = ro.attacks.AdaptiveAutoAttack(ro.Linf(0.1), square_stall_window=0.05)
+    assert suite.stages()[-1].stall_window == 0.05 and square_stall.rule_of(suite.stages()[-1])[:2] == ("recent", 5)
+    with pytest.raises(ValueError, match="stall_window"):
+        ro.attacks.AdaptiveAutoAttack(ro.Linf(0.1), square_stall_window=0.7)

@@ -169,6 +169,8 @@ class AdaptiveAutoAttack(Attack):
             twice it; > 0.
         fab_steps: iterations of FAB-T per target.
         queries: Square's query budget per example.
+        square_stall_window: Square's ``stall_window`` (how its early exit measures an example's
+            pace): None, since the start; a fraction of the budget, over the last such stretch.
         sample: the fraction of the survivors that FAB-T and Square try first, in (0, 1].
         min_sample: at least this many survivors are sampled (all, if fewer).
         masking_share: the share of examples that makes gradients look masked, in (0, 1].
@@ -199,6 +201,7 @@ class AdaptiveAutoAttack(Attack):
     stall_factor: float = 1.0
     fab_steps: int = 100
     queries: int = 5000
+    square_stall_window: float | None = None
     sample: float = 0.1
     min_sample: int = 20
     masking_share: float = 0.05
@@ -221,6 +224,7 @@ class AdaptiveAutoAttack(Attack):
         for name in ("sample", "masking_share"):
             if getattr(self, name) > 1:
                 raise ValueError(f"{name} must be a fraction in (0, 1], got {getattr(self, name)!r}.")
+        self.stages()  # each stage checks the settings it takes (e.g. square_stall_window)
 
     @property
     def name(self) -> str:
@@ -256,7 +260,7 @@ class AdaptiveAutoAttack(Attack):
             FAB(self.threat, targeted=True, n_target_classes=self.n_target_classes, steps=self.fab_steps, **common),
             # a random search progresses in jumps: Square gets twice the margin of safety
             Square(self.threat, queries=self.queries, schedule_queries=AUTOATTACK_SCHEDULE_SCALE * self.queries, early_exit=True,
-                   stall_factor=2 * self.stall_factor, **common),
+                   stall_factor=2 * self.stall_factor, stall_window=self.square_stall_window, **common),
         ]
 
     def _check_call(self, x: torch.Tensor, options: dict[str, Any]) -> None:
