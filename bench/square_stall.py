@@ -34,8 +34,9 @@ import torch
 if not __package__:  # run as `python bench/square_stall.py`: import bench/ as a package
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from bench.harness import default_out, header, log, parser, provenance_md, publish, rel, set_threads  # noqa: E402
-from robustopt import Evaluation, data, load_run, zoo  # noqa: E402
+from bench.harness import (default_out, header, load_model, log, parser, provenance_md, publish, rel,  # noqa: E402
+                           set_threads)
+from robustopt import Evaluation, data, zoo  # noqa: E402
 from robustopt import threat as ro_threat  # noqa: E402
 from robustopt.attacks import adaptive  # noqa: E402
 from robustopt.attacks import square as square_module  # noqa: E402
@@ -59,8 +60,8 @@ TODAY = rule_of(adaptive.AdaptiveAutoAttack(ro_threat.Linf(0.1)).stages()[SQUARE
 def source(name: str, root: str | None) -> tuple[Any, torch.Tensor, torch.Tensor, Path, str]:
     """Model, test images and labels, the evaluation file, and the name of a zoo entry or run folder."""
     if Path(name).is_dir():
-        model, info = load_run(name)
-        dataset, folder, label = info["data"], Path(name), rel(name)
+        under_test = load_model(name)
+        model, dataset, folder, label = under_test.model, under_test.info["data"], Path(name), rel(name)
     else:
         item = zoo.entry(name)
         model, dataset, folder, label = zoo.load(item.name), item.dataset, item.folder, f"zoo:{item.name}"
