@@ -77,12 +77,12 @@ def candidates(path: Path) -> tuple[Evaluation, torch.Tensor, torch.Tensor]:
         raise SystemExit(f"{path} has no per-example records; evaluate again with the adaptive suite.")
     by = row["records"]["examples"]["broken_by"]  # None: misclassified clean
     idx = [i for i, b in enumerate(by) if b in (ROBUST, SQUARE)]
-    return (Evaluation.from_json(path), torch.tensor(idx, dtype=torch.long),
+    return (Evaluation.from_dict(raw), torch.tensor(idx, dtype=torch.long),
             torch.tensor([by[i] == SQUARE for i in idx]))
 
 
 def trace(square, model, x, y, seed: int) -> tuple[torch.Tensor, list[int], torch.Tensor, torch.Tensor]:
-    """Square with a recording early exit.
+    """``square`` with a recording early exit, checked at every 1/TRACE_EVERY of its budget.
 
     Returns:
         margins (checks + 1, N), the start's first; the queries after which each was taken (0 for the
@@ -92,21 +92,21 @@ def trace(square, model, x, y, seed: int) -> tuple[torch.Tensor, list[int], torc
     margins: list[torch.Tensor] = []
     at: list[int] = []
 
-    def record(margin, margin_start, remaining, window, factor):  # stands in for early_exit.stalled
-        if not margins:
-            margins.append(margin_start.detach().clone())
+    def record(margin, margin_then, remaining, window, factor):  # stands in for early_exit.stalled
+        if not margins:  # the first check measures from the start
+            margins.append(margin_then.detach().clone())
             at.append(0)
         margins.append(margin.detach().clone())
-        at.append(window)  # the check before iteration `window`: that many queries used
+        at.append(square.queries - remaining)  # the check before this iteration: that many queries used
         return torch.zeros_like(margin, dtype=torch.bool)
 
-    saved = square_module.stalled, square_module._STALL_CHECKS
+    saved = square_module.stalled
     square_module.stalled = record
-    square_module._STALL_CHECKS = tuple(k / TRACE_EVERY for k in range(1, TRACE_EVERY))
     try:
-        res = square.run(model, x, y, generator=torch.Generator().manual_seed(seed))
+        recording = dataclasses.replace(square, early_exit=True, stall_window=1 / TRACE_EVERY)
+        res = recording.run(model, x, y, generator=torch.Generator().manual_seed(seed))
     finally:
-        square_module.stalled, square_module._STALL_CHECKS = saved
+        square_module.stalled = saved
     # no check reached: every example broke within the first 1% of the budget
     stacked = torch.stack(margins) if margins else torch.empty(0, len(x))
     return stacked, at, res.forwards_per_example - 1, res.success  # the driver's clean pass is not the search's
@@ -148,9 +148,7 @@ def main(argv=None) -> dict[str, Any]:
     ev, idx, broke_then = candidates(path)
     if args.limit:
         idx, broke_then = idx[: args.limit], broke_then[: args.limit]
-    # the suite's Square, traced with the checks of the `average` rule (its early exit records, never stops)
-    square = dataclasses.replace(adaptive.AdaptiveAutoAttack(ev.threat).stages()[SQUARE - 1], early_exit=True,
-                                 stall_window=None)
+    square = adaptive.AdaptiveAutoAttack(ev.threat).stages()[SQUARE - 1]  # the suite's Square
     log(f"{label}: Square ({square.queries} queries) on {len(idx)} of {ev.n} points")
     start = time.perf_counter()
     margins, at, used, success = trace(square, model, x[idx].contiguous(), y[idx], args.seed)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -29,12 +27,11 @@ def test_a_rule_replayed_on_one_example_at_a_time_is_squares_early_exit(window, 
         y = model(x).argmax(1)  # clean-correct points; at eps 0.02 some break, some stall, some run out
     square = Square(ro.Linf(0.02), queries=300, early_exit=True, stall_factor=factor, stall_window=window)
     kind, every, factor = square_stall.rule_of(square)
-    traced = dataclasses.replace(square, stall_window=None)
     stopped_some = False
     for i in range(len(x)):
         xi, yi = x[i:i + 1], y[i:i + 1]
         real = square.run(model, xi, yi, generator=torch.Generator().manual_seed(0))
-        margins, at, used, success = square_stall.trace(traced, model, xi, yi, seed=0)
+        margins, at, used, success = square_stall.trace(square, model, xi, yi, seed=0)
         cost, lost = square_stall.replay(margins, at, used, success, square.queries, kind, every, factor)
         assert int(cost) == int(real.forwards_per_example) - 1  # the driver's clean pass
         assert not lost.any() or not real.success.any()  # a break the rule loses is one the real run misses

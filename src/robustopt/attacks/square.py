@@ -250,12 +250,12 @@ class Square(Attack):
         if x.dim() != 4:
             raise ValueError(f"Square needs images of shape (N, C, H, W), got shape {tuple(x.shape)}.")
 
-    def _stall_checks(self) -> list[int]:
-        """The iterations before which the early exit looks for stalled examples, in order."""
+    def _stall_checks(self) -> set[int]:
+        """The iterations before which the early exit looks for stalled examples."""
         w = self.stall_window
         # k * w rounded: 3 * 0.1 is the fraction 0.3, not 0.30000000000000004 (whose check would come one iteration later)
         fractions = _STALL_CHECKS if w is None else [round(k * w, 9) for k in range(1, math.ceil(1 / w - 1e-9))]
-        return sorted({math.ceil(f * self.queries) for f in fractions} - {0})
+        return {math.ceil(f * self.queries) for f in fractions} - {0}
 
     def _objective(self, logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         return _OBJECTIVES[self.loss](logits, y, target).float()
@@ -273,7 +273,7 @@ class Square(Attack):
         if self.early_exit:
             margin = losses.margin(logits, y, s.success_target)
             margin_then, then = margin.clone(), 0  # the margins the pace is measured from, and when
-            checks = set(self._stall_checks())
+            checks = self._stall_checks()
         for i in range(1, self.queries):
             if self.early_exit and i in checks:  # who cannot flip at its pace (early_exit.stalled)
                 searching &= ~stalled(margin, margin_then, self.queries - i, i - then, self.stall_factor)
