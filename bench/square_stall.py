@@ -141,12 +141,14 @@ def main(argv=None) -> dict[str, Any]:
     p.add_argument("--limit", type=int, default=None, help="only the first K of Square's points (CIFAR-10)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        p.error(f"--limit must be at least 1, got {args.limit}")
     set_threads(args.threads)
     t0 = time.perf_counter()
     report = header("square stall")
     model, x, y, path, label = source(args.source, args.root)
     ev, idx, broke_then = candidates(path)
-    if args.limit:
+    if args.limit is not None:
         idx, broke_then = idx[: args.limit], broke_then[: args.limit]
     square = adaptive.AdaptiveAutoAttack(ev.threat).stages()[SQUARE - 1]  # the suite's Square
     log(f"{label}: Square ({square.queries} queries) on {len(idx)} of {ev.n} points")
