@@ -67,6 +67,13 @@ def test_each_masking_model_is_flagged(base, data, wrap, expected, level):
     assert len(found[0].message) > 100 and found[0].details
 
 
+def test_randomized_output_is_an_error_even_when_no_prediction_flips(base, data):
+    """The level does not hang on the chance that one of the probe's predictions flips between passes."""
+    (found,) = audit(NoisyInput(base, sigma=1e-4), data, threat=ro.Linf(EPS), checks=["randomized-output"])
+    assert found.level == "error"
+    assert found.details["prediction_flips"] == 0  # noise this small moves the logits, no decision
+
+
 def test_catastrophic_overfitting_is_a_single_step_gap(base, data):
     """FGSM leaves the overfitted model robust where PGD-10 breaks it; a model both break alike passes."""
     (found,) = [f for f in audit(fgsm_overfit_model(), data, threat=ro.Linf(FGSM_EPS), checks=["single-step-gap"])]
