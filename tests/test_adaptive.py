@@ -358,10 +358,9 @@ def test_a_productive_apgd_t_gets_the_other_targets(base, data):
 
 
 def test_a_random_model_exits_only_when_broken_in_most_draws(base, data):
-    """A random model (the audit's randomized-output): a success under one draw proves little, so APGD-CE
-    runs first with one draw per step and its whole budget, then with EOT on what that left; an EOT run lets
-    an example go once broken, never as stalled; a success counts only if most of RANDOM_CONFIRM_DRAWS fresh
-    passes confirm it; FAB-T and Square run on every survivor."""
+    """A random model (the audit's randomized-output): a success under one draw proves little, so APGD
+    averages over draws (EOT) and lets an example go once broken, never as stalled; a success counts only
+    if most of RANDOM_DRAWS fresh passes confirm it; FAB-T and Square run on every survivor."""
     model = NoisyInput(base)
     ev = quiet_evaluate(model, data, [adaptive()])
     row = ev.rows[1]
@@ -376,11 +375,8 @@ def test_a_random_model_exits_only_when_broken_in_most_draws(base, data):
     by_ce = res.notes["broken_by"] == BROKEN_BY.index("APGD-CE")
     assert bool(by_ce.any()) and bool((~res.success).any()), "the noisy model should break in part (else no test)"
     full = attack.steps * attack.eot
-    spent = res.grad_evals_per_example
-    assert bool((spent[by_ce] == attack.steps).any())  # broken by the one-draw pass: steps, not steps * eot
-    assert float(spent[by_ce].float().median()) < full  # most left before EOT's whole budget
-    # the survivors ran both passes, and EOT's whole budget (an unconfirmed early exit runs again)
-    assert int(spent[~res.success].min()) >= attack.steps + full
+    assert float(res.grad_evals_per_example[by_ce].float().median()) < full  # most left early
+    assert int(res.grad_evals_per_example[~res.success].min()) >= full  # an unconfirmed early exit ran again
     # each break holds in most draws of the model, as evaluate judges it (fresh draws: allow their spread)
     wrong = torch.stack([predict(model, res.x_adv[res.success]).argmax(1) != y[res.success] for _ in range(20)])
     assert float(wrong.float().mean()) > 0.8

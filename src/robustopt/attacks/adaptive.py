@@ -55,10 +55,8 @@ A stage's success counts only if a fresh forward pass on its point confirms it (
 across the boundary, as FAB's are, can read differently in another batch; ``evaluate`` checks
 again). A random model (two forward passes on the same inputs differ) gets APGD steps whose
 loss and gradient are averaged over ``eot`` draws of its randomness (EOT, as in AutoAttack's
-``rand`` version). APGD-CE first runs with one draw per step and its whole budget (no early exit:
-its points go deep past the boundary, where most draws agree), at ``1 / eot`` of EOT's passes per
-step; only the examples whose point the draws do not confirm (below) run it again with EOT. An
-example leaves an EOT stage once it is broken under the mean of the draws, but never as stalled (margins under EOT are too noisy to extrapolate); its success
+``rand`` version); an example leaves an APGD stage once it is broken under the mean of those
+draws, but never as stalled (margins under EOT are too noisy to extrapolate); its success
 counts only if it is wrong in ``RANDOM_CONFIRM_SHARE`` of ``RANDOM_CONFIRM_DRAWS`` fresh passes
 (``evaluate`` judges by the majority of ``RANDOM_DRAWS``: a point just over half is a coin toss there,
 and one confirmed by fewer draws often fails that judge), and an
@@ -280,13 +278,7 @@ class AdaptiveAutoAttack(Attack):
         explicit = s.success_target is not None
         left = torch.arange(len(s.x), device=s.x.device)  # positions in s, still unbroken
 
-        if log.randomized:  # one draw per step first, with the whole budget; the draws' mean where it falls short
-            res = log.run(0, dataclasses.replace(ce, eot=1, early_exit=False), left, first=True)
-            if not bool(res.success.all()):
-                where = (~res.success).nonzero().squeeze(1)
-                res = _merge(res, where, log.run(0, ce, left[where], again=True))
-        else:
-            res = log.run(0, ce, left, first=True)
+        res = log.run(0, ce, left, first=True)
         nan = torch.full((len(left),), math.nan, device=s.x.device)
         flat = res.notes.get("margin", nan) <= res.notes.get("margin_start", nan)  # never improved on the start
         keep = ~res.success
@@ -589,11 +581,8 @@ def _merge(res: AttackResult, where: torch.Tensor, again: AttackResult) -> Attac
     grads[where] += again.grad_evals_per_example
     fwds[where] += again.forwards_per_example
     notes = dict(res.notes)
-    for key in again.notes.keys() & notes.keys():  # the rerun's own account of those examples (margins)
-        notes[key] = notes[key].clone()
-        notes[key][where] = again.notes[key].to(notes[key].dtype)
-    if "stop" in notes:  # an early-exit run's account (a run without early exit keeps none)
-        notes["stop"][where] = torch.where(again.success, STOP_BROKEN, STOP_BUDGET).to(notes["stop"].dtype)
+    notes["stop"] = notes["stop"].clone()
+    notes["stop"][where] = torch.where(again.success, STOP_BROKEN, STOP_BUDGET).to(notes["stop"].dtype)
     return dataclasses.replace(res, x_adv=x_adv, success=success, grad_evals=res.grad_evals + again.grad_evals,
                                forwards=res.forwards + again.forwards, grad_evals_per_example=grads,
                                forwards_per_example=fwds, notes=notes)
